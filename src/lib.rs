@@ -1,0 +1,2 @@
+//! tget: a BitTorrent client built on blocking sockets and plain OS threads.
+#![deny(unsafe_code)]
