@@ -1,2 +1,6 @@
 //! tget: a BitTorrent client built on blocking sockets and plain OS threads.
 #![deny(unsafe_code)]
+
+pub mod bencode;
+pub mod create;
+pub mod metainfo;
