@@ -1,6 +1,18 @@
 //! tget: a BitTorrent client built on blocking sockets and plain OS threads.
+//!
+//! The binary in `main.rs` is glue; everything it does is here, one module
+//! per part of the protocol. `docs/ARCHITECTURE.md` has the map.
 #![deny(unsafe_code)]
 
 pub mod bencode;
+pub mod coordinator;
 pub mod create;
+pub mod demo;
+pub mod layout;
 pub mod metainfo;
+pub mod peer;
+pub mod picker;
+pub mod session;
+pub mod storage;
+pub mod tracker;
+pub mod wire;

@@ -1,0 +1,755 @@
+//! A worker thread: runs one peer connection at a time over a blocking socket.
+//!
+//! The worker takes a [`Job`] from the shared queue (an address to dial or an
+//! accepted socket), handshakes, and then loops: look at the control channel,
+//! keep the request pipeline full, serve the peer's requests, read with a
+//! short timeout and handle whatever messages arrived. Blocks are copied from
+//! the read buffer into the piece's buffer and hashed as they arrive in order;
+//! a complete piece is checked against its SHA-1 and written to storage here,
+//! in the worker, so hashing and disk writes are spread over the pool and the
+//! coordinator only does bookkeeping.
+//!
+//! Socket timeouts: connecting waits 5 s; the handshake must arrive within
+//! 10 s; after that, reads time out every 250 ms so the worker notices control
+//! messages and its own timers (a read timeout loses nothing, the framing
+//! reader keeps partial messages), and writes time out after 30 s, which ends
+//! a peer that stopped reading.
+
+use std::collections::VecDeque;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use log::{debug, trace};
+use sha1::{Digest, Sha1};
+
+use crate::coordinator::{Event, Job, ToWorker};
+use crate::layout::{Layout, BLOCK_SIZE};
+use crate::session::Shared;
+use crate::storage::Storage;
+use crate::wire::{self, Bitfield, Handshake, Message, MessageReader, HANDSHAKE_LEN};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const READ_TICK: Duration = Duration::from_millis(250);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A peer that owes us blocks and sends none for this long is dropped.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A peer that sends nothing at all for this long is dropped.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(150);
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(90);
+/// How long the coordinator may take to answer a worker.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pipeline depth: blocks requested and not yet received.
+const MIN_DEPTH: usize = 8;
+const START_DEPTH: usize = 32;
+const MAX_DEPTH: usize = 256;
+/// Requests from a peer we queue at most; more are dropped.
+const MAX_PEER_REQUESTS: usize = 256;
+/// Blocks we send per loop turn before reading again.
+const UPLOAD_BURST: usize = 8;
+
+/// What a worker shares with the session: read-only after start.
+pub(crate) struct WorkerCtx {
+    pub id: usize,
+    pub info_hash: [u8; 20],
+    pub our_id: [u8; 20],
+    pub hashes: Arc<Vec<[u8; 20]>>,
+    pub storage: Arc<Storage>,
+    pub shared: Arc<Shared>,
+    pub events: Sender<Event>,
+    pub control: Receiver<ToWorker>,
+    pub jobs: Receiver<Job>,
+}
+
+/// The worker thread's body: run jobs until the queue closes.
+pub(crate) fn run(ctx: WorkerCtx) {
+    while let Ok(job) = ctx.jobs.recv() {
+        if ctx.shared.stopping.load(Ordering::Relaxed) {
+            break;
+        }
+        let (addr, inbound, result) = match job {
+            Job::Connect(addr) => (
+                addr,
+                false,
+                TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT),
+            ),
+            Job::Inbound(stream, addr) => (addr, true, Ok(stream)),
+        };
+        let (connected, misbehaved, reason) = match result {
+            Err(e) => (false, false, format!("connect failed: {e}")),
+            Ok(stream) => {
+                let mut conn = Connection::new(&ctx, stream, addr, inbound);
+                let r = conn.run();
+                conn.release_all();
+                let misbehaved = matches!(r, Err(Close::Misbehaved(_)));
+                let reason = match r {
+                    Ok(()) => "done".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                (conn.handshaked, misbehaved, reason)
+            }
+        };
+        let _ = ctx.events.send(Event::Closed {
+            worker: ctx.id,
+            addr,
+            connected,
+            misbehaved,
+            reason,
+        });
+        // Drop control messages meant for the connection that just ended.
+        while ctx.control.try_recv().is_ok() {}
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum Close {
+    /// The socket failed or the peer closed it.
+    Io(io::Error),
+    /// The peer broke the protocol; it will not be tried again.
+    Misbehaved(String),
+    /// A timer ran out or we had no use for the peer.
+    Quiet(String),
+}
+
+impl std::fmt::Display for Close {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Close::Io(e) => write!(f, "{e}"),
+            Close::Misbehaved(m) => write!(f, "protocol violation: {m}"),
+            Close::Quiet(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl From<io::Error> for Close {
+    fn from(e: io::Error) -> Self {
+        Close::Io(e)
+    }
+}
+
+fn bad(msg: impl Into<String>) -> Close {
+    Close::Misbehaved(msg.into())
+}
+
+/// A piece being fetched from this peer.
+struct InFlight {
+    index: u32,
+    buf: Vec<u8>,
+    num_blocks: u32,
+    /// Next block to request.
+    next_request: u32,
+    received: Vec<bool>,
+    received_count: u32,
+    /// Blocks before this one are hashed.
+    hashed_blocks: u32,
+    hasher: Sha1,
+}
+
+/// One peer connection's state.
+struct Connection<'a> {
+    ctx: &'a WorkerCtx,
+    layout: &'a Layout,
+    stream: TcpStream,
+    addr: SocketAddr,
+    inbound: bool,
+    /// Whether the socket is in non-blocking mode (while uploads are queued).
+    nonblocking: bool,
+    reader: MessageReader,
+    out: Vec<u8>,
+    handshaked: bool,
+    ours: Bitfield,
+    peer_bits: Bitfield,
+    am_interested: bool,
+    am_choking: bool,
+    peer_choking: bool,
+    peer_interested: bool,
+    pieces: Vec<InFlight>,
+    /// Requests sent and not answered, oldest first.
+    requests: VecDeque<(u32, u32)>,
+    /// Requests withdrawn (choke or cancel) whose blocks may still arrive.
+    withdrawn: VecDeque<(u32, u32)>,
+    depth: usize,
+    /// The peer's requests we will serve.
+    uploads: VecDeque<(u32, u32, u32)>,
+    spare_bufs: Vec<Vec<u8>>,
+    /// When we may ask the coordinator for pieces again after an empty answer.
+    next_ask: Instant,
+    last_block: Instant,
+    last_recv: Instant,
+    last_send: Instant,
+    rate_mark: Instant,
+    rate_bytes: u64,
+}
+
+impl<'a> Connection<'a> {
+    fn new(
+        ctx: &'a WorkerCtx,
+        stream: TcpStream,
+        addr: SocketAddr,
+        inbound: bool,
+    ) -> Connection<'a> {
+        let layout = ctx.storage.layout();
+        let n = layout.num_pieces();
+        let now = Instant::now();
+        Connection {
+            ctx,
+            layout,
+            stream,
+            addr,
+            inbound,
+            nonblocking: false,
+            reader: MessageReader::new(wire::max_message_len(n)),
+            out: Vec::with_capacity(64 * 1024),
+            handshaked: false,
+            ours: Bitfield::new(n),
+            peer_bits: Bitfield::new(n),
+            am_interested: false,
+            am_choking: true,
+            peer_choking: true,
+            peer_interested: false,
+            pieces: Vec::new(),
+            requests: VecDeque::new(),
+            withdrawn: VecDeque::new(),
+            depth: START_DEPTH,
+            uploads: VecDeque::new(),
+            spare_bufs: Vec::new(),
+            next_ask: now,
+            last_block: now,
+            last_recv: now,
+            last_send: now,
+            rate_mark: now,
+            rate_bytes: 0,
+        }
+    }
+
+    fn run(&mut self) -> Result<(), Close> {
+        self.handshake()?;
+        self.stream.set_read_timeout(Some(READ_TICK))?;
+        self.stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        if self.ours.count() > 0 {
+            let bits = self.ours.as_bytes().to_vec();
+            Message::Bitfield(&bits).encode_into(&mut self.out);
+        }
+        loop {
+            if self.ctx.shared.stopping.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            self.poll_control()?;
+            self.fill_pipeline()?;
+            self.serve_uploads()?;
+            self.flush()?;
+            self.check_timers()?;
+            // With uploads queued, read only what is already there, so the
+            // queue is served at once instead of after a read timeout.
+            let busy = !self.uploads.is_empty();
+            if busy != self.nonblocking {
+                self.stream.set_nonblocking(busy)?;
+                self.nonblocking = busy;
+            }
+            match self.reader.fill(&mut self.stream) {
+                Ok(0) => return Err(Close::Quiet("peer closed the connection".into())),
+                Ok(_) => self.last_recv = Instant::now(),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+            self.drain_messages()?;
+        }
+    }
+
+    /// Exchanges handshakes and waits for the coordinator's verdict.
+    fn handshake(&mut self) -> Result<(), Close> {
+        self.stream.set_nodelay(true)?;
+        self.stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+        self.stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
+        let ours = Handshake::new(self.ctx.info_hash, self.ctx.our_id).encode();
+        self.stream.write_all(&ours)?;
+        let mut theirs = [0u8; HANDSHAKE_LEN];
+        self.stream.read_exact(&mut theirs)?;
+        let h = Handshake::decode(&theirs).map_err(|e| bad(e.to_string()))?;
+        if h.info_hash != self.ctx.info_hash {
+            return Err(bad("handshake for another torrent (wrong info-hash)"));
+        }
+        let _ = self.ctx.events.send(Event::Handshaked {
+            worker: self.ctx.id,
+            addr: self.addr,
+            peer_id: h.peer_id,
+            inbound: self.inbound,
+        });
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.ctx.control.recv_timeout(left) {
+                Ok(ToWorker::Accept { ours }) => {
+                    self.ours = ours;
+                    self.handshaked = true;
+                    return Ok(());
+                }
+                Ok(ToWorker::Reject) => return Err(Close::Quiet("rejected".into())),
+                Ok(_) => continue, // stale, from an earlier connection
+                Err(_) => return Err(Close::Quiet("coordinator did not answer".into())),
+            }
+        }
+    }
+
+    fn poll_control(&mut self) -> Result<(), Close> {
+        loop {
+            match self.ctx.control.try_recv() {
+                Ok(msg) => self.on_control(msg)?,
+                Err(TryRecvError::Empty) => return Ok(()),
+                Err(TryRecvError::Disconnected) => {
+                    return Err(Close::Quiet("session ended".into()))
+                }
+            }
+        }
+    }
+
+    fn on_control(&mut self, msg: ToWorker) -> Result<(), Close> {
+        match msg {
+            ToWorker::Interest(want) => {
+                if want != self.am_interested {
+                    self.am_interested = want;
+                    let m = if want {
+                        Message::Interested
+                    } else {
+                        Message::NotInterested
+                    };
+                    m.encode_into(&mut self.out);
+                }
+            }
+            ToWorker::Unchoke => {
+                if self.am_choking {
+                    self.am_choking = false;
+                    Message::Unchoke.encode_into(&mut self.out);
+                }
+            }
+            ToWorker::Choke => {
+                if !self.am_choking {
+                    self.am_choking = true;
+                    self.uploads.clear();
+                    Message::Choke.encode_into(&mut self.out);
+                }
+            }
+            ToWorker::Have(piece) => {
+                self.ours.set(piece);
+                if !self.peer_bits.get(piece) {
+                    Message::Have(piece).encode_into(&mut self.out);
+                }
+            }
+            ToWorker::Cancel(piece) => self.drop_piece(piece, true),
+            ToWorker::Disconnect => return Err(Close::Quiet("disconnected by us".into())),
+            ToWorker::Assign(_) | ToWorker::Accept { .. } | ToWorker::Reject => {}
+        }
+        Ok(())
+    }
+
+    /// Stops fetching `piece`: cancels its outstanding requests.
+    fn drop_piece(&mut self, piece: u32, send_cancel: bool) {
+        let Some(pos) = self.pieces.iter().position(|p| p.index == piece) else {
+            return;
+        };
+        let p = self.pieces.swap_remove(pos);
+        self.spare_bufs.push(p.buf);
+        let layout = self.layout;
+        let out = &mut self.out;
+        let withdrawn = &mut self.withdrawn;
+        self.requests.retain(|&(i, begin)| {
+            if i != piece {
+                return true;
+            }
+            if send_cancel {
+                Message::Cancel {
+                    index: i,
+                    begin,
+                    length: layout.block_len(i, begin / BLOCK_SIZE),
+                }
+                .encode_into(out);
+            }
+            withdrawn.push_back((i, begin));
+            false
+        });
+        while self.withdrawn.len() > 2 * MAX_DEPTH {
+            self.withdrawn.pop_front();
+        }
+    }
+
+    /// Gives every piece back to the coordinator.
+    fn release_all(&mut self) {
+        if self.pieces.is_empty() {
+            return;
+        }
+        let pieces: Vec<u32> = self.pieces.iter().map(|p| p.index).collect();
+        for p in &pieces {
+            self.drop_piece(*p, false);
+        }
+        let _ = self.ctx.events.send(Event::Released {
+            worker: self.ctx.id,
+            pieces,
+        });
+    }
+
+    /// Asks the coordinator for `count` pieces and waits for the answer,
+    /// handling other control messages meanwhile.
+    fn ask_pieces(&mut self, count: u32) -> Result<Vec<u32>, Close> {
+        let _ = self.ctx.events.send(Event::WantPieces {
+            worker: self.ctx.id,
+            count,
+        });
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.ctx.control.recv_timeout(left) {
+                Ok(ToWorker::Assign(pieces)) => return Ok(pieces),
+                Ok(other) => self.on_control(other)?,
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(Close::Quiet("coordinator did not answer".into()))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Close::Quiet("session ended".into()))
+                }
+            }
+        }
+    }
+
+    /// Keeps `depth` requests outstanding while the peer lets us download.
+    fn fill_pipeline(&mut self) -> Result<(), Close> {
+        if self.peer_choking || !self.am_interested {
+            return Ok(());
+        }
+        while self.requests.len() < self.depth {
+            // The first piece with blocks left to request.
+            let Some(p) = self
+                .pieces
+                .iter_mut()
+                .find(|p| p.next_request < p.num_blocks)
+            else {
+                if Instant::now() < self.next_ask {
+                    break;
+                }
+                let blocks_per_piece = self.layout.num_blocks(0).max(1) as usize;
+                let missing = self.depth - self.requests.len();
+                let count = missing.div_ceil(blocks_per_piece).clamp(1, 16) as u32;
+                let got = self.ask_pieces(count)?;
+                if got.is_empty() {
+                    self.next_ask = Instant::now() + Duration::from_millis(500);
+                    break;
+                }
+                for index in got {
+                    self.start_piece(index);
+                }
+                continue;
+            };
+            let block = p.next_request;
+            p.next_request += 1;
+            let index = p.index;
+            let begin = block * BLOCK_SIZE;
+            let length = self.layout.block_len(index, block);
+            Message::Request {
+                index,
+                begin,
+                length,
+            }
+            .encode_into(&mut self.out);
+            if self.requests.is_empty() {
+                self.last_block = Instant::now();
+            }
+            self.requests.push_back((index, begin));
+        }
+        Ok(())
+    }
+
+    fn start_piece(&mut self, index: u32) {
+        let len = self.layout.piece_len(index) as usize;
+        let mut buf = self.spare_bufs.pop().unwrap_or_default();
+        buf.resize(len, 0);
+        let num_blocks = self.layout.num_blocks(index);
+        self.pieces.push(InFlight {
+            index,
+            buf,
+            num_blocks,
+            next_request: 0,
+            received: vec![false; num_blocks as usize],
+            received_count: 0,
+            hashed_blocks: 0,
+            hasher: Sha1::new(),
+        });
+    }
+
+    fn serve_uploads(&mut self) -> Result<(), Close> {
+        for _ in 0..UPLOAD_BURST {
+            let Some((index, begin, length)) = self.uploads.pop_front() else {
+                break;
+            };
+            let start = self.out.len();
+            wire::piece_header_into(&mut self.out, index, begin, length);
+            let data_at = self.out.len();
+            self.out.resize(data_at + length as usize, 0);
+            if let Err(e) = self
+                .ctx
+                .storage
+                .read(index, begin, &mut self.out[data_at..])
+            {
+                self.out.truncate(start);
+                let _ = self.ctx.events.send(Event::DiskError(e));
+                return Err(Close::Quiet("disk read failed".into()));
+            }
+            self.ctx
+                .shared
+                .uploaded
+                .fetch_add(length as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), Close> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        if self.nonblocking {
+            // Writes block (up to the write timeout); only reads skip waiting.
+            self.stream.set_nonblocking(false)?;
+            self.nonblocking = false;
+        }
+        self.stream.write_all(&self.out)?;
+        self.out.clear();
+        self.last_send = Instant::now();
+        Ok(())
+    }
+
+    fn check_timers(&mut self) -> Result<(), Close> {
+        let now = Instant::now();
+        if !self.requests.is_empty() && now.duration_since(self.last_block) > REQUEST_TIMEOUT {
+            return Err(Close::Quiet(format!(
+                "no block for {} s with {} requests outstanding",
+                REQUEST_TIMEOUT.as_secs(),
+                self.requests.len()
+            )));
+        }
+        if now.duration_since(self.last_recv) > IDLE_TIMEOUT {
+            return Err(Close::Quiet("idle too long".into()));
+        }
+        if now.duration_since(self.last_send) > KEEPALIVE_EVERY {
+            Message::KeepAlive.encode_into(&mut self.out);
+        }
+        // Pipeline depth follows the measured rate: about a second's worth.
+        let elapsed = now.duration_since(self.rate_mark);
+        if elapsed >= Duration::from_secs(1) {
+            let rate = self.rate_bytes as f64 / elapsed.as_secs_f64();
+            let want = (rate / BLOCK_SIZE as f64) as usize;
+            self.depth = want.clamp(MIN_DEPTH, MAX_DEPTH).max(self.depth / 2);
+            self.rate_mark = now;
+            self.rate_bytes = 0;
+        }
+        // Nothing to do with a seed when we are a seed too.
+        if self.ours.is_full() && self.peer_bits.is_full() {
+            return Err(Close::Quiet("both sides are seeds".into()));
+        }
+        Ok(())
+    }
+
+    fn drain_messages(&mut self) -> Result<(), Close> {
+        loop {
+            // Borrow juggling: the message borrows the reader; copy out what
+            // is needed, then act.
+            let msg = match self.reader.next_message() {
+                Ok(Some(m)) => m,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(bad(e.to_string())),
+            };
+            trace!("{}: <- {:?}", self.addr, short(&msg));
+            match msg {
+                Message::KeepAlive | Message::Port(_) | Message::Unknown(_) => {}
+                Message::Extended(..) => {}
+                Message::Choke => {
+                    self.peer_choking = true;
+                    // The peer discards our requests; their pieces go back.
+                    let pieces: Vec<u32> = self.pieces.iter().map(|p| p.index).collect();
+                    for p in &pieces {
+                        self.drop_piece(*p, false);
+                    }
+                    if !pieces.is_empty() {
+                        let _ = self.ctx.events.send(Event::Released {
+                            worker: self.ctx.id,
+                            pieces,
+                        });
+                    }
+                }
+                Message::Unchoke => {
+                    self.peer_choking = false;
+                    self.next_ask = Instant::now();
+                }
+                Message::Interested | Message::NotInterested => {
+                    let interested = matches!(msg, Message::Interested);
+                    if interested != self.peer_interested {
+                        self.peer_interested = interested;
+                        let _ = self.ctx.events.send(Event::PeerInterest {
+                            worker: self.ctx.id,
+                            interested,
+                        });
+                    }
+                }
+                Message::Have(i) => {
+                    if i >= self.layout.num_pieces() {
+                        return Err(bad(format!("have for piece {i}, out of range")));
+                    }
+                    if self.peer_bits.set(i) {
+                        self.next_ask = Instant::now();
+                        let _ = self.ctx.events.send(Event::Have {
+                            worker: self.ctx.id,
+                            piece: i,
+                        });
+                    }
+                }
+                Message::Bitfield(bytes) => {
+                    let bits = Bitfield::from_wire(bytes, self.layout.num_pieces())
+                        .map_err(|e| bad(e.to_string()))?;
+                    if self.peer_bits.count() > 0 {
+                        return Err(bad("bitfield after pieces were announced"));
+                    }
+                    self.peer_bits = bits.clone();
+                    let _ = self.ctx.events.send(Event::Bitfield {
+                        worker: self.ctx.id,
+                        bits,
+                    });
+                }
+                Message::Request {
+                    index,
+                    begin,
+                    length,
+                } => {
+                    if !self.layout.range_in_piece(index, begin, length)
+                        || length > wire::MAX_REQUEST_LEN
+                    {
+                        return Err(bad(format!(
+                            "request out of range: piece {index} offset {begin} length {length}"
+                        )));
+                    }
+                    if !self.am_choking
+                        && self.ours.get(index)
+                        && self.uploads.len() < MAX_PEER_REQUESTS
+                    {
+                        self.uploads.push_back((index, begin, length));
+                    }
+                }
+                Message::Cancel {
+                    index,
+                    begin,
+                    length,
+                } => {
+                    self.uploads.retain(|&r| r != (index, begin, length));
+                }
+                Message::Piece { index, begin, data } => {
+                    let len = data.len() as u32;
+                    if !self.layout.is_block(index, begin, len) {
+                        return Err(bad(format!(
+                            "block that is not a block: piece {index} offset {begin} length {len}"
+                        )));
+                    }
+                    // Copy out of the reader before the borrow ends.
+                    let block = (index, begin);
+                    match self.requests.iter().position(|&r| r == block) {
+                        Some(pos) => {
+                            self.requests.remove(pos);
+                            let p = self
+                                .pieces
+                                .iter_mut()
+                                .find(|p| p.index == index)
+                                .ok_or_else(|| bad("block for a piece not in flight"))?;
+                            let b = (begin / BLOCK_SIZE) as usize;
+                            let at = begin as usize;
+                            p.buf[at..at + data.len()].copy_from_slice(data);
+                            if !p.received[b] {
+                                p.received[b] = true;
+                                p.received_count += 1;
+                            }
+                            self.last_block = Instant::now();
+                            self.rate_bytes += len as u64;
+                            self.ctx
+                                .shared
+                                .downloaded
+                                .fetch_add(len as u64, Ordering::Relaxed);
+                            self.advance_piece(index)?;
+                        }
+                        None => {
+                            if let Some(pos) = self.withdrawn.iter().position(|&r| r == block) {
+                                self.withdrawn.remove(pos);
+                                self.ctx
+                                    .shared
+                                    .downloaded
+                                    .fetch_add(len as u64, Ordering::Relaxed);
+                            } else {
+                                return Err(bad(format!(
+                                    "block we did not ask for: piece {index} offset {begin}"
+                                )));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hashes the blocks that are now contiguous and, when the piece is whole,
+    /// checks it and writes it.
+    fn advance_piece(&mut self, index: u32) -> Result<(), Close> {
+        let Some(pos) = self.pieces.iter().position(|p| p.index == index) else {
+            return Ok(());
+        };
+        let p = &mut self.pieces[pos];
+        while p.hashed_blocks < p.num_blocks && p.received[p.hashed_blocks as usize] {
+            let start = (p.hashed_blocks * BLOCK_SIZE) as usize;
+            let end = (start + BLOCK_SIZE as usize).min(p.buf.len());
+            p.hasher.update(&p.buf[start..end]);
+            p.hashed_blocks += 1;
+        }
+        if p.received_count < p.num_blocks {
+            return Ok(());
+        }
+        let p = self.pieces.swap_remove(pos);
+        let digest = p.hasher.finalize();
+        let good = digest.as_slice() == self.ctx.hashes[index as usize];
+        if good {
+            if let Err(e) = self.ctx.storage.write_piece(index, &p.buf) {
+                self.spare_bufs.push(p.buf);
+                let _ = self.ctx.events.send(Event::Released {
+                    worker: self.ctx.id,
+                    pieces: vec![index],
+                });
+                let _ = self.ctx.events.send(Event::DiskError(e));
+                return Err(Close::Quiet("disk write failed".into()));
+            }
+            self.ours.set(index);
+            let _ = self.ctx.events.send(Event::PieceDone {
+                worker: self.ctx.id,
+                piece: index,
+            });
+        } else {
+            debug!("{}: piece {index} failed its hash check", self.addr);
+            let _ = self.ctx.events.send(Event::PieceFailed {
+                worker: self.ctx.id,
+                piece: index,
+            });
+        }
+        self.spare_bufs.push(p.buf);
+        Ok(())
+    }
+}
+
+/// A message for trace logs, without block payloads.
+fn short(m: &Message<'_>) -> String {
+    match m {
+        Message::Piece { index, begin, data } => {
+            format!(
+                "Piece {{ index: {index}, begin: {begin}, len: {} }}",
+                data.len()
+            )
+        }
+        Message::Bitfield(b) => format!("Bitfield({} bytes)", b.len()),
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,415 @@
+//! A session: one torrent being downloaded or seeded.
+//!
+//! [`Session::start`] opens the files, binds the listening socket and starts
+//! the threads of the design: the coordinator, a fixed pool of workers, the
+//! listener and the tracker announcer. The caller (the binary, a test, the
+//! demo) polls [`Session::stats`] for progress and waits for the outcome; the
+//! library itself never prints.
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{unbounded, Sender};
+use log::{debug, info, warn};
+
+use crate::coordinator::{Coordinator, Event, Outcome};
+use crate::layout::Layout;
+use crate::metainfo::Metainfo;
+use crate::peer::{self, WorkerCtx};
+use crate::picker::{Picker, Rng};
+use crate::storage::{self, Storage, StorageError};
+use crate::tracker;
+
+/// Stack size of worker, listener and coordinator threads: they keep their
+/// buffers on the heap, so a small stack keeps the pool's memory predictable.
+const THREAD_STACK: usize = 256 * 1024;
+
+/// What a session is asked to do.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the torrent's content lives: `dir/name` or `dir/name/...`.
+    pub dir: PathBuf,
+    /// Port to listen on; if taken, an ephemeral port is used. 0 = ephemeral.
+    pub port: u16,
+    /// Peers to try besides those the trackers give.
+    pub peers: Vec<SocketAddr>,
+    /// Worker threads, hence the most simultaneous connections.
+    pub max_peers: usize,
+    /// Keep running after the download completes (serve until stopped).
+    pub seed: bool,
+    /// How many interested peers we upload to at once.
+    pub upload_slots: usize,
+    /// Whether to announce to the torrent's trackers.
+    pub use_trackers: bool,
+    /// Hash-check existing data even when the files looked new.
+    pub force_check: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            dir: PathBuf::from("."),
+            port: 6881,
+            peers: Vec::new(),
+            max_peers: 50,
+            seed: false,
+            upload_slots: 8,
+            use_trackers: true,
+            force_check: false,
+        }
+    }
+}
+
+/// Why a session could not start or ended with an error.
+#[derive(Debug)]
+pub enum SessionError {
+    /// A file could not be created, read or written.
+    Storage(StorageError),
+    /// The listening socket could not be bound.
+    Listen(io::Error),
+    /// A thread could not be started.
+    Spawn(io::Error),
+    /// A thread of ours panicked (a bug).
+    Internal(String),
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionError::Storage(e) => write!(f, "{e}"),
+            SessionError::Listen(e) => write!(f, "cannot listen for peers: {e}"),
+            SessionError::Spawn(e) => write!(f, "cannot start a thread: {e}"),
+            SessionError::Internal(m) => write!(f, "internal error: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for SessionError {}
+
+impl From<StorageError> for SessionError {
+    fn from(e: StorageError) -> Self {
+        SessionError::Storage(e)
+    }
+}
+
+/// Counters shared by the session's threads, read by the caller.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Payload bytes received (including discarded duplicates and bad pieces).
+    pub downloaded: AtomicU64,
+    /// Payload bytes sent.
+    pub uploaded: AtomicU64,
+    /// Bytes in verified pieces.
+    pub verified: AtomicU64,
+    /// Verified pieces.
+    pub pieces_done: AtomicU64,
+    /// Pieces that failed their hash check.
+    pub pieces_failed: AtomicU64,
+    /// Open peer connections.
+    pub peers_connected: AtomicU64,
+    /// Addresses known.
+    pub peers_known: AtomicU64,
+    /// The port we listen on.
+    pub listen_port: AtomicU64,
+    /// Pieces checked so far by the start-up check.
+    pub checked: AtomicU64,
+    /// Whether the start-up check is running.
+    pub checking: AtomicBool,
+    /// Set when the session is ending; every thread looks at it.
+    pub stopping: AtomicBool,
+}
+
+/// A snapshot of a session's progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Total bytes of content.
+    pub total: u64,
+    /// Bytes in verified pieces.
+    pub verified: u64,
+    /// Payload bytes received.
+    pub downloaded: u64,
+    /// Payload bytes sent.
+    pub uploaded: u64,
+    /// Number of pieces.
+    pub pieces: u64,
+    /// Verified pieces.
+    pub pieces_done: u64,
+    /// Pieces that failed their hash check.
+    pub pieces_failed: u64,
+    /// Open connections.
+    pub peers_connected: u64,
+    /// Known addresses.
+    pub peers_known: u64,
+    /// Whether the start-up check is running, and how far it got.
+    pub checking: Option<u64>,
+}
+
+/// A running torrent.
+pub struct Session {
+    shared: Arc<Shared>,
+    events: Sender<Event>,
+    coordinator: JoinHandle<Result<Outcome, SessionError>>,
+    total: u64,
+    pieces: u64,
+}
+
+/// Our peer id: `-TG0001-` and twelve random alphanumerics.
+pub fn new_peer_id() -> [u8; 20] {
+    let mut id = *b"-TG0001-000000000000";
+    let mut rng = Rng::from_entropy();
+    const CHARS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    for b in &mut id[8..] {
+        *b = CHARS[rng.below(CHARS.len() as u64) as usize];
+    }
+    id
+}
+
+fn bind_listener(port: u16) -> Result<TcpListener, SessionError> {
+    match TcpListener::bind(("0.0.0.0", port)) {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse && port != 0 => {
+            let l = TcpListener::bind(("0.0.0.0", 0)).map_err(SessionError::Listen)?;
+            let got = l.local_addr().map(|a| a.port()).unwrap_or(0);
+            warn!("port {port} is taken; listening on {got} instead");
+            Ok(l)
+        }
+        Err(e) => Err(SessionError::Listen(e)),
+    }
+}
+
+fn spawn<T: Send + 'static>(
+    name: String,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>, SessionError> {
+    std::thread::Builder::new()
+        .name(name)
+        .stack_size(THREAD_STACK)
+        .spawn(f)
+        .map_err(SessionError::Spawn)
+}
+
+impl Session {
+    /// Opens the torrent's files under `config.dir` and starts its threads.
+    pub fn start(meta: &Metainfo, config: Config) -> Result<Session, SessionError> {
+        let info = &meta.info;
+        let lengths: Vec<u64> = info.files.iter().map(|f| f.length).collect();
+        let layout = Layout::new(info.piece_length, &lengths);
+        let file_paths: Vec<Vec<String>> = info.files.iter().map(|f| f.path.clone()).collect();
+        let paths = storage::file_paths(&config.dir, &info.name, info.multi_file, &file_paths);
+        let storage = Arc::new(Storage::open(layout.clone(), paths)?);
+        let listener = bind_listener(config.port)?;
+        let port = listener.local_addr().map_err(SessionError::Listen)?.port();
+        let shared = Arc::new(Shared::default());
+        shared.listen_port.store(port as u64, Ordering::Relaxed);
+        info!("listening for peers on port {port}");
+
+        let our_id = new_peer_id();
+        let hashes = Arc::new(info.pieces.clone());
+        let (events_tx, events_rx) = unbounded::<Event>();
+        let (jobs_tx, jobs_rx) = unbounded();
+        let max_peers = config.max_peers.max(1);
+        let mut controls = Vec::with_capacity(max_peers);
+        for id in 0..max_peers {
+            let (ctl_tx, ctl_rx) = unbounded();
+            controls.push(ctl_tx);
+            let ctx = WorkerCtx {
+                id,
+                info_hash: meta.info_hash,
+                our_id,
+                hashes: hashes.clone(),
+                storage: storage.clone(),
+                shared: shared.clone(),
+                events: events_tx.clone(),
+                control: ctl_rx,
+                jobs: jobs_rx.clone(),
+            };
+            spawn(format!("peer-{id}"), move || peer::run(ctx))?;
+        }
+
+        {
+            let events = events_tx.clone();
+            let shared = shared.clone();
+            spawn("listener".into(), move || listen(listener, events, shared))?;
+        }
+
+        let tiers = if config.use_trackers {
+            meta.tracker_tiers()
+        } else {
+            Vec::new()
+        };
+        let total = layout.total_length();
+        let pieces = layout.num_pieces() as u64;
+        let info_hash = meta.info_hash;
+        let coord_shared = shared.clone();
+        let coord_events = events_tx.clone();
+        let initial_peers = config.peers.clone();
+        let coordinator = spawn("coordinator".into(), move || {
+            let shared = coord_shared;
+            // Check existing data first (all cores), so we never fetch or
+            // overwrite a piece that is already good.
+            let have = if storage.had_data() || config.force_check {
+                shared.checking.store(true, Ordering::Relaxed);
+                let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+                let have = storage.check_all(&hashes, threads, &|_| {
+                    shared.checked.fetch_add(1, Ordering::Relaxed);
+                })?;
+                shared.checking.store(false, Ordering::Relaxed);
+                info!(
+                    "check: {} of {} pieces already here",
+                    have.count(),
+                    have.len()
+                );
+                have
+            } else {
+                crate::wire::Bitfield::new(storage.layout().num_pieces())
+            };
+            let verified: u64 = have
+                .ones()
+                .map(|p| storage.layout().piece_len(p) as u64)
+                .sum();
+            shared.verified.store(verified, Ordering::Relaxed);
+            shared
+                .pieces_done
+                .store(have.count() as u64, Ordering::Relaxed);
+
+            let tracker_tx = if tiers.is_empty() || (have.is_full() && !config.seed) {
+                None
+            } else {
+                let (tx, rx) = unbounded();
+                let progress_shared = shared.clone();
+                let progress = Box::new(move || tracker::Progress {
+                    uploaded: progress_shared.uploaded.load(Ordering::Relaxed),
+                    downloaded: progress_shared.downloaded.load(Ordering::Relaxed),
+                    left: total - progress_shared.verified.load(Ordering::Relaxed).min(total),
+                });
+                let ev = coord_events.clone();
+                let report = Box::new(move |r: tracker::Report| match r {
+                    tracker::Report::Peers { url, peers } => {
+                        debug!("{url}: {} peers", peers.len());
+                        let _ = ev.send(Event::Peers(peers));
+                    }
+                    tracker::Report::Failed { url, error } => warn!("tracker {url}: {error}"),
+                    tracker::Report::Warning { url, message } => {
+                        warn!("tracker {url} warns: {message}")
+                    }
+                });
+                let cfg = tracker::AnnouncerConfig {
+                    tiers,
+                    info_hash,
+                    peer_id: our_id,
+                    port,
+                    stop_deadline: Duration::from_secs(3),
+                };
+                match tracker::spawn_announcer(cfg, progress, report, rx) {
+                    Ok(handle) => Some((tx, handle)),
+                    Err(e) => return Err(SessionError::Spawn(e)),
+                }
+            };
+            if !initial_peers.is_empty() {
+                let _ = coord_events.send(Event::Peers(initial_peers));
+            }
+            let picker = Picker::new(have, Rng::from_entropy());
+            let coordinator = Coordinator::new(
+                picker,
+                storage,
+                shared,
+                events_rx,
+                controls,
+                jobs_tx,
+                tracker_tx,
+                our_id,
+                config.seed,
+                config.upload_slots,
+            );
+            coordinator.run()
+        })?;
+        Ok(Session {
+            shared,
+            events: events_tx,
+            coordinator,
+            total,
+            pieces,
+        })
+    }
+
+    /// The port we listen on for peers.
+    pub fn listen_port(&self) -> u16 {
+        self.shared.listen_port.load(Ordering::Relaxed) as u16
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        let s = &self.shared;
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            total: self.total,
+            verified: ld(&s.verified),
+            downloaded: ld(&s.downloaded),
+            uploaded: ld(&s.uploaded),
+            pieces: self.pieces,
+            pieces_done: ld(&s.pieces_done),
+            pieces_failed: ld(&s.pieces_failed),
+            peers_connected: ld(&s.peers_connected),
+            peers_known: ld(&s.peers_known),
+            checking: s.checking.load(Ordering::Relaxed).then(|| ld(&s.checked)),
+        }
+    }
+
+    /// Adds addresses to try.
+    pub fn add_peers(&self, peers: Vec<SocketAddr>) {
+        let _ = self.events.send(Event::Peers(peers));
+    }
+
+    /// Asks the session to stop (it saves, announces `stopped` and ends).
+    pub fn stop(&self) {
+        let _ = self.events.send(Event::Stop);
+    }
+
+    /// Whether the session has ended.
+    pub fn is_finished(&self) -> bool {
+        self.coordinator.is_finished()
+    }
+
+    /// Waits for the session to end.
+    pub fn wait(self) -> Result<Outcome, SessionError> {
+        self.coordinator
+            .join()
+            .unwrap_or_else(|_| Err(SessionError::Internal("coordinator panicked".into())))
+    }
+}
+
+/// The listener thread: accepts peers and passes them to the coordinator,
+/// which hands each to an idle worker or closes it. The socket is polled
+/// (non-blocking, 50 ms naps) so the thread ends with the session.
+fn listen(listener: TcpListener, events: Sender<Event>, shared: Arc<Shared>) {
+    if let Err(e) = listener.set_nonblocking(true) {
+        warn!("listener: {e}");
+        return;
+    }
+    while !shared.stopping.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((stream, addr)) => {
+                debug!("{addr}: inbound connection");
+                if stream.set_nonblocking(false).is_err() {
+                    continue;
+                }
+                if events.send(Event::Inbound(stream, addr)).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => {
+                debug!("listener: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}

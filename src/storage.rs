@@ -1,0 +1,340 @@
+//! Storage: the torrent's files on disk.
+//!
+//! Files are created sparse at their final length (never written full of
+//! zeros). A verified piece is written through a memory map of exactly its
+//! byte range in each file it touches, which is unmapped at once: the process
+//! never keeps more than the pieces being written mapped, so its resident
+//! memory stays bounded however large the torrent (a map of the whole file
+//! would make RSS grow to the file's size). Reads for uploading and checking
+//! use positioned reads (`pread`) into the caller's buffer.
+//!
+//! This is the one module allowed `unsafe`: creating a memory map.
+
+#![allow(unsafe_code)]
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use memmap2::MmapOptions;
+use sha1::{Digest, Sha1};
+
+use crate::layout::Layout;
+use crate::wire::Bitfield;
+
+/// A disk operation that failed, with the file it failed on.
+#[derive(Debug)]
+pub struct StorageError {
+    /// What we were doing ("create", "open", "write", "read", ...).
+    pub op: &'static str,
+    /// The file or folder.
+    pub path: PathBuf,
+    /// The operating system's error.
+    pub source: io::Error,
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "disk error: cannot {} {}: {}",
+            self.op,
+            self.path.display(),
+            self.source
+        )
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+/// The files of one torrent.
+pub struct Storage {
+    layout: Layout,
+    paths: Vec<PathBuf>,
+    files: Vec<File>,
+    /// Whether any file already held data when opened (so a check is due).
+    preexisting: bool,
+}
+
+impl Storage {
+    /// Opens (creating where missing) every file at `paths`, with the lengths
+    /// given by `layout`, growing shorter files sparsely. Never truncates.
+    pub fn open(layout: Layout, paths: Vec<PathBuf>) -> Result<Storage, StorageError> {
+        let mut files = Vec::with_capacity(paths.len());
+        let mut preexisting = false;
+        for (i, path) in paths.iter().enumerate() {
+            let err = |op, source| StorageError {
+                op,
+                path: path.clone(),
+                source,
+            };
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent).map_err(|e| err("create folder for", e))?;
+            }
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(|e| err("open", e))?;
+            let meta = file.metadata().map_err(|e| err("stat", e))?;
+            if !meta.is_file() {
+                return Err(err(
+                    "use",
+                    io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+                ));
+            }
+            let want = layout.file_length(i);
+            if meta.len() > 0 {
+                preexisting = true;
+            }
+            if meta.len() < want {
+                // Sparse: set_len allocates no blocks.
+                file.set_len(want).map_err(|e| err("size", e))?;
+            }
+            files.push(file);
+        }
+        Ok(Storage {
+            layout,
+            paths,
+            files,
+            preexisting,
+        })
+    }
+
+    /// The torrent's layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Whether some file held data before we opened it.
+    pub fn had_data(&self) -> bool {
+        self.preexisting
+    }
+
+    fn error(&self, op: &'static str, file: usize, source: io::Error) -> StorageError {
+        StorageError {
+            op,
+            path: self.paths[file].clone(),
+            source,
+        }
+    }
+
+    /// Writes a whole verified piece through a short-lived memory map of each
+    /// file range it covers.
+    pub fn write_piece(&self, piece: u32, data: &[u8]) -> Result<(), StorageError> {
+        debug_assert_eq!(data.len(), self.layout.piece_len(piece) as usize);
+        let mut at = 0usize;
+        for span in self.layout.piece_spans(piece) {
+            let len = span.len as usize;
+            let chunk = &data[at..at + len];
+            at += len;
+            let file = &self.files[span.file];
+            // SAFETY: the map covers a range inside the file (the file was
+            // sized to its full length at open). Nothing else in this process
+            // maps the same range for writing at the same time (a piece is
+            // written by one worker, and pieces do not overlap). Another
+            // process shortening the file underneath us would raise SIGBUS;
+            // we accept that risk as every mmap user must, and the map lives
+            // only for this copy.
+            let mut map = unsafe {
+                MmapOptions::new()
+                    .offset(span.offset)
+                    .len(len)
+                    .map_mut(file)
+            }
+            .map_err(|e| self.error("map", span.file, e))?;
+            map.copy_from_slice(chunk);
+            drop(map);
+        }
+        Ok(())
+    }
+
+    /// Reads `buf.len()` bytes from `offset` inside piece `piece`.
+    pub fn read(&self, piece: u32, offset: u32, buf: &mut [u8]) -> Result<(), StorageError> {
+        let start = self.layout.piece_offset(piece) + offset as u64;
+        let mut at = 0usize;
+        for span in self.layout.spans(start, buf.len() as u64) {
+            let len = span.len as usize;
+            self.files[span.file]
+                .read_exact_at(&mut buf[at..at + len], span.offset)
+                .map_err(|e| self.error("read", span.file, e))?;
+            at += len;
+        }
+        if at != buf.len() {
+            return Err(StorageError {
+                op: "read",
+                path: self.paths.first().cloned().unwrap_or_default(),
+                source: io::Error::new(io::ErrorKind::UnexpectedEof, "range past the end"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether piece `piece` on disk hashes to `expected`. `buf` is scratch.
+    pub fn check_piece(
+        &self,
+        piece: u32,
+        expected: &[u8; 20],
+        buf: &mut Vec<u8>,
+    ) -> Result<bool, StorageError> {
+        let len = self.layout.piece_len(piece) as usize;
+        buf.resize(len, 0);
+        self.read(piece, 0, &mut buf[..len])?;
+        Ok(Sha1::digest(&buf[..len]).as_slice() == expected)
+    }
+
+    /// Hash-checks every piece on `threads` threads. `progress` is called with
+    /// each piece checked (from several threads).
+    pub fn check_all(
+        &self,
+        hashes: &[[u8; 20]],
+        threads: usize,
+        progress: &(dyn Fn(u32) + Sync),
+    ) -> Result<Bitfield, StorageError> {
+        let n = self.layout.num_pieces();
+        let next = std::sync::atomic::AtomicU32::new(0);
+        let threads = threads.clamp(1, 64);
+        let results: Vec<Result<Vec<u32>, StorageError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut good = Vec::new();
+                        let mut buf = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            if i >= n {
+                                return Ok(good);
+                            }
+                            if self.check_piece(i, &hashes[i as usize], &mut buf)? {
+                                good.push(i);
+                            }
+                            progress(i);
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Ok(Vec::new())))
+                .collect()
+        });
+        let mut have = Bitfield::new(n);
+        for r in results {
+            for i in r? {
+                have.set(i);
+            }
+        }
+        Ok(have)
+    }
+
+    /// Flushes every file's data to the disk.
+    pub fn sync(&self) -> Result<(), StorageError> {
+        for (i, f) in self.files.iter().enumerate() {
+            f.sync_data().map_err(|e| self.error("sync", i, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The on-disk path of every file of a torrent rooted at `dir`: `dir/name`
+/// for a single-file torrent, `dir/name/<path...>` for a multi-file one.
+/// Components were validated by the metainfo parser (no `..`, no separators).
+pub fn file_paths(dir: &Path, name: &str, multi_file: bool, files: &[Vec<String>]) -> Vec<PathBuf> {
+    if !multi_file {
+        return vec![dir.join(name)];
+    }
+    let root = dir.join(name);
+    files
+        .iter()
+        .map(|components| {
+            let mut p = root.clone();
+            for c in components {
+                p.push(c);
+            }
+            p
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("tget-storage-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn pieces_spanning_files_round_trip_and_check() {
+        let dir = tmp("span");
+        let lens = [10u64, 0, 5, 40];
+        let layout = Layout::new(16, &lens);
+        let files: Vec<Vec<String>> = (0..4).map(|i| vec![format!("f{i}")]).collect();
+        let paths = file_paths(&dir, "t", true, &files);
+        let st = Storage::open(layout.clone(), paths.clone()).unwrap();
+        assert!(!st.had_data());
+        let content: Vec<u8> = (0..55u8).collect();
+        let mut hashes = Vec::new();
+        for p in 0..layout.num_pieces() {
+            let s = layout.piece_offset(p) as usize;
+            let e = s + layout.piece_len(p) as usize;
+            st.write_piece(p, &content[s..e]).unwrap();
+            hashes.push(<[u8; 20]>::from(Sha1::digest(&content[s..e])));
+        }
+        st.sync().unwrap();
+        assert_eq!(fs::read(&paths[0]).unwrap(), &content[..10]);
+        assert_eq!(fs::read(&paths[1]).unwrap(), b"");
+        assert_eq!(fs::read(&paths[2]).unwrap(), &content[10..15]);
+        assert_eq!(fs::read(&paths[3]).unwrap(), &content[15..]);
+        let mut buf = [0u8; 7];
+        st.read(0, 8, &mut buf).unwrap();
+        assert_eq!(&buf, &content[8..15]);
+        drop(st);
+        // Reopen: the data is there, the check finds every piece.
+        let st = Storage::open(layout.clone(), paths.clone()).unwrap();
+        assert!(st.had_data());
+        let have = st.check_all(&hashes, 2, &|_| {}).unwrap();
+        assert!(have.is_full());
+        // Corrupt one byte of piece 1: only it fails.
+        let f = OpenOptions::new().write(true).open(&paths[3]).unwrap();
+        f.write_all_at(b"X", 20).unwrap();
+        let have = st.check_all(&hashes, 1, &|_| {}).unwrap();
+        assert!(have.get(0) && !have.get(1) && have.get(2));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn files_are_created_sparse_and_never_truncated() {
+        let dir = tmp("sparse");
+        let layout = Layout::new(1 << 20, &[64 << 20]);
+        let path = dir.join("big");
+        fs::write(&path, b"keep").unwrap();
+        let st = Storage::open(layout, vec![path.clone()]).unwrap();
+        assert!(st.had_data());
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), 64 << 20);
+        use std::os::unix::fs::MetadataExt;
+        assert!(meta.blocks() * 512 < 1 << 20, "file was not sparse");
+        assert_eq!(&fs::read(&path).unwrap()[..4], b"keep");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_folder_where_a_file_should_be_is_an_error_naming_it() {
+        let dir = tmp("folder");
+        let path = dir.join("x");
+        fs::create_dir_all(&path).unwrap();
+        let err = Storage::open(Layout::new(16, &[10]), vec![path.clone()])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("x"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,641 @@
+//! The peer wire protocol (BEP 3): the handshake and the length-prefixed
+//! messages that follow it.
+//!
+//! Framing is done by [`MessageReader`], which buffers what the socket gives
+//! and hands out whole messages that borrow from its buffer. It tolerates a
+//! read timeout in the middle of a message (the bytes stay buffered), which a
+//! `read_exact` on the socket would not: that is what lets a worker wake up
+//! from a blocking read every so often to look at its control channel.
+
+use std::fmt;
+use std::io::{self, Read};
+
+/// The protocol string of the BitTorrent handshake.
+pub const PROTOCOL: &[u8; 19] = b"BitTorrent protocol";
+
+/// Length of a handshake on the wire.
+pub const HANDSHAKE_LEN: usize = 68;
+
+/// Message ids (BEP 3).
+pub mod id {
+    pub const CHOKE: u8 = 0;
+    pub const UNCHOKE: u8 = 1;
+    pub const INTERESTED: u8 = 2;
+    pub const NOT_INTERESTED: u8 = 3;
+    pub const HAVE: u8 = 4;
+    pub const BITFIELD: u8 = 5;
+    pub const REQUEST: u8 = 6;
+    pub const PIECE: u8 = 7;
+    pub const CANCEL: u8 = 8;
+    pub const PORT: u8 = 9;
+}
+
+/// The largest request length we serve (we send 16 KiB requests ourselves,
+/// but accept peers asking for up to 128 KiB, as the issue and old clients do).
+pub const MAX_REQUEST_LEN: u32 = 128 * 1024;
+
+/// Largest extension-protocol message we will buffer (BEP 10 messages are
+/// small; ut_metadata pieces are 16 KiB plus a dictionary).
+pub const MAX_EXTENDED_LEN: u32 = 64 * 1024;
+
+/// The largest legal message for a torrent of `num_pieces` pieces: a full
+/// bitfield, a piece message carrying one block of [`MAX_REQUEST_LEN`], or an
+/// extension message, whichever is largest.
+pub fn max_message_len(num_pieces: u32) -> u32 {
+    let bitfield = 1 + num_pieces.div_ceil(8);
+    bitfield.max(9 + MAX_REQUEST_LEN).max(MAX_EXTENDED_LEN)
+}
+
+/// The 68-byte handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handshake {
+    /// Reserved bits: extension flags (BEP 4).
+    pub reserved: [u8; 8],
+    /// The torrent's info-hash.
+    pub info_hash: [u8; 20],
+    /// The sender's peer id.
+    pub peer_id: [u8; 20],
+}
+
+impl Handshake {
+    /// A handshake with no extension bits set.
+    pub fn new(info_hash: [u8; 20], peer_id: [u8; 20]) -> Handshake {
+        Handshake {
+            reserved: [0; 8],
+            info_hash,
+            peer_id,
+        }
+    }
+
+    /// The handshake as sent on the wire.
+    pub fn encode(&self) -> [u8; HANDSHAKE_LEN] {
+        let mut out = [0u8; HANDSHAKE_LEN];
+        out[0] = 19;
+        out[1..20].copy_from_slice(PROTOCOL);
+        out[20..28].copy_from_slice(&self.reserved);
+        out[28..48].copy_from_slice(&self.info_hash);
+        out[48..68].copy_from_slice(&self.peer_id);
+        out
+    }
+
+    /// Parses a handshake, checking the protocol string.
+    pub fn decode(buf: &[u8; HANDSHAKE_LEN]) -> Result<Handshake, WireError> {
+        if buf[0] != 19 || &buf[1..20] != PROTOCOL {
+            return Err(WireError::BadHandshake("wrong protocol string"));
+        }
+        let mut h = Handshake::new([0; 20], [0; 20]);
+        h.reserved.copy_from_slice(&buf[20..28]);
+        h.info_hash.copy_from_slice(&buf[28..48]);
+        h.peer_id.copy_from_slice(&buf[48..68]);
+        Ok(h)
+    }
+}
+
+/// One peer message. Payloads borrow from the reader's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// A zero-length message, sent to keep an idle connection open.
+    KeepAlive,
+    /// The sender will not answer our requests.
+    Choke,
+    /// The sender will answer our requests.
+    Unchoke,
+    /// The sender wants pieces we have.
+    Interested,
+    /// The sender wants nothing from us.
+    NotInterested,
+    /// The sender now has piece `0`.
+    Have(u32),
+    /// The sender's pieces, one bit each, high bit first.
+    Bitfield(&'a [u8]),
+    /// The sender asks for `length` bytes at `begin` of piece `index`.
+    Request { index: u32, begin: u32, length: u32 },
+    /// A block: `data` at `begin` of piece `index`.
+    Piece {
+        index: u32,
+        begin: u32,
+        data: &'a [u8],
+    },
+    /// The sender withdraws a request.
+    Cancel { index: u32, begin: u32, length: u32 },
+    /// The sender's DHT port (BEP 5); accepted and ignored for now.
+    Port(u16),
+    /// An extension-protocol message (BEP 10): extended id and payload.
+    Extended(u8, &'a [u8]),
+    /// A message id we do not know; BEP 3 says to ignore it.
+    Unknown(u8),
+}
+
+impl Message<'_> {
+    /// Appends the message, length prefix included, to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        fn head(out: &mut Vec<u8>, len: u32, id: u8) {
+            out.extend_from_slice(&len.to_be_bytes());
+            out.push(id);
+        }
+        match *self {
+            Message::KeepAlive => out.extend_from_slice(&0u32.to_be_bytes()),
+            Message::Choke => head(out, 1, id::CHOKE),
+            Message::Unchoke => head(out, 1, id::UNCHOKE),
+            Message::Interested => head(out, 1, id::INTERESTED),
+            Message::NotInterested => head(out, 1, id::NOT_INTERESTED),
+            Message::Have(i) => {
+                head(out, 5, id::HAVE);
+                out.extend_from_slice(&i.to_be_bytes());
+            }
+            Message::Bitfield(bits) => {
+                head(out, 1 + bits.len() as u32, id::BITFIELD);
+                out.extend_from_slice(bits);
+            }
+            Message::Request {
+                index,
+                begin,
+                length,
+            }
+            | Message::Cancel {
+                index,
+                begin,
+                length,
+            } => {
+                let mid = if matches!(self, Message::Request { .. }) {
+                    id::REQUEST
+                } else {
+                    id::CANCEL
+                };
+                head(out, 13, mid);
+                out.extend_from_slice(&index.to_be_bytes());
+                out.extend_from_slice(&begin.to_be_bytes());
+                out.extend_from_slice(&length.to_be_bytes());
+            }
+            Message::Piece { index, begin, data } => {
+                piece_header_into(out, index, begin, data.len() as u32);
+                out.extend_from_slice(data);
+            }
+            Message::Port(p) => {
+                head(out, 3, id::PORT);
+                out.extend_from_slice(&p.to_be_bytes());
+            }
+            Message::Extended(ext, payload) => {
+                head(out, 2 + payload.len() as u32, 20);
+                out.push(ext);
+                out.extend_from_slice(payload);
+            }
+            Message::Unknown(mid) => head(out, 1, mid),
+        }
+    }
+}
+
+/// Appends the 13-byte header of a piece message carrying `len` bytes, so an
+/// uploader can write the block's bytes straight after it.
+pub fn piece_header_into(out: &mut Vec<u8>, index: u32, begin: u32, len: u32) {
+    out.extend_from_slice(&(9 + len).to_be_bytes());
+    out.push(id::PIECE);
+    out.extend_from_slice(&index.to_be_bytes());
+    out.extend_from_slice(&begin.to_be_bytes());
+}
+
+/// Why a peer's bytes were not acceptable. Each ends that peer's connection.
+#[derive(Debug)]
+pub enum WireError {
+    /// The handshake was malformed.
+    BadHandshake(&'static str),
+    /// A length prefix larger than the largest legal message.
+    TooLong { len: u32, max: u32 },
+    /// A message whose length does not fit its id.
+    BadLength { id: u8, len: u32 },
+    /// The socket failed or closed.
+    Io(io::Error),
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WireError::BadHandshake(why) => write!(f, "bad handshake: {why}"),
+            WireError::TooLong { len, max } => {
+                write!(f, "message length {len} exceeds the largest legal {max}")
+            }
+            WireError::BadLength { id, len } => {
+                write!(f, "message id {id} with impossible length {len}")
+            }
+            WireError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for WireError {}
+
+impl From<io::Error> for WireError {
+    fn from(e: io::Error) -> Self {
+        WireError::Io(e)
+    }
+}
+
+/// Buffers bytes from a socket and cuts them into messages.
+pub struct MessageReader {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    max_len: u32,
+}
+
+/// How much the reader asks the socket for at least, per read.
+const MIN_READ: usize = 32 * 1024;
+
+impl MessageReader {
+    /// A reader refusing messages longer than `max_len` bytes.
+    pub fn new(max_len: u32) -> MessageReader {
+        MessageReader {
+            buf: vec![0; 4 * MIN_READ],
+            start: 0,
+            end: 0,
+            max_len,
+        }
+    }
+
+    /// Bytes buffered but not yet handed out.
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Reads once from `r` into the buffer. Returns the number of bytes read;
+    /// 0 means the peer closed the connection. Timeouts pass through as errors
+    /// and lose nothing.
+    pub fn fill<R: Read>(&mut self, r: &mut R) -> io::Result<usize> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        // The whole pending message must fit in the buffer (its length was
+        // or will be checked against max_len by next_message; cap it anyway).
+        let need = self
+            .pending_len()
+            .map_or(0, |l| l.min(self.max_len as usize) + 4);
+        if self.start > 0
+            && (self.buf.len() - self.end < MIN_READ || self.start + need > self.buf.len())
+        {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let want = need.max(self.end + MIN_READ);
+        if want > self.buf.len() {
+            self.buf.resize(want, 0);
+        }
+        let n = r.read(&mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// The length of the message at the head of the buffer, if its prefix is in.
+    fn pending_len(&self) -> Option<usize> {
+        let avail = &self.buf[self.start..self.end];
+        if avail.len() < 4 {
+            return None;
+        }
+        Some(u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize)
+    }
+
+    /// The next whole message, if one is buffered.
+    pub fn next_message(&mut self) -> Result<Option<Message<'_>>, WireError> {
+        let Some(len) = self.pending_len() else {
+            return Ok(None);
+        };
+        if len > self.max_len as usize {
+            return Err(WireError::TooLong {
+                len: len as u32,
+                max: self.max_len,
+            });
+        }
+        if self.end - self.start < 4 + len {
+            return Ok(None);
+        }
+        let body_start = self.start + 4;
+        self.start = body_start + len;
+        parse_body(&self.buf[body_start..body_start + len])
+    }
+}
+
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// Parses one message body (the bytes after the length prefix).
+pub fn parse_body(body: &[u8]) -> Result<Option<Message<'_>>, WireError> {
+    let Some((&mid, p)) = body.split_first() else {
+        return Ok(Some(Message::KeepAlive));
+    };
+    let bad = || WireError::BadLength {
+        id: mid,
+        len: body.len() as u32,
+    };
+    let fixed = |n: usize| if p.len() == n { Ok(()) } else { Err(bad()) };
+    let msg = match mid {
+        id::CHOKE => fixed(0).map(|_| Message::Choke)?,
+        id::UNCHOKE => fixed(0).map(|_| Message::Unchoke)?,
+        id::INTERESTED => fixed(0).map(|_| Message::Interested)?,
+        id::NOT_INTERESTED => fixed(0).map(|_| Message::NotInterested)?,
+        id::HAVE => fixed(4).map(|_| Message::Have(be32(p)))?,
+        id::BITFIELD => Message::Bitfield(p),
+        id::REQUEST | id::CANCEL => {
+            fixed(12)?;
+            let (index, begin, length) = (be32(p), be32(&p[4..]), be32(&p[8..]));
+            if mid == id::REQUEST {
+                Message::Request {
+                    index,
+                    begin,
+                    length,
+                }
+            } else {
+                Message::Cancel {
+                    index,
+                    begin,
+                    length,
+                }
+            }
+        }
+        id::PIECE => {
+            if p.len() < 8 {
+                return Err(bad());
+            }
+            Message::Piece {
+                index: be32(p),
+                begin: be32(&p[4..]),
+                data: &p[8..],
+            }
+        }
+        id::PORT => fixed(2).map(|_| Message::Port(u16::from_be_bytes([p[0], p[1]])))?,
+        20 => match p.split_first() {
+            Some((&ext, payload)) => Message::Extended(ext, payload),
+            None => return Err(bad()),
+        },
+        other => Message::Unknown(other),
+    };
+    Ok(Some(msg))
+}
+
+/// A set of piece indexes, stored as the wire's bitfield (high bit first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bitfield {
+    bytes: Vec<u8>,
+    len: u32,
+    count: u32,
+}
+
+impl Bitfield {
+    /// An empty set over `len` pieces.
+    pub fn new(len: u32) -> Bitfield {
+        Bitfield {
+            bytes: vec![0; len.div_ceil(8) as usize],
+            len,
+            count: 0,
+        }
+    }
+
+    /// Parses a peer's bitfield: the length must be exactly right and the
+    /// spare bits at the end clear.
+    pub fn from_wire(bytes: &[u8], len: u32) -> Result<Bitfield, &'static str> {
+        if bytes.len() != len.div_ceil(8) as usize {
+            return Err("bitfield of the wrong length");
+        }
+        let spare = (bytes.len() as u32 * 8 - len) as u8;
+        if spare > 0 {
+            let last = bytes[bytes.len() - 1];
+            if last & ((1u8 << spare) - 1) != 0 {
+                return Err("bitfield with spare bits set");
+            }
+        }
+        let count = bytes.iter().map(|b| b.count_ones()).sum();
+        Ok(Bitfield {
+            bytes: bytes.to_vec(),
+            len,
+            count,
+        })
+    }
+
+    /// Number of pieces the set is over.
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    /// Whether the set is over zero pieces.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Number of pieces in the set.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Whether every piece is in the set.
+    pub fn is_full(&self) -> bool {
+        self.count == self.len
+    }
+
+    /// Whether piece `i` is in the set (false when out of range).
+    pub fn get(&self, i: u32) -> bool {
+        i < self.len && self.bytes[(i / 8) as usize] & (0x80 >> (i % 8)) != 0
+    }
+
+    /// Adds piece `i`; returns whether it was new. Out of range is ignored.
+    pub fn set(&mut self, i: u32) -> bool {
+        if i >= self.len || self.get(i) {
+            return false;
+        }
+        self.bytes[(i / 8) as usize] |= 0x80 >> (i % 8);
+        self.count += 1;
+        true
+    }
+
+    /// Adds every piece.
+    pub fn fill(&mut self) {
+        for i in 0..self.len {
+            self.set(i);
+        }
+    }
+
+    /// The wire form.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Iterates over the pieces in the set.
+    pub fn ones(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.len).filter(move |&i| self.get(i))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(m: Message<'_>) {
+        let mut out = Vec::new();
+        m.encode_into(&mut out);
+        let mut r = MessageReader::new(max_message_len(100));
+        let mut src = &out[..];
+        r.fill(&mut src).unwrap();
+        assert_eq!(r.next_message().unwrap(), Some(m));
+        assert_eq!(r.next_message().unwrap(), None);
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        roundtrip(Message::KeepAlive);
+        roundtrip(Message::Choke);
+        roundtrip(Message::Unchoke);
+        roundtrip(Message::Interested);
+        roundtrip(Message::NotInterested);
+        roundtrip(Message::Have(7));
+        roundtrip(Message::Bitfield(&[0xff, 0x80]));
+        roundtrip(Message::Request {
+            index: 1,
+            begin: 16384,
+            length: 16384,
+        });
+        roundtrip(Message::Piece {
+            index: 3,
+            begin: 0,
+            data: b"hello",
+        });
+        roundtrip(Message::Cancel {
+            index: 1,
+            begin: 2,
+            length: 3,
+        });
+        roundtrip(Message::Port(6881));
+        roundtrip(Message::Extended(0, b"d1:md11:ut_metadatai1eee"));
+    }
+
+    #[test]
+    fn handshake_round_trips_and_checks_protocol() {
+        let h = Handshake::new([1; 20], [2; 20]);
+        let mut wire = h.encode();
+        assert_eq!(Handshake::decode(&wire).unwrap(), h);
+        wire[5] = b'x';
+        assert!(Handshake::decode(&wire).is_err());
+        wire = h.encode();
+        wire[0] = 18;
+        assert!(Handshake::decode(&wire).is_err());
+    }
+
+    /// A reader that hands out one byte at a time, then times out once.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        timeout_next: bool,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.timeout_next = !self.timeout_next;
+            if self.timeout_next {
+                return Err(io::Error::new(io::ErrorKind::WouldBlock, "timeout"));
+            }
+            if self.data.is_empty() || buf.is_empty() {
+                return Ok(0);
+            }
+            buf[0] = self.data[0];
+            self.data = &self.data[1..];
+            Ok(1)
+        }
+    }
+
+    #[test]
+    fn framing_survives_timeouts_mid_message() {
+        let mut out = Vec::new();
+        Message::Have(42).encode_into(&mut out);
+        Message::Piece {
+            index: 1,
+            begin: 0,
+            data: &[9u8; 300],
+        }
+        .encode_into(&mut out);
+        let mut src = Trickle {
+            data: &out,
+            timeout_next: false,
+        };
+        let mut r = MessageReader::new(max_message_len(10));
+        let mut got = Vec::new();
+        loop {
+            match r.fill(&mut src) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => panic!("{e}"),
+            }
+            while let Some(m) = r.next_message().unwrap() {
+                got.push(format!("{m:?}").len());
+            }
+        }
+        assert_eq!(got.len(), 2);
+    }
+
+    #[test]
+    fn large_messages_are_reassembled_across_reads() {
+        let data = vec![7u8; 16384];
+        let mut out = Vec::new();
+        for i in 0..20 {
+            Message::Piece {
+                index: i,
+                begin: 0,
+                data: &data,
+            }
+            .encode_into(&mut out);
+        }
+        let mut src = &out[..];
+        let mut r = MessageReader::new(max_message_len(10));
+        let mut n = 0;
+        while r.fill(&mut src).unwrap() > 0 {
+            while let Some(m) = r.next_message().unwrap() {
+                match m {
+                    Message::Piece { index, data: d, .. } => {
+                        assert_eq!(index, n);
+                        assert_eq!(d, &data[..]);
+                        n += 1;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+        assert_eq!(n, 20);
+    }
+
+    #[test]
+    fn oversized_length_prefix_is_refused_without_allocating() {
+        let mut r = MessageReader::new(max_message_len(10));
+        let mut src: &[u8] = &[0xff, 0xff, 0xff, 0xff, 7];
+        r.fill(&mut src).unwrap();
+        assert!(matches!(r.next_message(), Err(WireError::TooLong { .. })));
+    }
+
+    #[test]
+    fn wrong_lengths_for_fixed_messages_are_refused() {
+        assert!(matches!(
+            parse_body(&[id::HAVE, 0, 0, 1]),
+            Err(WireError::BadLength { id: 4, .. })
+        ));
+        assert!(parse_body(&[id::CHOKE, 0]).is_err());
+        assert!(parse_body(&[id::REQUEST, 0, 0, 0, 0]).is_err());
+        assert!(parse_body(&[id::PIECE, 0, 0, 0]).is_err());
+        assert!(parse_body(&[20]).is_err());
+        assert_eq!(parse_body(&[99, 1, 2]).unwrap(), Some(Message::Unknown(99)));
+    }
+
+    #[test]
+    fn bitfield_checks_length_and_spare_bits() {
+        let b = Bitfield::from_wire(&[0b1010_0000], 3).unwrap();
+        assert!(b.get(0) && !b.get(1) && b.get(2) && !b.get(3));
+        assert_eq!(b.count(), 2);
+        assert!(Bitfield::from_wire(&[0b1010_0001], 3).is_err());
+        assert!(Bitfield::from_wire(&[0, 0], 3).is_err());
+        assert!(Bitfield::from_wire(&[], 3).is_err());
+        let full = Bitfield::from_wire(&[0xff], 8).unwrap();
+        assert!(full.is_full());
+        let mut s = Bitfield::new(10);
+        assert!(s.set(9));
+        assert!(!s.set(9));
+        assert!(!s.set(10));
+        assert_eq!(s.as_bytes(), &[0, 0x40]);
+        assert_eq!(s.ones().collect::<Vec<_>>(), vec![9]);
+    }
+}
