@@ -3,7 +3,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -196,7 +196,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(torrent: &PathBuf) -> Result<Metainfo, Failure> {
+fn load(torrent: &Path) -> Result<Metainfo, Failure> {
     Metainfo::from_file(torrent)
         .map_err(|e| fail(exit::BAD_INPUT, format!("{}: {e}", torrent.display())))
 }
@@ -247,7 +247,7 @@ impl Signals {
     }
 }
 
-fn download(torrent: &PathBuf, net: &NetArgs, seed: bool, quiet: bool) -> Result<(), Failure> {
+fn download(torrent: &Path, net: &NetArgs, seed: bool, quiet: bool) -> Result<(), Failure> {
     let meta = load(torrent)?;
     let config = Config {
         dir: net.dir.clone(),
@@ -409,7 +409,7 @@ fn human(n: u64) -> String {
     }
 }
 
-fn info(torrent: &PathBuf) -> Result<(), Failure> {
+fn info(torrent: &Path) -> Result<(), Failure> {
     let meta = load(torrent)?;
     let i = &meta.info;
     let mut out = String::new();
@@ -461,7 +461,7 @@ fn info(torrent: &PathBuf) -> Result<(), Failure> {
     }
 }
 
-fn verify(torrent: &PathBuf, dir: &std::path::Path, quiet: bool) -> Result<(), Failure> {
+fn verify(torrent: &Path, dir: &Path, quiet: bool) -> Result<(), Failure> {
     let meta = load(torrent)?;
     let i = &meta.info;
     let lengths: Vec<u64> = i.files.iter().map(|f| f.length).collect();
@@ -502,11 +502,11 @@ fn verify(torrent: &PathBuf, dir: &std::path::Path, quiet: bool) -> Result<(), F
 }
 
 fn create_cmd(
-    path: &std::path::Path,
+    path: &Path,
     trackers: Vec<String>,
     piece_length: Option<u64>,
     private: bool,
-    output: &std::path::Path,
+    output: &Path,
 ) -> Result<(), Failure> {
     let opts = create::CreateOptions {
         trackers,

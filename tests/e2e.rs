@@ -20,7 +20,7 @@ fn single_file_from_two_seeders_through_a_tracker() {
         tmp.path(),
         3 * 1024 * 1024 + 12345,
         64 * 1024,
-        &[tracker.url.clone()],
+        std::slice::from_ref(&tracker.url),
     );
     let _a = seeder(&content, true);
     let _b = seeder(&content, true);
@@ -63,7 +63,12 @@ fn multi_file_with_empty_files_and_pieces_spanning_files() {
         ("sub/empty-2", 0),
         ("z/last.bin", 300_000),
     ];
-    let content = multi_file(tmp.path(), &files, 16 * 1024, &[tracker.url.clone()]);
+    let content = multi_file(
+        tmp.path(),
+        &files,
+        16 * 1024,
+        std::slice::from_ref(&tracker.url),
+    );
     let _s = seeder(&content, true);
     let out = tmp.path().join("out");
     let run = run_with_limit(
