@@ -7,7 +7,7 @@
 //! replaced by explicit `127.0.0.1:PORT` addresses.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -41,6 +41,25 @@ pub fn write_random_file(path: &Path, size: u64, seed: u64) -> io::Result<()> {
         left -= n as u64;
     }
     f.flush()
+}
+
+/// Whether two files hold the same bytes, compared in chunks.
+pub fn same_bytes(a: &Path, b: &Path) -> io::Result<bool> {
+    let (mut fa, mut fb) = (fs::File::open(a)?, fs::File::open(b)?);
+    if fa.metadata()?.len() != fb.metadata()?.len() {
+        return Ok(false);
+    }
+    let (mut ba, mut bb) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    loop {
+        let n = fa.read(&mut ba)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        fb.read_exact(&mut bb[..n])?;
+        if ba[..n] != bb[..n] {
+            return Ok(false);
+        }
+    }
 }
 
 fn demo_error(e: impl std::fmt::Display) -> SessionError {
@@ -114,9 +133,11 @@ impl Demo {
 
     /// Whether the downloaded file is byte-identical to the seeded one.
     pub fn verify_copy(&self) -> io::Result<bool> {
-        let a = fs::read(self.root.join("seed").join(&self.meta.info.name))?;
-        let b = fs::read(self.download_dir.join(&self.meta.info.name))?;
-        Ok(a == b)
+        let name = &self.meta.info.name;
+        same_bytes(
+            &self.root.join("seed").join(name),
+            &self.download_dir.join(name),
+        )
     }
 
     /// Stops the seeders and removes everything the demo made.
