@@ -26,7 +26,11 @@ pub struct Rng(u64);
 impl Rng {
     /// A generator seeded from `seed` (any value; zero is remapped).
     pub fn new(seed: u64) -> Rng {
-        Rng(seed | 1)
+        // splitmix64 spreads nearby seeds apart; xorshift must not start at 0.
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Rng((z ^ (z >> 31)) | 1)
     }
 
     /// A generator seeded from the clock and an address on the stack.

@@ -304,7 +304,8 @@ mod tests {
         assert!(have.is_full());
         // Corrupt one byte of piece 1: only it fails.
         let f = OpenOptions::new().write(true).open(&paths[3]).unwrap();
-        f.write_all_at(b"X", 20).unwrap();
+        // Torrent offset 15 + 5 = 20 lies in piece 1 (bytes 16..32).
+        f.write_all_at(b"X", 5).unwrap();
         let have = st.check_all(&hashes, 1, &|_| {}).unwrap();
         assert!(have.get(0) && !have.get(1) && have.get(2));
         fs::remove_dir_all(&dir).unwrap();

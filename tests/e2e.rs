@@ -286,3 +286,38 @@ fn demo_runs_offline() {
     assert!(run.status.success(), "{}", run.stderr);
     assert!(run.stderr.contains("byte-identical"), "{}", run.stderr);
 }
+
+#[test]
+fn single_file_through_a_udp_tracker() {
+    let tmp = TempDir::new("udp");
+    let tracker = support::tracker::TestUdpTracker::start();
+    let content = single_file(
+        tmp.path(),
+        1024 * 1024 + 1,
+        16 * 1024,
+        std::slice::from_ref(&tracker.url),
+    );
+    let _s = seeder(&content, true);
+    let out = tmp.path().join("out");
+    let run = run_with_limit(
+        tget()
+            .args([
+                "download",
+                content.torrent.to_str().unwrap(),
+                "--port",
+                "0",
+                "-q",
+                "--dir",
+            ])
+            .arg(&out),
+        LIMIT,
+    );
+    assert!(
+        run.status.success(),
+        "exit {:?}: {}",
+        run.status,
+        run.stderr
+    );
+    assert_same_tree(&content.root.join("file.bin"), &out.join("file.bin"));
+    assert!(tracker.connects() >= 1 && tracker.announces() >= 2);
+}
