@@ -38,6 +38,9 @@ const READ_TICK: Duration = Duration::from_millis(250);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A peer that owes us blocks and sends none for this long is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection that moved no block either way for this long is dropped, so a
+/// worker of the fixed pool is not held by a peer that never unchokes us.
+const USELESS_TIMEOUT: Duration = Duration::from_secs(120);
 /// A peer that sends nothing at all for this long is dropped.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(150);
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(90);
@@ -180,6 +183,8 @@ struct Connection<'a> {
     /// When we may ask the coordinator for pieces again after an empty answer.
     next_ask: Instant,
     last_block: Instant,
+    /// When a block last moved either way.
+    last_useful: Instant,
     last_recv: Instant,
     last_send: Instant,
     rate_mark: Instant,
@@ -220,6 +225,7 @@ impl<'a> Connection<'a> {
             spare_bufs: Vec::new(),
             next_ask: now,
             last_block: now,
+            last_useful: now,
             last_recv: now,
             last_send: now,
             rate_mark: now,
@@ -502,6 +508,7 @@ impl<'a> Connection<'a> {
                 .shared
                 .uploaded
                 .fetch_add(length as u64, Ordering::Relaxed);
+            self.last_useful = Instant::now();
         }
         Ok(())
     }
@@ -529,6 +536,10 @@ impl<'a> Connection<'a> {
                 REQUEST_TIMEOUT.as_secs(),
                 self.requests.len()
             )));
+        }
+        let serving = self.peer_interested && !self.am_choking;
+        if !serving && now.duration_since(self.last_useful) > USELESS_TIMEOUT {
+            return Err(Close::Quiet("no blocks either way for 120 s".into()));
         }
         if now.duration_since(self.last_recv) > IDLE_TIMEOUT {
             return Err(Close::Quiet("idle too long".into()));
@@ -668,6 +679,7 @@ impl<'a> Connection<'a> {
                                 p.received_count += 1;
                             }
                             self.last_block = Instant::now();
+                            self.last_useful = self.last_block;
                             self.rate_bytes += len as u64;
                             self.ctx
                                 .shared

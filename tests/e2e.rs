@@ -115,11 +115,13 @@ fn direct_peers_without_any_tracker() {
     assert_same_tree(&content.root.join("file.bin"), &out.join("file.bin"));
 }
 
-#[test]
-fn a_peer_sending_bad_data_is_banned_and_the_download_completes() {
-    let tmp = TempDir::new("liar");
-    let content = single_file(tmp.path(), 2 * 1024 * 1024, 32 * 1024, &[]);
-    let liar = LiarPeer::start(&content.meta);
+/// Downloads from one honest seeder and one hostile peer (listed first);
+/// returns the hostile peer and the run's stderr (with -v logs).
+fn download_beside(how: Behaviour) -> (HostilePeer, String) {
+    let tmp = TempDir::new("hostile");
+    // 68 pieces: the bitfield's last byte has 4 spare bits.
+    let content = single_file(tmp.path(), 2 * 1024 * 1024 + 100_000, 32 * 1024, &[]);
+    let hostile = HostilePeer::start(&content.meta, how);
     let honest = seeder(&content, false);
     let out = tmp.path().join("out");
     let run = run_with_limit(
@@ -131,23 +133,53 @@ fn a_peer_sending_bad_data_is_banned_and_the_download_completes() {
                 "0",
                 "-v",
             ])
-            .args(["--peer", &liar.addr.to_string()])
+            .args(["--peer", &hostile.addr.to_string()])
             .args(["--peer", &addr_of(&honest), "--dir"])
             .arg(&out),
         LIMIT,
     );
-    assert!(run.status.success(), "{}", run.stderr);
+    assert!(run.status.success(), "{how:?}: {}", run.stderr);
     assert_same_tree(&content.root.join("file.bin"), &out.join("file.bin"));
+    (hostile, run.stderr)
+}
+
+#[test]
+fn a_peer_sending_bad_data_is_banned_and_the_download_completes() {
+    let (liar, stderr) = download_beside(Behaviour::WrongData);
     assert!(
-        run.stderr.contains("failed its hash check") && run.stderr.contains("banning"),
-        "no ban logged:\n{}",
-        run.stderr
+        stderr.contains("failed its hash check") && stderr.contains("banning"),
+        "no ban logged:\n{stderr}"
     );
-    assert_eq!(
-        liar.connections.load(std::sync::atomic::Ordering::Relaxed),
-        1,
-        "a banned peer is not dialled again"
-    );
+    assert_eq!(liar.connections(), 1, "a banned peer is not dialled again");
+}
+
+/// Each protocol violation ends that peer's connection with a log line
+/// saying why, and the peer is not dialled again; the download completes.
+#[test]
+fn protocol_violations_end_the_connection_with_a_reason() {
+    let cases = [
+        (
+            Behaviour::BitfieldWrongLength,
+            "bitfield of the wrong length",
+        ),
+        (Behaviour::BitfieldSpareBits, "bitfield with spare bits set"),
+        (Behaviour::HaveOutOfRange, "out of range"),
+        (Behaviour::UnrequestedBlock, "not a block"),
+        (Behaviour::HugeLength, "exceeds the largest legal"),
+        (Behaviour::WrongInfoHash, "wrong info-hash"),
+    ];
+    for (how, reason) in cases {
+        let (peer, stderr) = download_beside(how);
+        assert!(
+            stderr.contains(reason),
+            "{how:?}: no '{reason}' in:\n{stderr}"
+        );
+        assert_eq!(
+            peer.connections(),
+            1,
+            "{how:?}: dialled again after misbehaving"
+        );
+    }
 }
 
 #[test]
