@@ -925,12 +925,19 @@ impl Drop for Swarm {
     fn drop(&mut self) {
         self.procs.clear();
         self.tracker = None;
+        let keep = std::env::var_os("TGET_INTEROP_KEEP").is_some();
         if std::thread::panicking() {
             for (name, log) in &self.logs {
                 eprintln!("===== {name}: {} =====\n{}", log.display(), tail(log));
             }
+            if !keep {
+                eprintln!(
+                    "interop: removing {} (TGET_INTEROP_KEEP=1 keeps it)",
+                    self.dir.display()
+                );
+            }
         }
-        if std::env::var_os("TGET_INTEROP_KEEP").is_some() {
+        if keep {
             eprintln!("interop: kept {}", self.dir.display());
         } else {
             let _ = fs::remove_dir_all(&self.dir);
