@@ -1,0 +1,130 @@
+//! Interoperability with real BitTorrent peers on 127.0.0.1: opentracker
+//! (HTTP and UDP announce), libtorrent (Debian's python3-libtorrent) and
+//! aria2c seeders and leechers, torrents made by mktorrent and libtorrent.
+//!
+//! The tests are ignored by plain `cargo test`; .ci/run installs the peers
+//! and runs them with
+//! `cargo test --release --test interop -- --include-ignored --test-threads=1`.
+//! A missing tool fails the test. Set TGET_INTEROP_KEEP=1 to keep the scratch
+//! folders (under the system temp dir) for a look at the logs.
+
+#[path = "interop/harness.rs"]
+mod harness;
+
+use harness::{Announce, Swarm, KIB, MIB};
+
+/// The real clients against each other, without tget: if this fails, the
+/// machine (or a new version of a peer) is at fault, not tget.
+#[test]
+#[ignore = "needs opentracker, aria2c, python3-libtorrent, mktorrent: run by .ci/run"]
+fn harness_real_clients_swap_data() {
+    let mut sw = Swarm::new("harness");
+    let content = sw.single_file("swap.bin", 3 * MIB + 4321);
+    let http = sw.mktorrent(&content, 18, Announce::Http);
+    sw.seed_libtorrent(&http);
+    sw.leech_aria2(&http).finish();
+    let udp = sw.lt_torrent(&content, 32 * KIB, Announce::Udp);
+    sw.seed_aria2(&udp);
+    sw.leech_libtorrent(&udp, &[]).finish();
+}
+
+#[test]
+#[ignore = "needs opentracker, aria2c, python3-libtorrent, mktorrent: run by .ci/run"]
+fn single_file_from_libtorrent_over_http_tracker() {
+    let mut sw = Swarm::new("single-lt-http");
+    let content = sw.single_file("single.bin", 8 * MIB + 12_345);
+    let t = sw.mktorrent(&content, 18, Announce::Http);
+    sw.seed_libtorrent(&t);
+    sw.tget_download(&t, &[]);
+}
+
+#[test]
+#[ignore = "needs opentracker, aria2c, python3-libtorrent, mktorrent: run by .ci/run"]
+fn single_file_from_aria2_over_udp_tracker() {
+    let mut sw = Swarm::new("single-aria2-udp");
+    let content = sw.single_file("single.bin", 8 * MIB - 777);
+    let t = sw.mktorrent(&content, 18, Announce::Udp);
+    sw.seed_aria2(&t);
+    sw.tget_download(&t, &[]);
+}
+
+#[test]
+#[ignore = "needs opentracker, aria2c, python3-libtorrent, mktorrent: run by .ci/run"]
+fn multi_file_16k_pieces_from_libtorrent_over_udp_tracker() {
+    let mut sw = Swarm::new("multi-lt-udp");
+    let content = sw.multi_file("multi", 40);
+    let t = sw.lt_torrent(&content, 16 * KIB, Announce::Udp);
+    sw.seed_libtorrent(&t);
+    sw.tget_download(&t, &[]);
+}
+
+#[test]
+#[ignore = "needs opentracker, aria2c, python3-libtorrent, mktorrent: run by .ci/run"]
+fn multi_file_16k_pieces_from_aria2_over_http_tracker() {
+    let mut sw = Swarm::new("multi-aria2-http");
+    let content = sw.multi_file("multi files", 48);
+    let t = sw.lt_torrent(&content, 16 * KIB, Announce::Http);
+    sw.seed_aria2(&t);
+    sw.tget_download(&t, &[]);
+}
+
+#[test]
+#[ignore = "needs opentracker, aria2c, python3-libtorrent, mktorrent: run by .ci/run"]
+fn multi_file_by_mktorrent_from_both() {
+    let mut sw = Swarm::new("multi-mktorrent-both");
+    let content = sw.multi_file("tree", 30);
+    let t = sw.mktorrent(&content, 15, Announce::Http);
+    sw.seed_libtorrent(&t);
+    sw.seed_aria2(&t);
+    sw.tget_download(&t, &[]);
+}
+
+#[test]
+#[ignore = "needs opentracker, aria2c, python3-libtorrent, mktorrent: run by .ci/run"]
+fn sixteen_mib_pieces_from_both_seeders() {
+    let mut sw = Swarm::new("16m-pieces-both");
+    let content = sw.single_file("big-pieces.bin", 40 * MIB + 999);
+    let t = sw.mktorrent(&content, 24, Announce::Http);
+    sw.seed_libtorrent(&t);
+    sw.seed_aria2(&t);
+    sw.tget_download(&t, &[]);
+}
+
+#[test]
+#[ignore = "needs opentracker, aria2c, python3-libtorrent, mktorrent: run by .ci/run"]
+fn large_256_mib_from_both_seeders() {
+    let mut sw = Swarm::new("256m-both");
+    let content = sw.single_file("large.bin", 256 * MIB);
+    let t = sw.mktorrent(&content, 20, Announce::Udp);
+    sw.seed_libtorrent(&t);
+    sw.seed_aria2(&t);
+    sw.tget_download(&t, &[]);
+}
+
+/// The torrent's tracker is down (nothing listens on its port): the peers
+/// given with --peer must be enough.
+#[test]
+#[ignore = "needs opentracker, aria2c, python3-libtorrent, mktorrent: run by .ci/run"]
+fn peers_given_on_the_command_line_with_tracker_down() {
+    let mut sw = Swarm::new("peer-flag");
+    let content = sw.single_file("direct.bin", 5 * MIB + 3);
+    let t = sw.mktorrent(&content, 16, Announce::Dead);
+    let lt = format!("127.0.0.1:{}", sw.seed_libtorrent(&t));
+    let aria2 = format!("127.0.0.1:{}", sw.seed_aria2(&t));
+    sw.tget_download(&t, &["--peer", &lt, "--peer", &aria2]);
+}
+
+/// `tget seed` serves aria2c (which finds it through the tracker) and
+/// libtorrent (told its address too).
+#[test]
+#[ignore = "needs opentracker, aria2c, python3-libtorrent, mktorrent: run by .ci/run"]
+fn tget_seed_serves_aria2_and_libtorrent() {
+    let mut sw = Swarm::new("tget-seed");
+    let content = sw.single_file("served.bin", 8 * MIB + 99);
+    let t = sw.mktorrent(&content, 18, Announce::Http);
+    let port = sw.tget_seed(&t);
+    let aria2 = sw.leech_aria2(&t);
+    let lt = sw.leech_libtorrent(&t, &[port]);
+    aria2.finish();
+    lt.finish();
+}

@@ -1,0 +1,86 @@
+"""Shared setup for the libtorrent helper scripts of the interop tests.
+
+Run with /usr/bin/python3 (Debian's python3-libtorrent). Everything stays on
+127.0.0.1: no DHT, LSD, UPnP, NAT-PMP, no uTP (TCP only, like tget); several
+connections per IP allowed, since every peer in the tests is 127.0.0.1.
+"""
+
+import os
+import sys
+import time
+
+import libtorrent as lt
+
+_PARENT = os.getppid()
+
+
+def log(msg):
+    sys.stderr.write("[lt %.3f] %s\n" % (time.time(), msg))
+    sys.stderr.flush()
+
+
+def parent_gone():
+    """True once the process that started us (the test) has exited."""
+    return os.getppid() != _PARENT
+
+
+def session(port, verbose=False):
+    cat = lt.alert.category_t
+    settings = {
+        "listen_interfaces": "127.0.0.1:%d" % port,
+        "listen_system_port_fallback": False,
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        # tget speaks TCP only; libtorrent would try uTP first and wait for
+        # its connect timeout before falling back to TCP.
+        "enable_outgoing_utp": False,
+        "enable_incoming_utp": False,
+        # Every peer in the tests is 127.0.0.1.
+        "allow_multiple_connections_per_ip": True,
+        "ignore_limits_on_local_network": True,
+        "announce_to_all_trackers": True,
+        "announce_to_all_tiers": True,
+        "user_agent": "interop-libtorrent",
+        "alert_mask": cat.all_categories
+        if verbose
+        else cat.error_notification | cat.status_notification | cat.tracker_notification,
+    }
+    return lt.session(settings)
+
+
+def add(ses, torrent, save_dir):
+    params = lt.add_torrent_params()
+    params.ti = lt.torrent_info(torrent)
+    params.save_path = save_dir
+    params.flags = (
+        lt.torrent_flags.disable_dht
+        | lt.torrent_flags.disable_lsd
+        | lt.torrent_flags.disable_pex
+    )
+    return ses.add_torrent(params)
+
+
+_LOUD = (
+    lt.tracker_error_alert,
+    lt.tracker_warning_alert,
+    lt.torrent_error_alert,
+    lt.file_error_alert,
+    lt.listen_failed_alert,
+    lt.hash_failed_alert,
+    lt.tracker_reply_alert,
+    lt.state_changed_alert,
+)
+
+
+def drain_alerts(ses, verbose):
+    for a in ses.pop_alerts():
+        if verbose or isinstance(a, _LOUD):
+            log("%s: %s" % (type(a).__name__, a.message()))
+
+
+def connect_peers(handle, peers):
+    for p in peers:
+        host, _, port = p.rpartition(":")
+        handle.connect_peer((host, int(port)))
