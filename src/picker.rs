@@ -11,6 +11,7 @@
 //! another worker may be handed out again; the first copy to verify wins and
 //! the others are cancelled.
 
+pub use crate::rng::Rng;
 use crate::wire::Bitfield;
 
 /// How many pieces are picked at random before rarest-first takes over.
@@ -18,54 +19,6 @@ const RANDOM_FIRST: u32 = 4;
 
 /// At most this many workers fetch the same piece in endgame.
 const MAX_ENDGAME_COPIES: u8 = 3;
-
-/// A small xorshift generator: tie-breaks need to be random, not secure.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator seeded from `seed` (any value; zero is remapped).
-    pub fn new(seed: u64) -> Rng {
-        // splitmix64 spreads nearby seeds apart; xorshift must not start at 0.
-        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Rng((z ^ (z >> 31)) | 1)
-    }
-
-    /// A generator seeded from the clock and an address on the stack.
-    pub fn from_entropy() -> Rng {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        let local = 0u8;
-        Rng::new(t ^ ((&local as *const u8 as u64).rotate_left(32)))
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// A value in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-
-    /// Fills `buf` with random bytes.
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let v = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-    }
-}
 
 /// Piece state for picking.
 #[derive(Debug)]

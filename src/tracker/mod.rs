@@ -11,10 +11,9 @@ pub mod udp;
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -185,17 +184,9 @@ pub fn announce(
     }
 }
 
-/// A random number (not for cryptography): std's randomly keyed SipHash over a
-/// counter, the clock and the process id.
+/// A random number (not for cryptography), from [`crate::rng::Rng`].
 pub(crate) fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    RandomState::new().hash_one((n, t, std::process::id()))
+    crate::rng::Rng::from_entropy().next_u64()
 }
 
 /// Shuffles in place (Fisher-Yates with [`random_u64`]).
