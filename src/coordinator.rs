@@ -17,6 +17,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, info, warn};
 
 use crate::picker::Picker;
+use crate::resume::Saver;
 use crate::session::{SessionError, Shared};
 use crate::storage::Storage;
 use crate::tracker;
@@ -138,6 +139,10 @@ pub struct Coordinator {
     pub(crate) our_id: [u8; 20],
     pub(crate) seed: bool,
     pub(crate) upload_slots: usize,
+    saver: Option<Saver>,
+    /// Pieces completed since the resume state was last queued for saving.
+    unsaved: bool,
+    last_save: Instant,
     conns: Vec<Option<Conn>>,
     known: HashMap<SocketAddr, Known>,
     idle: usize,
@@ -166,6 +171,7 @@ impl Coordinator {
         our_id: [u8; 20],
         seed: bool,
         upload_slots: usize,
+        saver: Saver,
     ) -> Coordinator {
         let n = workers.len();
         Coordinator {
@@ -181,6 +187,9 @@ impl Coordinator {
             our_id,
             seed,
             upload_slots,
+            saver: Some(saver),
+            unsaved: false,
+            last_save: Instant::now(),
             known: HashMap::new(),
             last_need_peers: None,
         }
@@ -206,11 +215,13 @@ impl Coordinator {
                 Ok(Event::Stop) => break Ok(Outcome::Stopped),
                 Ok(Event::DiskError(e)) => break Err(SessionError::Storage(e)),
                 Ok(ev) => self.handle(ev),
-                Err(RecvTimeoutError::Timeout) => {
-                    self.tick();
-                    next_tick = Instant::now() + TICK;
-                }
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break Ok(Outcome::Stopped),
+            }
+            // Timers run even while events keep arriving.
+            if Instant::now() >= next_tick {
+                self.tick();
+                next_tick = Instant::now() + TICK;
             }
         };
         self.shutdown();
@@ -227,8 +238,9 @@ impl Coordinator {
                 let _ = self.workers[w].send(ToWorker::Disconnect);
             }
         }
-        if let Err(e) = self.storage.sync() {
-            warn!("{e}");
+        // Sync the data and record every verified piece before leaving.
+        if let Some(saver) = self.saver.take() {
+            saver.finish(self.picker.have().clone());
         }
         if let Some((t, handle)) = self.tracker.take() {
             // The announcer sends `stopped` within its own deadline (3 s).
@@ -434,6 +446,7 @@ impl Coordinator {
         let len = self.storage.layout().piece_len(piece) as u64;
         self.shared.verified.fetch_add(len, Ordering::Relaxed);
         self.shared.pieces_done.fetch_add(1, Ordering::Relaxed);
+        self.unsaved = true;
         debug!("piece {piece} verified");
         for w in 0..self.conns.len() {
             let Some(c) = self.conns[w].as_mut() else {
@@ -541,6 +554,15 @@ impl Coordinator {
     }
 
     fn tick(&mut self) {
+        // At most once a second, record the pieces completed since the last
+        // save (the saver syncs their bytes to disk first).
+        if self.unsaved && self.last_save.elapsed() >= Duration::from_secs(1) {
+            if let Some(saver) = &self.saver {
+                saver.save(self.picker.have().clone());
+            }
+            self.unsaved = false;
+            self.last_save = Instant::now();
+        }
         self.start_connections();
         // Starved: most of the pool idle and nobody left to try.
         let starving = !self.picker.is_complete() && self.idle * 2 > self.workers.len();

@@ -12,6 +12,7 @@ pub mod layout;
 pub mod metainfo;
 pub mod peer;
 pub mod picker;
+pub mod resume;
 pub mod rng;
 pub mod session;
 pub mod storage;

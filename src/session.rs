@@ -23,6 +23,7 @@ use crate::layout::Layout;
 use crate::metainfo::Metainfo;
 use crate::peer::{self, WorkerCtx};
 use crate::picker::{Picker, Rng};
+use crate::resume::{self, ResumeState};
 use crate::storage::{self, Storage, StorageError};
 use crate::tracker;
 
@@ -203,6 +204,7 @@ impl Session {
         let file_paths: Vec<Vec<String>> = info.files.iter().map(|f| f.path.clone()).collect();
         let paths = storage::file_paths(&config.dir, &info.name, info.multi_file, &file_paths);
         let storage = Arc::new(Storage::open(layout.clone(), paths)?);
+        storage.check_space()?;
         let listener = bind_listener(config.port)?;
         let port = listener.local_addr().map_err(SessionError::Listen)?.port();
         let shared = Arc::new(Shared::default());
@@ -251,24 +253,43 @@ impl Session {
         let initial_peers = config.peers.clone();
         let coordinator = spawn("coordinator".into(), move || {
             let shared = coord_shared;
-            // Check existing data first (all cores), so we never fetch or
-            // overwrite a piece that is already good.
-            let have = if storage.had_data() || config.force_check {
-                shared.checking.store(true, Ordering::Relaxed);
-                let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-                let have = storage.check_all(&hashes, threads, &|_| {
-                    shared.checked.fetch_add(1, Ordering::Relaxed);
-                })?;
-                shared.checking.store(false, Ordering::Relaxed);
-                info!(
-                    "check: {} of {} pieces already here",
-                    have.count(),
-                    have.len()
-                );
-                have
+            // Trust the resume state when the files still match it; otherwise
+            // check existing data (all cores), so we never fetch or overwrite
+            // a piece that is already good.
+            let state_path = resume::state_path(&config.dir, &info_hash);
+            let n = storage.layout().num_pieces();
+            let stamps = storage.stamps().map_err(|e| {
+                SessionError::Storage(StorageError {
+                    op: "stat",
+                    path: config.dir.clone(),
+                    source: e,
+                })
+            })?;
+            let resumed = if config.force_check {
+                Err("a check was asked for".to_string())
             } else {
-                crate::wire::Bitfield::new(storage.layout().num_pieces())
+                ResumeState::load_matching(&state_path, &info_hash, n, &stamps)
             };
+            let have = match resumed {
+                Ok(state) => {
+                    info!("resume: {} of {n} pieces recorded", state.pieces.count());
+                    state.pieces
+                }
+                Err(why) if storage.had_data() || config.force_check => {
+                    info!("checking existing data ({why})");
+                    shared.checking.store(true, Ordering::Relaxed);
+                    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+                    let have = storage.check_all(&hashes, threads, &|_| {
+                        shared.checked.fetch_add(1, Ordering::Relaxed);
+                    })?;
+                    shared.checking.store(false, Ordering::Relaxed);
+                    info!("check: {} of {n} pieces already here", have.count());
+                    have
+                }
+                Err(_) => crate::wire::Bitfield::new(n),
+            };
+            let saver = resume::Saver::spawn(storage.clone(), info_hash, state_path)
+                .map_err(SessionError::Spawn)?;
             let verified: u64 = have
                 .ones()
                 .map(|p| storage.layout().piece_len(p) as u64)
@@ -326,6 +347,7 @@ impl Session {
                 our_id,
                 config.seed,
                 config.upload_slots,
+                saver,
             );
             coordinator.run()
         })?;

@@ -15,8 +15,10 @@
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use memmap2::MmapOptions;
 use sha1::{Digest, Sha1};
@@ -49,13 +51,27 @@ impl fmt::Display for StorageError {
 
 impl std::error::Error for StorageError {}
 
+/// What identifies a file's contents cheaply: its length and modification
+/// time (nanoseconds since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    /// Length in bytes.
+    pub length: u64,
+    /// Modification time in nanoseconds since the Unix epoch.
+    pub mtime_ns: u64,
+}
+
 /// The files of one torrent.
 pub struct Storage {
     layout: Layout,
     paths: Vec<PathBuf>,
     files: Vec<File>,
+    /// Files written since the last sync.
+    dirty: Vec<AtomicBool>,
     /// Whether any file already held data when opened (so a check is due).
     preexisting: bool,
+    /// Bytes the files still need on disk (length minus what is allocated).
+    unallocated: u64,
 }
 
 impl Storage {
@@ -64,6 +80,7 @@ impl Storage {
     pub fn open(layout: Layout, paths: Vec<PathBuf>) -> Result<Storage, StorageError> {
         let mut files = Vec::with_capacity(paths.len());
         let mut preexisting = false;
+        let mut unallocated = 0u64;
         for (i, path) in paths.iter().enumerate() {
             let err = |op, source| StorageError {
                 op,
@@ -91,18 +108,70 @@ impl Storage {
             if meta.len() > 0 {
                 preexisting = true;
             }
+            unallocated += want.saturating_sub(meta.blocks() * 512);
             if meta.len() < want {
                 // Sparse: set_len allocates no blocks.
                 file.set_len(want).map_err(|e| err("size", e))?;
             }
             files.push(file);
         }
+        let dirty = files.iter().map(|_| AtomicBool::new(false)).collect();
         Ok(Storage {
             layout,
             paths,
             files,
+            dirty,
             preexisting,
+            unallocated,
         })
+    }
+
+    /// Fails with a `StorageFull` error naming how much is missing when the
+    /// filesystem says it has less free space than the files still need.
+    /// Filesystems that cannot tell are given the benefit of the doubt.
+    pub fn check_space(&self) -> Result<(), StorageError> {
+        let Some(first) = self.files.first() else {
+            return Ok(());
+        };
+        let Some(free) = free_space(first) else {
+            return Ok(());
+        };
+        if free >= self.unallocated {
+            return Ok(());
+        }
+        let dir = self.paths[0]
+            .parent()
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        Err(StorageError {
+            op: "store the download in",
+            path: dir,
+            source: io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!(
+                    "not enough free space: {} bytes needed, {} free, {} missing",
+                    self.unallocated,
+                    free,
+                    self.unallocated - free
+                ),
+            ),
+        })
+    }
+
+    /// Each file's length and modification time, as the resume state records.
+    pub fn stamps(&self) -> io::Result<Vec<FileStamp>> {
+        self.files
+            .iter()
+            .map(|f| {
+                let m = f.metadata()?;
+                Ok(FileStamp {
+                    length: m.len(),
+                    mtime_ns: (m.mtime().max(0) as u64)
+                        .saturating_mul(1_000_000_000)
+                        .saturating_add(m.mtime_nsec().max(0) as u64),
+                })
+            })
+            .collect()
     }
 
     /// The torrent's layout.
@@ -133,13 +202,17 @@ impl Storage {
             let chunk = &data[at..at + len];
             at += len;
             let file = &self.files[span.file];
+            self.dirty[span.file].store(true, Ordering::Relaxed);
+            self.reserve(span.file, span.offset, span.len)?;
             // SAFETY: the map covers a range inside the file (the file was
             // sized to its full length at open). Nothing else in this process
             // maps the same range for writing at the same time (a piece is
-            // written by one worker, and pieces do not overlap). Another
-            // process shortening the file underneath us would raise SIGBUS;
-            // we accept that risk as every mmap user must, and the map lives
-            // only for this copy.
+            // written by one worker, and pieces do not overlap). `reserve`
+            // just checked the file still covers the range and allocated its
+            // blocks, so neither a shortened file nor a full disk turns the
+            // copy into SIGBUS; only another process truncating the file in
+            // the instant between that check and the copy still could, a
+            // risk every mmap user shares. The map lives only for this copy.
             let mut map = unsafe {
                 MmapOptions::new()
                     .offset(span.offset)
@@ -149,6 +222,36 @@ impl Storage {
             .map_err(|e| self.error("map", span.file, e))?;
             map.copy_from_slice(chunk);
             drop(map);
+        }
+        Ok(())
+    }
+
+    /// Makes sure `len` bytes at `offset` of file `file` exist and have disk
+    /// blocks, so writing them through a map cannot fault: the file must not
+    /// have been shortened, and the blocks are allocated up front (a full
+    /// disk becomes an error here instead of SIGBUS in the copy).
+    fn reserve(&self, file: usize, offset: u64, len: u64) -> Result<(), StorageError> {
+        let f = &self.files[file];
+        let size = f.metadata().map_err(|e| self.error("stat", file, e))?.len();
+        if size < offset + len {
+            return Err(self.error(
+                "write",
+                file,
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("file was shortened to {size} bytes underneath us"),
+                ),
+            ));
+        }
+        // SAFETY: fallocate only reads its integer arguments; the descriptor
+        // is owned by `f`, which outlives the call.
+        let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, offset as i64, len as i64) };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            // Filesystems without fallocate: write through the map anyway.
+            if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
+                return Err(self.error("allocate space in", file, e));
+            }
         }
         Ok(())
     }
@@ -231,13 +334,33 @@ impl Storage {
         Ok(have)
     }
 
-    /// Flushes every file's data to the disk.
+    /// Flushes the data of every file written since the last sync to the
+    /// disk (the pages written through maps are in the page cache, which
+    /// `fdatasync` writes out).
     pub fn sync(&self) -> Result<(), StorageError> {
         for (i, f) in self.files.iter().enumerate() {
-            f.sync_data().map_err(|e| self.error("sync", i, e))?;
+            if self.dirty[i].swap(false, Ordering::Relaxed) {
+                if let Err(e) = f.sync_data() {
+                    self.dirty[i].store(true, Ordering::Relaxed);
+                    return Err(self.error("sync", i, e));
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// Free bytes for unprivileged users on the filesystem holding `f`, if the
+/// filesystem can tell.
+fn free_space(f: &File) -> Option<u64> {
+    // SAFETY: statvfs is plain old data; zeroed is a valid value for it.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable statvfs; the descriptor is owned by `f`.
+    let rc = unsafe { libc::fstatvfs(f.as_raw_fd(), &mut st) };
+    if rc != 0 || st.f_frsize == 0 {
+        return None;
+    }
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 /// The on-disk path of every file of a torrent rooted at `dir`: `dir/name`
@@ -321,7 +444,6 @@ mod tests {
         assert!(st.had_data());
         let meta = fs::metadata(&path).unwrap();
         assert_eq!(meta.len(), 64 << 20);
-        use std::os::unix::fs::MetadataExt;
         assert!(meta.blocks() * 512 < 1 << 20, "file was not sparse");
         assert_eq!(&fs::read(&path).unwrap()[..4], b"keep");
         fs::remove_dir_all(&dir).unwrap();

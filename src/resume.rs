@@ -1,0 +1,277 @@
+//! Resume state: which pieces are verified and on disk, so a restarted
+//! download does not fetch or re-hash them.
+//!
+//! The state lives next to the data, in `DIR/.tget/<info-hash hex>.resume`,
+//! as a bencoded dictionary:
+//!
+//! ```text
+//! d
+//!   7:version   i1e
+//!   9:info-hash 20:<the torrent's info-hash, raw>
+//!   6:pieces    <bitfield, high bit first, as on the wire>
+//!   5:files     l d 6:length i<bytes>e 5:mtime i<ns since the epoch>e e ... e
+//! e
+//! ```
+//!
+//! It is trusted only when the info-hash and piece count match and every
+//! file still has the recorded length and modification time; otherwise the
+//! data is re-checked. Two rules keep it honest:
+//!
+//! - A piece is recorded only after its bytes were flushed: the saver syncs
+//!   the files (`fdatasync`) and only then writes a state naming pieces whose
+//!   writes had finished before the sync began.
+//! - The file is replaced atomically: written to a temporary file, synced,
+//!   renamed over the old one, and the folder synced. A crash at any moment
+//!   leaves either the old state or the new one, never a torn or empty file.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{unbounded, Sender};
+use log::{debug, warn};
+
+use crate::bencode::{self, Value};
+use crate::storage::{FileStamp, Storage};
+use crate::wire::Bitfield;
+
+const VERSION: i64 = 1;
+
+/// The resume file's path for a torrent whose data lives in `dir`.
+pub fn state_path(dir: &Path, info_hash: &[u8; 20]) -> PathBuf {
+    let hex: String = info_hash.iter().map(|b| format!("{b:02x}")).collect();
+    dir.join(".tget").join(format!("{hex}.resume"))
+}
+
+/// What a resume file records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeState {
+    /// The torrent it belongs to.
+    pub info_hash: [u8; 20],
+    /// Verified pieces whose bytes were synced before this state was written.
+    pub pieces: Bitfield,
+    /// Each file's length and modification time when the state was written.
+    pub files: Vec<FileStamp>,
+}
+
+impl ResumeState {
+    /// The bencoded form.
+    pub fn encode(&self) -> Vec<u8> {
+        let files = self
+            .files
+            .iter()
+            .map(|f| {
+                Value::dict([
+                    ("length", Value::Int(f.length as i64)),
+                    ("mtime", Value::Int(f.mtime_ns as i64)),
+                ])
+            })
+            .collect::<Vec<_>>();
+        Value::dict([
+            ("version", Value::Int(VERSION)),
+            ("info-hash", Value::bytes(self.info_hash.to_vec())),
+            ("pieces", Value::bytes(self.pieces.as_bytes().to_vec())),
+            ("files", Value::List(files)),
+        ])
+        .encode()
+    }
+
+    /// Parses a resume file for a torrent of `num_pieces` pieces. Any
+    /// damage (truncation, random bytes, a zero-length file) is an error.
+    pub fn decode(bytes: &[u8], num_pieces: u32) -> Result<ResumeState, String> {
+        let v = bencode::decode(bytes).map_err(|e| e.to_string())?;
+        if v.get(b"version").and_then(Value::as_int) != Some(VERSION) {
+            return Err("unknown version".into());
+        }
+        let info_hash: [u8; 20] = v
+            .get(b"info-hash")
+            .and_then(Value::as_bytes)
+            .and_then(|b| b.try_into().ok())
+            .ok_or("bad info-hash")?;
+        let bits = v
+            .get(b"pieces")
+            .and_then(Value::as_bytes)
+            .ok_or("no pieces")?;
+        let pieces = Bitfield::from_wire(bits, num_pieces)?;
+        let mut files = Vec::new();
+        for f in v.get(b"files").and_then(Value::as_list).ok_or("no files")? {
+            let length = f
+                .get(b"length")
+                .and_then(Value::as_int)
+                .ok_or("bad length")?;
+            let mtime = f.get(b"mtime").and_then(Value::as_int).ok_or("bad mtime")?;
+            if length < 0 || mtime < 0 {
+                return Err("negative length or mtime".into());
+            }
+            files.push(FileStamp {
+                length: length as u64,
+                mtime_ns: mtime as u64,
+            });
+        }
+        Ok(ResumeState {
+            info_hash,
+            pieces,
+            files,
+        })
+    }
+
+    /// Reads the state at `path` if it exists, belongs to `info_hash`, and the
+    /// files still match it. `Err` carries why it cannot be trusted.
+    pub fn load_matching(
+        path: &Path,
+        info_hash: &[u8; 20],
+        num_pieces: u32,
+        current: &[FileStamp],
+    ) -> Result<ResumeState, String> {
+        let bytes = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let state = ResumeState::decode(&bytes, num_pieces)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if &state.info_hash != info_hash {
+            return Err("resume state belongs to another torrent".into());
+        }
+        if state.files != current {
+            return Err("files changed since the resume state was written".into());
+        }
+        Ok(state)
+    }
+}
+
+/// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync
+/// of the folder.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("resume.tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
+}
+
+/// The thread that syncs the data and writes the state, off the
+/// coordinator's thread (a sync can take a while on a slow disk).
+pub struct Saver {
+    tx: Option<Sender<Bitfield>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Saver {
+    /// Starts the saver for the torrent stored in `storage`.
+    pub fn spawn(storage: Arc<Storage>, info_hash: [u8; 20], path: PathBuf) -> io::Result<Saver> {
+        let (tx, rx) = unbounded::<Bitfield>();
+        let handle = std::thread::Builder::new()
+            .name("resume".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                while let Ok(mut pieces) = rx.recv() {
+                    // Only the newest snapshot matters.
+                    while let Ok(newer) = rx.try_recv() {
+                        pieces = newer;
+                    }
+                    if let Err(e) = save(&storage, info_hash, pieces, &path) {
+                        warn!("cannot save resume state {}: {e}", path.display());
+                    }
+                }
+            })?;
+        Ok(Saver {
+            tx: Some(tx),
+            handle: Some(handle),
+        })
+    }
+
+    /// Queues a snapshot of the verified pieces. Every piece in it must have
+    /// been written (its `write_piece` returned) before this call.
+    pub fn save(&self, pieces: Bitfield) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(pieces);
+        }
+    }
+
+    /// Saves `pieces` and waits until it is on disk.
+    pub fn finish(mut self, pieces: Bitfield) {
+        self.save(pieces);
+        self.tx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Syncs the data, then records `pieces` with the files' current stamps.
+fn save(storage: &Storage, info_hash: [u8; 20], pieces: Bitfield, path: &Path) -> io::Result<()> {
+    storage
+        .sync()
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let files = storage.stamps()?;
+    let state = ResumeState {
+        info_hash,
+        pieces,
+        files,
+    };
+    write_atomic(path, &state.encode())?;
+    debug!("resume state saved: {} pieces", state.pieces.count());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ResumeState {
+        let mut pieces = Bitfield::new(10);
+        pieces.set(0);
+        pieces.set(9);
+        ResumeState {
+            info_hash: [7; 20],
+            pieces,
+            files: vec![
+                FileStamp {
+                    length: 100,
+                    mtime_ns: 1_700_000_000_000_000_000,
+                },
+                FileStamp {
+                    length: 0,
+                    mtime_ns: 5,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let s = sample();
+        assert_eq!(ResumeState::decode(&s.encode(), 10).unwrap(), s);
+    }
+
+    #[test]
+    fn damage_is_detected() {
+        let bytes = sample().encode();
+        assert!(ResumeState::decode(&[], 10).is_err());
+        assert!(ResumeState::decode(&bytes[..bytes.len() / 2], 10).is_err());
+        assert!(ResumeState::decode(b"\x00\xffrandom garbage", 10).is_err());
+        // Another piece count: the bitfield no longer fits.
+        assert!(ResumeState::decode(&bytes, 17).is_err());
+    }
+
+    #[test]
+    fn mismatches_are_refused_with_a_reason() {
+        let dir = std::env::temp_dir().join(format!("tget-resume-{}", std::process::id()));
+        let s = sample();
+        let path = state_path(&dir, &s.info_hash);
+        write_atomic(&path, &s.encode()).unwrap();
+        assert!(ResumeState::load_matching(&path, &[7; 20], 10, &s.files).is_ok());
+        let other = ResumeState::load_matching(&path, &[8; 20], 10, &s.files).unwrap_err();
+        assert!(other.contains("another torrent"), "{other}");
+        let mut changed = s.files.clone();
+        changed[0].mtime_ns += 1;
+        let why = ResumeState::load_matching(&path, &[7; 20], 10, &changed).unwrap_err();
+        assert!(why.contains("files changed"), "{why}");
+        assert!(!path.with_extension("resume.tmp").exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
