@@ -238,6 +238,25 @@ impl Coordinator {
                 let _ = self.workers[w].send(ToWorker::Disconnect);
             }
         }
+        // Wait (briefly) for the workers to close, so nothing writes to the
+        // files after the final save; pieces they finish meanwhile count.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.conns.iter().any(Option::is_some) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(Event::Closed { worker, .. }) => self.conns[worker] = None,
+                Ok(Event::PieceDone { piece, .. }) => {
+                    if self.picker.complete(piece) {
+                        let len = self.storage.layout().piece_len(piece) as u64;
+                        self.shared.verified.fetch_add(len, Ordering::Relaxed);
+                        self.shared.pieces_done.fetch_add(1, Ordering::Relaxed);
+                        debug!("piece {piece} verified");
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
         // Sync the data and record every verified piece before leaving.
         if let Some(saver) = self.saver.take() {
             saver.finish(self.picker.have().clone());

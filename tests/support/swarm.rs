@@ -337,3 +337,191 @@ fn hostile_conn(
         }
     }
 }
+
+/// An honest seeder on 127.0.0.1 that serves a single-file torrent slowly
+/// (`delay` per block), so a test can interrupt a download midway.
+pub struct SlowSeeder {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl SlowSeeder {
+    pub fn start(content: &Content, delay: Duration) -> SlowSeeder {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let info_hash = content.meta.info_hash;
+        let n = content.meta.info.num_pieces() as u32;
+        let piece_len = content.meta.info.piece_length;
+        let path = content.root.join(&content.name);
+        thread::spawn(move || {
+            while !s2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((sock, _)) => {
+                        let (path, s3) = (path.clone(), s2.clone());
+                        thread::spawn(move || {
+                            let _ = slow_conn(sock, info_hash, n, piece_len, &path, delay, &s3);
+                        });
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        SlowSeeder { addr, stop }
+    }
+}
+
+impl Drop for SlowSeeder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn slow_conn(
+    mut s: TcpStream,
+    info_hash: [u8; 20],
+    n: u32,
+    piece_len: u64,
+    path: &Path,
+    delay: Duration,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let file = fs::File::open(path)?;
+    s.set_nonblocking(false)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut hs = [0u8; 68];
+    s.read_exact(&mut hs)?;
+    let mut out = vec![19u8];
+    out.extend_from_slice(b"BitTorrent protocol");
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&info_hash);
+    out.extend_from_slice(b"-XX0000-slowseeder!!");
+    let bytes = n.div_ceil(8) as usize;
+    let mut bits = vec![0xffu8; bytes];
+    let spare = bytes * 8 - n as usize;
+    if spare > 0 {
+        bits[bytes - 1] = 0xff << spare;
+    }
+    out.extend(msg(5, &bits));
+    out.extend(msg(1, &[]));
+    s.write_all(&out)?;
+    while !stop.load(Ordering::Relaxed) {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len)?;
+        let len = u32::from_be_bytes(len) as usize;
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body)?;
+        if len == 13 && body[0] == 6 {
+            let index = u32::from_be_bytes(body[1..5].try_into().unwrap()) as u64;
+            let begin = u32::from_be_bytes(body[5..9].try_into().unwrap()) as u64;
+            let blen = u32::from_be_bytes(body[9..13].try_into().unwrap()) as usize;
+            let mut payload = body[1..9].to_vec();
+            let at = payload.len();
+            payload.resize(at + blen, 0);
+            file.read_exact_at(&mut payload[at..], index * piece_len + begin)?;
+            thread::sleep(delay);
+            s.write_all(&msg(7, &payload))?;
+        }
+    }
+    Ok(())
+}
+
+/// A running tget whose `-v` log is collected line by line, so a test can
+/// act when some number of pieces have been verified.
+pub struct Watched {
+    pub child: Child,
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<thread::JoinHandle<()>>,
+}
+
+impl Watched {
+    /// Starts `cmd` (which should pass `-v`) with stderr collected.
+    pub fn spawn(cmd: &mut Command) -> Watched {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = child.stderr.take().unwrap();
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l2 = lines.clone();
+        let reader = thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(err).lines() {
+                match line {
+                    Ok(l) => l2.lock().unwrap().push(l),
+                    Err(_) => break,
+                }
+            }
+        });
+        Watched {
+            child,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    /// Pieces logged as verified so far.
+    pub fn verified(&self) -> Vec<u32> {
+        verified_pieces(&self.lines.lock().unwrap())
+    }
+
+    /// Waits until at least `n` pieces are verified (or the limit passes).
+    pub fn wait_verified(&self, n: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.verified().len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "only {} pieces verified",
+                self.verified().len()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Sends `signal` (e.g. "KILL", "INT") to the process.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for exit (bounded) and returns the status and the whole log.
+    pub fn finish(mut self, limit: Duration) -> (ExitStatus, Vec<String>) {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("tget did not exit: {:#?}", self.lines.lock().unwrap());
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        let lines = self.lines.lock().unwrap().clone();
+        (status, lines)
+    }
+}
+
+/// The pieces a `-v` log says were verified ("piece N verified").
+pub fn verified_pieces(lines: &[String]) -> Vec<u32> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let rest = l.split("piece ").nth(1)?;
+            let (n, tail) = rest.split_once(' ')?;
+            (tail.trim() == "verified").then(|| n.parse().ok())?
+        })
+        .collect()
+}

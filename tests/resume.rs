@@ -1,0 +1,167 @@
+//! Resume and crash safety: kill the real binary any way you like, restart
+//! it, and no verified piece is fetched twice or lost.
+
+mod support;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use support::swarm::*;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// 4 MiB in 128 pieces of 32 KiB.
+fn content(tmp: &TempDir) -> Content {
+    single_file(tmp.path(), 4 * 1024 * 1024, 32 * 1024, &[])
+}
+
+fn download(content: &Content, out: &Path, peer: &str) -> Command {
+    let mut c = tget();
+    c.args([
+        "download",
+        content.torrent.to_str().unwrap(),
+        "--port",
+        "0",
+        "-v",
+    ])
+    .args(["--peer", peer, "--dir"])
+    .arg(out);
+    c
+}
+
+/// Finishes the download from a fast seeder; returns the pieces fetched.
+fn complete(content: &Content, out: &Path) -> (Vec<u32>, String) {
+    let s = seeder(content, false);
+    let run = run_with_limit(&mut download(content, out, &addr_of(&s)), LIMIT);
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_same_tree(&content.root.join("file.bin"), &out.join("file.bin"));
+    let lines: Vec<String> = run.stderr.lines().map(String::from).collect();
+    (verified_pieces(&lines), run.stderr)
+}
+
+fn assert_disjoint(first: &[u32], second: &[u32]) {
+    let a: HashSet<_> = first.iter().collect();
+    let twice: Vec<_> = second.iter().filter(|p| a.contains(p)).collect();
+    assert!(twice.is_empty(), "pieces fetched twice: {twice:?}");
+}
+
+/// Starts a download from a slow seeder and interrupts it with `signal`
+/// once `at` pieces are verified. Returns the exit status and the pieces
+/// verified before the interruption.
+fn interrupt_at(content: &Content, out: &Path, at: usize, signal: &str) -> (Option<i32>, Vec<u32>) {
+    let slow = SlowSeeder::start(content, Duration::from_millis(4));
+    let w = Watched::spawn(&mut download(content, out, &slow.addr.to_string()));
+    w.wait_verified(at, LIMIT);
+    w.signal(signal);
+    let (status, lines) = w.finish(Duration::from_secs(20));
+    (status.code(), verified_pieces(&lines))
+}
+
+#[test]
+fn sigkill_early_middle_and_in_endgame_loses_no_verified_piece() {
+    for at in [3, 64, 124] {
+        let tmp = TempDir::new("kill");
+        let c = content(&tmp);
+        let out = tmp.path().join("out");
+        let (code, before) = interrupt_at(&c, &out, at, "KILL");
+        assert_eq!(code, None, "SIGKILL leaves no exit code");
+        assert!(before.len() >= at);
+        let (after, _) = complete(&c, &out);
+        assert_disjoint(&before, &after);
+        assert_eq!(
+            before.len() + after.len(),
+            128,
+            "every piece fetched exactly once"
+        );
+    }
+}
+
+#[test]
+fn sigint_exits_130_and_the_restart_trusts_the_saved_state() {
+    let tmp = TempDir::new("int");
+    let c = content(&tmp);
+    let out = tmp.path().join("out");
+    let (code, before) = interrupt_at(&c, &out, 40, "INT");
+    assert_eq!(code, Some(130));
+    let (after, log) = complete(&c, &out);
+    assert_disjoint(&before, &after);
+    assert_eq!(before.len() + after.len(), 128);
+    assert!(log.contains("resume: "), "state not trusted:\n{log}");
+    assert!(!log.contains("checking existing data"), "rechecked:\n{log}");
+}
+
+#[test]
+fn sigterm_exits_143() {
+    let tmp = TempDir::new("term");
+    let c = content(&tmp);
+    let out = tmp.path().join("out");
+    let (code, _) = interrupt_at(&c, &out, 10, "TERM");
+    assert_eq!(code, Some(143));
+}
+
+/// Completes a download, damages it with `damage`, runs again, and returns
+/// the pieces fetched by the second run and its log.
+fn damage_then_rerun(damage: impl FnOnce(&Path, &Path)) -> (Vec<u32>, String) {
+    let tmp = TempDir::new("recheck");
+    let c = content(&tmp);
+    let out = tmp.path().join("out");
+    complete(&c, &out);
+    let state = tget::resume::state_path(&out, &c.meta.info_hash);
+    assert!(state.exists(), "no resume state at {}", state.display());
+    damage(&out.join("file.bin"), &state);
+    complete(&c, &out)
+}
+
+#[test]
+fn a_finished_download_run_again_fetches_nothing() {
+    let (fetched, log) = damage_then_rerun(|_, _| {});
+    assert!(fetched.is_empty(), "{fetched:?}");
+    assert!(log.contains("resume: 128 of 128"), "{log}");
+}
+
+#[test]
+fn deleted_resume_state_means_a_recheck_that_keeps_everything() {
+    let (fetched, log) = damage_then_rerun(|_, state| std::fs::remove_file(state).unwrap());
+    assert!(fetched.is_empty(), "{fetched:?}");
+    assert!(log.contains("checking existing data"), "{log}");
+}
+
+#[test]
+fn corrupt_resume_states_mean_a_recheck() {
+    let corruptions: [fn(&[u8]) -> Vec<u8>; 3] = [
+        |_| Vec::new(),                           // zero length
+        |b| b[..b.len() / 2].to_vec(),            // truncated
+        |b| b.iter().map(|x| x ^ 0x5a).collect(), // random-looking bytes
+    ];
+    for corrupt in corruptions {
+        let (fetched, log) = damage_then_rerun(|_, state| {
+            let bytes = std::fs::read(state).unwrap();
+            std::fs::write(state, corrupt(&bytes)).unwrap();
+        });
+        assert!(fetched.is_empty(), "{fetched:?}");
+        assert!(log.contains("checking existing data"), "{log}");
+    }
+}
+
+#[test]
+fn a_flipped_byte_refetches_that_piece_alone() {
+    let (fetched, _) = damage_then_rerun(|file, _| {
+        let mut bytes = std::fs::read(file).unwrap();
+        bytes[77 * 32 * 1024 + 5] ^= 1;
+        std::fs::write(file, bytes).unwrap();
+    });
+    assert_eq!(fetched, vec![77]);
+}
+
+#[test]
+fn a_truncated_file_refetches_only_what_was_cut() {
+    let (mut fetched, _) = damage_then_rerun(|file, _| {
+        let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+        // Cut in the middle of piece 100.
+        f.set_len(100 * 32 * 1024 + 1000).unwrap();
+    });
+    fetched.sort();
+    assert_eq!(fetched, (100..128).collect::<Vec<u32>>());
+}
