@@ -130,7 +130,8 @@ fn deleted_resume_state_means_a_recheck_that_keeps_everything() {
 
 #[test]
 fn corrupt_resume_states_mean_a_recheck() {
-    let corruptions: [fn(&[u8]) -> Vec<u8>; 3] = [
+    type Corrupt = fn(&[u8]) -> Vec<u8>;
+    let corruptions: [Corrupt; 3] = [
         |_| Vec::new(),                           // zero length
         |b| b[..b.len() / 2].to_vec(),            // truncated
         |b| b.iter().map(|x| x ^ 0x5a).collect(), // random-looking bytes
