@@ -1,0 +1,166 @@
+//! Disk trouble: full filesystems, read-only folders, files replaced or
+//! shortened underneath us. Each ends the download with a one-line error
+//! naming the file and exit code 5, keeps what was verified, and never panics.
+//!
+//! The filesystem cases mount a small tmpfs and so need root: they are
+//! `#[ignore]`d in plain `cargo test` and run by `.ci/run` (which runs as
+//! root) with `--include-ignored`.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use support::swarm::*;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// A tmpfs mounted for one test, unmounted on drop.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &Path, options: &str) -> Mount {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("cannot run mount");
+        assert!(
+            ok.success(),
+            "mounting a tmpfs failed: these tests need root (run by .ci/run)"
+        );
+        Mount(at.to_path_buf())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn download(content: &Content, out: &Path, peer: &str) -> Command {
+    let mut c = tget();
+    c.args([
+        "download",
+        content.torrent.to_str().unwrap(),
+        "--port",
+        "0",
+        "-v",
+    ])
+    .args(["--peer", peer, "--dir"])
+    .arg(out);
+    c
+}
+
+fn last_line(stderr: &str) -> &str {
+    stderr.trim_end().lines().last().unwrap_or("")
+}
+
+#[test]
+#[ignore = "needs root to mount a tmpfs: run by .ci/run"]
+fn not_enough_free_space_is_refused_at_start_saying_how_much_is_missing() {
+    let tmp = TempDir::new("nospace");
+    let c = single_file(tmp.path(), 2 * 1024 * 1024, 32 * 1024, &[]);
+    let out = tmp.path().join("small");
+    let _m = Mount::tmpfs(&out, "size=1m");
+    let s = seeder(&c, false);
+    let run = run_with_limit(&mut download(&c, &out, &addr_of(&s)), LIMIT);
+    assert_eq!(run.status.code(), Some(5), "{}", run.stderr);
+    let line = last_line(&run.stderr);
+    assert!(
+        line.starts_with("tget: ") && line.contains("missing"),
+        "{line}"
+    );
+}
+
+#[test]
+#[ignore = "needs root to mount a tmpfs: run by .ci/run"]
+fn a_disk_filling_up_midway_ends_with_code_5_and_keeps_verified_pieces() {
+    let tmp = TempDir::new("fills");
+    let c = single_file(tmp.path(), 2 * 1024 * 1024, 32 * 1024, &[]);
+    let out = tmp.path().join("small");
+    let _m = Mount::tmpfs(&out, "size=3m");
+    let slow = SlowSeeder::start(&c, Duration::from_millis(4));
+    let w = Watched::spawn(&mut download(&c, &out, &slow.addr.to_string()));
+    w.wait_verified(10, LIMIT);
+    // Someone else fills the disk, leaving room for the resume state only.
+    let filler = out.join("filler");
+    let _ = std::fs::write(&filler, vec![1u8; 3 * 1024 * 1024]);
+    let (status, lines) = w.finish(LIMIT);
+    assert_eq!(status.code(), Some(5), "{lines:#?}");
+    let last = lines.last().unwrap();
+    assert!(
+        last.contains("file.bin") && last.contains("No space left"),
+        "{last}"
+    );
+    let before = verified_pieces(&lines);
+    // Room again: the restart keeps every verified piece.
+    std::fs::remove_file(&filler).unwrap();
+    let s = seeder(&c, false);
+    let run = run_with_limit(&mut download(&c, &out, &addr_of(&s)), LIMIT);
+    assert!(run.status.success(), "{}", run.stderr);
+    let lines: Vec<String> = run.stderr.lines().map(String::from).collect();
+    let after = verified_pieces(&lines);
+    assert!(
+        after.iter().all(|p| !before.contains(p)),
+        "refetched verified pieces"
+    );
+    assert_same_tree(&c.root.join("file.bin"), &out.join("file.bin"));
+}
+
+#[test]
+#[ignore = "needs root to mount a tmpfs: run by .ci/run"]
+fn a_read_only_folder_is_a_one_line_error_with_code_5() {
+    let tmp = TempDir::new("ro");
+    let c = single_file(tmp.path(), 100_000, 16 * 1024, &[]);
+    let out = tmp.path().join("ro");
+    let _m = Mount::tmpfs(&out, "ro,size=1m");
+    let run = run_with_limit(&mut download(&c, &out, "127.0.0.1:1"), LIMIT);
+    assert_eq!(run.status.code(), Some(5), "{}", run.stderr);
+    let line = last_line(&run.stderr);
+    assert!(
+        line.contains("Read-only") && line.contains("file.bin"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_folder_where_the_file_should_be_is_a_one_line_error_with_code_5() {
+    let tmp = TempDir::new("folder");
+    let c = single_file(tmp.path(), 100_000, 16 * 1024, &[]);
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(out.join("file.bin")).unwrap();
+    let run = run_with_limit(&mut download(&c, &out, "127.0.0.1:1"), LIMIT);
+    assert_eq!(run.status.code(), Some(5), "{}", run.stderr);
+    assert!(
+        last_line(&run.stderr).contains("file.bin"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_file_shortened_underneath_us_is_an_error_not_a_crash() {
+    let tmp = TempDir::new("shorten");
+    let c = single_file(tmp.path(), 2 * 1024 * 1024, 32 * 1024, &[]);
+    let out = tmp.path().join("out");
+    let slow = SlowSeeder::start(&c, Duration::from_millis(4));
+    let w = Watched::spawn(&mut download(&c, &out, &slow.addr.to_string()));
+    w.wait_verified(5, LIMIT);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(out.join("file.bin"))
+        .unwrap();
+    f.set_len(0).unwrap();
+    let (status, lines) = w.finish(LIMIT);
+    // Killed by SIGBUS would leave no exit code.
+    assert_eq!(status.code(), Some(5), "{lines:#?}");
+    let last = lines.last().unwrap();
+    assert!(
+        last.contains("shortened") && last.contains("file.bin"),
+        "{last}"
+    );
+}
