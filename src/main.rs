@@ -89,13 +89,16 @@ enum Command {
         /// The .torrent file.
         torrent: PathBuf,
     },
-    /// Hash-check the data on disk; exits 0 only when complete.
+    /// Hash-check the data on disk (all cores); exits 0 only when complete.
     Verify {
         /// The .torrent file.
         torrent: PathBuf,
         /// Where the content lives.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
+        /// Print one JSON object on stdout instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Make a .torrent from a file or folder.
     Create {
@@ -175,7 +178,7 @@ fn main() -> ExitCode {
         Command::Download { torrent, net, seed } => download(&torrent, &net, seed, quiet),
         Command::Seed { torrent, net } => download(&torrent, &net, true, quiet),
         Command::Info { torrent } => info(&torrent),
-        Command::Verify { torrent, dir } => verify(&torrent, &dir, quiet),
+        Command::Verify { torrent, dir, json } => verify(&torrent, &dir, json, quiet),
         Command::Create {
             path,
             trackers,
@@ -461,7 +464,7 @@ fn info(torrent: &Path) -> Result<(), Failure> {
     }
 }
 
-fn verify(torrent: &Path, dir: &Path, quiet: bool) -> Result<(), Failure> {
+fn verify(torrent: &Path, dir: &Path, json: bool, quiet: bool) -> Result<(), Failure> {
     let meta = load(torrent)?;
     let i = &meta.info;
     let lengths: Vec<u64> = i.files.iter().map(|f| f.length).collect();
@@ -476,10 +479,54 @@ fn verify(torrent: &Path, dir: &Path, quiet: bool) -> Result<(), Failure> {
     let st =
         storage::Storage::open(layout.clone(), paths.clone()).map_err(|e| fail(exit::DISK, e))?;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let have = st
-        .check_all(&i.pieces, threads, &|_| {})
-        .map_err(|e| fail(exit::DISK, e))?;
-    if !quiet {
+    let checked = std::sync::atomic::AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    let show = !quiet && std::io::stderr().is_terminal();
+    let have = std::thread::scope(|s| {
+        if show {
+            s.spawn(|| {
+                let total = layout.num_pieces();
+                while !done.load(Ordering::Relaxed) {
+                    eprint!(
+                        "\r\x1b[2Kchecking {}/{total} pieces",
+                        checked.load(Ordering::Relaxed)
+                    );
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                eprint!("\r\x1b[2K");
+            });
+        }
+        let r = st.check_all(&i.pieces, threads, &|_| {
+            checked.fetch_add(1, Ordering::Relaxed);
+        });
+        done.store(true, Ordering::Relaxed);
+        r
+    })
+    .map_err(|e| fail(exit::DISK, e))?;
+    let good_bytes: u64 = have.ones().map(|p| layout.piece_len(p) as u64).sum();
+    let bad_per_file: Vec<usize> = (0..paths.len())
+        .map(|n| layout.file_pieces(n).filter(|&x| !have.get(x)).count())
+        .collect();
+    if json {
+        let files = paths.iter().zip(&bad_per_file).map(|(p, bad)| {
+            tget::json::Object::new()
+                .str("path", &p.display().to_string())
+                .num("bad_pieces", *bad as u64)
+                .finish()
+        });
+        let obj = tget::json::Object::new()
+            .num("version", 1)
+            .str("name", &i.name)
+            .str("info_hash", &meta.info_hash_hex())
+            .num("pieces", have.len() as u64)
+            .num("pieces_good", have.count() as u64)
+            .num("bytes", layout.total_length())
+            .num("bytes_good", good_bytes)
+            .bool("complete", have.is_full())
+            .raw("files", &tget::json::array(files))
+            .finish();
+        println!("{obj}");
+    } else if !quiet {
         println!(
             "{}: {} of {} pieces good ({:.1}%)",
             i.name,
@@ -487,9 +534,8 @@ fn verify(torrent: &Path, dir: &Path, quiet: bool) -> Result<(), Failure> {
             have.len(),
             have.count() as f64 * 100.0 / have.len().max(1) as f64
         );
-        for (n, p) in paths.iter().enumerate() {
-            let bad = layout.file_pieces(n).filter(|&x| !have.get(x)).count();
-            if bad > 0 {
+        for (p, bad) in paths.iter().zip(&bad_per_file) {
+            if *bad > 0 {
                 println!("  {}: {bad} bad or missing pieces", p.display());
             }
         }

@@ -307,6 +307,21 @@ fn create_then_verify_and_detect_damage() {
     );
     assert_eq!(bad.status.code(), Some(5), "{}", bad.stdout);
     assert!(bad.stdout.contains("bad or missing"), "{}", bad.stdout);
+    let json = run_with_limit(
+        tget()
+            .arg("verify")
+            .arg(&torrent)
+            .arg("--dir")
+            .arg(tmp.path())
+            .arg("--json"),
+        LIMIT,
+    );
+    assert_eq!(json.status.code(), Some(5));
+    let line = json.stdout.trim();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
+    assert!(line.contains(r#""complete":false"#), "{line}");
+    assert!(line.contains(r#""bad_pieces":1"#), "{line}");
 }
 
 #[test]
