@@ -166,3 +166,25 @@ fn a_truncated_file_refetches_only_what_was_cut() {
     fetched.sort();
     assert_eq!(fetched, (100..128).collect::<Vec<u32>>());
 }
+
+#[test]
+fn a_second_ctrl_c_exits_at_once_and_the_state_still_holds() {
+    let tmp = TempDir::new("int2");
+    let c = content(&tmp);
+    let out = tmp.path().join("out");
+    let slow = SlowSeeder::start(&c, Duration::from_millis(4));
+    let w = Watched::spawn(&mut download(&c, &out, &slow.addr.to_string()));
+    w.wait_verified(50, LIMIT);
+    w.signal("INT");
+    w.signal("INT");
+    let (status, lines) = w.finish(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(130));
+    let before = verified_pieces(&lines);
+    let state = tget::resume::state_path(&out, &c.meta.info_hash);
+    if let Ok(bytes) = std::fs::read(&state) {
+        tget::resume::ResumeState::decode(&bytes, 128).expect("a torn resume state");
+    }
+    let (after, _) = complete(&c, &out);
+    assert_disjoint(&before, &after);
+    assert_eq!(before.len() + after.len(), 128);
+}
