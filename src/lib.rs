@@ -5,17 +5,21 @@
 #![deny(unsafe_code)]
 
 pub mod bencode;
+pub mod choker;
 pub mod coordinator;
 pub mod create;
 pub mod demo;
+pub mod fast;
 pub mod json;
 pub mod layout;
 pub mod metainfo;
 pub mod peer;
 pub mod picker;
+pub mod ratelimit;
 pub mod resume;
 pub mod rng;
 pub mod session;
 pub mod storage;
 pub mod tracker;
+pub mod units;
 pub mod wire;
