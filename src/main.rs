@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use tget::coordinator::Outcome;
 use tget::metainfo::Metainfo;
 use tget::session::{Config, Session, SessionError, Stats};
+use tget::units;
 use tget::{create, demo, storage};
 
 /// Exit codes (README.md lists them; keep the two in step).
@@ -32,7 +33,7 @@ const EXIT_CODES: &str = "Exit codes:
   1    internal error
   2    usage error (bad flags or arguments)
   3    bad input: unreadable or invalid torrent
-  5    disk or file error
+  5    disk or file error; `seed` on incomplete data without --partial
   130  interrupted by SIGINT (Ctrl+C); what was verified is kept
   143  interrupted by SIGTERM; what was verified is kept";
 
@@ -65,6 +66,52 @@ struct NetArgs {
     max_peers: u16,
 }
 
+/// Uploading, rate limits and when seeding ends (download and seed).
+#[derive(clap::Args, Clone)]
+struct ShareArgs {
+    /// Regular upload slots: peers we upload to at once (plus one optimistic).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    upload_slots: u16,
+    /// Download limit in bytes per second, K/M/G suffixes (1024-based); 0 = none.
+    #[arg(long, value_name = "RATE", value_parser = rate_arg)]
+    max_download_rate: Option<u64>,
+    /// Upload limit in bytes per second, K/M/G suffixes (1024-based); 0 = none.
+    #[arg(long, value_name = "RATE", value_parser = rate_arg)]
+    max_upload_rate: Option<u64>,
+    /// Stop seeding once we uploaded R times the torrent's size (implies --seed).
+    #[arg(long, value_name = "R", value_parser = ratio_arg)]
+    seed_ratio: Option<f64>,
+    /// Stop seeding after this long: 90s, 30m, 2h, 1d, 1h30m; bare number = seconds (implies --seed).
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    seed_time: Option<Duration>,
+}
+
+fn rate_arg(s: &str) -> Result<u64, String> {
+    units::parse_rate(s).map_err(|e| e.to_string())
+}
+
+fn ratio_arg(s: &str) -> Result<f64, String> {
+    units::parse_ratio(s).map_err(|e| e.to_string())
+}
+
+fn duration_arg(s: &str) -> Result<Duration, String> {
+    units::parse_duration(s).map_err(|e| e.to_string())
+}
+
+impl ShareArgs {
+    /// Copies the choices into a session's config.
+    fn apply(&self, config: &mut Config) {
+        config.upload_slots = self.upload_slots as usize;
+        config.max_download_rate = self.max_download_rate.unwrap_or(0);
+        config.max_upload_rate = self.max_upload_rate.unwrap_or(0);
+        config.seed_ratio = self.seed_ratio;
+        config.seed_time = self.seed_time;
+        if self.seed_ratio.is_some() || self.seed_time.is_some() {
+            config.seed = true;
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Download a torrent; exits 0 once every piece is verified and on disk.
@@ -73,16 +120,25 @@ enum Command {
         torrent: PathBuf,
         #[command(flatten)]
         net: NetArgs,
-        /// Keep seeding after the download completes, until interrupted.
+        /// Keep seeding after the download completes (until interrupted, or
+        /// --seed-ratio / --seed-time).
         #[arg(long)]
         seed: bool,
+        #[command(flatten)]
+        share: ShareArgs,
     },
-    /// Check the data and serve it to peers until interrupted.
+    /// Check the data (all cores) and serve it to peers until interrupted,
+    /// or until --seed-ratio / --seed-time.
     Seed {
         /// The .torrent file.
         torrent: PathBuf,
         #[command(flatten)]
         net: NetArgs,
+        #[command(flatten)]
+        share: ShareArgs,
+        /// Serve incomplete data (what verifies) instead of refusing (exit 5).
+        #[arg(long)]
+        partial: bool,
     },
     /// Show what a torrent holds.
     Info {
@@ -144,6 +200,7 @@ fn fail(code: u8, message: impl std::fmt::Display) -> Failure {
 fn session_failure(e: SessionError) -> Failure {
     let code = match e {
         SessionError::Storage(_) => exit::DISK,
+        SessionError::Incomplete { .. } => exit::DISK,
         _ => exit::INTERNAL,
     };
     fail(code, e)
@@ -175,8 +232,18 @@ fn main() -> ExitCode {
         .init();
     let quiet = cli.quiet;
     let result = match cli.command {
-        Command::Download { torrent, net, seed } => download(&torrent, &net, seed, quiet),
-        Command::Seed { torrent, net } => download(&torrent, &net, true, quiet),
+        Command::Download {
+            torrent,
+            net,
+            seed,
+            share,
+        } => download(&torrent, &net, &share, seed, None, quiet),
+        Command::Seed {
+            torrent,
+            net,
+            share,
+            partial,
+        } => download(&torrent, &net, &share, true, Some(partial), quiet),
         Command::Info { torrent } => info(&torrent),
         Command::Verify { torrent, dir, json } => verify(&torrent, &dir, json, quiet),
         Command::Create {
@@ -250,9 +317,18 @@ impl Signals {
     }
 }
 
-fn download(torrent: &Path, net: &NetArgs, seed: bool, quiet: bool) -> Result<(), Failure> {
+/// `download` and `seed`. `serve_only` is `Some(partial)` for `seed`: never
+/// download, and refuse incomplete data unless `partial`.
+fn download(
+    torrent: &Path,
+    net: &NetArgs,
+    share: &ShareArgs,
+    seed: bool,
+    serve_only: Option<bool>,
+    quiet: bool,
+) -> Result<(), Failure> {
     let meta = load(torrent)?;
-    let config = Config {
+    let mut config = Config {
         dir: net.dir.clone(),
         port: net.port,
         peers: resolve_peers(&net.peers)?,
@@ -261,9 +337,39 @@ fn download(torrent: &Path, net: &NetArgs, seed: bool, quiet: bool) -> Result<()
         force_check: seed,
         ..Config::default()
     };
+    share.apply(&mut config);
+    if let Some(partial) = serve_only {
+        config.serve_only = true;
+        config.partial = partial;
+        if !partial {
+            check_files_exist(&meta, &net.dir)?;
+        }
+    }
     let signals = Signals::install();
     let session = Session::start(&meta, config).map_err(session_failure)?;
     run_session(session, &meta.info.name, &signals, quiet)
+}
+
+/// `tget seed` without --partial: a missing file means incomplete data; say
+/// so before opening (which would create it).
+fn check_files_exist(meta: &Metainfo, dir: &Path) -> Result<(), Failure> {
+    let i = &meta.info;
+    let files: Vec<Vec<String>> = i.files.iter().map(|f| f.path.clone()).collect();
+    for (p, f) in storage::file_paths(dir, &i.name, i.multi_file, &files)
+        .iter()
+        .zip(&i.files)
+    {
+        if f.length > 0 && !p.is_file() {
+            return Err(fail(
+                exit::DISK,
+                format!(
+                    "incomplete data: {} is missing; use --partial to seed what is here",
+                    p.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Shows the status line until the session ends; maps the outcome to an exit.
@@ -309,6 +415,17 @@ fn run_session(
                 stats.pieces_done, stats.pieces
             ),
         )),
+        (Outcome::SeedingEnded, _) => {
+            if !quiet {
+                eprintln!(
+                    "{name}: seeding ended, {} uploaded ({} of {} pieces here)",
+                    human(stats.uploaded),
+                    stats.pieces_done,
+                    stats.pieces
+                );
+            }
+            Ok(())
+        }
         (Outcome::Stopped, None) => Err(fail(exit::INTERNAL, "stopped before completion")),
     }
 }
