@@ -26,7 +26,7 @@
 //! a peer that stopped reading.
 
 use std::collections::VecDeque;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -41,7 +41,7 @@ use crate::fast;
 use crate::layout::{Layout, BLOCK_SIZE};
 use crate::ratelimit::Limits;
 use crate::session::Shared;
-use crate::storage::Storage;
+use crate::storage::{Storage, UploadWindow};
 use crate::wire::{self, Bitfield, Handshake, Message, MessageReader, HANDSHAKE_LEN};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -71,8 +71,12 @@ pub const MAX_PEER_REQUESTS: usize = 250;
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// Rejects in a row (no block between them) after which we give up on a peer.
 const MAX_REJECTS_IN_A_ROW: u32 = 2 * MAX_DEPTH as u32;
-/// Blocks we send per loop turn before reading again.
-const UPLOAD_BURST: usize = 8;
+/// Blocks we send per loop turn (one `writev`) before reading again.
+const UPLOAD_BURST: usize = 16;
+/// Bytes of the torrent a worker maps at a time to upload from.
+const UPLOAD_WINDOW: u64 = 1 << 20;
+/// An upload window unused for this long is unmapped.
+const WINDOW_IDLE: Duration = Duration::from_secs(1);
 
 /// What a worker shares with the session: read-only after start.
 pub(crate) struct WorkerCtx {
@@ -109,6 +113,9 @@ pub(crate) fn run(ctx: WorkerCtx) {
                 let mut conn = Connection::new(&ctx, stream, addr, inbound);
                 let r = conn.run();
                 conn.release_all();
+                if conn.refused > 0 {
+                    debug!("{addr}: refused {} requests", conn.refused);
+                }
                 let misbehaved = matches!(r, Err(Close::Misbehaved(_)));
                 let reason = match r {
                     Ok(()) => "done".to_string(),
@@ -229,12 +236,16 @@ struct Connection<'a> {
     rate_bytes: u64,
     /// Both sides advertised the Fast extension.
     fast: bool,
+    /// Both sides advertised the extension protocol (BEP 10).
+    extensions: bool,
     /// Pieces this peer may fetch from us while choked (our allowed-fast set).
     granted: Vec<u32>,
     /// Pieces the peer lets us fetch while it chokes us.
     allowed: Vec<u32>,
     /// Rejects received since the last block.
     rejects: u32,
+    /// Requests from the peer we refused.
+    refused: u64,
     /// Bytes moved since the last report to the coordinator.
     report_down: u64,
     report_up: u64,
@@ -245,6 +256,8 @@ struct Connection<'a> {
     upload_wait: Option<Duration>,
     /// The socket's current read timeout.
     read_timeout: Duration,
+    /// The mapped range of the torrent uploads are sent from.
+    window: Option<UploadWindow>,
 }
 
 impl<'a> Connection<'a> {
@@ -287,15 +300,18 @@ impl<'a> Connection<'a> {
             rate_mark: now,
             rate_bytes: 0,
             fast: false,
+            extensions: false,
             granted: Vec::new(),
             allowed: Vec::new(),
             rejects: 0,
+            refused: 0,
             report_down: 0,
             report_up: 0,
             last_report: now,
             reported_unchoking: false,
             upload_wait: None,
             read_timeout: READ_TICK,
+            window: None,
         }
     }
 
@@ -371,6 +387,7 @@ impl<'a> Connection<'a> {
         self.stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
         let mut ours = Handshake::new(self.ctx.info_hash, self.ctx.our_id);
         fast::advertise(&mut ours.reserved);
+        ours.reserved[wire::EXTENSION_PROTOCOL_BYTE] |= wire::EXTENSION_PROTOCOL_BIT;
         self.stream.write_all(&ours.encode())?;
         let mut theirs = [0u8; HANDSHAKE_LEN];
         self.stream.read_exact(&mut theirs)?;
@@ -379,6 +396,8 @@ impl<'a> Connection<'a> {
             return Err(bad("handshake for another torrent (wrong info-hash)"));
         }
         self.fast = fast::advertised(&h.reserved);
+        self.extensions =
+            h.reserved[wire::EXTENSION_PROTOCOL_BYTE] & wire::EXTENSION_PROTOCOL_BIT != 0;
         let _ = self.ctx.events.send(Event::Handshaked {
             worker: self.ctx.id,
             addr: self.addr,
@@ -590,44 +609,73 @@ impl<'a> Connection<'a> {
         });
     }
 
-    /// Sends up to `UPLOAD_BURST` queued blocks, each read from disk
-    /// straight into the write buffer (which keeps its capacity, so no
-    /// allocation per block). Under an upload limit each block first takes
+    /// Sends up to `UPLOAD_BURST` queued blocks in one `writev`: whatever
+    /// control messages are pending, then each block's 13-byte header and
+    /// its bytes straight from a read-only map of the torrent
+    /// (`UPLOAD_WINDOW` at a time, kept while requests stay inside it), so
+    /// the kernel copies the file's pages into the socket once and nothing
+    /// is allocated per block. Under an upload limit each block first takes
     /// its bytes from the shared bucket; without credit it stays queued and
     /// `upload_wait` says when to try again.
     fn serve_uploads(&mut self) -> Result<(), Close> {
         self.upload_wait = None;
-        for _ in 0..UPLOAD_BURST {
+        let mut heads = [[0u8; wire::PIECE_HEADER_LEN]; UPLOAD_BURST];
+        let mut blocks = [(0u64, 0u64); UPLOAD_BURST];
+        let mut n = 0;
+        while n < UPLOAD_BURST {
             let Some(&(index, begin, length)) = self.uploads.front() else {
                 break;
             };
+            let start = self.layout.piece_offset(index) + begin as u64;
+            let len = length as u64;
+            if !self.window.as_ref().is_some_and(|w| w.covers(start, len)) {
+                if n > 0 {
+                    break; // send what the current window holds first
+                }
+                self.window = None; // unmapped before the next is mapped
+                let from = start - start % UPLOAD_WINDOW;
+                let to = (from + UPLOAD_WINDOW)
+                    .max(start + len)
+                    .min(self.layout.total_length());
+                match self.ctx.storage.map_upload_window(from, to - from) {
+                    Ok(w) => self.window = Some(w),
+                    Err(e) => {
+                        let _ = self.ctx.events.send(Event::DiskError(e));
+                        return Err(Close::Quiet("disk read failed".into()));
+                    }
+                }
+            }
             if let Some(bucket) = &self.ctx.limits.upload {
-                if let Err(wait) = bucket.try_take(length as u64 + 13) {
+                if let Err(wait) = bucket.try_take(len + wire::PIECE_HEADER_LEN as u64) {
                     self.upload_wait = Some(wait);
                     break;
                 }
             }
             self.uploads.pop_front();
-            let start = self.out.len();
-            wire::piece_header_into(&mut self.out, index, begin, length);
-            let data_at = self.out.len();
-            self.out.resize(data_at + length as usize, 0);
-            if let Err(e) = self
-                .ctx
-                .storage
-                .read(index, begin, &mut self.out[data_at..])
-            {
-                self.out.truncate(start);
-                let _ = self.ctx.events.send(Event::DiskError(e));
-                return Err(Close::Quiet("disk read failed".into()));
-            }
-            self.ctx
-                .shared
-                .uploaded
-                .fetch_add(length as u64, Ordering::Relaxed);
-            self.report_up += length as u64;
-            self.last_useful = Instant::now();
+            heads[n] = wire::piece_header(index, begin, length);
+            blocks[n] = (start, len);
+            n += 1;
         }
+        let Some(window) = self.window.as_ref().filter(|_| n > 0) else {
+            return Ok(());
+        };
+        if self.nonblocking {
+            self.stream.set_nonblocking(false)?;
+            self.nonblocking = false;
+        }
+        let mut iov = Vec::with_capacity(1 + 2 * n);
+        iov.push(IoSlice::new(&self.out));
+        for (head, &(start, len)) in heads.iter().zip(&blocks).take(n) {
+            iov.push(IoSlice::new(head));
+            iov.extend(window.slices(start, len).map(IoSlice::new));
+        }
+        write_all_vectored(&mut self.stream, &mut iov)?;
+        self.out.clear();
+        let sent: u64 = blocks.iter().take(n).map(|b| b.1).sum();
+        self.ctx.shared.uploaded.fetch_add(sent, Ordering::Relaxed);
+        self.report_up += sent;
+        self.last_send = Instant::now();
+        self.last_useful = self.last_send;
         Ok(())
     }
 
@@ -676,6 +724,14 @@ impl<'a> Connection<'a> {
             self.rate_mark = now;
             self.rate_bytes = 0;
         }
+        // An upload window idle for a second is unmapped (its pages count
+        // in our resident memory while mapped).
+        if self.uploads.is_empty()
+            && self.window.is_some()
+            && now.duration_since(self.last_send) > WINDOW_IDLE
+        {
+            self.window = None;
+        }
         // Nothing to do with a seed when we are a seed too.
         if self.ours.is_full() && self.peer_bits.is_full() {
             return Err(Close::Quiet("both sides are seeds".into()));
@@ -712,10 +768,22 @@ impl<'a> Connection<'a> {
         self.last_recv += d;
     }
 
-    /// Our pieces, first thing after the handshake: have-all or have-none
-    /// when they say it (Fast extension), else a bitfield if we have any;
-    /// then, under the Fast extension, the allowed-fast pieces we hold.
+    /// First thing after the handshake: our pieces, then (BEP 10) our
+    /// extended handshake.
     fn announce_pieces(&mut self) {
+        self.announce_piece_state();
+        if self.extensions {
+            // After the pieces (the bitfield comes first): how many requests
+            // we queue, so the peer pipelines no more than that.
+            let hs = wire::extended_handshake(MAX_PEER_REQUESTS);
+            Message::Extended(0, &hs).encode_into(&mut self.out);
+        }
+    }
+
+    /// Our pieces: have-all or have-none when they say it (Fast extension),
+    /// else a bitfield if we have any; then, under the Fast extension, the
+    /// allowed-fast pieces we hold.
+    fn announce_piece_state(&mut self) {
         if !self.fast {
             if self.ours.count() > 0 {
                 Message::Bitfield(self.ours.as_bytes()).encode_into(&mut self.out);
@@ -779,6 +847,7 @@ impl<'a> Connection<'a> {
             self.uploads.push_back((index, begin, length));
         } else {
             trace!("{}: refused request {index}:{begin}", self.addr);
+            self.refused += 1;
             if self.fast {
                 Message::RejectRequest {
                     index,
@@ -1068,6 +1137,20 @@ impl<'a> Connection<'a> {
         self.spare_bufs.push(p.buf);
         Ok(())
     }
+}
+
+/// `write_all` for a list of slices: writes them all, in order, with as
+/// few `writev` calls as the socket allows.
+fn write_all_vectored(w: &mut impl Write, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !bufs.is_empty() {
+        match w.write_vectored(bufs) {
+            Ok(0) => return Err(io::Error::from(ErrorKind::WriteZero)),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// A message for trace logs, without block payloads.

@@ -46,6 +46,28 @@ pub const MAX_REQUEST_LEN: u32 = 128 * 1024;
 /// small; ut_metadata pieces are 16 KiB plus a dictionary).
 pub const MAX_EXTENDED_LEN: u32 = 64 * 1024;
 
+/// The extension protocol (BEP 10) is advertised by `reserved[5] |= 0x10`.
+pub const EXTENSION_PROTOCOL_BYTE: usize = 5;
+/// See [`EXTENSION_PROTOCOL_BYTE`].
+pub const EXTENSION_PROTOCOL_BIT: u8 = 0x10;
+
+/// Our BEP 10 extended handshake (the payload of extended message 0): no
+/// extension messages (`m` is empty), our client name, and `reqq`, how many
+/// requests we queue per peer, so a peer like libtorrent does not pipeline
+/// more than we serve (we refuse the rest).
+pub fn extended_handshake(reqq: usize) -> Vec<u8> {
+    use crate::bencode::Value;
+    Value::dict([
+        ("m", Value::dict(Vec::<(&str, Value)>::new())),
+        ("reqq", Value::Int(reqq as i64)),
+        (
+            "v",
+            Value::bytes(concat!("tget ", env!("CARGO_PKG_VERSION")).as_bytes()),
+        ),
+    ])
+    .encode()
+}
+
 /// The largest legal message for a torrent of `num_pieces` pieces: a full
 /// bitfield, a piece message carrying one block of [`MAX_REQUEST_LEN`], or an
 /// extension message, whichever is largest.
@@ -219,13 +241,23 @@ impl Message<'_> {
     }
 }
 
+/// Length of a piece message's header: length prefix, id, index, begin.
+pub const PIECE_HEADER_LEN: usize = 13;
+
 /// Appends the 13-byte header of a piece message carrying `len` bytes, so an
 /// uploader can write the block's bytes straight after it.
 pub fn piece_header_into(out: &mut Vec<u8>, index: u32, begin: u32, len: u32) {
-    out.extend_from_slice(&(9 + len).to_be_bytes());
-    out.push(id::PIECE);
-    out.extend_from_slice(&index.to_be_bytes());
-    out.extend_from_slice(&begin.to_be_bytes());
+    out.extend_from_slice(&piece_header(index, begin, len));
+}
+
+/// The 13-byte header of a piece message carrying `len` bytes.
+pub fn piece_header(index: u32, begin: u32, len: u32) -> [u8; PIECE_HEADER_LEN] {
+    let mut h = [0u8; PIECE_HEADER_LEN];
+    h[..4].copy_from_slice(&len.saturating_add(9).to_be_bytes());
+    h[4] = id::PIECE;
+    h[5..9].copy_from_slice(&index.to_be_bytes());
+    h[9..].copy_from_slice(&begin.to_be_bytes());
+    h
 }
 
 /// Why a peer's bytes were not acceptable. Each ends that peer's connection.
@@ -590,6 +622,22 @@ mod tests {
         assert!(parse_body(&[id::HAVE_ALL, 0]).is_err());
         assert!(parse_body(&[id::ALLOWED_FAST, 0, 0]).is_err());
         assert!(parse_body(&[id::REJECT_REQUEST, 0, 0, 0, 1]).is_err());
+    }
+
+    #[test]
+    fn extended_handshake_says_reqq() {
+        let hs = extended_handshake(250);
+        let v = crate::bencode::decode(&hs).unwrap();
+        assert_eq!(v.get(b"reqq").and_then(|r| r.as_int()), Some(250));
+        assert_eq!(
+            v.get(b"m").and_then(|m| m.as_dict()).map(|m| m.len()),
+            Some(0)
+        );
+        assert!(v
+            .get(b"v")
+            .and_then(|s| s.as_str())
+            .unwrap()
+            .starts_with("tget "));
     }
 
     #[test]
