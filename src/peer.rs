@@ -65,8 +65,11 @@ const MIN_DEPTH: usize = 8;
 const START_DEPTH: usize = 32;
 const MAX_DEPTH: usize = 256;
 /// Requests from a peer we queue at most; more are refused (rejected under
-/// the Fast extension, dropped otherwise), never buffered.
-pub const MAX_PEER_REQUESTS: usize = 250;
+/// the Fast extension, dropped otherwise), never buffered. We advertise it
+/// as `reqq` (BEP 10). 500 rather than BEP 10's example of 250: libtorrent
+/// keeps up to 500 requests outstanding with a peer, and on loopback a
+/// pipeline cut to 250 halves what it gets from us (docs/SEEDING.md).
+pub const MAX_PEER_REQUESTS: usize = 500;
 /// How often a worker reports the bytes it moved to the coordinator.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// Rejects in a row (no block between them) after which we give up on a peer.

@@ -24,6 +24,8 @@ use tget::session::{Config, Session};
 use tget::wire::{parse_body, Handshake, Message, HANDSHAKE_LEN};
 
 const LIMIT: Duration = Duration::from_secs(120);
+/// Requests a peer may have queued with us.
+const BOUND: u32 = tget::peer::MAX_PEER_REQUESTS as u32;
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 
@@ -393,7 +395,8 @@ fn request(index: u32, begin: u32) -> Message<'static> {
 
 /// Against a complete seed, a Fast-extension peer gets have-all and its
 /// allowed-fast set; while choked, allowed-fast pieces are served and other
-/// requests rejected; unchoked, more than 250 queued requests are refused.
+/// requests rejected; unchoked, requests beyond `MAX_PEER_REQUESTS` queued
+/// are refused.
 #[test]
 fn fast_extension_peer_gets_have_all_allowed_fast_and_rejects() {
     let tmp = TempDir::new("fast");
@@ -435,14 +438,15 @@ fn fast_extension_peer_gets_have_all_allowed_fast_and_rejects() {
     // Interested: a slot is free, so we are unchoked at once.
     c.send(Message::Interested);
     assert_eq!(msg(&c.recv()), Message::Unchoke);
-    // 400 requests at once: at most 250 are queued, the rest rejected.
+    // 200 more requests at once than the bound: the excess is rejected.
+    let total = BOUND + 200;
     let mut out = Vec::new();
-    for i in 0..400u32 {
+    for i in 0..total {
         request(i % 40, (i / 40 % 2) * 16384).encode_into(&mut out);
     }
     c.s.write_all(&out).unwrap();
     let (mut served, mut rejected) = (0, 0);
-    while served + rejected < 400 {
+    while served + rejected < total {
         match msg(&c.recv()) {
             Message::Piece { .. } => served += 1,
             Message::RejectRequest { .. } => rejected += 1,
@@ -450,7 +454,7 @@ fn fast_extension_peer_gets_have_all_allowed_fast_and_rejects() {
         }
     }
     assert!(
-        served >= 250 && rejected > 0,
+        served >= BOUND && rejected > 0,
         "{served} served, {rejected} rejected"
     );
 }
@@ -470,7 +474,7 @@ fn peer_without_fast_extension_gets_bep_3_behaviour() {
     c.send(Message::Interested);
     assert_eq!(msg(&c.recv()), Message::Unchoke);
     let mut out = Vec::new();
-    for i in 0..300u32 {
+    for i in 0..BOUND + 100 {
         request(i % 40, 0).encode_into(&mut out);
     }
     c.s.write_all(&out).unwrap();
@@ -483,7 +487,11 @@ fn peer_without_fast_extension_gets_bep_3_behaviour() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert!((250..300).contains(&served), "{served} served of 300 asked");
+    assert!(
+        (BOUND..BOUND + 100).contains(&served),
+        "{served} served of {} asked",
+        BOUND + 100
+    );
     c.send(Message::HaveAll);
     c.s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut rest = Vec::new();
