@@ -927,6 +927,26 @@ impl<'a> Connection<'a> {
         Ok(())
     }
 
+    /// The peer's bitfield. BEP 3 sends it first, but aria2c (under the
+    /// Fast extension) sends another after have-none and some haves; a late
+    /// one adds to what we knew (a peer does not lose pieces).
+    fn on_bitfield(&mut self, mut bits: Bitfield) {
+        let late = self.peer_bits.count() > 0;
+        if late {
+            for i in self.peer_bits.ones() {
+                bits.set(i);
+            }
+            if bits == self.peer_bits {
+                return;
+            }
+        }
+        self.peer_bits = bits.clone();
+        let _ = self.ctx.events.send(Event::Bitfield {
+            worker: self.ctx.id,
+            bits,
+        });
+    }
+
     /// Have-all: the peer is a seed (instead of a full bitfield).
     fn on_have_all(&mut self) -> Result<(), Close> {
         self.need_fast("have-all")?;
@@ -1011,14 +1031,7 @@ impl<'a> Connection<'a> {
                 Message::Bitfield(bytes) => {
                     let bits = Bitfield::from_wire(bytes, self.layout.num_pieces())
                         .map_err(|e| bad(e.to_string()))?;
-                    if self.peer_bits.count() > 0 {
-                        return Err(bad("bitfield after pieces were announced"));
-                    }
-                    self.peer_bits = bits.clone();
-                    let _ = self.ctx.events.send(Event::Bitfield {
-                        worker: self.ctx.id,
-                        bits,
-                    });
+                    self.on_bitfield(bits);
                 }
                 Message::Request {
                     index,

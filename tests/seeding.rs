@@ -565,6 +565,8 @@ enum FastMode {
     RejectFirst,
     /// Never unchokes; allows every piece fast.
     ChokedAllowedFast,
+    /// Like aria2c: have-none, a have, then a full bitfield, then unchoke.
+    LateBitfield,
 }
 
 /// A seed on 127.0.0.1 speaking the Fast extension.
@@ -623,9 +625,19 @@ fn fast_seed_conn(
     let mut hs = Handshake::new(info_hash, *b"-FS0001-fastseedpeer");
     fast::advertise(&mut hs.reserved);
     let mut out = hs.encode().to_vec();
-    Message::HaveAll.encode_into(&mut out);
+    if mode != FastMode::LateBitfield {
+        Message::HaveAll.encode_into(&mut out);
+    }
     match mode {
         FastMode::RejectFirst => Message::Unchoke.encode_into(&mut out),
+        FastMode::LateBitfield => {
+            Message::HaveNone.encode_into(&mut out);
+            Message::Have(0).encode_into(&mut out);
+            let mut bits = tget::wire::Bitfield::new(n);
+            bits.fill();
+            Message::Bitfield(bits.as_bytes()).encode_into(&mut out);
+            Message::Unchoke.encode_into(&mut out);
+        }
         FastMode::ChokedAllowedFast => {
             for p in 0..n {
                 Message::AllowedFast(p).encode_into(&mut out);
@@ -688,6 +700,14 @@ fn download_requeues_rejected_blocks() {
     let tmp = TempDir::new("rejects");
     let content = single_file(tmp.path(), 700 * KIB + 3, 64 * KIB, &[]);
     let peer = FastSeed::start(&content, FastMode::RejectFirst);
+    download_from(&content, &tmp, peer.addr);
+}
+
+#[test]
+fn download_accepts_a_late_bitfield_as_aria2_sends_it() {
+    let tmp = TempDir::new("late-bitfield");
+    let content = single_file(tmp.path(), 300 * KIB + 1, 32 * KIB, &[]);
+    let peer = FastSeed::start(&content, FastMode::LateBitfield);
     download_from(&content, &tmp, peer.addr);
 }
 
