@@ -1037,6 +1037,11 @@ impl Swarm {
 }
 
 impl Leecher {
+    /// The folder the leecher downloads into.
+    pub fn out_dir(&self) -> PathBuf {
+        self.out.clone()
+    }
+
     /// The leecher's log (stdout and stderr).
     pub fn log_path(&self) -> &Path {
         &self.proc.log
