@@ -549,7 +549,7 @@ impl<'a> Connection<'a> {
     /// unchoked, anything it has; choked, only the pieces it allows fast.
     fn fill_pipeline(&mut self) -> Result<(), Close> {
         let choked = self.peer_choking;
-        if !self.am_interested || (choked && self.allowed.is_empty()) {
+        if !self.am_interested || (choked && !self.allowed_fast_useful()) {
             return Ok(());
         }
         while self.requests.len() < self.depth {
@@ -976,6 +976,13 @@ impl<'a> Connection<'a> {
             self.next_ask = Instant::now();
         }
         Ok(())
+    }
+
+    /// Whether the peer allows us, while choked, a piece it has and we lack.
+    fn allowed_fast_useful(&self) -> bool {
+        self.allowed
+            .iter()
+            .any(|&p| self.peer_bits.get(p) && !self.ours.get(p))
     }
 
     /// Fast-extension messages are a protocol violation unless both sides
