@@ -18,4 +18,5 @@ pub mod rng;
 pub mod session;
 pub mod storage;
 pub mod tracker;
+pub mod units;
 pub mod wire;
