@@ -18,7 +18,7 @@ use log::{debug, info, warn};
 
 use crate::picker::Picker;
 use crate::resume::Saver;
-use crate::session::{SessionError, Shared};
+use crate::session::{Notice, SessionError, Shared};
 use crate::storage::Storage;
 use crate::tracker;
 use crate::wire::Bitfield;
@@ -140,6 +140,7 @@ pub struct Coordinator {
     pub(crate) seed: bool,
     pub(crate) upload_slots: usize,
     saver: Option<Saver>,
+    notices: Sender<Notice>,
     /// Pieces completed since the resume state was last queued for saving.
     unsaved: bool,
     last_save: Instant,
@@ -172,6 +173,7 @@ impl Coordinator {
         seed: bool,
         upload_slots: usize,
         saver: Saver,
+        notices: Sender<Notice>,
     ) -> Coordinator {
         let n = workers.len();
         Coordinator {
@@ -188,6 +190,7 @@ impl Coordinator {
             seed,
             upload_slots,
             saver: Some(saver),
+            notices,
             unsaved: false,
             last_save: Instant::now(),
             known: HashMap::new(),
@@ -322,6 +325,10 @@ impl Coordinator {
                     c.assigned.retain(|&p| p != piece);
                     c.bad_pieces += 1;
                     warn!("piece {piece} from {} failed its hash check", c.addr);
+                    let _ = self.notices.try_send(Notice::PieceFailed {
+                        index: piece,
+                        peer: c.addr,
+                    });
                     if c.bad_pieces >= BAN_AFTER_BAD_PIECES {
                         warn!("banning {}: {} bad pieces", c.addr, c.bad_pieces);
                         let addr = c.addr;

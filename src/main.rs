@@ -13,8 +13,8 @@ use clap::{Parser, Subcommand};
 
 use tget::coordinator::Outcome;
 use tget::metainfo::Metainfo;
-use tget::session::{Config, Session, SessionError, Stats};
-use tget::{create, demo, storage};
+use tget::session::{Config, Session, SessionError};
+use tget::{create, demo, report, storage};
 
 /// Exit codes (README.md lists them; keep the two in step).
 mod exit {
@@ -22,19 +22,22 @@ mod exit {
     pub const INTERNAL: u8 = 1;
     pub const USAGE: u8 = 2;
     pub const BAD_INPUT: u8 = 3;
+    pub const NO_PROGRESS: u8 = 4;
     pub const DISK: u8 = 5;
     pub const SIGINT: u8 = 130;
     pub const SIGTERM: u8 = 143;
 }
 
 const EXIT_CODES: &str = "Exit codes:
-  0    complete: every piece verified and on disk
+  0    complete: every piece verified and on disk (or the reader of -O -/--json left)
   1    internal error
   2    usage error (bad flags or arguments)
-  3    bad input: unreadable or invalid torrent
-  5    disk or file error
-  130  interrupted by SIGINT (Ctrl+C); what was verified is kept
-  143  interrupted by SIGTERM; what was verified is kept";
+  3    bad input: unreadable or invalid torrent (or magnet link)
+  4    no peers or no progress before --timeout
+  5    disk or file error (verify: data incomplete)
+  6    metadata could not be fetched (magnet links; reserved)
+  130  interrupted by SIGINT (Ctrl+C); state saved, run again to resume
+  143  interrupted by SIGTERM; state saved, run again to resume";
 
 #[derive(Parser)]
 #[command(name = "tget", version, about = "A small BitTorrent client: blocking sockets, plain threads.", after_help = EXIT_CODES)]
@@ -65,34 +68,53 @@ struct NetArgs {
     max_peers: u16,
 }
 
+#[derive(clap::Args, Clone)]
+struct OutArgs {
+    /// Newline-delimited JSON events on stdout instead of the status line
+    /// (schema in docs/JSON.md).
+    #[arg(long)]
+    json: bool,
+    /// Give up with exit code 4 when nothing was verified for this long
+    /// (e.g. 90s, 5m, 1h); off by default.
+    #[arg(long, value_name = "DURATION", value_parser = tget::units::parse_duration)]
+    timeout: Option<Duration>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Download a torrent; exits 0 once every piece is verified and on disk.
     Download {
-        /// The .torrent file.
-        torrent: PathBuf,
+        /// The .torrent: a path, `-` for standard input, or an http(s) URL.
+        torrent: String,
         #[command(flatten)]
         net: NetArgs,
+        #[command(flatten)]
+        out: OutArgs,
         /// Keep seeding after the download completes, until interrupted.
         #[arg(long)]
         seed: bool,
     },
     /// Check the data and serve it to peers until interrupted.
     Seed {
-        /// The .torrent file.
-        torrent: PathBuf,
+        /// The .torrent: a path, `-` for standard input, or an http(s) URL.
+        torrent: String,
         #[command(flatten)]
         net: NetArgs,
+        #[command(flatten)]
+        out: OutArgs,
     },
     /// Show what a torrent holds.
     Info {
-        /// The .torrent file.
-        torrent: PathBuf,
+        /// The .torrent: a path, `-` for standard input, or an http(s) URL.
+        torrent: String,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Hash-check the data on disk (all cores); exits 0 only when complete.
     Verify {
-        /// The .torrent file.
-        torrent: PathBuf,
+        /// The .torrent: a path, `-` for standard input, or an http(s) URL.
+        torrent: String,
         /// Where the content lives.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
@@ -175,9 +197,14 @@ fn main() -> ExitCode {
         .init();
     let quiet = cli.quiet;
     let result = match cli.command {
-        Command::Download { torrent, net, seed } => download(&torrent, &net, seed, quiet),
-        Command::Seed { torrent, net } => download(&torrent, &net, true, quiet),
-        Command::Info { torrent } => info(&torrent),
+        Command::Download {
+            torrent,
+            net,
+            out,
+            seed,
+        } => download(&torrent, &net, &out, seed, quiet),
+        Command::Seed { torrent, net, out } => download(&torrent, &net, &out, true, quiet),
+        Command::Info { torrent, json } => info(&torrent, json),
         Command::Verify { torrent, dir, json } => verify(&torrent, &dir, json, quiet),
         Command::Create {
             path,
@@ -199,9 +226,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(torrent: &Path) -> Result<Metainfo, Failure> {
-    Metainfo::from_file(torrent)
-        .map_err(|e| fail(exit::BAD_INPUT, format!("{}: {e}", torrent.display())))
+fn load(torrent: &str) -> Result<Metainfo, Failure> {
+    tget::source::load(torrent).map_err(|e| fail(exit::BAD_INPUT, format!("{torrent}: {e}")))
 }
 
 fn resolve_peers(peers: &[String]) -> Result<Vec<SocketAddr>, Failure> {
@@ -250,7 +276,13 @@ impl Signals {
     }
 }
 
-fn download(torrent: &Path, net: &NetArgs, seed: bool, quiet: bool) -> Result<(), Failure> {
+fn download(
+    torrent: &str,
+    net: &NetArgs,
+    out: &OutArgs,
+    seed: bool,
+    quiet: bool,
+) -> Result<(), Failure> {
     let meta = load(torrent)?;
     let config = Config {
         dir: net.dir.clone(),
@@ -262,199 +294,182 @@ fn download(torrent: &Path, net: &NetArgs, seed: bool, quiet: bool) -> Result<()
         ..Config::default()
     };
     let signals = Signals::install();
-    let session = Session::start(&meta, config).map_err(session_failure)?;
-    run_session(session, &meta.info.name, &signals, quiet)
+    let ui = if out.json {
+        Ui::Json
+    } else if !quiet && std::io::stderr().is_terminal() {
+        Ui::Status
+    } else {
+        Ui::Silent
+    };
+    if ui == Ui::Json {
+        emit(&report::started_event(&meta)).map_err(|_| reader_gone())?;
+    }
+    let result = Session::start(&meta, config)
+        .map_err(session_failure)
+        .and_then(|s| run_session(s, &signals, ui, out.timeout));
+    match &result {
+        Ok(done) if ui == Ui::Json => {
+            let _ = emit(&report::done_event(done.seconds, done.bytes));
+        }
+        Ok(done) if !quiet => eprintln!(
+            "{}: complete, {} in {:.1} s ({}/s)",
+            meta.info.name,
+            report::human(done.bytes),
+            done.seconds,
+            report::human((done.bytes as f64 / done.seconds.max(0.001)) as u64)
+        ),
+        Err(f) if ui == Ui::Json && f.code != exit::OK => {
+            let _ = emit(&report::error_event(f.code, &f.message));
+        }
+        _ => {}
+    }
+    result.map(|_| ())
 }
 
-/// Shows the status line until the session ends; maps the outcome to an exit.
+/// How progress is shown.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ui {
+    /// Nothing (stderr is not a terminal, or -q).
+    Silent,
+    /// The status line on stderr.
+    Status,
+    /// JSON events on stdout.
+    Json,
+}
+
+/// Writes one line to stdout. An error means the reader went away.
+fn emit(line: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()
+}
+
+/// The reader of our stdout left (`| head`): like other Unix tools, stop
+/// quietly with success.
+fn reader_gone() -> Failure {
+    fail(exit::OK, "")
+}
+
+/// What a completed run achieved.
+struct Done {
+    seconds: f64,
+    bytes: u64,
+}
+
+/// Follows the session until it ends: status line or JSON events, signals,
+/// `--timeout`. Maps the outcome to an exit.
 fn run_session(
     session: Session,
-    name: &str,
     signals: &Signals,
-    quiet: bool,
-) -> Result<(), Failure> {
+    ui: Ui,
+    timeout: Option<Duration>,
+) -> Result<Done, Failure> {
     let started = Instant::now();
-    let mut status = StatusLine::new(!quiet && std::io::stderr().is_terminal());
-    let mut interrupted = None;
+    let mut rates = report::Rates::default();
+    let mut last_shown: Option<Instant> = None;
+    let mut stop_reason: Option<Failure> = None;
+    let mut progress_mark = (Instant::now(), 0u64);
     while !session.is_finished() {
-        if interrupted.is_none() {
+        if stop_reason.is_none() {
             if let Some(code) = signals.received() {
-                interrupted = Some(code);
+                stop_reason = Some(fail(code, "interrupted"));
                 session.stop();
             }
         }
-        status.update(&session.stats(), false);
+        let stats = session.stats();
+        if stats.verified != progress_mark.1 || stats.checking.is_some() {
+            progress_mark = (Instant::now(), stats.verified);
+        }
+        if let Some(limit) = timeout {
+            if stop_reason.is_none() && progress_mark.0.elapsed() >= limit {
+                stop_reason = Some(fail(
+                    exit::NO_PROGRESS,
+                    format!(
+                        "no progress for {} s ({} peers connected, {} known)",
+                        limit.as_secs(),
+                        stats.peers_connected,
+                        stats.peers_known
+                    ),
+                ));
+                session.stop();
+            }
+        }
+        if ui == Ui::Json {
+            for n in session.notices().try_iter() {
+                if emit(&report::notice_event(&n)).is_err() && stop_reason.is_none() {
+                    stop_reason = Some(reader_gone());
+                    session.stop();
+                }
+            }
+        }
+        // The status line at most 4 times a second, JSON progress once a second.
+        let every = if ui == Ui::Json { 1000 } else { 250 };
+        if last_shown.is_none_or(|t| t.elapsed() >= Duration::from_millis(every)) {
+            last_shown = Some(Instant::now());
+            rates.sample(&stats);
+            match ui {
+                Ui::Status => status_line(&report::status_text(&stats, &rates), false),
+                Ui::Json => {
+                    if emit(&report::progress_event(&stats, &rates)).is_err()
+                        && stop_reason.is_none()
+                    {
+                        stop_reason = Some(reader_gone());
+                        session.stop();
+                    }
+                }
+                Ui::Silent => {}
+            }
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
     let stats = session.stats();
-    status.update(&stats, true);
+    if ui == Ui::Status {
+        rates.sample(&stats);
+        status_line(&report::status_text(&stats, &rates), true);
+    }
     let outcome = session.wait().map_err(session_failure)?;
-    match (outcome, interrupted) {
-        (Outcome::Complete, _) => {
-            if !quiet {
-                let secs = started.elapsed().as_secs_f64();
-                eprintln!(
-                    "{name}: complete, {} in {:.1} s ({}/s)",
-                    human(stats.total),
-                    secs,
-                    human((stats.downloaded as f64 / secs.max(0.001)) as u64)
+    match (outcome, stop_reason) {
+        (Outcome::Complete, None) => Ok(Done {
+            seconds: started.elapsed().as_secs_f64(),
+            bytes: stats.total,
+        }),
+        (Outcome::Complete, Some(f)) if f.code != exit::NO_PROGRESS => Ok(Done {
+            seconds: started.elapsed().as_secs_f64(),
+            bytes: stats.total,
+        }),
+        (_, Some(mut f)) => {
+            if f.message == "interrupted" {
+                f.message = format!(
+                    "interrupted: {} of {} pieces verified and saved; run again to resume",
+                    stats.pieces_done, stats.pieces
                 );
             }
-            Ok(())
+            Err(f)
         }
-        (Outcome::Stopped, Some(code)) => Err(fail(
-            code,
-            format!(
-                "interrupted: {} of {} pieces verified and kept",
-                stats.pieces_done, stats.pieces
-            ),
-        )),
         (Outcome::Stopped, None) => Err(fail(exit::INTERNAL, "stopped before completion")),
     }
 }
 
-/// The one-line progress display on stderr, at most 4 updates a second.
-struct StatusLine {
-    enabled: bool,
-    last: Option<Instant>,
-    last_bytes: (u64, u64),
-    rates: (f64, f64),
-    shown: bool,
+/// Redraws the status line on stderr (`last` ends it with a newline).
+fn status_line(text: &str, last: bool) {
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "\r\x1b[2K{text}");
+    if last {
+        let _ = writeln!(err);
+    }
+    let _ = err.flush();
 }
 
-impl StatusLine {
-    fn new(enabled: bool) -> StatusLine {
-        StatusLine {
-            enabled,
-            last: None,
-            last_bytes: (0, 0),
-            rates: (0.0, 0.0),
-            shown: false,
-        }
-    }
-
-    fn update(&mut self, s: &Stats, last: bool) {
-        if !self.enabled {
-            return;
-        }
-        let now = Instant::now();
-        if let Some(t) = self.last {
-            let dt = now.duration_since(t).as_secs_f64();
-            if dt < 0.25 && !last {
-                return;
-            }
-            let down = s.downloaded.saturating_sub(self.last_bytes.0) as f64 / dt;
-            let up = s.uploaded.saturating_sub(self.last_bytes.1) as f64 / dt;
-            // Smooth a little so the line does not jump.
-            self.rates = (
-                0.5 * self.rates.0 + 0.5 * down,
-                0.5 * self.rates.1 + 0.5 * up,
-            );
-        }
-        self.last = Some(now);
-        self.last_bytes = (s.downloaded, s.uploaded);
-        let line = match s.checking {
-            Some(done) => format!("checking {done}/{} pieces", s.pieces),
-            None => {
-                let pct = if s.total == 0 {
-                    100.0
-                } else {
-                    s.verified as f64 * 100.0 / s.total as f64
-                };
-                let left = s.total.saturating_sub(s.verified);
-                let eta = if left == 0 {
-                    "done".to_string()
-                } else if self.rates.0 > 1.0 {
-                    clock((left as f64 / self.rates.0) as u64)
-                } else {
-                    "--:--".to_string()
-                };
-                format!(
-                    "{pct:5.1}%  down {}/s  up {}/s  peers {}/{}  eta {eta}",
-                    human(self.rates.0 as u64),
-                    human(self.rates.1 as u64),
-                    s.peers_connected,
-                    s.peers_known.max(s.peers_connected)
-                )
-            }
-        };
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[2K{line}");
-        if last {
-            let _ = writeln!(err);
-        }
-        let _ = err.flush();
-        self.shown = true;
-    }
-}
-
-fn clock(secs: u64) -> String {
-    if secs >= 3600 {
-        format!("{}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
-    } else {
-        format!("{}:{:02}", secs / 60, secs % 60)
-    }
-}
-
-/// Bytes in binary units, e.g. "12.3 MiB".
-fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-fn info(torrent: &Path) -> Result<(), Failure> {
+fn info(torrent: &str, json: bool) -> Result<(), Failure> {
     let meta = load(torrent)?;
-    let i = &meta.info;
-    let mut out = String::new();
-    out.push_str(&format!("name:       {}\n", i.name));
-    out.push_str(&format!("info-hash:  {}\n", meta.info_hash_hex()));
-    out.push_str(&format!(
-        "size:       {} ({} bytes)\n",
-        human(i.total_length()),
-        i.total_length()
-    ));
-    out.push_str(&format!(
-        "pieces:     {} x {}\n",
-        i.num_pieces(),
-        human(i.piece_length)
-    ));
-    out.push_str(&format!(
-        "private:    {}\n",
-        if i.private { "yes" } else { "no" }
-    ));
-    if let Some(c) = &meta.comment {
-        out.push_str(&format!("comment:    {c}\n"));
-    }
-    if let Some(c) = &meta.created_by {
-        out.push_str(&format!("created by: {c}\n"));
-    }
-    let tiers = meta.tracker_tiers();
-    for (n, tier) in tiers.iter().enumerate() {
-        for url in tier {
-            out.push_str(&format!("tracker:    [tier {n}] {url}\n"));
-        }
-    }
-    out.push_str(&format!("files:      {}\n", i.files.len()));
-    for (n, f) in i.files.iter().enumerate() {
-        out.push_str(&format!(
-            "  {n:>4}  {:>12}  {}\n",
-            f.length,
-            f.path.join("/")
-        ));
-    }
+    let text = if json {
+        report::info_json(&meta) + "\n"
+    } else {
+        report::info_text(&meta)
+    };
     let mut stdout = std::io::stdout().lock();
     match stdout
-        .write_all(out.as_bytes())
+        .write_all(text.as_bytes())
         .and_then(|_| stdout.flush())
     {
         Ok(()) => Ok(()),
@@ -464,7 +479,7 @@ fn info(torrent: &Path) -> Result<(), Failure> {
     }
 }
 
-fn verify(torrent: &Path, dir: &Path, json: bool, quiet: bool) -> Result<(), Failure> {
+fn verify(torrent: &str, dir: &Path, json: bool, quiet: bool) -> Result<(), Failure> {
     let meta = load(torrent)?;
     let i = &meta.info;
     let lengths: Vec<u64> = i.files.iter().map(|f| f.length).collect();
@@ -570,17 +585,32 @@ fn demo_cmd(size: u64, peers: usize, quiet: bool) -> Result<(), Failure> {
     if !quiet {
         eprintln!(
             "demo: {} of random data, {peers} seeders on 127.0.0.1",
-            human(size)
+            report::human(size)
         );
     }
     let demo = demo::Demo::start(size, peers).map_err(session_failure)?;
+    let ui = if !quiet && std::io::stderr().is_terminal() {
+        Ui::Status
+    } else {
+        Ui::Silent
+    };
     let result = demo
         .download()
         .map_err(session_failure)
-        .and_then(|s| run_session(s, &demo.meta.info.name, &signals, quiet));
+        .and_then(|s| run_session(s, &signals, ui, None));
+    if let (Ok(done), false) = (&result, quiet) {
+        eprintln!(
+            "{}: complete, {} in {:.1} s ({}/s)",
+            demo.meta.info.name,
+            report::human(done.bytes),
+            done.seconds,
+            report::human((done.bytes as f64 / done.seconds.max(0.001)) as u64)
+        );
+    }
     let same = result.is_ok() && demo.verify_copy().unwrap_or(false);
     demo.finish();
     result?;
+
     if !same {
         return Err(fail(
             exit::INTERNAL,

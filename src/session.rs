@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{unbounded, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use log::{debug, info, warn};
 
 use crate::coordinator::{Coordinator, Event, Outcome};
@@ -151,8 +151,26 @@ pub struct Stats {
     pub checking: Option<u64>,
 }
 
+/// Things worth telling the user as they happen (the `--json` stream).
+/// Delivered through a bounded channel: if nobody reads, the oldest are kept
+/// and newer ones dropped, so an unread channel costs nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A tracker answered (with how many peers) or failed (with why).
+    Tracker {
+        url: String,
+        result: Result<usize, String>,
+    },
+    /// A piece from `peer` failed its hash check.
+    PieceFailed { index: u32, peer: SocketAddr },
+}
+
+/// How many notices wait unread at most.
+const NOTICE_BACKLOG: usize = 1024;
+
 /// A running torrent.
 pub struct Session {
+    notices: Receiver<Notice>,
     shared: Arc<Shared>,
     events: Sender<Event>,
     coordinator: JoinHandle<Result<Outcome, SessionError>>,
@@ -214,6 +232,8 @@ impl Session {
         let our_id = new_peer_id();
         let hashes = Arc::new(info.pieces.clone());
         let (events_tx, events_rx) = unbounded::<Event>();
+        let (notice_tx, notice_rx) = bounded::<Notice>(NOTICE_BACKLOG);
+        let coord_notices = notice_tx.clone();
         let (jobs_tx, jobs_rx) = unbounded();
         let max_peers = config.max_peers.max(1);
         let mut controls = Vec::with_capacity(max_peers);
@@ -310,12 +330,19 @@ impl Session {
                     left: total - progress_shared.verified.load(Ordering::Relaxed).min(total),
                 });
                 let ev = coord_events.clone();
+                let notices = notice_tx;
                 let report = Box::new(move |r: tracker::Report| match r {
                     tracker::Report::Peers { url, peers } => {
                         debug!("{url}: {} peers", peers.len());
+                        let result = Ok(peers.len());
+                        let _ = notices.try_send(Notice::Tracker { url, result });
                         let _ = ev.send(Event::Peers(peers));
                     }
-                    tracker::Report::Failed { url, error } => warn!("tracker {url}: {error}"),
+                    tracker::Report::Failed { url, error } => {
+                        warn!("tracker {url}: {error}");
+                        let result = Err(error);
+                        let _ = notices.try_send(Notice::Tracker { url, result });
+                    }
                     tracker::Report::Warning { url, message } => {
                         warn!("tracker {url} warns: {message}")
                     }
@@ -348,10 +375,12 @@ impl Session {
                 config.seed,
                 config.upload_slots,
                 saver,
+                coord_notices,
             );
             coordinator.run()
         })?;
         Ok(Session {
+            notices: notice_rx,
             shared,
             events: events_tx,
             coordinator,
@@ -381,6 +410,11 @@ impl Session {
             peers_known: ld(&s.peers_known),
             checking: s.checking.load(Ordering::Relaxed).then(|| ld(&s.checked)),
         }
+    }
+
+    /// Notices as they happen (tracker results, failed pieces).
+    pub fn notices(&self) -> &Receiver<Notice> {
+        &self.notices
     }
 
     /// Adds addresses to try.

@@ -61,7 +61,11 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
         "t" | "tb" | "tib" => 1 << 40,
-        _ => return Err(format!("'{text}': unknown suffix '{suffix}' (use K, M, G or T)")),
+        _ => {
+            return Err(format!(
+                "'{text}': unknown suffix '{suffix}' (use K, M, G or T)"
+            ))
+        }
     };
     let bytes = value * unit as f64;
     if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {

@@ -167,16 +167,21 @@ pub fn run_with_limit(cmd: &mut Command, limit: Duration) -> Run {
 
 /// Waits for `child`, killing it and failing the test after `limit`.
 pub fn wait_with_limit(mut child: Child, limit: Duration) -> Run {
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
+    // Either pipe may have been taken by the caller already.
+    let out = child.stdout.take();
+    let err = child.stderr.take();
     let t_out = thread::spawn(move || {
         let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
+        if let Some(mut out) = out {
+            let _ = out.read_to_string(&mut s);
+        }
         s
     });
     let t_err = thread::spawn(move || {
         let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
+        if let Some(mut err) = err {
+            let _ = err.read_to_string(&mut s);
+        }
         s
     });
     let deadline = Instant::now() + limit;

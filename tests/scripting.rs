@@ -1,0 +1,341 @@
+//! For scripts: exit codes, the `--json` event stream, and torrents from
+//! standard input or an HTTP URL.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::swarm::*;
+use support::tracker::TestTracker;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// Parses every stdout line as one JSON object with "event" and "version".
+fn events(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            assert!(v["event"].is_string(), "{l}");
+            assert_eq!(v["version"], 1, "{l}");
+            v
+        })
+        .collect()
+}
+
+fn named<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["event"] == name).collect()
+}
+
+#[test]
+fn json_stream_from_started_to_done() {
+    let tmp = TempDir::new("json");
+    let tracker = TestTracker::start();
+    let trackers = [
+        tracker.url.clone(),
+        "http://127.0.0.1:1/announce".to_string(),
+    ];
+    let content = single_file(tmp.path(), 3 * 1024 * 1024, 32 * 1024, &trackers);
+    let _s = seeder(&content, true);
+    let liar = HostilePeer::start(&content.meta, Behaviour::WrongData);
+    let out = tmp.path().join("out");
+    let run = run_with_limit(
+        tget()
+            .args([
+                "download",
+                content.torrent.to_str().unwrap(),
+                "--port",
+                "0",
+                "--json",
+            ])
+            .args(["--peer", &liar.addr.to_string(), "--dir"])
+            .arg(&out),
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let ev = events(&run.stdout);
+    let started = &ev[0];
+    assert_eq!(started["event"], "started");
+    assert_eq!(started["name"], "file.bin");
+    assert_eq!(started["info_hash"], content.meta.info_hash_hex());
+    assert_eq!(started["total_bytes"], 3 * 1024 * 1024);
+    assert_eq!(started["pieces"], 96);
+    assert_eq!(started["files"], 1);
+    let done = ev.last().unwrap();
+    assert_eq!(done["event"], "done");
+    assert_eq!(done["bytes"], 3 * 1024 * 1024);
+    assert!(done["seconds"].as_f64().unwrap() > 0.0);
+    assert!(done["average_rate"].as_u64().unwrap() > 0);
+    let progress = named(&ev, "progress");
+    assert!(!progress.is_empty());
+    for p in &progress {
+        for k in [
+            "bytes_done",
+            "bytes_left",
+            "down_rate",
+            "up_rate",
+            "peers_connected",
+        ] {
+            assert!(p[k].is_u64(), "{k} in {p}");
+        }
+    }
+    let trackers = named(&ev, "tracker");
+    assert!(
+        trackers
+            .iter()
+            .any(|t| t["result"] == "ok" && t["peers"].as_u64() >= Some(1)),
+        "{trackers:?}"
+    );
+    let failed = named(&ev, "piece_failed");
+    assert!(!failed.is_empty(), "no piece_failed in {ev:?}");
+    assert_eq!(failed[0]["peer"], liar.addr.to_string());
+    assert!(failed[0]["index"].as_u64().unwrap() < 96);
+}
+
+#[test]
+fn a_failing_tracker_is_a_tracker_event_with_its_error() {
+    let tmp = TempDir::new("json-tracker");
+    let content = single_file(
+        tmp.path(),
+        100_000,
+        16 * 1024,
+        &["http://127.0.0.1:1/announce".into()],
+    );
+    let run = run_with_limit(
+        tget()
+            .args([
+                "download",
+                content.torrent.to_str().unwrap(),
+                "--port",
+                "0",
+                "--json",
+            ])
+            .args(["--timeout", "3s", "--dir"])
+            .arg(tmp.path().join("out")),
+        LIMIT,
+    );
+    let ev = events(&run.stdout);
+    let t = named(&ev, "tracker");
+    assert!(!t.is_empty(), "{ev:?}");
+    assert_eq!(t[0]["result"], "error");
+    assert!(
+        t[0]["error"].as_str().unwrap().contains("127.0.0.1:1"),
+        "{:?}",
+        t[0]
+    );
+}
+
+#[test]
+fn timeout_without_progress_exits_4_with_an_error_event() {
+    let tmp = TempDir::new("timeout");
+    let content = single_file(tmp.path(), 100_000, 16 * 1024, &[]);
+    let run = run_with_limit(
+        tget()
+            .args(["download", content.torrent.to_str().unwrap(), "--port", "0"])
+            .args(["--json", "--timeout", "2s", "--dir"])
+            .arg(tmp.path().join("out")),
+        LIMIT,
+    );
+    assert_eq!(run.status.code(), Some(4), "{}", run.stderr);
+    let ev = events(&run.stdout);
+    let err = ev.last().unwrap();
+    assert_eq!(err["event"], "error");
+    assert_eq!(err["code"], 4);
+    assert!(
+        err["message"].as_str().unwrap().contains("no progress"),
+        "{err}"
+    );
+    assert_eq!(
+        run.stderr
+            .trim()
+            .lines()
+            .last()
+            .map(|l| l.starts_with("tget: ")),
+        Some(true)
+    );
+}
+
+#[test]
+fn a_script_can_wait_for_done_while_the_download_runs() {
+    let tmp = TempDir::new("wait-done");
+    let content = single_file(tmp.path(), 2 * 1024 * 1024, 32 * 1024, &[]);
+    let s = seeder(&content, false);
+    let mut child = tget()
+        .args([
+            "download",
+            content.torrent.to_str().unwrap(),
+            "--port",
+            "0",
+            "--json",
+        ])
+        .args(["--peer", &addr_of(&s), "--dir"])
+        .arg(tmp.path().join("out"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut saw_done = false;
+    for line in stdout.lines().take(10_000) {
+        let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if v["event"] == "done" {
+            saw_done = true;
+            break;
+        }
+    }
+    assert!(saw_done);
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn a_reader_that_leaves_ends_tget_quietly_with_0() {
+    let tmp = TempDir::new("json-head");
+    let content = single_file(tmp.path(), 100_000, 16 * 1024, &[]);
+    let mut child = tget()
+        .args([
+            "download",
+            content.torrent.to_str().unwrap(),
+            "--port",
+            "0",
+            "--json",
+            "--dir",
+        ])
+        .arg(tmp.path().join("out"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read the first line (`started`), then go away like `| head -1`.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.contains("\"started\""));
+    drop(stdout);
+    let run = wait_with_limit(child, Duration::from_secs(20));
+    assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
+    assert_eq!(run.stderr.trim(), "", "{}", run.stderr);
+}
+
+#[test]
+fn info_json_is_one_object() {
+    let tmp = TempDir::new("info-json");
+    let content = multi_file(
+        tmp.path(),
+        &[("a", 10), ("b/c", 20)],
+        16 * 1024,
+        &["udp://127.0.0.1:9/announce".into()],
+    );
+    let run = run_with_limit(
+        tget().arg("info").arg(&content.torrent).arg("--json"),
+        LIMIT,
+    );
+    assert!(run.status.success());
+    assert_eq!(run.stdout.trim().lines().count(), 1);
+    let v: Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(v["name"], "multi");
+    assert_eq!(v["info_hash"], content.meta.info_hash_hex());
+    assert_eq!(v["files"][1]["path"], "b/c");
+    assert_eq!(v["files"][1]["length"], 20);
+    assert_eq!(v["trackers"][0][0], "udp://127.0.0.1:9/announce");
+}
+
+#[test]
+fn a_torrent_on_standard_input() {
+    let tmp = TempDir::new("stdin");
+    let content = single_file(tmp.path(), 500_000, 16 * 1024, &[]);
+    let s = seeder(&content, false);
+    let out = tmp.path().join("out");
+    let mut child = tget()
+        .args([
+            "download",
+            "-",
+            "--port",
+            "0",
+            "-q",
+            "--peer",
+            &addr_of(&s),
+            "--dir",
+        ])
+        .arg(&out)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let bytes = std::fs::read(&content.torrent).unwrap();
+    child.stdin.take().unwrap().write_all(&bytes).unwrap();
+    let run = wait_with_limit(child, LIMIT);
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_same_tree(&content.root.join("file.bin"), &out.join("file.bin"));
+}
+
+/// Serves `body` to HTTP requests on 127.0.0.1 (any path), `count` times.
+fn serve_http(body: Vec<u8>, count: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/x.torrent", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(count) {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body);
+        }
+    });
+    url
+}
+
+#[test]
+fn a_torrent_from_an_http_url() {
+    let tmp = TempDir::new("url");
+    let content = single_file(tmp.path(), 500_000, 16 * 1024, &[]);
+    let s = seeder(&content, false);
+    let url = serve_http(std::fs::read(&content.torrent).unwrap(), 1);
+    let out = tmp.path().join("out");
+    let run = run_with_limit(
+        tget()
+            .args([
+                "download",
+                &url,
+                "--port",
+                "0",
+                "-q",
+                "--peer",
+                &addr_of(&s),
+                "--dir",
+            ])
+            .arg(&out),
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_same_tree(&content.root.join("file.bin"), &out.join("file.bin"));
+}
+
+#[test]
+fn bad_input_from_a_url_or_stdin_or_a_magnet_exits_3() {
+    let url = serve_http(b"not a torrent".to_vec(), 1);
+    let run = run_with_limit(tget().args(["info", &url]), LIMIT);
+    assert_eq!(run.status.code(), Some(3), "{}", run.stderr);
+    let run = run_with_limit(tget().args(["info", "-"]), LIMIT);
+    assert_eq!(run.status.code(), Some(3), "{}", run.stderr);
+    let run = run_with_limit(tget().args(["info", "magnet:?xt=urn:btih:00"]), LIMIT);
+    assert_eq!(run.status.code(), Some(3), "{}", run.stderr);
+    assert!(run.stderr.contains("magnet"));
+}
+
+#[test]
+fn help_lists_the_exit_codes() {
+    let run = run_with_limit(tget().arg("--help"), LIMIT);
+    assert!(run.status.success());
+    for code in ["0 ", "1 ", "2 ", "3 ", "4 ", "5 ", "6 ", "130", "143"] {
+        assert!(run.stdout.contains(&format!("  {code}")), "{code} missing");
+    }
+}
