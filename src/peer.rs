@@ -239,7 +239,7 @@ impl<'a> Connection<'a> {
         self.stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         if self.ours.count() > 0 {
             let bits = self.ours.as_bytes().to_vec();
-            Message::Bitfield(&bits).encode_into(&mut self.out);
+            self.send(Message::Bitfield(&bits));
         }
         loop {
             if self.ctx.shared.stopping.load(Ordering::Relaxed) {
@@ -325,26 +325,26 @@ impl<'a> Connection<'a> {
                     } else {
                         Message::NotInterested
                     };
-                    m.encode_into(&mut self.out);
+                    self.send(m);
                 }
             }
             ToWorker::Unchoke => {
                 if self.am_choking {
                     self.am_choking = false;
-                    Message::Unchoke.encode_into(&mut self.out);
+                    self.send(Message::Unchoke);
                 }
             }
             ToWorker::Choke => {
                 if !self.am_choking {
                     self.am_choking = true;
                     self.uploads.clear();
-                    Message::Choke.encode_into(&mut self.out);
+                    self.send(Message::Choke);
                 }
             }
             ToWorker::Have(piece) => {
                 self.ours.set(piece);
                 if !self.peer_bits.get(piece) {
-                    Message::Have(piece).encode_into(&mut self.out);
+                    self.send(Message::Have(piece));
                 }
             }
             ToWorker::Cancel(piece) => self.drop_piece(piece, true),
@@ -361,24 +361,20 @@ impl<'a> Connection<'a> {
         };
         let p = self.pieces.swap_remove(pos);
         self.spare_bufs.push(p.buf);
-        let layout = self.layout;
-        let out = &mut self.out;
-        let withdrawn = &mut self.withdrawn;
-        self.requests.retain(|&(i, begin)| {
-            if i != piece {
-                return true;
-            }
+        let (ours, others): (VecDeque<_>, VecDeque<_>) =
+            self.requests.drain(..).partition(|&(i, _)| i == piece);
+        self.requests = others;
+        for (index, begin) in ours {
             if send_cancel {
-                Message::Cancel {
-                    index: i,
+                let length = self.layout.block_len(index, begin / BLOCK_SIZE);
+                self.send(Message::Cancel {
+                    index,
                     begin,
-                    length: layout.block_len(i, begin / BLOCK_SIZE),
-                }
-                .encode_into(out);
+                    length,
+                });
             }
-            withdrawn.push_back((i, begin));
-            false
-        });
+            self.withdrawn.push_back((index, begin));
+        }
         while self.withdrawn.len() > 2 * MAX_DEPTH {
             self.withdrawn.pop_front();
         }
@@ -455,12 +451,11 @@ impl<'a> Connection<'a> {
             let index = p.index;
             let begin = block * BLOCK_SIZE;
             let length = self.layout.block_len(index, block);
-            Message::Request {
+            self.send(Message::Request {
                 index,
                 begin,
                 length,
-            }
-            .encode_into(&mut self.out);
+            });
             if self.requests.is_empty() {
                 self.last_block = Instant::now();
             }
@@ -491,6 +486,10 @@ impl<'a> Connection<'a> {
             let Some((index, begin, length)) = self.uploads.pop_front() else {
                 break;
             };
+            trace!(
+                "{} -> piece piece={index} offset={begin} length={length}",
+                self.addr
+            );
             let start = self.out.len();
             wire::piece_header_into(&mut self.out, index, begin, length);
             let data_at = self.out.len();
@@ -511,6 +510,12 @@ impl<'a> Connection<'a> {
             self.last_useful = Instant::now();
         }
         Ok(())
+    }
+
+    /// Queues a message for the peer (sent by the next `flush`).
+    fn send(&mut self, m: Message<'_>) {
+        trace!("{} -> {}", self.addr, readable(&m));
+        m.encode_into(&mut self.out);
     }
 
     fn flush(&mut self) -> Result<(), Close> {
@@ -545,7 +550,7 @@ impl<'a> Connection<'a> {
             return Err(Close::Quiet("idle too long".into()));
         }
         if now.duration_since(self.last_send) > KEEPALIVE_EVERY {
-            Message::KeepAlive.encode_into(&mut self.out);
+            self.send(Message::KeepAlive);
         }
         // Pipeline depth follows the measured rate: about a second's worth.
         let elapsed = now.duration_since(self.rate_mark);
@@ -572,7 +577,7 @@ impl<'a> Connection<'a> {
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(bad(e.to_string())),
             };
-            trace!("{}: <- {:?}", self.addr, short(&msg));
+            trace!("{} <- {}", self.addr, readable(&msg));
             match msg {
                 Message::KeepAlive | Message::Port(_) | Message::Unknown(_) => {}
                 Message::Extended(..) => {}
@@ -752,16 +757,34 @@ impl<'a> Connection<'a> {
     }
 }
 
-/// A message for trace logs, without block payloads.
-fn short(m: &Message<'_>) -> String {
+/// A message in one readable line for `-vv` logs (payloads summarised).
+fn readable(m: &Message<'_>) -> String {
     match m {
-        Message::Piece { index, begin, data } => {
-            format!(
-                "Piece {{ index: {index}, begin: {begin}, len: {} }}",
-                data.len()
-            )
+        Message::KeepAlive => "keep-alive".into(),
+        Message::Choke => "choke".into(),
+        Message::Unchoke => "unchoke".into(),
+        Message::Interested => "interested".into(),
+        Message::NotInterested => "not-interested".into(),
+        Message::Have(i) => format!("have piece={i}"),
+        Message::Bitfield(b) => {
+            let ones: u32 = b.iter().map(|x| x.count_ones()).sum();
+            format!("bitfield bytes={} pieces={ones}", b.len())
         }
-        Message::Bitfield(b) => format!("Bitfield({} bytes)", b.len()),
-        other => format!("{other:?}"),
+        Message::Request {
+            index,
+            begin,
+            length,
+        } => format!("request piece={index} offset={begin} length={length}"),
+        Message::Piece { index, begin, data } => {
+            format!("piece piece={index} offset={begin} length={}", data.len())
+        }
+        Message::Cancel {
+            index,
+            begin,
+            length,
+        } => format!("cancel piece={index} offset={begin} length={length}"),
+        Message::Port(p) => format!("port {p}"),
+        Message::Extended(id, p) => format!("extended id={id} length={}", p.len()),
+        Message::Unknown(id) => format!("unknown id={id}"),
     }
 }

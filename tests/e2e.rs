@@ -368,3 +368,44 @@ fn single_file_through_a_udp_tracker() {
     assert_same_tree(&content.root.join("file.bin"), &out.join("file.bin"));
     assert!(tracker.connects() >= 1 && tracker.announces() >= 2);
 }
+
+#[test]
+fn vv_shows_every_message_in_one_readable_line() {
+    let tmp = TempDir::new("vv");
+    let content = single_file(tmp.path(), 100_000, 16 * 1024, &[]);
+    let s = seeder(&content, false);
+    let run = run_with_limit(
+        tget()
+            .args([
+                "download",
+                content.torrent.to_str().unwrap(),
+                "--port",
+                "0",
+                "-vv",
+            ])
+            .args(["--peer", &addr_of(&s), "--dir"])
+            .arg(tmp.path().join("out")),
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let peer = addr_of(&s);
+    for expected in [
+        format!("{peer} <- bitfield bytes=1 pieces=7"),
+        format!("{peer} -> interested"),
+        format!("{peer} <- unchoke"),
+        format!(
+            "{peer} -> request piece=6 offset=0 length={}",
+            100_000 - 6 * 16384
+        ),
+        format!(
+            "{peer} <- piece piece=6 offset=0 length={}",
+            100_000 - 6 * 16384
+        ),
+    ] {
+        assert!(
+            run.stderr.contains(&expected),
+            "no '{expected}' in:\n{}",
+            run.stderr
+        );
+    }
+}
