@@ -129,13 +129,17 @@ enum Command {
         /// Tracker announce URL (repeatable).
         #[arg(short = 't', long = "tracker", value_name = "URL")]
         trackers: Vec<String>,
-        /// Piece size in bytes (a power of two, at least 16384).
-        #[arg(long)]
+        /// Piece size (a power of two, at least 16K; e.g. 262144 or 256K);
+        /// chosen from the content's size when absent.
+        #[arg(long, value_name = "BYTES", value_parser = tget::units::parse_bytes)]
         piece_size: Option<u64>,
         /// Mark the torrent private (BEP 27).
         #[arg(long)]
         private: bool,
-        /// Where to write the .torrent.
+        /// A comment to put in the torrent.
+        #[arg(long, value_name = "TEXT")]
+        comment: Option<String>,
+        /// Where to write the .torrent (`-` for standard output).
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: PathBuf,
     },
@@ -211,8 +215,17 @@ fn main() -> ExitCode {
             trackers,
             piece_size,
             private,
+            comment,
             output,
-        } => create_cmd(&path, trackers, piece_size, private, &output),
+        } => {
+            let opts = create::CreateOptions {
+                trackers,
+                piece_length: piece_size,
+                private,
+                comment,
+            };
+            create_cmd(&path, &opts, &output, quiet)
+        }
         Command::Demo { size, peers } => demo_cmd(size, peers as usize, quiet),
     };
     match result {
@@ -564,18 +577,34 @@ fn verify(torrent: &str, dir: &Path, json: bool, quiet: bool) -> Result<(), Fail
 
 fn create_cmd(
     path: &Path,
-    trackers: Vec<String>,
-    piece_length: Option<u64>,
-    private: bool,
+    opts: &create::CreateOptions,
     output: &Path,
+    quiet: bool,
 ) -> Result<(), Failure> {
-    let opts = create::CreateOptions {
-        trackers,
-        piece_length,
-        private,
-        ..Default::default()
+    let show = !quiet && std::io::stderr().is_terminal();
+    let last = std::sync::Mutex::new(Instant::now());
+    let progress = |done: u32, total: u32| {
+        if !show {
+            return;
+        }
+        if let Ok(mut t) = last.lock() {
+            if t.elapsed() >= Duration::from_millis(250) || done == total {
+                *t = Instant::now();
+                status_line(&format!("hashing {done}/{total} pieces"), done == total);
+            }
+        }
     };
-    let bytes = create::create_torrent(path, &opts).map_err(|e| fail(exit::BAD_INPUT, e))?;
+    let bytes = create::create_torrent_with_progress(path, opts, &progress)
+        .map_err(|e| fail(exit::BAD_INPUT, e))?;
+    if output == Path::new("-") {
+        let mut out = std::io::stdout().lock();
+        return match out.write_all(&bytes).and_then(|_| out.flush()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                Err(fail(exit::INTERNAL, format!("stdout: {e}")))
+            }
+            _ => Ok(()),
+        };
+    }
     std::fs::write(output, bytes)
         .map_err(|e| fail(exit::DISK, format!("{}: {e}", output.display())))
 }

@@ -339,3 +339,26 @@ fn help_lists_the_exit_codes() {
         assert!(run.stdout.contains(&format!("  {code}")), "{code} missing");
     }
 }
+
+#[test]
+fn create_writes_to_stdout_with_a_comment_and_a_suffixed_piece_size() {
+    let tmp = TempDir::new("create-stdout");
+    let src = tmp.path().join("data.bin");
+    tget::demo::write_random_file(&src, 300_000, 3).unwrap();
+    let run = run_with_limit(
+        tget().arg("create").arg(&src).args([
+            "--comment",
+            "made in a test",
+            "--piece-size",
+            "32K",
+            "-o",
+            "-",
+        ]),
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let meta = tget::metainfo::Metainfo::from_bytes(&run.stdout_bytes).unwrap();
+    assert_eq!(meta.comment.as_deref(), Some("made in a test"));
+    assert_eq!(meta.info.piece_length, 32 * 1024);
+    assert_eq!(meta.info.num_pieces(), 10);
+}

@@ -528,10 +528,22 @@ impl Swarm {
 
     /// A torrent made by mktorrent (piece size 2^`piece_log2`, at least 2^15).
     pub fn mktorrent(&mut self, content: &Path, piece_log2: u32, announce: Announce) -> Torrent {
+        self.mktorrent_with(content, piece_log2, announce, &[])
+    }
+
+    /// [`Swarm::mktorrent`] with extra mktorrent flags (e.g. `-p`).
+    pub fn mktorrent_with(
+        &mut self,
+        content: &Path,
+        piece_log2: u32,
+        announce: Announce,
+        extra: &[&str],
+    ) -> Torrent {
         let file = self.torrent_path(content);
         run_ok(
             "mktorrent",
             Command::new("mktorrent")
+                .args(extra)
                 .arg("-l")
                 .arg(piece_log2.to_string())
                 .arg("-a")
@@ -887,6 +899,32 @@ impl Swarm {
             start.elapsed()
         );
         assert_same_content(&t.content, &out.join(t.name()));
+    }
+
+    /// A torrent made by `tget create` (piece size 2^`piece_log2`), with
+    /// `extra` flags (e.g. `--private`).
+    pub fn tget_create(
+        &mut self,
+        content: &Path,
+        piece_log2: u32,
+        announce: Announce,
+        extra: &[&str],
+    ) -> Torrent {
+        let file = self.torrent_path(content);
+        run_ok(
+            "tget create",
+            Command::new(TGET)
+                .arg("create")
+                .arg(content)
+                .arg("-t")
+                .arg(self.announce_url(announce))
+                .arg("--piece-size")
+                .arg((1u64 << piece_log2).to_string())
+                .args(extra)
+                .arg("-o")
+                .arg(&file),
+        );
+        self.finish_torrent(file, content, announce)
     }
 
     /// Starts `tget seed` on `t`'s data folder; returns its port once it

@@ -151,6 +151,7 @@ pub fn tget() -> Command {
 pub struct Run {
     pub status: ExitStatus,
     pub stdout: String,
+    pub stdout_bytes: Vec<u8>,
     pub stderr: String,
 }
 
@@ -171,9 +172,9 @@ pub fn wait_with_limit(mut child: Child, limit: Duration) -> Run {
     let out = child.stdout.take();
     let err = child.stderr.take();
     let t_out = thread::spawn(move || {
-        let mut s = String::new();
+        let mut s = Vec::new();
         if let Some(mut out) = out {
-            let _ = out.read_to_string(&mut s);
+            let _ = out.read_to_end(&mut s);
         }
         s
     });
@@ -199,9 +200,11 @@ pub fn wait_with_limit(mut child: Child, limit: Duration) -> Run {
         }
         thread::sleep(Duration::from_millis(20));
     };
+    let stdout_bytes = t_out.join().unwrap();
     Run {
         status,
-        stdout: t_out.join().unwrap(),
+        stdout: String::from_utf8_lossy(&stdout_bytes).into_owned(),
+        stdout_bytes,
         stderr: t_err.join().unwrap(),
     }
 }
