@@ -327,7 +327,8 @@ fn hash_pieces(
         }
         Ok(hasher.finalize().into())
     };
-    let results: Vec<Result<Vec<(u32, [u8; 20])>, CreateError>> = std::thread::scope(|s| {
+    type Hashed = Result<Vec<(u32, [u8; 20])>, CreateError>;
+    let results: Vec<Hashed> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
@@ -346,7 +347,7 @@ fn hash_pieces(
             .collect();
         workers
             .into_iter()
-            .map(|w| w.join().unwrap_or_else(|_| Err(CreateError::Empty)))
+            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     });
     let mut pieces = vec![0u8; n as usize * 20];
