@@ -97,6 +97,31 @@ pub enum Job {
     Inbound(TcpStream, SocketAddr),
 }
 
+/// Streaming state: the first piece of the streamed file not yet verified,
+/// which moves the picker's window and tells the reader how far it may read.
+pub struct Stream {
+    pieces: std::ops::Range<u32>,
+    head: u32,
+    window: u32,
+    file_start: u64,
+    file_len: u64,
+}
+
+impl Stream {
+    /// Streams file `file` with a window of `window` pieces.
+    pub fn new(layout: &crate::layout::Layout, file: usize, window: u32) -> Stream {
+        let pieces = layout.file_pieces(file);
+        let file_start = layout.file_start(file);
+        Stream {
+            head: pieces.start,
+            pieces,
+            window: window.max(1),
+            file_start,
+            file_len: layout.file_length(file),
+        }
+    }
+}
+
 /// Bad pieces after which a peer is banned.
 const BAN_AFTER_BAD_PIECES: u32 = 2;
 /// Most addresses we remember.
@@ -141,6 +166,7 @@ pub struct Coordinator {
     pub(crate) upload_slots: usize,
     saver: Option<Saver>,
     notices: Sender<Notice>,
+    stream: Option<Stream>,
     /// Pieces completed since the resume state was last queued for saving.
     unsaved: bool,
     last_save: Instant,
@@ -174,6 +200,7 @@ impl Coordinator {
         upload_slots: usize,
         saver: Saver,
         notices: Sender<Notice>,
+        stream: Option<Stream>,
     ) -> Coordinator {
         let n = workers.len();
         Coordinator {
@@ -191,6 +218,7 @@ impl Coordinator {
             upload_slots,
             saver: Some(saver),
             notices,
+            stream,
             unsaved: false,
             last_save: Instant::now(),
             known: HashMap::new(),
@@ -198,8 +226,30 @@ impl Coordinator {
         }
     }
 
+    /// Moves the streaming window past verified pieces and publishes how many
+    /// bytes of the streamed file are ready.
+    fn advance_stream(&mut self) {
+        let Some(st) = self.stream.as_mut() else {
+            return;
+        };
+        while st.head < st.pieces.end && self.picker.have().get(st.head) {
+            st.head += 1;
+        }
+        let ready = if st.head >= st.pieces.end {
+            st.file_len
+        } else {
+            let at = self.storage.layout().piece_offset(st.head);
+            at.saturating_sub(st.file_start).min(st.file_len)
+        };
+        self.shared.stream_ready.store(ready, Ordering::Relaxed);
+        let window = (st.head < st.pieces.end)
+            .then(|| st.head..st.head.saturating_add(st.window).min(st.pieces.end));
+        self.picker.set_window(window);
+    }
+
     /// Runs until complete (unless seeding) or stopped.
     pub(crate) fn run(mut self) -> Result<Outcome, SessionError> {
+        self.advance_stream();
         let mut completed_announced = self.picker.is_complete();
         let mut next_tick = Instant::now();
         let outcome = loop {
@@ -473,6 +523,7 @@ impl Coordinator {
         self.shared.verified.fetch_add(len, Ordering::Relaxed);
         self.shared.pieces_done.fetch_add(1, Ordering::Relaxed);
         self.unsaved = true;
+        self.advance_stream();
         debug!("piece {piece} verified");
         for w in 0..self.conns.len() {
             let Some(c) = self.conns[w].as_mut() else {

@@ -16,6 +16,7 @@ pub mod picker;
 pub mod report;
 pub mod resume;
 pub mod rng;
+pub mod select;
 pub mod session;
 pub mod source;
 pub mod storage;

@@ -13,8 +13,8 @@ use clap::{Parser, Subcommand};
 
 use tget::coordinator::Outcome;
 use tget::metainfo::Metainfo;
-use tget::session::{Config, Session, SessionError};
-use tget::{create, demo, report, storage};
+use tget::session::{Config, Session, SessionError, StreamConfig};
+use tget::{create, demo, report, select, storage};
 
 /// Exit codes (README.md lists them; keep the two in step).
 mod exit {
@@ -80,6 +80,27 @@ struct OutArgs {
     timeout: Option<Duration>,
 }
 
+#[derive(clap::Args, Clone)]
+struct PickArgs {
+    /// Download only files whose path matches this glob (repeatable; `*`
+    /// within a folder, `**` across folders; paths as `tget info` shows).
+    #[arg(long = "file", value_name = "PATTERN")]
+    files_matching: Vec<String>,
+    /// Download only these files, by index as `tget info` shows (e.g. 0,3-5).
+    #[arg(long = "files", value_name = "LIST")]
+    file_indexes: Option<String>,
+    /// Write the content to standard output, in order, as it arrives
+    /// (`-O -`; a single-file torrent or exactly one chosen file).
+    #[arg(short = 'O', value_name = "-", conflicts_with = "json")]
+    output: Option<String>,
+    /// Same as `-O -`.
+    #[arg(long, conflicts_with_all = ["json", "output"])]
+    stdout: bool,
+    /// While streaming, fetch at most this many pieces ahead.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    window: u32,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Download a torrent; exits 0 once every piece is verified and on disk.
@@ -90,6 +111,8 @@ enum Command {
         net: NetArgs,
         #[command(flatten)]
         out: OutArgs,
+        #[command(flatten)]
+        pick: PickArgs,
         /// Keep seeding after the download completes, until interrupted.
         #[arg(long)]
         seed: bool,
@@ -205,9 +228,10 @@ fn main() -> ExitCode {
             torrent,
             net,
             out,
+            pick,
             seed,
-        } => download(&torrent, &net, &out, seed, quiet),
-        Command::Seed { torrent, net, out } => download(&torrent, &net, &out, true, quiet),
+        } => download(&torrent, &net, &out, Some(&pick), seed, quiet),
+        Command::Seed { torrent, net, out } => download(&torrent, &net, &out, None, true, quiet),
         Command::Info { torrent, json } => info(&torrent, json),
         Command::Verify { torrent, dir, json } => verify(&torrent, &dir, json, quiet),
         Command::Create {
@@ -293,11 +317,12 @@ fn download(
     torrent: &str,
     net: &NetArgs,
     out: &OutArgs,
+    pick: Option<&PickArgs>,
     seed: bool,
     quiet: bool,
 ) -> Result<(), Failure> {
     let meta = load(torrent)?;
-    let config = Config {
+    let mut config = Config {
         dir: net.dir.clone(),
         port: net.port,
         peers: resolve_peers(&net.peers)?,
@@ -306,6 +331,43 @@ fn download(
         force_check: seed,
         ..Config::default()
     };
+    let mut streamer = None;
+    if let Some(pick) = pick {
+        let names: Vec<String> = meta.info.files.iter().map(|f| f.path.join("/")).collect();
+        config.selected =
+            select::select(&names, &pick.files_matching, pick.file_indexes.as_deref())
+                .map_err(|e| fail(exit::USAGE, e))?;
+        let to_stdout = pick.stdout || pick.output.is_some();
+        if let Some(o) = pick.output.as_deref().filter(|o| *o != "-") {
+            return Err(fail(
+                exit::USAGE,
+                format!("-O {o}: only `-O -` (standard output) is supported"),
+            ));
+        }
+        if to_stdout {
+            let chosen: Vec<usize> = match &config.selected {
+                Some(sel) => (0..sel.len()).filter(|&i| sel[i]).collect(),
+                None => (0..meta.info.files.len()).collect(),
+            };
+            let [file] = chosen[..] else {
+                return Err(fail(
+                    exit::USAGE,
+                    "-O - needs a single-file torrent or exactly one file chosen with --file or --files",
+                ));
+            };
+            config.stream = Some(StreamConfig {
+                file,
+                window: pick.window,
+            });
+            let files: Vec<Vec<String>> = meta.info.files.iter().map(|f| f.path.clone()).collect();
+            let paths =
+                storage::file_paths(&net.dir, &meta.info.name, meta.info.multi_file, &files);
+            streamer = Some(Streamer::new(
+                paths[file].clone(),
+                meta.info.files[file].length,
+            ));
+        }
+    }
     let signals = Signals::install();
     let ui = if out.json {
         Ui::Json
@@ -319,7 +381,7 @@ fn download(
     }
     let result = Session::start(&meta, config)
         .map_err(session_failure)
-        .and_then(|s| run_session(s, &signals, ui, out.timeout));
+        .and_then(|s| run_session(s, &signals, ui, out.timeout, streamer.as_mut()));
     match &result {
         Ok(done) if ui == Ui::Json => {
             let _ = emit(&report::done_event(done.seconds, done.bytes));
@@ -376,6 +438,7 @@ fn run_session(
     signals: &Signals,
     ui: Ui,
     timeout: Option<Duration>,
+    mut streamer: Option<&mut Streamer>,
 ) -> Result<Done, Failure> {
     let started = Instant::now();
     let mut rates = report::Rates::default();
@@ -415,6 +478,14 @@ fn run_session(
                 }
             }
         }
+        if let Some(st) = streamer.as_deref_mut() {
+            if let Err(f) = st.pump(session.stream_ready()) {
+                if stop_reason.is_none() {
+                    stop_reason = Some(f);
+                    session.stop();
+                }
+            }
+        }
         // The status line at most 4 times a second, JSON progress once a second.
         let every = if ui == Ui::Json { 1000 } else { 250 };
         if last_shown.is_none_or(|t| t.elapsed() >= Duration::from_millis(every)) {
@@ -441,6 +512,11 @@ fn run_session(
         status_line(&report::status_text(&stats, &rates), true);
     }
     let outcome = session.wait().map_err(session_failure)?;
+    if let (Some(st), Outcome::Complete, None) = (streamer, outcome, &stop_reason) {
+        // Complete: every byte of the streamed file is verified.
+        let len = st.len;
+        st.pump(len)?;
+    }
     match (outcome, stop_reason) {
         (Outcome::Complete, None) => Ok(Done {
             seconds: started.elapsed().as_secs_f64(),
@@ -460,6 +536,53 @@ fn run_session(
             Err(f)
         }
         (Outcome::Stopped, None) => Err(fail(exit::INTERNAL, "stopped before completion")),
+    }
+}
+
+/// Copies the streamed file to stdout as its bytes become ready.
+struct Streamer {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    pos: u64,
+    len: u64,
+    buf: Vec<u8>,
+}
+
+impl Streamer {
+    fn new(path: PathBuf, len: u64) -> Streamer {
+        Streamer {
+            path,
+            file: None,
+            pos: 0,
+            len,
+            buf: vec![0; 1 << 20],
+        }
+    }
+
+    /// Writes the bytes in `pos..ready` to stdout. A reader that went away is
+    /// a quiet success; a read error is a disk error.
+    fn pump(&mut self, ready: u64) -> Result<(), Failure> {
+        use std::os::unix::fs::FileExt;
+        if self.pos >= ready.min(self.len) {
+            return Ok(());
+        }
+        if self.file.is_none() {
+            let f = std::fs::File::open(&self.path)
+                .map_err(|e| fail(exit::DISK, format!("{}: {e}", self.path.display())))?;
+            self.file = Some(f);
+        }
+        let mut out = std::io::stdout().lock();
+        while self.pos < ready.min(self.len) {
+            let n = (ready.min(self.len) - self.pos).min(self.buf.len() as u64) as usize;
+            let chunk = &mut self.buf[..n];
+            if let Some(f) = &self.file {
+                f.read_exact_at(chunk, self.pos)
+                    .map_err(|e| fail(exit::DISK, format!("{}: {e}", self.path.display())))?;
+            }
+            out.write_all(chunk).map_err(|_| reader_gone())?;
+            self.pos += n as u64;
+        }
+        out.flush().map_err(|_| reader_gone())
     }
 }
 
@@ -626,7 +749,7 @@ fn demo_cmd(size: u64, peers: usize, quiet: bool) -> Result<(), Failure> {
     let result = demo
         .download()
         .map_err(session_failure)
-        .and_then(|s| run_session(s, &signals, ui, None));
+        .and_then(|s| run_session(s, &signals, ui, None, None));
     if let (Ok(done), false) = (&result, quiet) {
         eprintln!(
             "{}: complete, {} in {:.1} s ({}/s)",

@@ -24,7 +24,7 @@ use crate::metainfo::Metainfo;
 use crate::peer::{self, WorkerCtx};
 use crate::picker::{Picker, Rng};
 use crate::resume::{self, ResumeState};
-use crate::storage::{self, Storage, StorageError};
+use crate::storage::{self, Slot, Storage, StorageError};
 use crate::tracker;
 
 /// Stack size of worker, listener and coordinator threads: they keep their
@@ -50,6 +50,20 @@ pub struct Config {
     pub use_trackers: bool,
     /// Hash-check existing data even when the files looked new.
     pub force_check: bool,
+    /// Which files to download (by index); `None` for all of them.
+    pub selected: Option<Vec<bool>>,
+    /// Stream one file in order: fetch only a window of this many pieces
+    /// from the first missing one (see [`Session::stream_ready`]).
+    pub stream: Option<StreamConfig>,
+}
+
+/// What to stream, for `-O -`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamConfig {
+    /// The file's index in the torrent.
+    pub file: usize,
+    /// Pieces fetched ahead of the first missing one.
+    pub window: u32,
 }
 
 impl Default for Config {
@@ -63,6 +77,8 @@ impl Default for Config {
             upload_slots: 8,
             use_trackers: true,
             force_check: false,
+            selected: None,
+            stream: None,
         }
     }
 }
@@ -122,6 +138,9 @@ pub struct Shared {
     pub checked: AtomicU64,
     /// Whether the start-up check is running.
     pub checking: AtomicBool,
+    /// When streaming: bytes of the streamed file, from its start, that are
+    /// verified and on disk.
+    pub stream_ready: AtomicU64,
     /// Set when the session is ending; every thread looks at it.
     pub stopping: AtomicBool,
 }
@@ -221,7 +240,32 @@ impl Session {
         let layout = Layout::new(info.piece_length, &lengths);
         let file_paths: Vec<Vec<String>> = info.files.iter().map(|f| f.path.clone()).collect();
         let paths = storage::file_paths(&config.dir, &info.name, info.multi_file, &file_paths);
-        let storage = Arc::new(Storage::open(layout.clone(), paths)?);
+        // The pieces to fetch, and where each file is kept: selected files
+        // at their path, unselected ones that share a piece with a selected
+        // one in a side file, the others nowhere.
+        let mut wanted = crate::wire::Bitfield::new(layout.num_pieces());
+        let selected = |f: usize| config.selected.as_ref().is_none_or(|s| s[f]);
+        for f in (0..layout.num_files()).filter(|&f| selected(f)) {
+            for p in layout.file_pieces(f) {
+                wanted.set(p);
+            }
+        }
+        let hex = meta.info_hash_hex();
+        let slots = paths
+            .into_iter()
+            .enumerate()
+            .map(|(f, path)| {
+                if selected(f) {
+                    Slot::File(path)
+                } else if layout.file_pieces(f).any(|p| wanted.get(p)) {
+                    let side = config.dir.join(".tget").join(format!("{hex}.parts"));
+                    Slot::Side(side.join(f.to_string()))
+                } else {
+                    Slot::Skip
+                }
+            })
+            .collect();
+        let storage = Arc::new(Storage::open_slots(layout.clone(), slots)?);
         storage.check_space()?;
         let listener = bind_listener(config.port)?;
         let port = listener.local_addr().map_err(SessionError::Listen)?.port();
@@ -265,8 +309,11 @@ impl Session {
         } else {
             Vec::new()
         };
-        let total = layout.total_length();
-        let pieces = layout.num_pieces() as u64;
+        let total: u64 = wanted.ones().map(|p| layout.piece_len(p) as u64).sum();
+        let pieces = wanted.count() as u64;
+        let stream = config
+            .stream
+            .map(|st| crate::coordinator::Stream::new(&layout, st.file, st.window));
         let info_hash = meta.info_hash;
         let coord_shared = shared.clone();
         let coord_events = events_tx.clone();
@@ -310,14 +357,15 @@ impl Session {
             };
             let saver = resume::Saver::spawn(storage.clone(), info_hash, state_path)
                 .map_err(SessionError::Spawn)?;
-            let verified: u64 = have
-                .ones()
-                .map(|p| storage.layout().piece_len(p) as u64)
+            let done: Vec<u32> = have.ones().filter(|&p| wanted.get(p)).collect();
+            let verified: u64 = done
+                .iter()
+                .map(|&p| storage.layout().piece_len(p) as u64)
                 .sum();
             shared.verified.store(verified, Ordering::Relaxed);
             shared
                 .pieces_done
-                .store(have.count() as u64, Ordering::Relaxed);
+                .store(done.len() as u64, Ordering::Relaxed);
 
             let tracker_tx = if tiers.is_empty() || (have.is_full() && !config.seed) {
                 None
@@ -362,7 +410,7 @@ impl Session {
             if !initial_peers.is_empty() {
                 let _ = coord_events.send(Event::Peers(initial_peers));
             }
-            let picker = Picker::new(have, Rng::from_entropy());
+            let picker = Picker::with_wanted(have, wanted, Rng::from_entropy());
             let coordinator = Coordinator::new(
                 picker,
                 storage,
@@ -376,6 +424,7 @@ impl Session {
                 config.upload_slots,
                 saver,
                 coord_notices,
+                stream,
             );
             coordinator.run()
         })?;
@@ -410,6 +459,12 @@ impl Session {
             peers_known: ld(&s.peers_known),
             checking: s.checking.load(Ordering::Relaxed).then(|| ld(&s.checked)),
         }
+    }
+
+    /// When streaming: how many bytes of the streamed file, from its start,
+    /// are verified and on disk (safe to read and pass on).
+    pub fn stream_ready(&self) -> u64 {
+        self.shared.stream_ready.load(Ordering::Relaxed)
     }
 
     /// Notices as they happen (tracker results, failed pieces).

@@ -61,11 +61,25 @@ pub struct FileStamp {
     pub mtime_ns: u64,
 }
 
+/// Where one of the torrent's files is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Slot {
+    /// At its real path (a selected file).
+    File(PathBuf),
+    /// In a side file under `DIR/.tget/`: an unselected file that shares a
+    /// piece with a selected one; only that piece's part is ever written.
+    Side(PathBuf),
+    /// Not stored at all (an unselected file no wanted piece touches).
+    Skip,
+}
+
 /// The files of one torrent.
 pub struct Storage {
     layout: Layout,
+    /// Each file's path on disk (for a skipped file, where it would be).
     paths: Vec<PathBuf>,
-    files: Vec<File>,
+    /// Open files; `None` for skipped ones.
+    files: Vec<Option<File>>,
     /// Files written since the last sync.
     dirty: Vec<AtomicBool>,
     /// Whether any file already held data when opened (so a check is due).
@@ -78,10 +92,25 @@ impl Storage {
     /// Opens (creating where missing) every file at `paths`, with the lengths
     /// given by `layout`, growing shorter files sparsely. Never truncates.
     pub fn open(layout: Layout, paths: Vec<PathBuf>) -> Result<Storage, StorageError> {
-        let mut files = Vec::with_capacity(paths.len());
+        Storage::open_slots(layout, paths.into_iter().map(Slot::File).collect())
+    }
+
+    /// Like [`Storage::open`], with each file kept as its [`Slot`] says.
+    pub fn open_slots(layout: Layout, slots: Vec<Slot>) -> Result<Storage, StorageError> {
+        let mut files = Vec::with_capacity(slots.len());
+        let mut paths = Vec::with_capacity(slots.len());
         let mut preexisting = false;
         let mut unallocated = 0u64;
-        for (i, path) in paths.iter().enumerate() {
+        for (i, slot) in slots.into_iter().enumerate() {
+            let (path, side) = match slot {
+                Slot::File(p) => (p, false),
+                Slot::Side(p) => (p, true),
+                Slot::Skip => {
+                    paths.push(PathBuf::from(format!("<file {i}, not selected>")));
+                    files.push(None);
+                    continue;
+                }
+            };
             let err = |op, source| StorageError {
                 op,
                 path: path.clone(),
@@ -95,7 +124,7 @@ impl Storage {
                 .write(true)
                 .create(true)
                 .truncate(false)
-                .open(path)
+                .open(&path)
                 .map_err(|e| err("open", e))?;
             let meta = file.metadata().map_err(|e| err("stat", e))?;
             if !meta.is_file() {
@@ -108,12 +137,16 @@ impl Storage {
             if meta.len() > 0 {
                 preexisting = true;
             }
-            unallocated += want.saturating_sub(meta.blocks() * 512);
+            if !side {
+                // A side file only ever holds the edge of one or two pieces.
+                unallocated += want.saturating_sub(meta.blocks() * 512);
+            }
             if meta.len() < want {
                 // Sparse: set_len allocates no blocks.
                 file.set_len(want).map_err(|e| err("size", e))?;
             }
-            files.push(file);
+            files.push(Some(file));
+            paths.push(path);
         }
         let dirty = files.iter().map(|_| AtomicBool::new(false)).collect();
         Ok(Storage {
@@ -126,11 +159,29 @@ impl Storage {
         })
     }
 
+    /// The open file `i`, or an error if it is not stored.
+    fn file(&self, i: usize) -> Result<&File, StorageError> {
+        self.files[i].as_ref().ok_or_else(|| {
+            self.error(
+                "use",
+                i,
+                io::Error::new(io::ErrorKind::NotFound, "file not selected"),
+            )
+        })
+    }
+
+    /// Whether every file piece `piece` touches is stored.
+    pub fn stores_piece(&self, piece: u32) -> bool {
+        self.layout
+            .piece_spans(piece)
+            .all(|span| self.files[span.file].is_some())
+    }
+
     /// Fails with a `StorageFull` error naming how much is missing when the
     /// filesystem says it has less free space than the files still need.
     /// Filesystems that cannot tell are given the benefit of the doubt.
     pub fn check_space(&self) -> Result<(), StorageError> {
-        let Some(first) = self.files.first() else {
+        let Some(first) = self.files.iter().flatten().next() else {
             return Ok(());
         };
         let Some(free) = free_space(first) else {
@@ -139,7 +190,8 @@ impl Storage {
         if free >= self.unallocated {
             return Ok(());
         }
-        let dir = self.paths[0]
+        let first_path = self.files.iter().position(Option::is_some).unwrap_or(0);
+        let dir = self.paths[first_path]
             .parent()
             .unwrap_or(Path::new("."))
             .to_path_buf();
@@ -163,6 +215,12 @@ impl Storage {
         self.files
             .iter()
             .map(|f| {
+                let Some(f) = f else {
+                    return Ok(FileStamp {
+                        length: 0,
+                        mtime_ns: 0,
+                    });
+                };
                 let m = f.metadata()?;
                 Ok(FileStamp {
                     length: m.len(),
@@ -201,7 +259,7 @@ impl Storage {
             let len = span.len as usize;
             let chunk = &data[at..at + len];
             at += len;
-            let file = &self.files[span.file];
+            let file = self.file(span.file)?;
             self.dirty[span.file].store(true, Ordering::Relaxed);
             self.reserve(span.file, span.offset, span.len)?;
             // SAFETY: the map covers a range inside the file (the file was
@@ -231,7 +289,7 @@ impl Storage {
     /// have been shortened, and the blocks are allocated up front (a full
     /// disk becomes an error here instead of SIGBUS in the copy).
     fn reserve(&self, file: usize, offset: u64, len: u64) -> Result<(), StorageError> {
-        let f = &self.files[file];
+        let f = self.file(file)?;
         let size = f.metadata().map_err(|e| self.error("stat", file, e))?.len();
         if size < offset + len {
             return Err(self.error(
@@ -262,7 +320,7 @@ impl Storage {
         let mut at = 0usize;
         for span in self.layout.spans(start, buf.len() as u64) {
             let len = span.len as usize;
-            self.files[span.file]
+            self.file(span.file)?
                 .read_exact_at(&mut buf[at..at + len], span.offset)
                 .map_err(|e| self.error("read", span.file, e))?;
             at += len;
@@ -284,6 +342,9 @@ impl Storage {
         expected: &[u8; 20],
         buf: &mut Vec<u8>,
     ) -> Result<bool, StorageError> {
+        if !self.stores_piece(piece) {
+            return Ok(false);
+        }
         let len = self.layout.piece_len(piece) as usize;
         buf.resize(len, 0);
         self.read(piece, 0, &mut buf[..len])?;
@@ -339,6 +400,7 @@ impl Storage {
     /// `fdatasync` writes out).
     pub fn sync(&self) -> Result<(), StorageError> {
         for (i, f) in self.files.iter().enumerate() {
+            let Some(f) = f else { continue };
             if self.dirty[i].swap(false, Ordering::Relaxed) {
                 if let Err(e) = f.sync_data() {
                     self.dirty[i].store(true, Ordering::Relaxed);

@@ -362,3 +362,179 @@ fn create_writes_to_stdout_with_a_comment_and_a_suffixed_piece_size() {
     assert_eq!(meta.info.piece_length, 32 * 1024);
     assert_eq!(meta.info.num_pieces(), 10);
 }
+
+#[test]
+fn stream_to_stdout_in_order_while_downloading() {
+    let tmp = TempDir::new("stream");
+    // 6 MiB + a bit in 64 KiB pieces, a window of 8 pieces, from a slow seeder
+    // and a fast one: the stream must come out whole and in order.
+    let content = single_file(tmp.path(), 6 * 1024 * 1024 + 333, 64 * 1024, &[]);
+    let fast = seeder(&content, false);
+    let slow = SlowSeeder::start(&content, Duration::from_millis(2));
+    let run = run_with_limit(
+        tget()
+            .args([
+                "download",
+                content.torrent.to_str().unwrap(),
+                "--port",
+                "0",
+                "-q",
+            ])
+            .args(["-O", "-", "--window", "8"])
+            .args([
+                "--peer",
+                &addr_of(&fast),
+                "--peer",
+                &slow.addr.to_string(),
+                "--dir",
+            ])
+            .arg(tmp.path().join("out")),
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let source = std::fs::read(content.root.join("file.bin")).unwrap();
+    assert!(
+        run.stdout_bytes == source,
+        "streamed bytes differ from the source"
+    );
+}
+
+#[test]
+fn a_stream_reader_that_closes_early_ends_tget_with_0() {
+    let tmp = TempDir::new("stream-head");
+    let content = single_file(tmp.path(), 4 * 1024 * 1024, 32 * 1024, &[]);
+    let slow = SlowSeeder::start(&content, Duration::from_millis(3));
+    let mut child = tget()
+        .args([
+            "download",
+            content.torrent.to_str().unwrap(),
+            "--port",
+            "0",
+            "--stdout",
+        ])
+        .args(["--peer", &slow.addr.to_string(), "--dir"])
+        .arg(tmp.path().join("out"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = vec![0u8; 100_000];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let run = wait_with_limit(child, Duration::from_secs(30));
+    assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
+    let source = std::fs::read(content.root.join("file.bin")).unwrap();
+    assert_eq!(&first[..], &source[..100_000]);
+}
+
+#[test]
+fn choosing_files_leaves_the_others_uncreated_and_straddling_parts_aside() {
+    let tmp = TempDir::new("select");
+    // 16 KiB pieces; b.bin starts and ends inside pieces it shares with
+    // a.bin and c.bin (names sort in this order, as the torrent lists them).
+    let files = [
+        ("1-a.bin", 20_000),
+        ("2-sub/b.bin", 50_000),
+        ("3-c.bin", 30_000),
+        ("4-d.txt", 5),
+    ];
+    let content = multi_file(tmp.path(), &files, 16 * 1024, &[]);
+    let s = seeder(&content, false);
+    let out = tmp.path().join("out");
+    let run = run_with_limit(
+        tget()
+            .args([
+                "download",
+                content.torrent.to_str().unwrap(),
+                "--port",
+                "0",
+                "-v",
+            ])
+            .args([
+                "--file",
+                "b.bin",
+                "--files",
+                "3",
+                "--peer",
+                &addr_of(&s),
+                "--dir",
+            ])
+            .arg(&out),
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let root = out.join("multi");
+    assert_same_tree(&content.root.join("multi/2-sub"), &root.join("2-sub"));
+    assert_same_tree(&content.root.join("multi/4-d.txt"), &root.join("4-d.txt"));
+    assert!(
+        !root.join("1-a.bin").exists(),
+        "unselected a.bin was created"
+    );
+    assert!(
+        !root.join("3-c.bin").exists(),
+        "unselected c.bin was created"
+    );
+    let parts = out
+        .join(".tget")
+        .join(format!("{}.parts", content.meta.info_hash_hex()));
+    assert!(
+        parts.join("0").exists() && parts.join("2").exists(),
+        "no side files"
+    );
+    // Pieces 1..=4 hold b.bin (bytes 20000..70000); d.txt is in the last piece.
+    let lines: Vec<String> = run.stderr.lines().map(String::from).collect();
+    let mut fetched = verified_pieces(&lines);
+    fetched.sort();
+    assert_eq!(fetched, vec![1, 2, 3, 4, 6]);
+}
+
+#[test]
+fn stream_one_chosen_file_of_a_multi_file_torrent() {
+    let tmp = TempDir::new("stream-multi");
+    let files = [("x.bin", 40_000), ("y.bin", 300_000), ("z.bin", 1000)];
+    let content = multi_file(tmp.path(), &files, 16 * 1024, &[]);
+    let s = seeder(&content, false);
+    let run = run_with_limit(
+        tget()
+            .args([
+                "download",
+                content.torrent.to_str().unwrap(),
+                "--port",
+                "0",
+                "-q",
+            ])
+            .args([
+                "--file",
+                "y.bin",
+                "-O",
+                "-",
+                "--peer",
+                &addr_of(&s),
+                "--dir",
+            ])
+            .arg(tmp.path().join("out")),
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(run.stdout_bytes == std::fs::read(content.root.join("multi/y.bin")).unwrap());
+}
+
+#[test]
+fn selection_mistakes_are_usage_errors() {
+    let tmp = TempDir::new("select-bad");
+    let content = multi_file(tmp.path(), &[("a", 10), ("b", 10)], 16 * 1024, &[]);
+    let t = content.torrent.to_str().unwrap();
+    for args in [
+        vec!["--file", "nothing-matches"],
+        vec!["--files", "7"],
+        vec!["-O", "-"],
+        vec!["-O", "file.out"],
+    ] {
+        let run = run_with_limit(
+            tget().args(["download", t, "--port", "0"]).args(&args),
+            LIMIT,
+        );
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {}", run.stderr);
+    }
+}
