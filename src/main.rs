@@ -166,6 +166,13 @@ enum Command {
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: PathBuf,
     },
+    /// Print a shell completion script (e.g. `tget completions bash > /etc/bash_completion.d/tget`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `tget man | man -l -`.
+    Man,
     /// Offline demo: seeders and a download on 127.0.0.1, no internet needed.
     Demo {
         /// Size of the demo content in bytes.
@@ -249,6 +256,20 @@ fn main() -> ExitCode {
                 comment,
             };
             create_cmd(&path, &opts, &output, quiet)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "tget", &mut out);
+            write_stdout(&out)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut out)
+                .map_err(|e| fail(exit::INTERNAL, e))
+                .and_then(|_| write_stdout(&out))
         }
         Command::Demo { size, peers } => demo_cmd(size, peers as usize, quiet),
     };
@@ -410,6 +431,17 @@ enum Ui {
     Status,
     /// JSON events on stdout.
     Json,
+}
+
+/// Writes `bytes` to stdout; a reader that went away is not an error.
+fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(fail(exit::INTERNAL, format!("stdout: {e}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Writes one line to stdout. An error means the reader went away.
@@ -720,13 +752,7 @@ fn create_cmd(
     let bytes = create::create_torrent_with_progress(path, opts, &progress)
         .map_err(|e| fail(exit::BAD_INPUT, e))?;
     if output == Path::new("-") {
-        let mut out = std::io::stdout().lock();
-        return match out.write_all(&bytes).and_then(|_| out.flush()) {
-            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                Err(fail(exit::INTERNAL, format!("stdout: {e}")))
-            }
-            _ => Ok(()),
-        };
+        return write_stdout(&bytes);
     }
     std::fs::write(output, bytes)
         .map_err(|e| fail(exit::DISK, format!("{}: {e}", output.display())))

@@ -538,3 +538,25 @@ fn selection_mistakes_are_usage_errors() {
         assert_eq!(run.status.code(), Some(2), "{args:?}: {}", run.stderr);
     }
 }
+
+#[test]
+fn completions_and_man_page_come_from_the_cli_definition() {
+    for (shell, marker) in [
+        ("bash", "_tget()"),
+        ("zsh", "#compdef tget"),
+        ("fish", "complete -c tget"),
+    ] {
+        let run = run_with_limit(tget().args(["completions", shell]), LIMIT);
+        assert!(run.status.success());
+        assert!(
+            run.stdout.contains(marker),
+            "{shell}: {}",
+            &run.stdout[..200.min(run.stdout.len())]
+        );
+        assert!(run.stdout.contains("download"), "{shell}");
+    }
+    let man = run_with_limit(tget().arg("man"), LIMIT);
+    assert!(man.status.success());
+    assert!(man.stdout.contains(".TH tget 1"));
+    assert!(man.stdout.contains("download"));
+}
