@@ -276,7 +276,7 @@ impl<'a> Connection<'a> {
         let ours = Handshake::new(self.ctx.info_hash, self.ctx.our_id).encode();
         self.stream.write_all(&ours)?;
         let mut theirs = [0u8; HANDSHAKE_LEN];
-        self.stream.read_exact(&mut theirs)?;
+        self.read_handshake(&mut theirs)?;
         let h = Handshake::decode(&theirs).map_err(|e| bad(e.to_string()))?;
         if h.info_hash != self.ctx.info_hash {
             return Err(bad("handshake for another torrent (wrong info-hash)"));
@@ -301,6 +301,39 @@ impl<'a> Connection<'a> {
                 Err(_) => return Err(Close::Quiet("coordinator did not answer".into())),
             }
         }
+    }
+
+    /// Reads the peer's handshake, which must arrive whole within
+    /// [`HANDSHAKE_TIMEOUT`] however it trickles in (a per-read timeout alone
+    /// would let one byte every few seconds hold this worker indefinitely).
+    fn read_handshake(&mut self, buf: &mut [u8; HANDSHAKE_LEN]) -> Result<(), Close> {
+        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+        let mut got = 0;
+        while got < buf.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Close::Quiet(format!(
+                    "no complete handshake within {} s ({got} of {HANDSHAKE_LEN} bytes)",
+                    HANDSHAKE_TIMEOUT.as_secs()
+                )));
+            }
+            self.stream.set_read_timeout(Some(left))?;
+            match self.stream.read(&mut buf[got..]) {
+                Ok(0) => {
+                    return Err(Close::Quiet(
+                        "peer closed the connection during the handshake".into(),
+                    ))
+                }
+                Ok(n) => got += n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     fn poll_control(&mut self) -> Result<(), Close> {
@@ -640,10 +673,13 @@ impl<'a> Connection<'a> {
                             "request out of range: piece {index} offset {begin} length {length}"
                         )));
                     }
-                    if !self.am_choking
-                        && self.ours.get(index)
-                        && self.uploads.len() < MAX_PEER_REQUESTS
-                    {
+                    // We never announced it, so no honest peer asks for it.
+                    if !self.ours.get(index) {
+                        return Err(bad(format!(
+                            "request for piece {index}, which we do not have"
+                        )));
+                    }
+                    if !self.am_choking && self.uploads.len() < MAX_PEER_REQUESTS {
                         self.uploads.push_back((index, begin, length));
                     }
                 }
