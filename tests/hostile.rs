@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use support::hostile::*;
 use support::swarm::*;
+use support::tracker::{HostileHttp, HostileHttpTracker, HostileUdp, HostileUdpTracker};
+use tget::tracker::{announce, AnnounceRequest, AnnounceResponse, TrackerError};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -390,4 +392,179 @@ fn inbound_flood_of_1000_connections_in_a_second_is_closed_promptly() {
         &slow.content.root.join("file.bin"),
         &slow.out.join("file.bin"),
     );
+}
+
+// ---------------------------------------------------------------------------
+// 2. Malformed trackers
+// ---------------------------------------------------------------------------
+
+/// Time allowed to one announce in the direct calls below.
+const ANNOUNCE_LIMIT: Duration = Duration::from_secs(2);
+
+/// One announce straight to `url`, timed.
+fn announce_once(url: &str) -> (Result<AnnounceResponse, TrackerError>, Duration) {
+    let req = AnnounceRequest::new([1; 20], [2; 20], 6881);
+    let t0 = Instant::now();
+    let r = announce(url, &req, ANNOUNCE_LIMIT);
+    (r, t0.elapsed())
+}
+
+/// Asserts an announce failed as `Malformed` naming `needle`, quickly.
+fn assert_malformed(url: &str, needle: &str) {
+    let (r, took) = announce_once(url);
+    match r {
+        Err(TrackerError::Malformed(what)) => assert!(what.contains(needle), "{what}"),
+        other => panic!("{url}: expected a malformed reply, got {other:?}"),
+    }
+    assert!(took < ANNOUNCE_LIMIT, "took {took:?}");
+}
+
+/// Asserts an announce gave up with `Timeout` after about the time allowed.
+fn assert_times_out(url: &str) {
+    let (r, took) = announce_once(url);
+    assert_eq!(r, Err(TrackerError::Timeout), "{url}");
+    assert!(
+        took >= ANNOUNCE_LIMIT - Duration::from_millis(100)
+            && took < ANNOUNCE_LIMIT + Duration::from_secs(2),
+        "took {took:?}"
+    );
+}
+
+/// Downloads a torrent whose only tracker is `url`, beside an honest seeder
+/// given with `--peer`; the tracker must never end or hold up the download.
+/// `failure_logged`: the announce fails at once, so its failure must be in
+/// the log (a tracker that times out fails only after 30 s).
+fn download_with_tracker(url: &str, failure_logged: bool) -> Done {
+    let tmp = TempDir::new("tracker");
+    let content = single_file(tmp.path(), SIZE, PIECE, &[url.to_string()]);
+    let honest = seeder(&content, false);
+    let out = tmp.path().join("out");
+    let d = download(&content.torrent, &out, &[addr_of(&honest)], &[]);
+    assert_healthy(url, &d, POOL_WITH_TRACKERS);
+    assert_same_tree(&content.root.join("file.bin"), &out.join("file.bin"));
+    assert!(d.took < Duration::from_secs(30), "took {:?}", d.took);
+    if failure_logged {
+        let line = format!("announce to {url} failed");
+        assert!(
+            d.run.stderr.contains(&line) && d.run.stderr.contains("retry in"),
+            "no '{line}' with a retry in:\n{}",
+            d.run.stderr
+        );
+    }
+    d
+}
+
+#[test]
+fn http_reply_that_is_not_bencode_is_logged_and_retried() {
+    let t = HostileHttpTracker::start(HostileHttp::NotBencode);
+    assert_malformed(&t.url, "not bencode");
+    download_with_tracker(&t.url, true);
+}
+
+#[test]
+fn http_reply_with_wrong_types_is_logged_and_retried() {
+    let t = HostileHttpTracker::start(HostileHttp::WrongTypes);
+    assert_malformed(&t.url, "field 'interval' is not an integer");
+    download_with_tracker(&t.url, true);
+}
+
+/// 10 million peers is 60 MB: reading stops at the 2 MiB cap.
+#[test]
+fn http_peer_list_of_10_million_entries_is_cut_at_the_byte_cap() {
+    let t = HostileHttpTracker::start(HostileHttp::TenMillionPeers);
+    assert_malformed(&t.url, "longer than");
+    download_with_tracker(&t.url, true);
+}
+
+/// Port 0 and the unspecified address are dropped by the parser; our own
+/// address is dropped before dialling, so tget never connects to itself.
+#[test]
+fn http_peers_with_port_0_or_our_own_address_are_never_dialled() {
+    let t = HostileHttpTracker::start(HostileHttp::PortZeroAndSelf);
+    let (r, _) = announce_once(&t.url);
+    let peers = r.unwrap().peers;
+    assert_eq!(peers, vec!["127.0.0.1:6881".parse::<SocketAddr>().unwrap()]);
+    let d = download_with_tracker(&t.url, false);
+    assert!(
+        d.run.stderr.contains(": 1 peers"),
+        "the reply was not taken:\n{}",
+        d.run.stderr
+    );
+    assert!(
+        !d.run.stderr.contains("ourselves") && !d.run.stderr.contains("inbound connection"),
+        "tget dialled itself:\n{}",
+        d.run.stderr
+    );
+}
+
+#[test]
+fn http_redirect_loop_is_cut_short() {
+    let t = HostileHttpTracker::start(HostileHttp::RedirectLoop);
+    let (r, took) = announce_once(&t.url);
+    assert!(r.is_err(), "{r:?}");
+    assert!(took < ANNOUNCE_LIMIT, "took {took:?}");
+    let hits = t.hits();
+    assert!((2..=12).contains(&hits), "{hits} requests");
+    download_with_tracker(&t.url, true);
+}
+
+/// A body that trickles forever ends at the announce's overall time limit.
+#[test]
+fn http_reply_that_never_ends_times_out() {
+    let t = HostileHttpTracker::start(HostileHttp::EndlessTrickle);
+    assert_times_out(&t.url);
+    download_with_tracker(&t.url, false);
+}
+
+/// A body that streams forever, fast, ends at the 2 MiB cap.
+#[test]
+fn http_reply_that_streams_forever_is_cut_at_the_byte_cap() {
+    let t = HostileHttpTracker::start(HostileHttp::EndlessFlood);
+    assert_malformed(&t.url, "longer than");
+    download_with_tracker(&t.url, true);
+}
+
+#[test]
+fn http_tracker_that_accepts_and_never_answers_times_out() {
+    let t = HostileHttpTracker::start(HostileHttp::Silent);
+    assert_times_out(&t.url);
+    download_with_tracker(&t.url, false);
+}
+
+/// Replies to another transaction are not ours: ignored, so the announce
+/// times out (and is retried later) rather than taking a stranger's answer.
+#[test]
+fn udp_reply_with_the_wrong_transaction_id_is_ignored() {
+    let t = HostileUdpTracker::start(HostileUdp::WrongTransaction);
+    assert_times_out(&t.url);
+    assert!(t.packets() >= 1);
+    download_with_tracker(&t.url, false);
+}
+
+#[test]
+fn udp_reply_with_the_wrong_action_is_logged_and_retried() {
+    let t = HostileUdpTracker::start(HostileUdp::WrongAction);
+    assert_malformed(&t.url, "action 2, expected 0");
+    download_with_tracker(&t.url, true);
+}
+
+#[test]
+fn udp_truncated_connect_reply_is_logged_and_retried() {
+    let t = HostileUdpTracker::start(HostileUdp::TruncatedConnect);
+    assert_malformed(&t.url, "shorter than the 16 bytes");
+    download_with_tracker(&t.url, true);
+}
+
+#[test]
+fn udp_truncated_announce_reply_is_logged_and_retried() {
+    let t = HostileUdpTracker::start(HostileUdp::TruncatedAnnounce);
+    assert_malformed(&t.url, "shorter than the 20 bytes");
+    download_with_tracker(&t.url, true);
+}
+
+#[test]
+fn udp_tracker_that_never_answers_times_out() {
+    let t = HostileUdpTracker::start(HostileUdp::Silent);
+    assert_times_out(&t.url);
+    download_with_tracker(&t.url, false);
 }
