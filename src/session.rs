@@ -202,7 +202,7 @@ impl Session {
         let layout = Layout::new(info.piece_length, &lengths);
         let file_paths: Vec<Vec<String>> = info.files.iter().map(|f| f.path.clone()).collect();
         let paths = storage::file_paths(&config.dir, &info.name, info.multi_file, &file_paths);
-        let storage = Arc::new(Storage::open(layout.clone(), paths)?);
+        let storage = Arc::new(Storage::open_in(&config.dir, layout.clone(), paths)?);
         let listener = bind_listener(config.port)?;
         let port = listener.local_addr().map_err(SessionError::Listen)?.port();
         let shared = Arc::new(Shared::default());
