@@ -568,3 +568,214 @@ fn udp_tracker_that_never_answers_times_out() {
     assert_times_out(&t.url);
     download_with_tracker(&t.url, false);
 }
+
+// ---------------------------------------------------------------------------
+// 4. The file system
+// ---------------------------------------------------------------------------
+
+use tget::bencode::Value;
+
+/// A torrent whose name and (when `files` is given) file paths are as
+/// given, with the right number of (fake) hashes.
+fn torrent_with_paths(name: &[u8], files: Option<&[&[&[u8]]]>) -> Vec<u8> {
+    let mut info: Vec<(&str, Value)> = vec![
+        ("name", Value::bytes(name)),
+        ("piece length", Value::Int(16_384)),
+        ("pieces", Value::Bytes(vec![7; 20])),
+    ];
+    match files {
+        None => info.push(("length", Value::Int(100))),
+        Some(files) => info.push((
+            "files",
+            Value::List(
+                files
+                    .iter()
+                    .map(|path| {
+                        Value::dict([
+                            ("length", Value::Int(10)),
+                            (
+                                "path",
+                                Value::List(path.iter().map(|c| Value::bytes(*c)).collect()),
+                            ),
+                        ])
+                    })
+                    .collect(),
+            ),
+        )),
+    }
+    Value::dict([("info", Value::dict(info))]).encode()
+}
+
+/// Every way out of `--dir`: refused before anything is created, exit 3,
+/// one line naming the field.
+#[test]
+fn torrent_paths_that_escape_the_download_folder_are_refused_with_exit_3() {
+    let long = vec![b'n'; 256];
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("name ..", torrent_with_paths(b"..", None)),
+        ("name only dots", torrent_with_paths(b"...", None)),
+        (
+            "name absolute",
+            torrent_with_paths(b"/tmp/tget-escape", None),
+        ),
+        ("name with ../", torrent_with_paths(b"a/../../b", None)),
+        ("name empty", torrent_with_paths(b"", None)),
+        (
+            "path ..",
+            torrent_with_paths(b"t", Some(&[&[b"..", b"..", b"escape"]])),
+        ),
+        (
+            "path absolute",
+            torrent_with_paths(b"t", Some(&[&[b"/etc", b"passwd"]])),
+        ),
+        (
+            "path drive letter",
+            torrent_with_paths(b"t", Some(&[&[b"C:", b"Windows"]])),
+        ),
+        (
+            "path drive letter and backslash",
+            torrent_with_paths(b"t", Some(&[&[b"C:\\Windows\\x"]])),
+        ),
+        (
+            "path backslashes",
+            torrent_with_paths(b"t", Some(&[&[b"..\\..\\escape"]])),
+        ),
+        ("path NUL", torrent_with_paths(b"t", Some(&[&[b"a\0b"]]))),
+        (
+            "path only dots",
+            torrent_with_paths(b"t", Some(&[&[b"...."]])),
+        ),
+        ("path empty", torrent_with_paths(b"t", Some(&[&[b""]]))),
+        (
+            "path of 256 bytes",
+            torrent_with_paths(b"t", Some(&[&[b"ok", &long]])),
+        ),
+        ("name of 256 bytes", torrent_with_paths(&long, None)),
+    ];
+    let tmp = TempDir::new("escape");
+    let outer = tmp.path().join("outer");
+    let dir = outer.join("a").join("b");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (what, bytes) in cases {
+        let t = tmp.path().join("t.torrent");
+        std::fs::write(&t, &bytes).unwrap();
+        for cmd in ["download", "info", "verify"] {
+            let mut c = tget();
+            c.arg(cmd).arg(&t);
+            if cmd != "info" {
+                c.arg("--dir").arg(&dir);
+            }
+            if cmd == "download" {
+                c.args(["--port", "0"]);
+            }
+            let run = run_with_limit(&mut c, LIMIT);
+            assert_eq!(run.status.code(), Some(3), "{what}, {cmd}: {}", run.stderr);
+            assert_eq!(
+                run.stderr.trim().lines().count(),
+                1,
+                "{what}, {cmd}: {}",
+                run.stderr
+            );
+            assert!(
+                run.stderr.contains("invalid torrent: info."),
+                "{what}, {cmd}: {}",
+                run.stderr
+            );
+        }
+        // Nothing was created, inside or outside.
+        let made = walk(&outer);
+        assert_eq!(made, vec![outer.join("a"), dir.clone()], "{what}");
+    }
+    assert!(!Path::new("/tmp/tget-escape").exists());
+}
+
+/// Every folder and file under `root` (root excluded), sorted.
+fn walk(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A symlink planted inside `--dir` that points outside is never written
+/// through: the download refuses to start (exit 5, one line naming it) and
+/// the outside is untouched.
+#[test]
+fn symlink_inside_the_download_folder_is_never_written_through() {
+    let tmp = TempDir::new("symlink");
+    let content = multi_file(
+        tmp.path(),
+        &[("sub/a.bin", 50_000), ("b.bin", 20_000)],
+        16 * 1024,
+        &[],
+    );
+    let honest = seeder(&content, false);
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("a.bin"), b"precious").unwrap();
+    std::fs::write(outside.join("b.bin"), b"precious").unwrap();
+    let out = tmp.path().join("out");
+    let cases: Vec<(&str, std::path::PathBuf, std::path::PathBuf)> = vec![
+        (
+            "a folder of the torrent",
+            out.join("multi").join("sub"),
+            outside.clone(),
+        ),
+        (
+            "a file of the torrent",
+            out.join("multi").join("b.bin"),
+            outside.join("b.bin"),
+        ),
+        (
+            "the torrent's own folder",
+            out.join("multi"),
+            outside.clone(),
+        ),
+    ];
+    for (what, link, target) in cases {
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let run = run_with_limit(
+            tget()
+                .arg("download")
+                .arg(&content.torrent)
+                .args(["--port", "0", "--peer", &addr_of(&honest), "--dir"])
+                .arg(&out),
+            LIMIT,
+        );
+        assert_eq!(run.status.code(), Some(5), "{what}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("symbolic link") && run.stderr.trim().lines().count() == 1,
+            "{what}: {}",
+            run.stderr
+        );
+        assert_eq!(std::fs::read(outside.join("a.bin")).unwrap(), b"precious");
+        assert_eq!(std::fs::read(outside.join("b.bin")).unwrap(), b"precious");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 2, "{what}");
+    }
+    // A download folder that is itself a link is the user's choice: fine.
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let link = tmp.path().join("out-link");
+    std::os::unix::fs::symlink(&out, &link).unwrap();
+    let run = run_with_limit(
+        tget()
+            .arg("download")
+            .arg(&content.torrent)
+            .args(["--port", "0", "-q", "--peer", &addr_of(&honest), "--dir"])
+            .arg(&link),
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_same_tree(&content.root.join("multi"), &out.join("multi"));
+}
