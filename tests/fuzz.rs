@@ -588,7 +588,7 @@ impl std::io::Read for Chunked<'_> {
 /// A stream of mostly well-formed messages, with random damage.
 fn wire_stream() -> impl Strategy<Value = Vec<u8>> {
     let one = prop_oneof![
-        Just(Message::KeepAlive.clone()).prop_map(|_| vec![0, 0, 0, 0]),
+        Just(vec![0u8, 0, 0, 0]),
         (0u8..=9, prop::collection::vec(any::<u8>(), 0..20)).prop_map(|(id, p)| {
             let mut m = ((p.len() + 1) as u32).to_be_bytes().to_vec();
             m.push(id);
