@@ -1,9 +1,11 @@
 //! Hostile input, end to end: the real `tget` binary downloads beside peers
 //! that each misbehave in one way (tests/support/hostile.rs), under inbound
-//! churn and floods, and from torrents with malformed trackers. In every case
-//! the download completes byte-identical from the honest source, the hostile
-//! side is dropped, tget's thread count stays its pool size, its resident
-//! memory stays within the budget, and nothing panics.
+//! churn and floods, and from torrents with malformed trackers
+//! (tests/support/tracker.rs). In every case the download completes
+//! byte-identical from the honest source, the hostile side is dropped,
+//! tget's thread count stays its pool size, its resident memory stays within
+//! the budget, and nothing panics. Torrents whose paths escape `--dir`, and
+//! symlinks planted inside it, are refused before anything is written.
 //!
 //! Everything runs on 127.0.0.1; docs/THREATS.md lists each attack and the
 //! defence that answers it.
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 use support::hostile::*;
 use support::swarm::*;
 use support::tracker::{HostileHttp, HostileHttpTracker, HostileUdp, HostileUdpTracker};
+use tget::bencode::Value;
 use tget::tracker::{announce, AnnounceRequest, AnnounceResponse, TrackerError};
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -572,8 +575,6 @@ fn udp_tracker_that_never_answers_times_out() {
 // ---------------------------------------------------------------------------
 // 4. The file system
 // ---------------------------------------------------------------------------
-
-use tget::bencode::Value;
 
 /// A torrent whose name and (when `files` is given) file paths are as
 /// given, with the right number of (fake) hashes.
