@@ -276,7 +276,7 @@ impl<'a> Connection<'a> {
         let ours = Handshake::new(self.ctx.info_hash, self.ctx.our_id).encode();
         self.stream.write_all(&ours)?;
         let mut theirs = [0u8; HANDSHAKE_LEN];
-        self.stream.read_exact(&mut theirs)?;
+        self.read_handshake(&mut theirs, HANDSHAKE_TIMEOUT)?;
         let h = Handshake::decode(&theirs).map_err(|e| bad(e.to_string()))?;
         if h.info_hash != self.ctx.info_hash {
             return Err(bad("handshake for another torrent (wrong info-hash)"));
@@ -301,6 +301,43 @@ impl<'a> Connection<'a> {
                 Err(_) => return Err(Close::Quiet("coordinator did not answer".into())),
             }
         }
+    }
+
+    /// Reads the peer's handshake, which must arrive whole within `limit`
+    /// however it trickles in (a per-read timeout alone would let one byte
+    /// every few seconds hold this worker indefinitely).
+    fn read_handshake(
+        &mut self,
+        buf: &mut [u8; HANDSHAKE_LEN],
+        limit: Duration,
+    ) -> Result<(), Close> {
+        let deadline = Instant::now() + limit;
+        let mut got = 0;
+        while got < buf.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Close::Quiet(format!(
+                    "no complete handshake within {} s ({got} of {HANDSHAKE_LEN} bytes)",
+                    limit.as_secs_f32()
+                )));
+            }
+            self.stream.set_read_timeout(Some(left))?;
+            match self.stream.read(&mut buf[got..]) {
+                Ok(0) => {
+                    return Err(Close::Quiet(
+                        "peer closed the connection during the handshake".into(),
+                    ))
+                }
+                Ok(n) => got += n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     fn poll_control(&mut self) -> Result<(), Close> {
@@ -645,10 +682,13 @@ impl<'a> Connection<'a> {
                             "request out of range: piece {index} offset {begin} length {length}"
                         )));
                     }
-                    if !self.am_choking
-                        && self.ours.get(index)
-                        && self.uploads.len() < MAX_PEER_REQUESTS
-                    {
+                    // We never announced it, so no honest peer asks for it.
+                    if !self.ours.get(index) {
+                        return Err(bad(format!(
+                            "request for piece {index}, which we do not have"
+                        )));
+                    }
+                    if !self.am_choking && self.uploads.len() < MAX_PEER_REQUESTS {
                         self.uploads.push_back((index, begin, length));
                     }
                 }
@@ -786,5 +826,161 @@ fn readable(m: &Message<'_>) -> String {
         Message::Port(p) => format!("port {p}"),
         Message::Extended(id, p) => format!("extended id={id} length={}", p.len()),
         Message::Unknown(id) => format!("unknown id={id}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam_channel::unbounded;
+    use std::net::TcpListener;
+    use std::thread;
+
+    /// A worker context over a 3-piece torrent in a temporary file, with its
+    /// channels' other ends.
+    struct Rig {
+        ctx: WorkerCtx,
+        control: Sender<ToWorker>,
+        _events: Receiver<Event>,
+        dir: std::path::PathBuf,
+    }
+
+    impl Drop for Rig {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn rig(tag: &str) -> Rig {
+        let dir = std::env::temp_dir().join(format!("tget-peer-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let layout = Layout::new(16384, &[40000]);
+        let storage = Storage::open(layout, vec![dir.join("f")]).unwrap();
+        let (events_tx, events) = unbounded();
+        let (control, control_rx) = unbounded();
+        let (_jobs_tx, jobs) = unbounded();
+        let ctx = WorkerCtx {
+            id: 0,
+            info_hash: [3; 20],
+            our_id: [4; 20],
+            hashes: Arc::new(vec![[0; 20]; 3]),
+            storage: Arc::new(storage),
+            shared: Arc::new(Shared::default()),
+            events: events_tx,
+            control: control_rx,
+            jobs,
+        };
+        Rig {
+            ctx,
+            control,
+            _events: events,
+            dir,
+        }
+    }
+
+    /// A connected pair: (our end, the peer's end).
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (theirs, _) = l.accept().unwrap();
+        (ours, theirs)
+    }
+
+    #[test]
+    fn a_trickled_handshake_must_arrive_whole_before_the_deadline() {
+        let r = rig("trickle");
+        let (ours, mut theirs) = pair();
+        let addr = ours.peer_addr().unwrap();
+        let mut conn = Connection::new(&r.ctx, ours, addr, false);
+        let peer = thread::spawn(move || {
+            // One byte every 50 ms: 68 bytes would take 3.4 s.
+            for b in Handshake::new([3; 20], [5; 20]).encode() {
+                if theirs.write_all(&[b]).is_err() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let mut buf = [0u8; HANDSHAKE_LEN];
+        let t0 = Instant::now();
+        let r1 = conn.read_handshake(&mut buf, Duration::from_millis(500));
+        let took = t0.elapsed();
+        match r1 {
+            Err(Close::Quiet(why)) => assert!(why.contains("no complete handshake"), "{why}"),
+            other => panic!("expected a deadline, got {other:?}"),
+        }
+        assert!(took < Duration::from_millis(900), "{took:?}");
+        drop(conn);
+        peer.join().unwrap();
+        // The same handshake in a few quick pieces is fine.
+        let (ours, mut theirs) = pair();
+        let mut conn = Connection::new(&r.ctx, ours, addr, false);
+        let peer = thread::spawn(move || {
+            let h = Handshake::new([3; 20], [5; 20]).encode();
+            for chunk in h.chunks(20) {
+                theirs.write_all(chunk).unwrap();
+                thread::sleep(Duration::from_millis(20));
+            }
+            theirs
+        });
+        conn.read_handshake(&mut buf, Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(Handshake::decode(&buf).unwrap().peer_id, [5; 20]);
+        drop(peer.join().unwrap());
+    }
+
+    /// Runs a connection whose peer sends `after_handshake`, with `ours`
+    /// as our pieces; returns how it ended.
+    fn run_against(tag: &str, ours_have: &[u32], after_handshake: Vec<u8>) -> Close {
+        let r = rig(tag);
+        let mut ours = Bitfield::new(3);
+        for &p in ours_have {
+            ours.set(p);
+        }
+        r.control.send(ToWorker::Accept { ours }).unwrap();
+        let (stream, mut theirs) = pair();
+        let addr = stream.peer_addr().unwrap();
+        let peer = thread::spawn(move || {
+            let mut h = Handshake::new([3; 20], [5; 20]).encode().to_vec();
+            h.extend(after_handshake);
+            theirs.write_all(&h).unwrap();
+            // Read until we are dropped, then close.
+            let _ = theirs.set_read_timeout(Some(Duration::from_millis(300)));
+            let mut sink = [0u8; 1024];
+            while matches!(theirs.read(&mut sink), Ok(n) if n > 0) {}
+        });
+        let mut conn = Connection::new(&r.ctx, stream, addr, false);
+        let end = conn.run().unwrap_err();
+        drop(conn);
+        peer.join().unwrap();
+        end
+    }
+
+    fn request(index: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        Message::Request {
+            index,
+            begin: 0,
+            length: 16384,
+        }
+        .encode_into(&mut out);
+        out
+    }
+
+    #[test]
+    fn a_request_for_a_piece_we_never_announced_is_a_violation() {
+        match run_against("lack", &[0], request(1)) {
+            Close::Misbehaved(why) => {
+                assert!(why.contains("piece 1, which we do not have"), "{why}")
+            }
+            other => panic!("expected a violation, got {other:?}"),
+        }
+        // A request for a piece we have, while we choke, is only ignored:
+        // the connection ends when the peer leaves.
+        match run_against("have", &[0], request(0)) {
+            Close::Quiet(why) => assert!(why.contains("peer closed"), "{why}"),
+            other => panic!("expected a quiet end, got {other:?}"),
+        }
     }
 }

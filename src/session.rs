@@ -265,7 +265,7 @@ impl Session {
                 }
             })
             .collect();
-        let storage = Arc::new(Storage::open_slots(layout.clone(), slots)?);
+        let storage = Arc::new(Storage::open_in(&config.dir, layout.clone(), slots)?);
         storage.check_space()?;
         let listener = bind_listener(config.port)?;
         let port = listener.local_addr().map_err(SessionError::Listen)?.port();

@@ -232,6 +232,19 @@ impl Storage {
             .collect()
     }
 
+    /// Like [`Storage::open`], but first refuses every path that passes
+    /// through a symbolic link below `dir` (the file itself or a folder
+    /// between `dir` and it), so a link planted in the download folder cannot
+    /// send writes outside it. `dir` itself may be a link.
+    pub fn open_in(dir: &Path, layout: Layout, slots: Vec<Slot>) -> Result<Storage, StorageError> {
+        for slot in &slots {
+            if let Slot::File(path) | Slot::Side(path) = slot {
+                refuse_symlinks_below(dir, path)?;
+            }
+        }
+        Storage::open_slots(layout, slots)
+    }
+
     /// The torrent's layout.
     pub fn layout(&self) -> &Layout {
         &self.layout
@@ -425,6 +438,41 @@ fn free_space(f: &File) -> Option<u64> {
     Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
+/// Fails if any component of `path` below `dir` is a symbolic link (looked
+/// at with `symlink_metadata`, which does not follow links). Components that
+/// do not exist yet are fine: we create them as real folders and files.
+fn refuse_symlinks_below(dir: &Path, path: &Path) -> Result<(), StorageError> {
+    let Ok(rel) = path.strip_prefix(dir) else {
+        return Ok(());
+    };
+    let mut at = dir.to_path_buf();
+    for component in rel.components() {
+        at.push(component);
+        match fs::symlink_metadata(&at) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(StorageError {
+                    op: "write through",
+                    path: at,
+                    source: io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "it is a symbolic link, which could lead outside the download folder",
+                    ),
+                })
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(StorageError {
+                    op: "inspect",
+                    path: at,
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The on-disk path of every file of a torrent rooted at `dir`: `dir/name`
 /// for a single-file torrent, `dir/name/<path...>` for a multi-file one.
 /// Components were validated by the metainfo parser (no `..`, no separators).
@@ -448,6 +496,10 @@ pub fn file_paths(dir: &Path, name: &str, multi_file: bool, files: &[Vec<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn as_files(paths: &[PathBuf]) -> Vec<Slot> {
+        paths.iter().cloned().map(Slot::File).collect()
+    }
 
     fn tmp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("tget-storage-{}-{name}", std::process::id()));
@@ -509,6 +561,50 @@ mod tests {
         assert!(meta.blocks() * 512 < 1 << 20, "file was not sparse");
         assert_eq!(&fs::read(&path).unwrap()[..4], b"keep");
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn symlinks_below_the_download_folder_are_never_written_through() {
+        use std::os::unix::fs::symlink;
+        let base = tmp("symlink");
+        let outside = base.join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("f"), b"keep").unwrap();
+        let dir = base.join("dir");
+        fs::create_dir_all(dir.join("t")).unwrap();
+        let layout = Layout::new(16, &[10, 10]);
+        let files = vec![
+            vec!["sub".to_string(), "f".to_string()],
+            vec!["g".to_string()],
+        ];
+        // A folder of the torrent is a link to outside.
+        symlink(&outside, dir.join("t").join("sub")).unwrap();
+        let paths = file_paths(&dir, "t", true, &files);
+        let err = Storage::open_in(&dir, layout.clone(), as_files(&paths))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert!(err.to_string().contains("sub"), "{err}");
+        assert_eq!(fs::read(outside.join("f")).unwrap(), b"keep");
+        assert!(!dir.join("t").join("g").exists(), "nothing is created");
+        // The file itself is a link.
+        fs::remove_file(dir.join("t").join("sub")).unwrap();
+        symlink(outside.join("f"), dir.join("t").join("g")).unwrap();
+        assert!(Storage::open_in(&dir, layout.clone(), as_files(&paths)).is_err());
+        assert_eq!(fs::read(outside.join("f")).unwrap(), b"keep");
+        // The torrent's own folder is a link.
+        fs::remove_dir_all(dir.join("t")).unwrap();
+        symlink(&outside, dir.join("t")).unwrap();
+        assert!(Storage::open_in(&dir, layout.clone(), as_files(&paths)).is_err());
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 1);
+        // The download folder itself may be a link.
+        fs::remove_file(dir.join("t")).unwrap();
+        let link = base.join("link");
+        symlink(&dir, &link).unwrap();
+        let paths = file_paths(&link, "t", true, &files);
+        assert!(Storage::open_in(&link, layout, as_files(&paths)).is_ok());
+        assert!(dir.join("t").join("sub").join("f").is_file());
+        fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::hostile::{Behaviour, HostilePeer};
 use support::swarm::*;
 use support::tracker::TestTracker;
 
