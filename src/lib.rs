@@ -10,6 +10,7 @@ pub mod create;
 pub mod demo;
 pub mod json;
 pub mod layout;
+pub mod magnet;
 pub mod metainfo;
 pub mod peer;
 pub mod picker;

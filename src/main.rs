@@ -24,6 +24,7 @@ mod exit {
     pub const BAD_INPUT: u8 = 3;
     pub const NO_PROGRESS: u8 = 4;
     pub const DISK: u8 = 5;
+    pub const NO_METADATA: u8 = 6;
     pub const SIGINT: u8 = 130;
     pub const SIGTERM: u8 = 143;
 }
@@ -35,7 +36,7 @@ const EXIT_CODES: &str = "Exit codes:
   3    bad input: unreadable or invalid torrent (or magnet link)
   4    no peers or no progress before --timeout
   5    disk or file error (verify: data incomplete)
-  6    metadata could not be fetched (magnet links; reserved)
+  6    metadata could not be fetched (magnet links)
   130  interrupted by SIGINT (Ctrl+C); state saved, run again to resume
   143  interrupted by SIGTERM; state saved, run again to resume";
 
@@ -285,7 +286,16 @@ fn main() -> ExitCode {
 }
 
 fn load(torrent: &str) -> Result<Metainfo, Failure> {
-    tget::source::load(torrent).map_err(|e| fail(exit::BAD_INPUT, format!("{torrent}: {e}")))
+    use tget::source::LoadError;
+    tget::source::load(torrent).map_err(|e| {
+        let code = match e {
+            LoadError::Invalid(_) => exit::BAD_INPUT,
+            LoadError::NoMetadata(_) => exit::NO_METADATA,
+        };
+        // A magnet link is long and already named by the error.
+        let what: String = torrent.chars().take(60).collect();
+        fail(code, format!("{what}: {e}"))
+    })
 }
 
 fn resolve_peers(peers: &[String]) -> Result<Vec<SocketAddr>, Failure> {

@@ -1,27 +1,58 @@
 //! Where a torrent comes from: a path, `-` (standard input), or an http(s)
-//! URL of a `.torrent`. Magnet links are recognised and refused until they
-//! are supported. Every source is read with the same size cap as files.
+//! URL of a `.torrent`. Magnet links are parsed (a malformed one is bad
+//! input) but their metadata cannot be fetched yet. Every source is read
+//! with the same size cap as files.
 
 use std::io::Read;
 use std::time::Duration;
 
+use crate::magnet::Magnet;
 use crate::metainfo::{Metainfo, MetainfoError, MAX_TORRENT_FILE_SIZE};
 
 /// How long fetching a `.torrent` over HTTP may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Why a torrent could not be loaded.
+#[derive(Debug)]
+pub enum LoadError {
+    /// The input is unreadable or not a valid torrent or magnet link.
+    Invalid(String),
+    /// A valid magnet link whose metadata could not be fetched.
+    NoMetadata(String),
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Invalid(m) | LoadError::NoMetadata(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+impl From<MetainfoError> for LoadError {
+    fn from(e: MetainfoError) -> Self {
+        LoadError::Invalid(e.to_string())
+    }
+}
+
 /// Loads and validates the torrent named by `arg`.
-pub fn load(arg: &str) -> Result<Metainfo, MetainfoError> {
+pub fn load(arg: &str) -> Result<Metainfo, LoadError> {
     let bytes = if arg == "-" {
         read_capped(std::io::stdin().lock(), "standard input")?
     } else if has_scheme(arg, "http://") || has_scheme(arg, "https://") {
         fetch(arg)?
     } else if has_scheme(arg, "magnet:") {
-        return Err(error("magnet", "magnet links are not supported yet"));
+        let m = Magnet::parse(arg).map_err(|e| LoadError::Invalid(e.to_string()))?;
+        return Err(LoadError::NoMetadata(format!(
+            "cannot fetch the metadata of {}: the metadata exchange (BEP 9) is not supported yet",
+            m.info_hash_hex()
+        )));
     } else {
-        return Metainfo::from_file(std::path::Path::new(arg));
+        return Ok(Metainfo::from_file(std::path::Path::new(arg))?);
     };
-    Metainfo::from_bytes(&bytes)
+    Ok(Metainfo::from_bytes(&bytes)?)
 }
 
 fn has_scheme(arg: &str, scheme: &str) -> bool {
@@ -68,9 +99,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn magnets_are_refused_with_a_reason() {
-        let e = load("magnet:?xt=urn:btih:0123").unwrap_err();
-        assert!(e.to_string().contains("magnet"), "{e}");
+    fn magnets_are_parsed_then_refused_for_want_of_metadata() {
+        let bad = load("magnet:?xt=urn:btih:0123").unwrap_err();
+        assert!(matches!(bad, LoadError::Invalid(_)), "{bad}");
+        assert!(bad.to_string().contains("magnet"), "{bad}");
+        let good =
+            load("magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a").unwrap_err();
+        assert!(matches!(good, LoadError::NoMetadata(_)), "{good}");
     }
 
     #[test]

@@ -791,3 +791,68 @@ fn tracker_udp_reply_parsers_random_datagrams() {
         })
         .unwrap();
 }
+
+// ---------------------------------------------------------------------------
+// Magnet links
+// ---------------------------------------------------------------------------
+
+/// Links built from magnet's own vocabulary, so random input reaches every
+/// parameter's parser.
+fn magnetish() -> impl Strategy<Value = String> {
+    let key = prop_oneof![
+        Just("xt"),
+        Just("dn"),
+        Just("tr"),
+        Just("x.pe"),
+        Just("so"),
+        Just("zz"),
+        Just("")
+    ];
+    let val = prop_oneof![
+        Just("urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a".to_string()),
+        Just("urn:btih:YEX6DQDLXISUVHOJ6UM3GNNKPQJWPKEK".to_string()),
+        Just("127.0.0.1:6881".to_string()),
+        Just("0,2,4-6".to_string()),
+        "[a-zA-Z0-9%+:/.,\\-\\[\\]]{0,60}",
+    ];
+    proptest::collection::vec((key, val), 0..12).prop_map(|params| {
+        let body: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("magnet:?{}", body.join("&"))
+    })
+}
+
+fn check_magnet(link: &str) -> Result<(), TestCaseError> {
+    let (r, peak) = measured(|| tget::magnet::Magnet::parse(link));
+    prop_assert!(
+        peak <= 64 * link.len() + 64 * 1024,
+        "{peak} bytes for {} input",
+        link.len()
+    );
+    if let Err(e) = r {
+        let text = e.to_string();
+        prop_assert_eq!(text.lines().count(), 1);
+        prop_assert!(text.len() < 400, "error too long: {}", text.len());
+    }
+    Ok(())
+}
+
+#[test]
+fn magnet_parser_random_and_mutated_links() {
+    let _g = serial();
+    runner()
+        .run(&magnetish(), |link| check_magnet(&link))
+        .unwrap();
+    runner().run(&"\\PC{0,200}", |s| check_magnet(&s)).unwrap();
+    runner()
+        .run(&"magnet:\\?\\PC{0,200}", |s| check_magnet(&s))
+        .unwrap();
+}
+
+#[test]
+fn magnet_with_a_megabyte_of_parameters_is_refused_within_the_bound() {
+    let _g = serial();
+    let link = format!("magnet:?{}", "dn=x&".repeat(200_000));
+    let (r, peak) = measured(|| tget::magnet::Magnet::parse(&link));
+    assert!(r.is_err());
+    assert!(peak <= 64 * 1024, "{peak} bytes");
+}

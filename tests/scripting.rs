@@ -329,7 +329,15 @@ fn bad_input_from_a_url_or_stdin_or_a_magnet_exits_3() {
     assert_eq!(run.status.code(), Some(3), "{}", run.stderr);
     let run = run_with_limit(tget().args(["info", "magnet:?xt=urn:btih:00"]), LIMIT);
     assert_eq!(run.status.code(), Some(3), "{}", run.stderr);
-    assert!(run.stderr.contains("magnet"));
+    assert!(run.stderr.contains("invalid magnet link"), "{}", run.stderr);
+}
+
+#[test]
+fn a_valid_magnet_whose_metadata_cannot_be_fetched_exits_6() {
+    let link = "magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a&dn=x";
+    let run = run_with_limit(tget().args(["download", link, "--port", "0"]), LIMIT);
+    assert_eq!(run.status.code(), Some(6), "{}", run.stderr);
+    assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
 }
 
 #[test]
