@@ -165,6 +165,9 @@ pub struct Coordinator {
     pub(crate) seed: bool,
     pub(crate) upload_slots: usize,
     saver: Option<Saver>,
+    /// Whether we tell peers what we have and serve it (not with `--no-save`,
+    /// whose pieces leave memory once streamed).
+    serve: bool,
     notices: Sender<Notice>,
     stream: Option<Stream>,
     /// Pieces completed since the resume state was last queued for saving.
@@ -198,9 +201,10 @@ impl Coordinator {
         our_id: [u8; 20],
         seed: bool,
         upload_slots: usize,
-        saver: Saver,
+        saver: Option<Saver>,
         notices: Sender<Notice>,
         stream: Option<Stream>,
+        serve: bool,
     ) -> Coordinator {
         let n = workers.len();
         Coordinator {
@@ -216,7 +220,8 @@ impl Coordinator {
             our_id,
             seed,
             upload_slots,
-            saver: Some(saver),
+            saver,
+            serve,
             notices,
             stream,
             unsaved: false,
@@ -242,8 +247,17 @@ impl Coordinator {
             at.saturating_sub(st.file_start).min(st.file_len)
         };
         self.shared.stream_ready.store(ready, Ordering::Relaxed);
-        let window = (st.head < st.pieces.end)
-            .then(|| st.head..st.head.saturating_add(st.window).min(st.pieces.end));
+        // The window starts at the first missing piece and reaches at most
+        // `window` pieces past what the reader has consumed, so a slow reader
+        // holds back the download (and, with `--no-save`, its memory).
+        let layout = self.storage.layout();
+        let consumed = self.shared.stream_consumed.load(Ordering::Relaxed);
+        let reading = (st.file_start + consumed.min(st.file_len)) / layout.piece_length();
+        let end = (reading as u32)
+            .saturating_add(st.window)
+            .min(st.head.saturating_add(st.window))
+            .min(st.pieces.end);
+        let window = (st.head < st.pieces.end).then(|| st.head..end.max(st.head));
         self.picker.set_window(window);
     }
 
@@ -497,7 +511,11 @@ impl Coordinator {
         self.send(
             worker,
             ToWorker::Accept {
-                ours: self.picker.have().clone(),
+                ours: if self.serve {
+                    self.picker.have().clone()
+                } else {
+                    Bitfield::new(self.picker.have().len())
+                },
             },
         );
     }
@@ -536,7 +554,9 @@ impl Coordinator {
             if c.bits.get(piece) {
                 c.wanted = c.wanted.saturating_sub(1);
             }
-            let _ = self.workers[w].send(ToWorker::Have(piece));
+            if self.serve {
+                let _ = self.workers[w].send(ToWorker::Have(piece));
+            }
             self.update_interest(w);
         }
     }
@@ -631,6 +651,8 @@ impl Coordinator {
     }
 
     fn tick(&mut self) {
+        // The stream reader moves on by itself: follow it.
+        self.advance_stream();
         // At most once a second, record the pieces completed since the last
         // save (the saver syncs their bytes to disk first).
         if self.unsaved && self.last_save.elapsed() >= Duration::from_secs(1) {

@@ -97,6 +97,10 @@ struct PickArgs {
     /// Same as `-O -`.
     #[arg(long, conflicts_with_all = ["json", "output"])]
     stdout: bool,
+    /// While streaming, keep the file in memory only (the window), not on
+    /// disk; nothing is seeded or saved for resuming.
+    #[arg(long, requires = "output")]
+    no_save: bool,
     /// While streaming, fetch at most this many pieces ahead.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     window: u32,
@@ -390,13 +394,8 @@ fn download(
                 file,
                 window: pick.window,
             });
-            let files: Vec<Vec<String>> = meta.info.files.iter().map(|f| f.path.clone()).collect();
-            let paths =
-                storage::file_paths(&net.dir, &meta.info.name, meta.info.multi_file, &files);
-            streamer = Some(Streamer::new(
-                paths[file].clone(),
-                meta.info.files[file].length,
-            ));
+            config.no_save = pick.no_save;
+            streamer = Some(Streamer::new(file, meta.info.files[file].length));
         }
     }
     let signals = Signals::install();
@@ -521,7 +520,7 @@ fn run_session(
             }
         }
         if let Some(st) = streamer.as_deref_mut() {
-            if let Err(f) = st.pump(session.stream_ready()) {
+            if let Err(f) = st.pump(&session, session.stream_ready()) {
                 if stop_reason.is_none() {
                     stop_reason = Some(f);
                     session.stop();
@@ -553,12 +552,11 @@ fn run_session(
         rates.sample(&stats);
         status_line(&report::status_text(&stats, &rates), true);
     }
-    let outcome = session.wait().map_err(session_failure)?;
-    if let (Some(st), Outcome::Complete, None) = (streamer, outcome, &stop_reason) {
-        // Complete: every byte of the streamed file is verified.
-        let len = st.len;
-        st.pump(len)?;
+    if let (Some(st), None) = (streamer, &stop_reason) {
+        // The rest of what is ready (all of it when the download completed).
+        st.pump(&session, session.stream_ready())?;
     }
+    let outcome = session.wait().map_err(session_failure)?;
     match (outcome, stop_reason) {
         (Outcome::Complete, None) => Ok(Done {
             seconds: started.elapsed().as_secs_f64(),
@@ -583,46 +581,40 @@ fn run_session(
 
 /// Copies the streamed file to stdout as its bytes become ready.
 struct Streamer {
-    path: PathBuf,
-    file: Option<std::fs::File>,
+    file: usize,
     pos: u64,
     len: u64,
     buf: Vec<u8>,
 }
 
 impl Streamer {
-    fn new(path: PathBuf, len: u64) -> Streamer {
+    fn new(file: usize, len: u64) -> Streamer {
         Streamer {
-            path,
-            file: None,
+            file,
             pos: 0,
             len,
             buf: vec![0; 1 << 20],
         }
     }
 
-    /// Writes the bytes in `pos..ready` to stdout. A reader that went away is
-    /// a quiet success; a read error is a disk error.
-    fn pump(&mut self, ready: u64) -> Result<(), Failure> {
-        use std::os::unix::fs::FileExt;
-        if self.pos >= ready.min(self.len) {
+    /// Writes the bytes in `pos..ready` to stdout and tells the session they
+    /// were passed on. A reader that went away is a quiet success; a read
+    /// error is a disk error.
+    fn pump(&mut self, session: &Session, ready: u64) -> Result<(), Failure> {
+        let ready = ready.min(self.len);
+        if self.pos >= ready {
             return Ok(());
         }
-        if self.file.is_none() {
-            let f = std::fs::File::open(&self.path)
-                .map_err(|e| fail(exit::DISK, format!("{}: {e}", self.path.display())))?;
-            self.file = Some(f);
-        }
         let mut out = std::io::stdout().lock();
-        while self.pos < ready.min(self.len) {
-            let n = (ready.min(self.len) - self.pos).min(self.buf.len() as u64) as usize;
+        while self.pos < ready {
+            let n = (ready - self.pos).min(self.buf.len() as u64) as usize;
             let chunk = &mut self.buf[..n];
-            if let Some(f) = &self.file {
-                f.read_exact_at(chunk, self.pos)
-                    .map_err(|e| fail(exit::DISK, format!("{}: {e}", self.path.display())))?;
-            }
+            session
+                .read_file(self.file, self.pos, chunk)
+                .map_err(|e| fail(exit::DISK, e))?;
             out.write_all(chunk).map_err(|_| reader_gone())?;
             self.pos += n as u64;
+            session.release_stream(self.pos);
         }
         out.flush().map_err(|_| reader_gone())
     }

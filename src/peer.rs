@@ -10,7 +10,7 @@
 //! coordinator only does bookkeeping.
 //!
 //! Socket timeouts: connecting waits 5 s; the handshake must arrive within
-//! 10 s; after that, reads time out every 250 ms so the worker notices control
+//! 10 s; after that, reads time out every 100 ms so the worker notices control
 //! messages and its own timers (a read timeout loses nothing, the framing
 //! reader keeps partial messages), and writes time out after 30 s, which ends
 //! a peer that stopped reading.
@@ -34,7 +34,7 @@ use crate::wire::{self, Bitfield, Handshake, Message, MessageReader, HANDSHAKE_L
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const READ_TICK: Duration = Duration::from_millis(250);
+const READ_TICK: Duration = Duration::from_millis(100);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A peer that owes us blocks and sends none for this long is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -475,7 +475,7 @@ impl<'a> Connection<'a> {
                 let count = missing.div_ceil(blocks_per_piece).clamp(1, 16) as u32;
                 let got = self.ask_pieces(count)?;
                 if got.is_empty() {
-                    self.next_ask = Instant::now() + Duration::from_millis(500);
+                    self.next_ask = Instant::now() + Duration::from_millis(100);
                     break;
                 }
                 for index in got {

@@ -112,7 +112,11 @@ impl Picker {
         if let Some(w) = &self.window {
             // The head of the window is due first.
             let head = w.start;
-            if peer.get(head) && self.wants(head) && self.assigned[head as usize] == 0 {
+            if w.contains(&head)
+                && peer.get(head)
+                && self.wants(head)
+                && self.assigned[head as usize] == 0
+            {
                 self.assigned[head as usize] += 1;
                 return Some(head);
             }

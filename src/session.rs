@@ -55,6 +55,9 @@ pub struct Config {
     /// Stream one file in order: fetch only a window of this many pieces
     /// from the first missing one (see [`Session::stream_ready`]).
     pub stream: Option<StreamConfig>,
+    /// With `stream`: keep the streamed file in memory only (the window),
+    /// never on disk. Nothing is seeded or recorded for resuming.
+    pub no_save: bool,
 }
 
 /// What to stream, for `-O -`.
@@ -79,6 +82,7 @@ impl Default for Config {
             force_check: false,
             selected: None,
             stream: None,
+            no_save: false,
         }
     }
 }
@@ -141,6 +145,8 @@ pub struct Shared {
     /// When streaming: bytes of the streamed file, from its start, that are
     /// verified and on disk.
     pub stream_ready: AtomicU64,
+    /// When streaming: bytes of the streamed file the reader has passed on.
+    pub stream_consumed: AtomicU64,
     /// Set when the session is ending; every thread looks at it.
     pub stopping: AtomicBool,
 }
@@ -190,6 +196,7 @@ const NOTICE_BACKLOG: usize = 1024;
 /// A running torrent.
 pub struct Session {
     notices: Receiver<Notice>,
+    storage: Arc<Storage>,
     shared: Arc<Shared>,
     events: Sender<Event>,
     coordinator: JoinHandle<Result<Outcome, SessionError>>,
@@ -251,11 +258,14 @@ impl Session {
             }
         }
         let hex = meta.info_hash_hex();
+        let no_save = config.no_save && config.stream.is_some();
         let slots = paths
             .into_iter()
             .enumerate()
             .map(|(f, path)| {
-                if selected(f) {
+                if no_save && config.stream.is_some_and(|st| st.file == f) {
+                    Slot::Memory
+                } else if selected(f) {
                     Slot::File(path)
                 } else if layout.file_pieces(f).any(|p| wanted.get(p)) {
                     let side = config.dir.join(".tget").join(format!("{hex}.parts"));
@@ -266,6 +276,7 @@ impl Session {
             })
             .collect();
         let storage = Arc::new(Storage::open_in(&config.dir, layout.clone(), slots)?);
+        let session_storage = storage.clone();
         storage.check_space()?;
         let listener = bind_listener(config.port)?;
         let port = listener.local_addr().map_err(SessionError::Listen)?.port();
@@ -332,7 +343,9 @@ impl Session {
                     source: e,
                 })
             })?;
-            let resumed = if config.force_check {
+            let resumed = if no_save {
+                Err("nothing is saved".to_string())
+            } else if config.force_check {
                 Err("a check was asked for".to_string())
             } else {
                 ResumeState::load_matching(&state_path, &info_hash, n, &stamps)
@@ -355,8 +368,14 @@ impl Session {
                 }
                 Err(_) => crate::wire::Bitfield::new(n),
             };
-            let saver = resume::Saver::spawn(storage.clone(), info_hash, state_path)
-                .map_err(SessionError::Spawn)?;
+            let saver = if no_save {
+                None
+            } else {
+                Some(
+                    resume::Saver::spawn(storage.clone(), info_hash, state_path)
+                        .map_err(SessionError::Spawn)?,
+                )
+            };
             let done: Vec<u32> = have.ones().filter(|&p| wanted.get(p)).collect();
             let verified: u64 = done
                 .iter()
@@ -425,10 +444,12 @@ impl Session {
                 saver,
                 coord_notices,
                 stream,
+                !no_save,
             );
             coordinator.run()
         })?;
         Ok(Session {
+            storage: session_storage,
             notices: notice_rx,
             shared,
             events: events_tx,
@@ -465,6 +486,20 @@ impl Session {
     /// are verified and on disk (safe to read and pass on).
     pub fn stream_ready(&self) -> u64 {
         self.shared.stream_ready.load(Ordering::Relaxed)
+    }
+
+    /// Reads `buf.len()` bytes at `offset` of file `file` (streaming reads
+    /// the streamed file through this, whether it is on disk or in memory).
+    pub fn read_file(&self, file: usize, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+        self.storage.read_file(file, offset, buf)
+    }
+
+    /// Streaming: the reader has passed on the first `offset` bytes of the
+    /// streamed file; with `no_save` they are dropped from memory, and the
+    /// window moves on.
+    pub fn release_stream(&self, offset: u64) {
+        self.shared.stream_consumed.store(offset, Ordering::Relaxed);
+        self.storage.release_memory(offset);
     }
 
     /// Notices as they happen (tracker results, failed pieces).

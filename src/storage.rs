@@ -71,6 +71,9 @@ pub enum Slot {
     Side(PathBuf),
     /// Not stored at all (an unselected file no wanted piece touches).
     Skip,
+    /// Kept in memory only, until released (`--no-save` streaming): the
+    /// caller bounds how much is held by fetching within a window.
+    Memory,
 }
 
 /// The files of one torrent.
@@ -86,6 +89,11 @@ pub struct Storage {
     preexisting: bool,
     /// Bytes the files still need on disk (length minus what is allocated).
     unallocated: u64,
+    /// The in-memory file's bytes, by offset in that file (one entry per
+    /// piece span written). Only `Slot::Memory` uses it.
+    memory: std::sync::Mutex<std::collections::BTreeMap<u64, Vec<u8>>>,
+    /// Which file is in memory, if any.
+    memory_file: Option<usize>,
 }
 
 impl Storage {
@@ -101,10 +109,17 @@ impl Storage {
         let mut paths = Vec::with_capacity(slots.len());
         let mut preexisting = false;
         let mut unallocated = 0u64;
+        let mut memory_file = None;
         for (i, slot) in slots.into_iter().enumerate() {
             let (path, side) = match slot {
                 Slot::File(p) => (p, false),
                 Slot::Side(p) => (p, true),
+                Slot::Memory => {
+                    paths.push(PathBuf::from(format!("<file {i}, in memory>")));
+                    files.push(None);
+                    memory_file = Some(i);
+                    continue;
+                }
                 Slot::Skip => {
                     paths.push(PathBuf::from(format!("<file {i}, not selected>")));
                     files.push(None);
@@ -156,6 +171,8 @@ impl Storage {
             dirty,
             preexisting,
             unallocated,
+            memory: Default::default(),
+            memory_file,
         })
     }
 
@@ -170,11 +187,59 @@ impl Storage {
         })
     }
 
-    /// Whether every file piece `piece` touches is stored.
+    /// Whether every file piece `piece` touches is stored on disk.
     pub fn stores_piece(&self, piece: u32) -> bool {
         self.layout
             .piece_spans(piece)
             .all(|span| self.files[span.file].is_some())
+    }
+
+    /// Copies `buf.len()` bytes at `offset` of the in-memory file out of the
+    /// chunks written there; an error if some are not (or no longer) held.
+    fn read_memory(&self, file: usize, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+        let missing = || {
+            self.error(
+                "read",
+                file,
+                io::Error::new(io::ErrorKind::NotFound, "bytes not in memory"),
+            )
+        };
+        let mem = self.memory.lock().map_err(|_| missing())?;
+        let mut at = 0usize;
+        while at < buf.len() {
+            let pos = offset + at as u64;
+            let (&start, chunk) = mem.range(..=pos).next_back().ok_or_else(missing)?;
+            let skip = (pos - start) as usize;
+            if skip >= chunk.len() {
+                return Err(missing());
+            }
+            let n = (chunk.len() - skip).min(buf.len() - at);
+            buf[at..at + n].copy_from_slice(&chunk[skip..skip + n]);
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// Forgets the in-memory file's bytes before `offset` (they were passed on).
+    pub fn release_memory(&self, offset: u64) {
+        if let Ok(mut mem) = self.memory.lock() {
+            while let Some((&start, chunk)) = mem.first_key_value() {
+                if start + chunk.len() as u64 > offset {
+                    break;
+                }
+                mem.remove(&start);
+            }
+        }
+    }
+
+    /// Reads `buf.len()` bytes at `offset` of file `file` (on disk or in memory).
+    pub fn read_file(&self, file: usize, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+        if self.memory_file == Some(file) {
+            return self.read_memory(file, offset, buf);
+        }
+        self.file(file)?
+            .read_exact_at(buf, offset)
+            .map_err(|e| self.error("read", file, e))
     }
 
     /// Fails with a `StorageFull` error naming how much is missing when the
@@ -272,6 +337,12 @@ impl Storage {
             let len = span.len as usize;
             let chunk = &data[at..at + len];
             at += len;
+            if self.memory_file == Some(span.file) {
+                if let Ok(mut mem) = self.memory.lock() {
+                    mem.insert(span.offset, chunk.to_vec());
+                }
+                continue;
+            }
             let file = self.file(span.file)?;
             self.dirty[span.file].store(true, Ordering::Relaxed);
             self.reserve(span.file, span.offset, span.len)?;
@@ -333,9 +404,7 @@ impl Storage {
         let mut at = 0usize;
         for span in self.layout.spans(start, buf.len() as u64) {
             let len = span.len as usize;
-            self.file(span.file)?
-                .read_exact_at(&mut buf[at..at + len], span.offset)
-                .map_err(|e| self.error("read", span.file, e))?;
+            self.read_file(span.file, span.offset, &mut buf[at..at + len])?;
             at += len;
         }
         if at != buf.len() {

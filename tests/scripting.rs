@@ -569,3 +569,68 @@ fn completions_and_man_page_come_from_the_cli_definition() {
     assert!(man.stdout.contains(".TH tget 1"));
     assert!(man.stdout.contains("download"));
 }
+
+/// Peak resident memory (VmHWM) of a running process, in KiB.
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn no_save_streams_from_memory_within_the_window_and_writes_nothing() {
+    let tmp = TempDir::new("nosave");
+    // 48 MiB in 256 KiB pieces, a window of 16 pieces (4 MiB): memory must stay far
+    // below the file's size.
+    let content = single_file(tmp.path(), 48 * 1024 * 1024, 256 * 1024, &[]);
+    let s = seeder(&content, false);
+    let out = tmp.path().join("out");
+    let mut child = tget()
+        .args([
+            "download",
+            content.torrent.to_str().unwrap(),
+            "--port",
+            "0",
+            "-q",
+        ])
+        .args([
+            "-O",
+            "-",
+            "--no-save",
+            "--window",
+            "4",
+            "--peer",
+            &addr_of(&s),
+            "--dir",
+        ])
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        stdout.read_to_end(&mut all).unwrap();
+        all
+    });
+    let mut peak = 0;
+    let deadline = std::time::Instant::now() + LIMIT;
+    while child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "tget did not finish");
+        if let Some(kib) = vm_hwm_kib(pid) {
+            peak = peak.max(kib);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let run = wait_with_limit(child, LIMIT);
+    assert!(run.status.success(), "{}", run.stderr);
+    let streamed = reader.join().unwrap();
+    assert!(streamed == std::fs::read(content.root.join("file.bin")).unwrap());
+    assert!(!out.join("file.bin").exists(), "--no-save wrote the file");
+    assert!(
+        peak > 0 && peak < 24 * 1024,
+        "peak RSS {peak} KiB for a 48 MiB stream"
+    );
+}
