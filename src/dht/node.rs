@@ -35,8 +35,12 @@ pub const QUERY_BUDGET: u32 = 200;
 pub const MAX_LOOKUPS: usize = 32;
 /// Buckets unchanged this long are refreshed with a lookup.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(15 * 60);
-/// With an empty table, how often to try the bootstrap nodes again.
-pub const REBOOTSTRAP_INTERVAL: Duration = Duration::from_secs(30);
+/// With fewer than `K` nodes in the table, the first wait before joining
+/// again (a lookup of our own id through the table and the bootstrap
+/// nodes); each retry doubles it, up to [`REBOOTSTRAP_MAX`].
+pub const REBOOTSTRAP_FIRST: Duration = Duration::from_secs(2);
+/// The longest wait between two joins.
+pub const REBOOTSTRAP_MAX: Duration = Duration::from_secs(5 * 60);
 /// Distinct peers remembered per lookup (to deliver each once).
 const MAX_FOUND: usize = 1000;
 /// Housekeeping (expiry, refresh) period.
@@ -90,6 +94,7 @@ pub struct Node {
     budget_used: u32,
     bootstrap: Vec<SocketAddr>,
     last_bootstrap: Instant,
+    rebootstrap_wait: Duration,
     last_housekeeping: Instant,
     stats: DhtStats,
 }
@@ -115,6 +120,7 @@ impl Node {
             budget_used: 0,
             bootstrap,
             last_bootstrap: now,
+            rebootstrap_wait: REBOOTSTRAP_FIRST,
             last_housekeeping: now,
             stats: DhtStats::default(),
         }
@@ -537,10 +543,12 @@ impl Node {
         for lid in ids {
             self.step(lid, now, out);
         }
-        if self.table.is_empty()
-            && self.lookups.is_empty()
-            && now.saturating_duration_since(self.last_bootstrap) >= REBOOTSTRAP_INTERVAL
+        if self.table.len() >= K {
+            self.rebootstrap_wait = REBOOTSTRAP_FIRST;
+        } else if self.lookups.is_empty()
+            && now.saturating_duration_since(self.last_bootstrap) >= self.rebootstrap_wait
         {
+            self.rebootstrap_wait = self.rebootstrap_wait.saturating_mul(2).min(REBOOTSTRAP_MAX);
             self.bootstrap(&[], now, out);
         }
         if now.saturating_duration_since(self.last_housekeeping) >= HOUSEKEEPING {
@@ -663,6 +671,31 @@ mod tests {
         assert_eq!(n.stats().pending, 1);
         n.tick(now + QUERY_TIMEOUT, &mut out);
         assert_eq!(n.stats().pending, 0);
+    }
+
+    #[test]
+    fn small_table_rejoins_with_growing_waits() {
+        let now = Instant::now();
+        let boot = a(6000);
+        let mut n = Node::new([1; 20], false, vec![boot], now);
+        let mut out = Outbox::new();
+        n.bootstrap(&[], now, &mut out);
+        assert_eq!(out.len(), 1);
+        out.clear();
+        // The bootstrap node never answers; the lookup ends at the timeout.
+        let mut t = now;
+        let mut joins = Vec::new();
+        while t < now + Duration::from_secs(40) {
+            t += Duration::from_millis(100);
+            n.tick(t, &mut out);
+            if out.iter().any(|(addr, _)| *addr == boot) {
+                joins.push(t.duration_since(now).as_secs());
+            }
+            out.clear();
+        }
+        // The first join's lookup times out at 3 s, past the first 2 s wait:
+        // join again at once; then 4, 8, 16 s after each join.
+        assert_eq!(joins, vec![3, 7, 15, 31]);
     }
 
     #[test]
