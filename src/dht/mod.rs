@@ -307,8 +307,8 @@ fn save(state_file: &Option<PathBuf>, node: &Node) {
     }
 }
 
-/// Writes `id` and `nodes` to `path` (through a temporary file, so a crash
-/// never leaves half a file).
+/// Writes `id` and `nodes` to `path`, creating its folder if needed
+/// (through a temporary file, so a crash never leaves half a file).
 pub fn save_state(path: &Path, id: &NodeId, nodes: &[NodeInfo]) -> io::Result<()> {
     let mut v4 = Vec::new();
     let mut v6 = Vec::new();
@@ -324,6 +324,9 @@ pub fn save_state(path: &Path, id: &NodeId, nodes: &[NodeInfo]) -> io::Result<()
         ("nodes", Value::Bytes(v4)),
         ("nodes6", Value::Bytes(v6)),
     ]);
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
     let tmp = path.with_extension("dat.tmp");
     fs::write(&tmp, v.encode())?;
     fs::rename(&tmp, path)
@@ -411,7 +414,7 @@ mod tests {
     #[test]
     fn state_round_trips() {
         let d = tmpdir("state");
-        let path = d.join(STATE_FILE);
+        let path = d.join("not-yet").join(STATE_FILE);
         assert!(load_state(&path).unwrap().is_none());
         let nodes: Vec<NodeInfo> = (0..100u16)
             .map(|i| NodeInfo {
