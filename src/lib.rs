@@ -8,6 +8,7 @@ pub mod bencode;
 pub mod coordinator;
 pub mod create;
 pub mod demo;
+pub mod dht;
 pub mod json;
 pub mod layout;
 pub mod magnet;
