@@ -6,6 +6,12 @@
 //! a worker on that worker's own [`ToWorker`] channel and hands connections
 //! to idle workers through the shared [`Job`] queue. Because it is the only
 //! thread that reads or writes this state, none of it needs a lock.
+//!
+//! Upload slots: every [`choker::ROUND`] the coordinator measures each
+//! peer's rates from the workers' [`Event::Transferred`] reports and runs
+//! the choker (`choker::choose`, a pure function); between rounds a slot
+//! freed by a peer that left or lost interest is refilled at once. Seeding
+//! ends at `--seed-ratio` or `--seed-time` ([`SeedPolicy`]).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, TcpStream};
@@ -16,7 +22,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, info, warn};
 
-use crate::picker::Picker;
+use crate::choker::{self, Mode, PeerRow};
+use crate::picker::{Picker, Rng};
 use crate::resume::Saver;
 use crate::session::{Notice, SessionError, Shared};
 use crate::storage::Storage;
@@ -62,6 +69,22 @@ pub enum Event {
     Peers(Vec<SocketAddr>),
     /// A storage failure a worker could not recover from.
     DiskError(crate::storage::StorageError),
+    /// Payload bytes the worker moved since its last report (sent at most
+    /// once a second, when something moved or the peer's choke changed).
+    Transferred {
+        worker: usize,
+        /// Block bytes received from the peer.
+        downloaded: u64,
+        /// Block bytes sent to the peer.
+        uploaded: u64,
+        /// Whether the peer unchokes us.
+        unchoking_us: bool,
+    },
+    /// The worker's peer lets us fetch `piece` while it chokes us (BEP 6).
+    AllowedFast { worker: usize, piece: u32 },
+    /// Like `WantPieces`, while the peer chokes us: only pieces it allows
+    /// fast. The worker waits for `Assign`.
+    WantAllowedPieces { worker: usize, count: u32 },
     /// Stop: save, announce `stopped`, end.
     Stop,
 }
@@ -129,6 +152,18 @@ const MAX_KNOWN_PEERS: usize = 4000;
 /// How often the coordinator looks at its timers.
 const TICK: Duration = Duration::from_millis(200);
 
+/// When seeding ends, and whether we download at all.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SeedPolicy {
+    /// End seeding once we uploaded this many times the torrent's size.
+    pub ratio: Option<f64>,
+    /// End seeding after this long (counted from completion, or from the
+    /// start when serving only).
+    pub time: Option<Duration>,
+    /// Never download (`tget seed`): serve what we have.
+    pub serve_only: bool,
+}
+
 /// What we remember about an address.
 struct Known {
     fails: u32,
@@ -150,6 +185,53 @@ struct Conn {
     peer_interested: bool,
     unchoked: bool,
     bad_pieces: u32,
+    /// The choker's view of the peer.
+    slot: SlotState,
+}
+
+/// Rates, times and flags the choker needs about one connection.
+struct SlotState {
+    connected_at: Instant,
+    /// Bytes received from / sent to the peer, all told.
+    down_total: u64,
+    up_total: u64,
+    /// The totals and the time at the last round, and the rates since.
+    down_mark: u64,
+    up_mark: u64,
+    mark_at: Instant,
+    down_rate: u64,
+    up_rate: u64,
+    /// Whether the peer unchokes us, and since when.
+    unchoking_us: bool,
+    unchoking_since: Instant,
+    last_block_at: Option<Instant>,
+    /// Since when the peer holds a regular slot.
+    regular_since: Option<Instant>,
+    /// When the peer was last choked (its connection time if never).
+    choked_at: Instant,
+    /// Pieces the peer lets us fetch while it chokes us.
+    allowed_fast: Vec<u32>,
+}
+
+impl SlotState {
+    fn new(now: Instant) -> SlotState {
+        SlotState {
+            connected_at: now,
+            down_total: 0,
+            up_total: 0,
+            down_mark: 0,
+            up_mark: 0,
+            mark_at: now,
+            down_rate: 0,
+            up_rate: 0,
+            unchoking_us: false,
+            unchoking_since: now,
+            last_block_at: None,
+            regular_since: None,
+            choked_at: now,
+            allowed_fast: Vec::new(),
+        }
+    }
 }
 
 /// The coordinator's state.
@@ -177,6 +259,15 @@ pub struct Coordinator {
     known: HashMap<SocketAddr, Known>,
     idle: usize,
     last_need_peers: Option<Instant>,
+    /// Seeding limits and serve-only mode.
+    policy: SeedPolicy,
+    /// When seeding began (completion, or start when serving only).
+    seeding_since: Option<Instant>,
+    /// The optimistic unchoke (a worker index).
+    optimistic: Option<usize>,
+    choke_round: u64,
+    next_choke: Instant,
+    rng: Rng,
 }
 
 /// How a run ended.
@@ -186,6 +277,9 @@ pub enum Outcome {
     Complete,
     /// Stopped before completion (Ctrl+C or `Session::stop`).
     Stopped,
+    /// Seeding incomplete data (`tget seed --partial`) reached its
+    /// `--seed-ratio` or `--seed-time`.
+    SeedingEnded,
 }
 
 impl Coordinator {
@@ -228,6 +322,12 @@ impl Coordinator {
             last_save: Instant::now(),
             known: HashMap::new(),
             last_need_peers: None,
+            policy: SeedPolicy::default(),
+            seeding_since: None,
+            optimistic: None,
+            choke_round: 0,
+            next_choke: Instant::now() + choker::ROUND,
+            rng: Rng::from_entropy(),
         }
     }
 
@@ -261,6 +361,12 @@ impl Coordinator {
         self.picker.set_window(window);
     }
 
+    /// Sets when seeding ends and whether we download at all.
+    pub(crate) fn with_seed_policy(mut self, policy: SeedPolicy) -> Coordinator {
+        self.policy = policy;
+        self
+    }
+
     /// Runs until complete (unless seeding) or stopped.
     pub(crate) fn run(mut self) -> Result<Outcome, SessionError> {
         self.advance_stream();
@@ -276,6 +382,9 @@ impl Coordinator {
             }
             if self.picker.is_complete() && !self.seed {
                 break Ok(Outcome::Complete);
+            }
+            if let Some(outcome) = self.seeding_over() {
+                break Ok(outcome);
             }
             let wait = next_tick.saturating_duration_since(Instant::now());
             match self.events.recv_timeout(wait) {
@@ -417,12 +526,59 @@ impl Coordinator {
             Event::PeerInterest { worker, interested } => {
                 if let Some(c) = self.conns[worker].as_mut() {
                     c.peer_interested = interested;
-                    if !interested && c.unchoked {
-                        c.unchoked = false;
-                        self.send(worker, ToWorker::Choke);
-                    }
+                }
+                if !interested {
+                    self.set_choked(worker, true, Instant::now());
                 }
                 self.fill_upload_slots();
+            }
+            Event::Transferred {
+                worker,
+                downloaded,
+                uploaded,
+                unchoking_us,
+            } => {
+                if let Some(c) = self.conns[worker].as_mut() {
+                    let now = Instant::now();
+                    let s = &mut c.slot;
+                    s.down_total += downloaded;
+                    s.up_total += uploaded;
+                    if downloaded > 0 {
+                        s.last_block_at = Some(now);
+                    }
+                    if unchoking_us != s.unchoking_us {
+                        s.unchoking_us = unchoking_us;
+                        s.unchoking_since = now;
+                    }
+                }
+            }
+            Event::AllowedFast { worker, piece } => {
+                if let Some(c) = self.conns[worker].as_mut() {
+                    if !c.slot.allowed_fast.contains(&piece) {
+                        c.slot.allowed_fast.push(piece);
+                    }
+                }
+            }
+            Event::WantAllowedPieces { worker, count } => {
+                let mut got = Vec::new();
+                if let Some(c) = self.conns[worker].as_mut() {
+                    let mut only = Bitfield::new(c.bits.len());
+                    for &p in &c.slot.allowed_fast {
+                        if c.bits.get(p) {
+                            only.set(p);
+                        }
+                    }
+                    for _ in 0..count {
+                        match self.picker.pick(&only, &c.assigned) {
+                            Some(p) => {
+                                c.assigned.push(p);
+                                got.push(p);
+                            }
+                            None => break,
+                        }
+                    }
+                }
+                self.send(worker, ToWorker::Assign(got));
             }
             Event::Closed {
                 worker,
@@ -502,6 +658,7 @@ impl Coordinator {
             peer_interested: false,
             unchoked: false,
             bad_pieces: 0,
+            slot: SlotState::new(Instant::now()),
         });
         self.shared.peers_connected.fetch_add(1, Ordering::Relaxed);
         debug!(
@@ -521,8 +678,9 @@ impl Coordinator {
     }
 
     fn update_interest(&mut self, worker: usize) {
+        let serve_only = self.policy.serve_only;
         if let Some(c) = self.conns[worker].as_mut() {
-            let want = c.wanted > 0;
+            let want = c.wanted > 0 && !serve_only;
             if want != c.interesting {
                 c.interesting = want;
                 let _ = self.workers[worker].send(ToWorker::Interest(want));
@@ -570,6 +728,9 @@ impl Coordinator {
         reason: &str,
     ) {
         self.idle += 1;
+        if self.optimistic == Some(worker) {
+            self.optimistic = None;
+        }
         if let Some(c) = self.conns[worker].take() {
             self.picker.remove_peer(&c.bits);
             for p in c.assigned {
@@ -600,21 +761,197 @@ impl Coordinator {
         }
     }
 
+    /// Between choker rounds: a free regular slot goes at once to the
+    /// interested, unsnubbed, choked peer that has waited longest, and a free
+    /// optimistic slot to a choked interested peer drawn as the choker
+    /// draws. The next round may rearrange both.
     fn fill_upload_slots(&mut self) {
-        let unchoked = self.conns.iter().flatten().filter(|c| c.unchoked).count();
-        let mut free = self.upload_slots.saturating_sub(unchoked);
-        for w in 0..self.conns.len() {
+        let now = Instant::now();
+        let regular = self
+            .conns
+            .iter()
+            .flatten()
+            .filter(|c| c.slot.regular_since.is_some())
+            .count();
+        let mut free = self.upload_slots.saturating_sub(regular);
+        let mut waiting: Vec<(Instant, usize)> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(w, c)| c.as_ref().map(|c| (w, c)))
+            .filter(|(w, c)| {
+                c.peer_interested
+                    && !c.unchoked
+                    && !self.is_snubbed(c, now)
+                    && self.optimistic != Some(*w)
+            })
+            .map(|(w, c)| (c.slot.choked_at, w))
+            .collect();
+        waiting.sort();
+        for (_, w) in waiting {
             if free == 0 {
                 break;
             }
             if let Some(c) = self.conns[w].as_mut() {
-                if c.peer_interested && !c.unchoked {
-                    c.unchoked = true;
-                    free -= 1;
-                    let _ = self.workers[w].send(ToWorker::Unchoke);
-                }
+                c.slot.regular_since = Some(now);
+            }
+            self.set_choked(w, false, now);
+            free -= 1;
+        }
+        if self.optimistic.is_none() {
+            let rows = self.peer_rows(now);
+            let pool: Vec<&PeerRow> = rows
+                .iter()
+                .filter(|r| r.interested && self.conns[r.key].as_ref().is_some_and(|c| !c.unchoked))
+                .collect();
+            if let Some(w) = choker::draw_optimistic(&pool, &mut self.rng) {
+                self.optimistic = Some(w);
+                self.set_choked(w, false, now);
             }
         }
+    }
+
+    /// Chokes or unchokes a worker's peer, telling the worker if that
+    /// changes anything. Choking ends any regular slot.
+    fn set_choked(&mut self, worker: usize, choke: bool, now: Instant) {
+        let Some(c) = self.conns[worker].as_mut() else {
+            return;
+        };
+        if choke {
+            c.slot.regular_since = None;
+            if self.optimistic == Some(worker) {
+                self.optimistic = None;
+            }
+        }
+        if c.unchoked != choke {
+            return;
+        }
+        c.unchoked = !choke;
+        if choke {
+            c.slot.choked_at = now;
+        }
+        let _ = self.workers[worker].send(if choke {
+            ToWorker::Choke
+        } else {
+            ToWorker::Unchoke
+        });
+    }
+
+    /// Whether a peer is snubbing us: we want its pieces, it unchokes us,
+    /// and nothing came from it for `choker::SNUB_AFTER`.
+    fn is_snubbed(&self, c: &Conn, now: Instant) -> bool {
+        let s = &c.slot;
+        let since = s
+            .last_block_at
+            .map_or(s.unchoking_since, |t| t.max(s.unchoking_since));
+        c.interesting && s.unchoking_us && now.duration_since(since) >= choker::SNUB_AFTER
+    }
+
+    /// The choker's table of connected peers.
+    fn peer_rows(&self, now: Instant) -> Vec<PeerRow> {
+        self.conns
+            .iter()
+            .enumerate()
+            .filter_map(|(w, c)| c.as_ref().map(|c| (w, c)))
+            .map(|(w, c)| PeerRow {
+                key: w,
+                interested: c.peer_interested,
+                snubbed: self.is_snubbed(c, now),
+                download_rate: c.slot.down_rate,
+                upload_rate: c.slot.up_rate,
+                connected_for: now.duration_since(c.slot.connected_at),
+                unchoked_for: c.slot.regular_since.map(|t| now.duration_since(t)),
+                waiting_for: now.duration_since(c.slot.choked_at),
+            })
+            .collect()
+    }
+
+    /// One choker round: measure rates, choose, apply.
+    fn rechoke(&mut self) {
+        let now = Instant::now();
+        for c in self.conns.iter_mut().flatten() {
+            let s = &mut c.slot;
+            let secs = now.duration_since(s.mark_at).as_secs_f64().max(0.001);
+            s.down_rate = ((s.down_total - s.down_mark) as f64 / secs) as u64;
+            s.up_rate = ((s.up_total - s.up_mark) as f64 / secs) as u64;
+            s.down_mark = s.down_total;
+            s.up_mark = s.up_total;
+            s.mark_at = now;
+        }
+        let mode = if self.picker.is_complete() || self.policy.serve_only {
+            Mode::Seeding
+        } else {
+            Mode::Leeching
+        };
+        let rows = self.peer_rows(now);
+        let rotate = self.choke_round % choker::OPTIMISTIC_ROUNDS == 0;
+        self.choke_round += 1;
+        let choice = choker::choose(
+            &rows,
+            mode,
+            self.upload_slots,
+            self.optimistic,
+            rotate,
+            &mut self.rng,
+        );
+        debug!(
+            "choker ({mode:?}): regular {:?}, optimistic {:?}",
+            choice.regular, choice.optimistic
+        );
+        // Choke first, so the optimistic slot is not cleared after being set.
+        for w in 0..self.conns.len() {
+            if self.conns[w].is_some() && !choice.unchokes(w) {
+                self.set_choked(w, true, now);
+            }
+        }
+        for &w in &choice.regular {
+            if let Some(c) = self.conns[w].as_mut() {
+                if c.slot.regular_since.is_none() {
+                    c.slot.regular_since = Some(now);
+                }
+            }
+            self.set_choked(w, false, now);
+        }
+        if let Some(w) = choice.optimistic {
+            if let Some(c) = self.conns[w].as_mut() {
+                c.slot.regular_since = None;
+            }
+            self.set_choked(w, false, now);
+        }
+        self.optimistic = choice.optimistic;
+    }
+
+    /// Whether seeding reached its ratio or time (and what outcome that is).
+    fn seeding_over(&mut self) -> Option<Outcome> {
+        let seeding = self.seed && (self.picker.is_complete() || self.policy.serve_only);
+        if !seeding {
+            return None;
+        }
+        let since = *self.seeding_since.get_or_insert_with(Instant::now);
+        let total = self.storage.layout().total_length();
+        let uploaded = self.shared.uploaded.load(Ordering::Relaxed);
+        let ratio_met = self
+            .policy
+            .ratio
+            .is_some_and(|r| uploaded as f64 >= r * total as f64);
+        let time_met = self.policy.time.is_some_and(|t| since.elapsed() >= t);
+        if !ratio_met && !time_met {
+            return None;
+        }
+        info!(
+            "seeding done: {} ({uploaded} bytes uploaded, ratio {:.2})",
+            if ratio_met {
+                "ratio reached"
+            } else {
+                "time reached"
+            },
+            uploaded as f64 / total.max(1) as f64
+        );
+        Some(if self.picker.is_complete() {
+            Outcome::Complete
+        } else {
+            Outcome::SeedingEnded
+        })
     }
 
     /// Hands known, idle, not-backed-off addresses to idle workers.
@@ -622,7 +959,7 @@ impl Coordinator {
         if self.picker.is_complete() && !self.seed {
             return;
         }
-        if self.picker.is_complete() {
+        if self.picker.is_complete() || self.policy.serve_only {
             // A seed waits for leechers to come to it.
             return;
         }
@@ -663,6 +1000,10 @@ impl Coordinator {
             self.last_save = Instant::now();
         }
         self.start_connections();
+        if Instant::now() >= self.next_choke {
+            self.rechoke();
+            self.next_choke = Instant::now() + choker::ROUND;
+        }
         // Starved: most of the pool idle and nobody left to try.
         let starving = !self.picker.is_complete() && self.idle * 2 > self.workers.len();
         if starving {

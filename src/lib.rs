@@ -5,16 +5,19 @@
 #![deny(unsafe_code)]
 
 pub mod bencode;
+pub mod choker;
 pub mod coordinator;
 pub mod create;
 pub mod demo;
 pub mod dht;
+pub mod fast;
 pub mod json;
 pub mod layout;
 pub mod magnet;
 pub mod metainfo;
 pub mod peer;
 pub mod picker;
+pub mod ratelimit;
 pub mod report;
 pub mod resume;
 pub mod rng;

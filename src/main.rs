@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use tget::coordinator::Outcome;
 use tget::metainfo::Metainfo;
 use tget::session::{Config, Session, SessionError, StreamConfig};
-use tget::{create, demo, report, select, storage};
+use tget::{create, demo, report, select, storage, units};
 
 /// Exit codes (README.md lists them; keep the two in step).
 mod exit {
@@ -35,7 +35,7 @@ const EXIT_CODES: &str = "Exit codes:
   2    usage error (bad flags or arguments)
   3    bad input: unreadable or invalid torrent (or magnet link)
   4    no peers or no progress before --timeout
-  5    disk or file error (verify: data incomplete)
+  5    disk or file error (verify: data incomplete; seed: incomplete data without --partial)
   6    metadata could not be fetched (magnet links)
   130  interrupted by SIGINT (Ctrl+C); state saved, run again to resume
   143  interrupted by SIGTERM; state saved, run again to resume";
@@ -69,6 +69,40 @@ struct NetArgs {
     max_peers: u16,
 }
 
+/// Uploading, rate limits and when seeding ends (download and seed).
+#[derive(clap::Args, Clone)]
+struct ShareArgs {
+    /// Regular upload slots: peers we upload to at once (plus one optimistic).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    upload_slots: u16,
+    /// Download limit in bytes per second, K/M/G suffixes (1024-based); 0 = none.
+    #[arg(long, value_name = "RATE", value_parser = units::parse_rate)]
+    max_download_rate: Option<u64>,
+    /// Upload limit in bytes per second, K/M/G suffixes (1024-based); 0 = none.
+    #[arg(long, value_name = "RATE", value_parser = units::parse_rate)]
+    max_upload_rate: Option<u64>,
+    /// Stop seeding once we uploaded R times the torrent's size (implies --seed).
+    #[arg(long, value_name = "R", value_parser = units::parse_ratio)]
+    seed_ratio: Option<f64>,
+    /// Stop seeding after this long: 90s, 30m, 2h, 1d, 1h30m; bare number = seconds (implies --seed).
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    seed_time: Option<Duration>,
+}
+
+impl ShareArgs {
+    /// Copies the choices into a session's config.
+    fn apply(&self, config: &mut Config) {
+        config.upload_slots = self.upload_slots as usize;
+        config.max_download_rate = self.max_download_rate.unwrap_or(0);
+        config.max_upload_rate = self.max_upload_rate.unwrap_or(0);
+        config.seed_ratio = self.seed_ratio;
+        config.seed_time = self.seed_time;
+        if self.seed_ratio.is_some() || self.seed_time.is_some() {
+            config.seed = true;
+        }
+    }
+}
+
 #[derive(clap::Args, Clone)]
 struct OutArgs {
     /// Newline-delimited JSON events on stdout instead of the status line
@@ -77,7 +111,7 @@ struct OutArgs {
     json: bool,
     /// Give up with exit code 4 when nothing was verified for this long
     /// (e.g. 90s, 5m, 1h); off by default.
-    #[arg(long, value_name = "DURATION", value_parser = tget::units::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
     timeout: Option<Duration>,
 }
 
@@ -118,11 +152,15 @@ enum Command {
         out: OutArgs,
         #[command(flatten)]
         pick: PickArgs,
-        /// Keep seeding after the download completes, until interrupted.
+        /// Keep seeding after the download completes (until interrupted, or
+        /// --seed-ratio / --seed-time).
         #[arg(long)]
         seed: bool,
+        #[command(flatten)]
+        share: ShareArgs,
     },
-    /// Check the data and serve it to peers until interrupted.
+    /// Check the data (all cores) and serve it to peers until interrupted,
+    /// or until --seed-ratio / --seed-time.
     Seed {
         /// The .torrent: a path, `-` for standard input, or an http(s) URL.
         torrent: String,
@@ -130,6 +168,11 @@ enum Command {
         net: NetArgs,
         #[command(flatten)]
         out: OutArgs,
+        #[command(flatten)]
+        share: ShareArgs,
+        /// Serve incomplete data (what verifies) instead of refusing (exit 5).
+        #[arg(long)]
+        partial: bool,
     },
     /// Show what a torrent holds.
     Info {
@@ -159,7 +202,7 @@ enum Command {
         trackers: Vec<String>,
         /// Piece size (a power of two, at least 16K; e.g. 262144 or 256K);
         /// chosen from the content's size when absent.
-        #[arg(long, value_name = "BYTES", value_parser = tget::units::parse_bytes)]
+        #[arg(long, value_name = "BYTES", value_parser = units::parse_bytes)]
         piece_size: Option<u64>,
         /// Mark the torrent private (BEP 27).
         #[arg(long)]
@@ -204,7 +247,7 @@ fn fail(code: u8, message: impl std::fmt::Display) -> Failure {
 
 fn session_failure(e: SessionError) -> Failure {
     let code = match e {
-        SessionError::Storage(_) => exit::DISK,
+        SessionError::Storage(_) | SessionError::Incomplete { .. } => exit::DISK,
         _ => exit::INTERNAL,
     };
     fail(code, e)
@@ -242,8 +285,18 @@ fn main() -> ExitCode {
             out,
             pick,
             seed,
-        } => download(&torrent, &net, &out, Some(&pick), seed, quiet),
-        Command::Seed { torrent, net, out } => download(&torrent, &net, &out, None, true, quiet),
+            share,
+        } => {
+            let role = Role::Download { pick, seed };
+            download(&torrent, &net, &out, &share, role, quiet)
+        }
+        Command::Seed {
+            torrent,
+            net,
+            out,
+            share,
+            partial,
+        } => download(&torrent, &net, &out, &share, Role::Seed { partial }, quiet),
         Command::Info { torrent, json } => info(&torrent, json),
         Command::Verify { torrent, dir, json } => verify(&torrent, &dir, json, quiet),
         Command::Create {
@@ -348,15 +401,24 @@ impl Signals {
     }
 }
 
+/// What `download` is asked to do.
+enum Role {
+    /// `tget download`: which files, and whether to seed afterwards.
+    Download { pick: PickArgs, seed: bool },
+    /// `tget seed`: never download; refuse incomplete data unless `partial`.
+    Seed { partial: bool },
+}
+
 fn download(
     torrent: &str,
     net: &NetArgs,
     out: &OutArgs,
-    pick: Option<&PickArgs>,
-    seed: bool,
+    share: &ShareArgs,
+    role: Role,
     quiet: bool,
 ) -> Result<(), Failure> {
     let meta = load(torrent)?;
+    let seed = matches!(role, Role::Seed { .. } | Role::Download { seed: true, .. });
     let mut config = Config {
         dir: net.dir.clone(),
         port: net.port,
@@ -366,8 +428,16 @@ fn download(
         force_check: seed,
         ..Config::default()
     };
+    share.apply(&mut config);
     let mut streamer = None;
-    if let Some(pick) = pick {
+    if let Role::Seed { partial } = role {
+        config.serve_only = true;
+        config.partial = partial;
+        if !partial {
+            check_files_exist(&meta, &net.dir)?;
+        }
+    }
+    if let Role::Download { pick, .. } = &role {
         let names: Vec<String> = meta.info.files.iter().map(|f| f.path.join("/")).collect();
         config.selected =
             select::select(&names, &pick.files_matching, pick.file_indexes.as_deref())
@@ -429,6 +499,28 @@ fn download(
         _ => {}
     }
     result.map(|_| ())
+}
+
+/// `tget seed` without --partial: a missing file means incomplete data; say
+/// so before opening (which would create it).
+fn check_files_exist(meta: &Metainfo, dir: &Path) -> Result<(), Failure> {
+    let i = &meta.info;
+    let files: Vec<Vec<String>> = i.files.iter().map(|f| f.path.clone()).collect();
+    for (p, f) in storage::file_paths(dir, &i.name, i.multi_file, &files)
+        .iter()
+        .zip(&i.files)
+    {
+        if f.length > 0 && !p.is_file() {
+            return Err(fail(
+                exit::DISK,
+                format!(
+                    "incomplete data: {} is missing; use --partial to seed what is here",
+                    p.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// How progress is shown.
@@ -558,6 +650,10 @@ fn run_session(
     }
     let outcome = session.wait().map_err(session_failure)?;
     match (outcome, stop_reason) {
+        (Outcome::SeedingEnded, _) => Ok(Done {
+            seconds: started.elapsed().as_secs_f64(),
+            bytes: stats.verified,
+        }),
         (Outcome::Complete, None) => Ok(Done {
             seconds: started.elapsed().as_secs_f64(),
             bytes: stats.total,

@@ -9,6 +9,16 @@
 //! in the worker, so hashing and disk writes are spread over the pool and the
 //! coordinator only does bookkeeping.
 //!
+//! Uploads are read from disk straight into the worker's write buffer (no
+//! allocation per block). With a rate limit set, each uploaded block first
+//! takes its bytes from the shared upload bucket, and reads take theirs from
+//! the download bucket (see `ratelimit`); with none set, neither is touched.
+//!
+//! The Fast extension (BEP 6) is advertised in our handshake and used when
+//! the peer advertises it too: have-all/have-none instead of a bitfield, a
+//! reject for every request we will not serve, allowed-fast pieces both
+//! ways, suggestions accepted. Its handlers are the `on_*` methods below.
+//!
 //! Socket timeouts: connecting waits 5 s; the handshake must arrive within
 //! 10 s; after that, reads time out every 100 ms so the worker notices control
 //! messages and its own timers (a read timeout loses nothing, the framing
@@ -16,7 +26,7 @@
 //! a peer that stopped reading.
 
 use std::collections::VecDeque;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -27,14 +37,18 @@ use log::{debug, trace};
 use sha1::{Digest, Sha1};
 
 use crate::coordinator::{Event, Job, ToWorker};
+use crate::fast;
 use crate::layout::{Layout, BLOCK_SIZE};
+use crate::ratelimit::Limits;
 use crate::session::Shared;
-use crate::storage::Storage;
+use crate::storage::{Storage, UploadWindow};
 use crate::wire::{self, Bitfield, Handshake, Message, MessageReader, HANDSHAKE_LEN};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_TICK: Duration = Duration::from_millis(100);
+/// Shortest read timeout while waiting for upload credit.
+const MIN_TICK: Duration = Duration::from_millis(1);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A peer that owes us blocks and sends none for this long is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,10 +64,22 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 const MIN_DEPTH: usize = 8;
 const START_DEPTH: usize = 32;
 const MAX_DEPTH: usize = 256;
-/// Requests from a peer we queue at most; more are dropped.
-const MAX_PEER_REQUESTS: usize = 256;
-/// Blocks we send per loop turn before reading again.
-const UPLOAD_BURST: usize = 8;
+/// Requests for pieces we do not have that a Fast peer may make (each
+/// rejected) before it is dropped.
+const MAX_UNANNOUNCED_REQUESTS: u32 = 16;
+/// Requests from a peer we queue at most; more are refused (rejected under
+/// the Fast extension, dropped otherwise), never buffered.
+pub const MAX_PEER_REQUESTS: usize = 250;
+/// How often a worker reports the bytes it moved to the coordinator.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// Rejects in a row (no block between them) after which we give up on a peer.
+const MAX_REJECTS_IN_A_ROW: u32 = 2 * MAX_DEPTH as u32;
+/// Blocks we send per loop turn (one `writev`) before reading again.
+const UPLOAD_BURST: usize = 16;
+/// Bytes of the torrent a worker maps at a time to upload from.
+const UPLOAD_WINDOW: u64 = 1 << 20;
+/// An upload window unused for this long is unmapped.
+const WINDOW_IDLE: Duration = Duration::from_secs(1);
 
 /// What a worker shares with the session: read-only after start.
 pub(crate) struct WorkerCtx {
@@ -66,6 +92,8 @@ pub(crate) struct WorkerCtx {
     pub events: Sender<Event>,
     pub control: Receiver<ToWorker>,
     pub jobs: Receiver<Job>,
+    /// The session's rate limits (shared buckets; `None` = unlimited).
+    pub limits: Limits,
 }
 
 /// The worker thread's body: run jobs until the queue closes.
@@ -88,6 +116,9 @@ pub(crate) fn run(ctx: WorkerCtx) {
                 let mut conn = Connection::new(&ctx, stream, addr, inbound);
                 let r = conn.run();
                 conn.release_all();
+                if conn.refused > 0 {
+                    debug!("{addr}: refused {} requests", conn.refused);
+                }
                 let misbehaved = matches!(r, Err(Close::Misbehaved(_)));
                 let reason = match r {
                     Ok(()) => "done".to_string(),
@@ -146,11 +177,28 @@ struct InFlight {
     num_blocks: u32,
     /// Next block to request.
     next_request: u32,
+    /// Blocks the peer rejected, to request again first.
+    retry: Vec<u32>,
     received: Vec<bool>,
     received_count: u32,
     /// Blocks before this one are hashed.
     hashed_blocks: u32,
     hasher: Sha1,
+}
+
+impl InFlight {
+    /// Whether some block still has to be requested.
+    fn has_blocks_to_request(&self) -> bool {
+        !self.retry.is_empty() || self.next_request < self.num_blocks
+    }
+
+    /// The next block to request: a rejected one first, else the next new one.
+    fn next_block(&mut self) -> u32 {
+        self.retry.pop().unwrap_or_else(|| {
+            self.next_request += 1;
+            self.next_request - 1
+        })
+    }
 }
 
 /// One peer connection's state.
@@ -189,6 +237,32 @@ struct Connection<'a> {
     last_send: Instant,
     rate_mark: Instant,
     rate_bytes: u64,
+    /// Both sides advertised the Fast extension.
+    fast: bool,
+    /// Both sides advertised the extension protocol (BEP 10).
+    extensions: bool,
+    /// Pieces this peer may fetch from us while choked (our allowed-fast set).
+    granted: Vec<u32>,
+    /// Pieces the peer lets us fetch while it chokes us.
+    allowed: Vec<u32>,
+    /// Rejects received since the last block.
+    rejects: u32,
+    /// Requests from the peer we refused.
+    refused: u64,
+    /// Requests for pieces we never announced (Fast peers get a reject).
+    unannounced: u32,
+    /// Bytes moved since the last report to the coordinator.
+    report_down: u64,
+    report_up: u64,
+    last_report: Instant,
+    /// Whether the peer was unchoking us at the last report.
+    reported_unchoking: bool,
+    /// Set when the upload bucket had no credit: how long until it has.
+    upload_wait: Option<Duration>,
+    /// The socket's current read timeout.
+    read_timeout: Duration,
+    /// The mapped range of the torrent uploads are sent from.
+    window: Option<UploadWindow>,
 }
 
 impl<'a> Connection<'a> {
@@ -230,6 +304,20 @@ impl<'a> Connection<'a> {
             last_send: now,
             rate_mark: now,
             rate_bytes: 0,
+            fast: false,
+            extensions: false,
+            granted: Vec::new(),
+            allowed: Vec::new(),
+            rejects: 0,
+            refused: 0,
+            unannounced: 0,
+            report_down: 0,
+            report_up: 0,
+            last_report: now,
+            reported_unchoking: false,
+            upload_wait: None,
+            read_timeout: READ_TICK,
+            window: None,
         }
     }
 
@@ -237,10 +325,8 @@ impl<'a> Connection<'a> {
         self.handshake()?;
         self.stream.set_read_timeout(Some(READ_TICK))?;
         self.stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-        if self.ours.count() > 0 {
-            let bits = self.ours.as_bytes().to_vec();
-            self.send(Message::Bitfield(&bits));
-        }
+        self.announce_pieces();
+        let ctx = self.ctx;
         loop {
             if self.ctx.shared.stopping.load(Ordering::Relaxed) {
                 return Ok(());
@@ -250,14 +336,46 @@ impl<'a> Connection<'a> {
             self.serve_uploads()?;
             self.flush()?;
             self.check_timers()?;
-            // With uploads queued, read only what is already there, so the
-            // queue is served at once instead of after a read timeout.
-            let busy = !self.uploads.is_empty();
+            // With uploads queued (and credit to send them), read only what
+            // is already there, so the queue is served at once instead of
+            // after a read timeout.
+            let busy = !self.uploads.is_empty() && self.upload_wait.is_none();
+            // Download limit: while the bucket is in debt, do not read at
+            // all; the peer is slowed down by TCP flow control.
+            if let Some(wait) = ctx.limits.download.as_ref().and_then(|b| b.wait()) {
+                if !busy {
+                    let nap = wait.min(self.upload_wait.unwrap_or(READ_TICK));
+                    self.nap(nap.min(READ_TICK));
+                }
+                continue;
+            }
             if busy != self.nonblocking {
                 self.stream.set_nonblocking(busy)?;
                 self.nonblocking = busy;
             }
-            match self.reader.fill(&mut self.stream) {
+            if !busy {
+                // Waiting for upload credit: wake when it comes.
+                let timeout = self
+                    .upload_wait
+                    .map_or(READ_TICK, |w| w.clamp(MIN_TICK, READ_TICK));
+                if timeout != self.read_timeout {
+                    self.stream.set_read_timeout(Some(timeout))?;
+                    self.read_timeout = timeout;
+                }
+            }
+            let read = match ctx.limits.download.as_deref() {
+                None => self.reader.fill(&mut self.stream),
+                Some(bucket) => {
+                    let r = self
+                        .reader
+                        .fill_at_most(&mut self.stream, bucket.read_cap());
+                    if let Ok(n) = r {
+                        bucket.charge(n as u64);
+                    }
+                    r
+                }
+            };
+            match read {
                 Ok(0) => return Err(Close::Quiet("peer closed the connection".into())),
                 Ok(_) => self.last_recv = Instant::now(),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
@@ -273,14 +391,19 @@ impl<'a> Connection<'a> {
         self.stream.set_nodelay(true)?;
         self.stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
         self.stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
-        let ours = Handshake::new(self.ctx.info_hash, self.ctx.our_id).encode();
-        self.stream.write_all(&ours)?;
+        let mut ours = Handshake::new(self.ctx.info_hash, self.ctx.our_id);
+        fast::advertise(&mut ours.reserved);
+        ours.reserved[wire::EXTENSION_PROTOCOL_BYTE] |= wire::EXTENSION_PROTOCOL_BIT;
+        self.stream.write_all(&ours.encode())?;
         let mut theirs = [0u8; HANDSHAKE_LEN];
         self.read_handshake(&mut theirs, HANDSHAKE_TIMEOUT)?;
         let h = Handshake::decode(&theirs).map_err(|e| bad(e.to_string()))?;
         if h.info_hash != self.ctx.info_hash {
             return Err(bad("handshake for another torrent (wrong info-hash)"));
         }
+        self.fast = fast::advertised(&h.reserved);
+        self.extensions =
+            h.reserved[wire::EXTENSION_PROTOCOL_BYTE] & wire::EXTENSION_PROTOCOL_BIT != 0;
         let _ = self.ctx.events.send(Event::Handshaked {
             worker: self.ctx.id,
             addr: self.addr,
@@ -374,8 +497,8 @@ impl<'a> Connection<'a> {
             ToWorker::Choke => {
                 if !self.am_choking {
                     self.am_choking = true;
-                    self.uploads.clear();
                     self.send(Message::Choke);
+                    self.drop_queued_uploads();
                 }
             }
             ToWorker::Have(piece) => {
@@ -432,12 +555,15 @@ impl<'a> Connection<'a> {
         });
     }
 
-    /// Asks the coordinator for `count` pieces and waits for the answer,
-    /// handling other control messages meanwhile.
-    fn ask_pieces(&mut self, count: u32) -> Result<Vec<u32>, Close> {
-        let _ = self.ctx.events.send(Event::WantPieces {
-            worker: self.ctx.id,
-            count,
+    /// Asks the coordinator for `count` pieces (only allowed-fast ones when
+    /// the peer chokes us) and waits for the answer, handling other control
+    /// messages meanwhile.
+    fn ask_pieces(&mut self, count: u32, choked: bool) -> Result<Vec<u32>, Close> {
+        let worker = self.ctx.id;
+        let _ = self.ctx.events.send(if choked {
+            Event::WantAllowedPieces { worker, count }
+        } else {
+            Event::WantPieces { worker, count }
         });
         let deadline = Instant::now() + REPLY_TIMEOUT;
         loop {
@@ -455,17 +581,20 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// Keeps `depth` requests outstanding while the peer lets us download.
+    /// Keeps `depth` requests outstanding while the peer lets us download:
+    /// unchoked, anything it has; choked, only the pieces it allows fast.
     fn fill_pipeline(&mut self) -> Result<(), Close> {
-        if self.peer_choking || !self.am_interested {
+        let choked = self.peer_choking;
+        if !self.am_interested || (choked && self.allowed.is_empty()) {
             return Ok(());
         }
         while self.requests.len() < self.depth {
             // The first piece with blocks left to request.
+            let allowed = &self.allowed;
             let Some(p) = self
                 .pieces
                 .iter_mut()
-                .find(|p| p.next_request < p.num_blocks)
+                .find(|p| p.has_blocks_to_request() && (!choked || allowed.contains(&p.index)))
             else {
                 if Instant::now() < self.next_ask {
                     break;
@@ -473,7 +602,7 @@ impl<'a> Connection<'a> {
                 let blocks_per_piece = self.layout.num_blocks(0).max(1) as usize;
                 let missing = self.depth - self.requests.len();
                 let count = missing.div_ceil(blocks_per_piece).clamp(1, 16) as u32;
-                let got = self.ask_pieces(count)?;
+                let got = self.ask_pieces(count, choked)?;
                 if got.is_empty() {
                     self.next_ask = Instant::now() + Duration::from_millis(100);
                     break;
@@ -483,8 +612,7 @@ impl<'a> Connection<'a> {
                 }
                 continue;
             };
-            let block = p.next_request;
-            p.next_request += 1;
+            let block = p.next_block();
             let index = p.index;
             let begin = block * BLOCK_SIZE;
             let length = self.layout.block_len(index, block);
@@ -511,6 +639,7 @@ impl<'a> Connection<'a> {
             buf,
             num_blocks,
             next_request: 0,
+            retry: Vec::new(),
             received: vec![false; num_blocks as usize],
             received_count: 0,
             hashed_blocks: 0,
@@ -518,41 +647,83 @@ impl<'a> Connection<'a> {
         });
     }
 
+    /// Sends up to `UPLOAD_BURST` queued blocks in one `writev`: whatever
+    /// control messages are pending, then each block's 13-byte header and
+    /// its bytes straight from a read-only map of the torrent
+    /// (`UPLOAD_WINDOW` at a time, kept while requests stay inside it), so
+    /// the kernel copies the file's pages into the socket once and nothing
+    /// is allocated per block. Under an upload limit each block first takes
+    /// its bytes from the shared bucket; without credit it stays queued and
+    /// `upload_wait` says when to try again.
     fn serve_uploads(&mut self) -> Result<(), Close> {
-        for _ in 0..UPLOAD_BURST {
-            let Some((index, begin, length)) = self.uploads.pop_front() else {
+        self.upload_wait = None;
+        let mut heads = [[0u8; wire::PIECE_HEADER_LEN]; UPLOAD_BURST];
+        let mut blocks = [(0u64, 0u64); UPLOAD_BURST];
+        let mut n = 0;
+        while n < UPLOAD_BURST {
+            let Some(&(index, begin, length)) = self.uploads.front() else {
                 break;
             };
+            let start = self.layout.piece_offset(index) + begin as u64;
+            let len = length as u64;
+            if !self.window.as_ref().is_some_and(|w| w.covers(start, len)) {
+                if n > 0 {
+                    break; // send what the current window holds first
+                }
+                self.window = None; // unmapped before the next is mapped
+                let from = start - start % UPLOAD_WINDOW;
+                let to = (from + UPLOAD_WINDOW)
+                    .max(start + len)
+                    .min(self.layout.total_length());
+                match self.ctx.storage.map_upload_window(from, to - from) {
+                    Ok(w) => self.window = Some(w),
+                    Err(e) => {
+                        let _ = self.ctx.events.send(Event::DiskError(e));
+                        return Err(Close::Quiet("disk read failed".into()));
+                    }
+                }
+            }
+            if let Some(bucket) = &self.ctx.limits.upload {
+                if let Err(wait) = bucket.try_take(len + wire::PIECE_HEADER_LEN as u64) {
+                    self.upload_wait = Some(wait);
+                    break;
+                }
+            }
+            self.uploads.pop_front();
             trace!(
                 "{} -> piece piece={index} offset={begin} length={length}",
                 self.addr
             );
-            let start = self.out.len();
-            wire::piece_header_into(&mut self.out, index, begin, length);
-            let data_at = self.out.len();
-            self.out.resize(data_at + length as usize, 0);
-            if let Err(e) = self
-                .ctx
-                .storage
-                .read(index, begin, &mut self.out[data_at..])
-            {
-                self.out.truncate(start);
-                let _ = self.ctx.events.send(Event::DiskError(e));
-                return Err(Close::Quiet("disk read failed".into()));
-            }
-            self.ctx
-                .shared
-                .uploaded
-                .fetch_add(length as u64, Ordering::Relaxed);
-            self.last_useful = Instant::now();
+            heads[n] = wire::piece_header(index, begin, length);
+            blocks[n] = (start, len);
+            n += 1;
         }
+        let Some(window) = self.window.as_ref().filter(|_| n > 0) else {
+            return Ok(());
+        };
+        if self.nonblocking {
+            self.stream.set_nonblocking(false)?;
+            self.nonblocking = false;
+        }
+        let mut iov = Vec::with_capacity(1 + 2 * n);
+        iov.push(IoSlice::new(&self.out));
+        for (head, &(start, len)) in heads.iter().zip(&blocks).take(n) {
+            iov.push(IoSlice::new(head));
+            iov.extend(window.slices(start, len).map(IoSlice::new));
+        }
+        write_all_vectored(&mut self.stream, &mut iov)?;
+        self.out.clear();
+        let sent: u64 = blocks.iter().take(n).map(|b| b.1).sum();
+        self.ctx.shared.uploaded.fetch_add(sent, Ordering::Relaxed);
+        self.report_up += sent;
+        self.last_send = Instant::now();
+        self.last_useful = self.last_send;
         Ok(())
     }
 
     /// Queues a message for the peer (sent by the next `flush`).
     fn send(&mut self, m: Message<'_>) {
-        trace!("{} -> {}", self.addr, readable(&m));
-        m.encode_into(&mut self.out);
+        queue(&mut self.out, self.addr, m);
     }
 
     fn flush(&mut self) -> Result<(), Close> {
@@ -579,7 +750,9 @@ impl<'a> Connection<'a> {
                 self.requests.len()
             )));
         }
-        let serving = self.peer_interested && !self.am_choking;
+        // A peer that wants what we have waits for an upload slot; that is
+        // not useless (the choker gives every interested peer a turn).
+        let serving = self.peer_interested && self.ours.count() > 0;
         if !serving && now.duration_since(self.last_useful) > USELESS_TIMEOUT {
             return Err(Close::Quiet("no blocks either way for 120 s".into()));
         }
@@ -598,11 +771,261 @@ impl<'a> Connection<'a> {
             self.rate_mark = now;
             self.rate_bytes = 0;
         }
+        // An upload window idle for a second is unmapped (its pages count
+        // in our resident memory while mapped).
+        if self.uploads.is_empty()
+            && self.window.is_some()
+            && now.duration_since(self.last_send) > WINDOW_IDLE
+        {
+            self.window = None;
+        }
         // Nothing to do with a seed when we are a seed too.
         if self.ours.is_full() && self.peer_bits.is_full() {
             return Err(Close::Quiet("both sides are seeds".into()));
         }
+        self.report_transfer(now);
         Ok(())
+    }
+
+    /// Tells the coordinator (for the choker) what moved since the last
+    /// report and whether the peer unchokes us: at most once a second, and
+    /// only when something moved or the peer's choke changed.
+    fn report_transfer(&mut self, now: Instant) {
+        let unchoking = !self.peer_choking;
+        let moved = self.report_down > 0 || self.report_up > 0;
+        let due = moved && now.duration_since(self.last_report) >= REPORT_EVERY;
+        if !due && unchoking == self.reported_unchoking {
+            return;
+        }
+        let _ = self.ctx.events.send(Event::Transferred {
+            worker: self.ctx.id,
+            downloaded: std::mem::take(&mut self.report_down),
+            uploaded: std::mem::take(&mut self.report_up),
+            unchoking_us: unchoking,
+        });
+        self.reported_unchoking = unchoking;
+        self.last_report = now;
+    }
+
+    /// Sleeps `d` instead of reading (download limit). The time does not
+    /// count against the peer: we were not listening.
+    fn nap(&mut self, d: Duration) {
+        std::thread::sleep(d);
+        self.last_block += d;
+        self.last_recv += d;
+    }
+
+    /// First thing after the handshake: our pieces, then (BEP 10) our
+    /// extended handshake.
+    fn announce_pieces(&mut self) {
+        self.announce_piece_state();
+        if self.extensions {
+            // After the pieces (the bitfield comes first): how many requests
+            // we queue, so the peer pipelines no more than that.
+            let hs = wire::extended_handshake(MAX_PEER_REQUESTS);
+            queue(&mut self.out, self.addr, Message::Extended(0, &hs));
+        }
+    }
+
+    /// Our pieces: have-all or have-none when they say it (Fast extension),
+    /// else a bitfield if we have any; then, under the Fast extension, the
+    /// allowed-fast pieces we hold.
+    fn announce_piece_state(&mut self) {
+        if !self.fast {
+            if self.ours.count() > 0 {
+                queue(
+                    &mut self.out,
+                    self.addr,
+                    Message::Bitfield(self.ours.as_bytes()),
+                );
+            }
+            return;
+        }
+        if self.ours.count() == 0 {
+            queue(&mut self.out, self.addr, Message::HaveNone);
+        } else if self.ours.is_full() {
+            queue(&mut self.out, self.addr, Message::HaveAll);
+        } else {
+            queue(
+                &mut self.out,
+                self.addr,
+                Message::Bitfield(self.ours.as_bytes()),
+            );
+        }
+        self.granted = fast::allowed_fast_set(
+            self.addr.ip(),
+            &self.ctx.info_hash,
+            self.layout.num_pieces(),
+            fast::ALLOWED_FAST_COUNT,
+        );
+        for &p in &self.granted {
+            if self.ours.get(p) {
+                queue(&mut self.out, self.addr, Message::AllowedFast(p));
+            }
+        }
+    }
+
+    /// We choked the peer: queued requests go, except (Fast extension) for
+    /// pieces it may fetch while choked; each dropped one is rejected.
+    fn drop_queued_uploads(&mut self) {
+        if !self.fast {
+            self.uploads.clear();
+            return;
+        }
+        let (granted, out, addr) = (&self.granted, &mut self.out, self.addr);
+        self.uploads.retain(|&(index, begin, length)| {
+            if granted.contains(&index) {
+                return true;
+            }
+            let reject = Message::RejectRequest {
+                index,
+                begin,
+                length,
+            };
+            queue(out, addr, reject);
+            false
+        });
+    }
+
+    /// A request from the peer: queued if we may serve it (unchoked, or an
+    /// allowed-fast piece; we have the piece; fewer than
+    /// `MAX_PEER_REQUESTS` queued), otherwise refused.
+    fn on_request(&mut self, index: u32, begin: u32, length: u32) -> Result<(), Close> {
+        if !self.layout.range_in_piece(index, begin, length) || length > wire::MAX_REQUEST_LEN {
+            return Err(bad(format!(
+                "request out of range: piece {index} offset {begin} length {length}"
+            )));
+        }
+        // We never announced it, so no honest peer asks for it: without the
+        // Fast extension that ends the connection; with it the request is
+        // rejected (BEP 6), and a peer that keeps asking is dropped.
+        if !self.ours.get(index) {
+            self.unannounced += 1;
+            if !self.fast || self.unannounced > MAX_UNANNOUNCED_REQUESTS {
+                return Err(bad(format!(
+                    "request for piece {index}, which we do not have"
+                )));
+            }
+        }
+        let may = !self.am_choking || (self.fast && self.granted.contains(&index));
+        if may && self.ours.get(index) && self.uploads.len() < MAX_PEER_REQUESTS {
+            self.uploads.push_back((index, begin, length));
+        } else {
+            trace!("{}: refused request {index}:{begin}", self.addr);
+            self.refused += 1;
+            if self.fast {
+                self.send(Message::RejectRequest {
+                    index,
+                    begin,
+                    length,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The peer withdrew a request; under the Fast extension it is owed a
+    /// reject for it if we had not sent the block yet.
+    fn on_cancel(&mut self, index: u32, begin: u32, length: u32) {
+        let before = self.uploads.len();
+        self.uploads.retain(|&r| r != (index, begin, length));
+        if self.fast && self.uploads.len() < before {
+            self.send(Message::RejectRequest {
+                index,
+                begin,
+                length,
+            });
+        }
+    }
+
+    /// The peer choked us. It drops our requests (BEP 3) or will reject
+    /// them one by one (BEP 6); either way, pieces it does not allow fast
+    /// go back to the coordinator. Allowed-fast pieces stay and continue.
+    fn on_choked(&mut self) {
+        self.peer_choking = true;
+        let allowed = &self.allowed;
+        let pieces: Vec<u32> = self
+            .pieces
+            .iter()
+            .map(|p| p.index)
+            .filter(|i| !allowed.contains(i))
+            .collect();
+        for p in &pieces {
+            self.drop_piece(*p, false);
+        }
+        if !pieces.is_empty() {
+            let _ = self.ctx.events.send(Event::Released {
+                worker: self.ctx.id,
+                pieces,
+            });
+        }
+    }
+
+    /// The peer will not send a block we asked for: ask again later (first,
+    /// when its piece is next requested). A peer that rejects everything is
+    /// dropped after `MAX_REJECTS_IN_A_ROW`.
+    fn on_reject(&mut self, index: u32, begin: u32) -> Result<(), Close> {
+        self.need_fast("reject-request")?;
+        let block = (index, begin);
+        if let Some(pos) = self.requests.iter().position(|&r| r == block) {
+            self.requests.remove(pos);
+            if let Some(p) = self.pieces.iter_mut().find(|p| p.index == index) {
+                p.retry.push(begin / BLOCK_SIZE);
+            }
+            self.rejects += 1;
+            if self.rejects > MAX_REJECTS_IN_A_ROW {
+                return Err(Close::Quiet(format!(
+                    "{} requests rejected in a row",
+                    self.rejects
+                )));
+            }
+        } else if let Some(pos) = self.withdrawn.iter().position(|&r| r == block) {
+            // The answer to a request we had already given up.
+            self.withdrawn.remove(pos);
+        }
+        // Otherwise a late answer to something long forgotten: ignored.
+        Ok(())
+    }
+
+    /// Have-all: the peer is a seed (instead of a full bitfield).
+    fn on_have_all(&mut self) -> Result<(), Close> {
+        self.need_fast("have-all")?;
+        if self.peer_bits.count() > 0 {
+            return Err(bad("have-all after pieces were announced"));
+        }
+        self.peer_bits.fill();
+        let _ = self.ctx.events.send(Event::Bitfield {
+            worker: self.ctx.id,
+            bits: self.peer_bits.clone(),
+        });
+        Ok(())
+    }
+
+    /// The peer lets us fetch piece `index` while it chokes us.
+    fn on_allowed_fast(&mut self, index: u32) -> Result<(), Close> {
+        self.need_fast("allowed-fast")?;
+        if index >= self.layout.num_pieces() {
+            return Err(bad(format!("allowed-fast for piece {index}, out of range")));
+        }
+        if !self.allowed.contains(&index) && self.allowed.len() < fast::MAX_ALLOWED_FROM_PEER {
+            self.allowed.push(index);
+            let _ = self.ctx.events.send(Event::AllowedFast {
+                worker: self.ctx.id,
+                piece: index,
+            });
+            self.next_ask = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Fast-extension messages are a protocol violation unless both sides
+    /// advertised the extension.
+    fn need_fast(&self, what: &str) -> Result<(), Close> {
+        if self.fast {
+            Ok(())
+        } else {
+            Err(bad(format!("{what} without the fast extension")))
+        }
     }
 
     fn drain_messages(&mut self) -> Result<(), Close> {
@@ -618,20 +1041,7 @@ impl<'a> Connection<'a> {
             match msg {
                 Message::KeepAlive | Message::Port(_) | Message::Unknown(_) => {}
                 Message::Extended(..) => {}
-                Message::Choke => {
-                    self.peer_choking = true;
-                    // The peer discards our requests; their pieces go back.
-                    let pieces: Vec<u32> = self.pieces.iter().map(|p| p.index).collect();
-                    for p in &pieces {
-                        self.drop_piece(*p, false);
-                    }
-                    if !pieces.is_empty() {
-                        let _ = self.ctx.events.send(Event::Released {
-                            worker: self.ctx.id,
-                            pieces,
-                        });
-                    }
-                }
+                Message::Choke => self.on_choked(),
                 Message::Unchoke => {
                     self.peer_choking = false;
                     self.next_ask = Instant::now();
@@ -674,30 +1084,22 @@ impl<'a> Connection<'a> {
                     index,
                     begin,
                     length,
-                } => {
-                    if !self.layout.range_in_piece(index, begin, length)
-                        || length > wire::MAX_REQUEST_LEN
-                    {
-                        return Err(bad(format!(
-                            "request out of range: piece {index} offset {begin} length {length}"
-                        )));
-                    }
-                    // We never announced it, so no honest peer asks for it.
-                    if !self.ours.get(index) {
-                        return Err(bad(format!(
-                            "request for piece {index}, which we do not have"
-                        )));
-                    }
-                    if !self.am_choking && self.uploads.len() < MAX_PEER_REQUESTS {
-                        self.uploads.push_back((index, begin, length));
-                    }
-                }
+                } => self.on_request(index, begin, length)?,
                 Message::Cancel {
                     index,
                     begin,
                     length,
-                } => {
-                    self.uploads.retain(|&r| r != (index, begin, length));
+                } => self.on_cancel(index, begin, length),
+                Message::RejectRequest { index, begin, .. } => self.on_reject(index, begin)?,
+                Message::HaveAll => self.on_have_all()?,
+                Message::HaveNone => self.need_fast("have-none")?,
+                Message::AllowedFast(i) => self.on_allowed_fast(i)?,
+                Message::SuggestPiece(i) => {
+                    // Accepted; the picker's order stands.
+                    self.need_fast("suggest-piece")?;
+                    if i >= self.layout.num_pieces() {
+                        return Err(bad(format!("suggest-piece {i}, out of range")));
+                    }
                 }
                 Message::Piece { index, begin, data } => {
                     let len = data.len() as u32;
@@ -726,6 +1128,8 @@ impl<'a> Connection<'a> {
                             self.last_block = Instant::now();
                             self.last_useful = self.last_block;
                             self.rate_bytes += len as u64;
+                            self.report_down += len as u64;
+                            self.rejects = 0;
                             self.ctx
                                 .shared
                                 .downloaded
@@ -735,6 +1139,7 @@ impl<'a> Connection<'a> {
                         None => {
                             if let Some(pos) = self.withdrawn.iter().position(|&r| r == block) {
                                 self.withdrawn.remove(pos);
+                                self.report_down += len as u64;
                                 self.ctx
                                     .shared
                                     .downloaded
@@ -797,6 +1202,27 @@ impl<'a> Connection<'a> {
     }
 }
 
+/// `write_all` for a list of slices: writes them all, in order, with as
+/// few `writev` calls as the socket allows.
+fn write_all_vectored(w: &mut impl Write, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !bufs.is_empty() {
+        match w.write_vectored(bufs) {
+            Ok(0) => return Err(io::Error::from(ErrorKind::WriteZero)),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Appends `m` to the outgoing buffer `out`, logging it for `-vv`. A free
+/// function so callers can pass payloads borrowed from other fields.
+fn queue(out: &mut Vec<u8>, addr: SocketAddr, m: Message<'_>) {
+    trace!("{addr} -> {}", readable(&m));
+    m.encode_into(out);
+}
+
 /// A message in one readable line for `-vv` logs (payloads summarised).
 fn readable(m: &Message<'_>) -> String {
     match m {
@@ -825,6 +1251,15 @@ fn readable(m: &Message<'_>) -> String {
         } => format!("cancel piece={index} offset={begin} length={length}"),
         Message::Port(p) => format!("port {p}"),
         Message::Extended(id, p) => format!("extended id={id} length={}", p.len()),
+        Message::SuggestPiece(i) => format!("suggest piece={i}"),
+        Message::HaveAll => "have-all".into(),
+        Message::HaveNone => "have-none".into(),
+        Message::RejectRequest {
+            index,
+            begin,
+            length,
+        } => format!("reject piece={index} offset={begin} length={length}"),
+        Message::AllowedFast(i) => format!("allowed-fast piece={i}"),
         Message::Unknown(id) => format!("unknown id={id}"),
     }
 }
@@ -870,6 +1305,7 @@ mod tests {
             events: events_tx,
             control: control_rx,
             jobs,
+            limits: crate::ratelimit::Limits::new(0, 0),
         };
         Rig {
             ctx,

@@ -18,11 +18,12 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use log::{debug, info, warn};
 
-use crate::coordinator::{Coordinator, Event, Outcome};
+use crate::coordinator::{Coordinator, Event, Outcome, SeedPolicy};
 use crate::layout::Layout;
 use crate::metainfo::Metainfo;
 use crate::peer::{self, WorkerCtx};
 use crate::picker::{Picker, Rng};
+use crate::ratelimit::Limits;
 use crate::resume::{self, ResumeState};
 use crate::storage::{self, Slot, Storage, StorageError};
 use crate::tracker;
@@ -58,6 +59,19 @@ pub struct Config {
     /// With `stream`: keep the streamed file in memory only (the window),
     /// never on disk. Nothing is seeded or recorded for resuming.
     pub no_save: bool,
+    /// Download limit in bytes per second, shared by all peers (0 = none).
+    pub max_download_rate: u64,
+    /// Upload limit in bytes per second, shared by all peers (0 = none).
+    pub max_upload_rate: u64,
+    /// End seeding once uploaded bytes reach this multiple of the size.
+    pub seed_ratio: Option<f64>,
+    /// End seeding after this long.
+    pub seed_time: Option<Duration>,
+    /// Never download; serve the data that is here (`tget seed`). The
+    /// data must be complete unless `partial` is set.
+    pub serve_only: bool,
+    /// With `serve_only`: serve incomplete data instead of refusing.
+    pub partial: bool,
 }
 
 /// What to stream, for `-O -`.
@@ -77,12 +91,18 @@ impl Default for Config {
             peers: Vec::new(),
             max_peers: 50,
             seed: false,
-            upload_slots: 8,
+            upload_slots: crate::choker::DEFAULT_SLOTS,
             use_trackers: true,
             force_check: false,
             selected: None,
             stream: None,
             no_save: false,
+            max_download_rate: 0,
+            max_upload_rate: 0,
+            seed_ratio: None,
+            seed_time: None,
+            serve_only: false,
+            partial: false,
         }
     }
 }
@@ -98,6 +118,13 @@ pub enum SessionError {
     Spawn(io::Error),
     /// A thread of ours panicked (a bug).
     Internal(String),
+    /// Asked to serve only complete data, and pieces are missing or bad.
+    Incomplete {
+        /// Pieces that verified.
+        have: u32,
+        /// Pieces in the torrent.
+        total: u32,
+    },
 }
 
 impl fmt::Display for SessionError {
@@ -107,6 +134,10 @@ impl fmt::Display for SessionError {
             SessionError::Listen(e) => write!(f, "cannot listen for peers: {e}"),
             SessionError::Spawn(e) => write!(f, "cannot start a thread: {e}"),
             SessionError::Internal(m) => write!(f, "internal error: {m}"),
+            SessionError::Incomplete { have, total } => write!(
+                f,
+                "incomplete data: {have} of {total} pieces; use --partial to seed what is here"
+            ),
         }
     }
 }
@@ -291,6 +322,7 @@ impl Session {
         let coord_notices = notice_tx.clone();
         let (jobs_tx, jobs_rx) = unbounded();
         let max_peers = config.max_peers.max(1);
+        let limits = Limits::new(config.max_download_rate, config.max_upload_rate);
         let mut controls = Vec::with_capacity(max_peers);
         for id in 0..max_peers {
             let (ctl_tx, ctl_rx) = unbounded();
@@ -305,6 +337,7 @@ impl Session {
                 events: events_tx.clone(),
                 control: ctl_rx,
                 jobs: jobs_rx.clone(),
+                limits: limits.clone(),
             };
             spawn(format!("peer-{id}"), move || peer::run(ctx))?;
         }
@@ -368,6 +401,12 @@ impl Session {
                 }
                 Err(_) => crate::wire::Bitfield::new(n),
             };
+            if config.serve_only && !config.partial && !have.is_full() {
+                return Err(SessionError::Incomplete {
+                    have: have.count(),
+                    total: n,
+                });
+            }
             let saver = if no_save {
                 None
             } else {
@@ -445,7 +484,12 @@ impl Session {
                 coord_notices,
                 stream,
                 !no_save,
-            );
+            )
+            .with_seed_policy(SeedPolicy {
+                ratio: config.seed_ratio,
+                time: config.seed_time,
+                serve_only: config.serve_only,
+            });
             coordinator.run()
         })?;
         Ok(Session {

@@ -6,7 +6,9 @@
 //! never keeps more than the pieces being written mapped, so its resident
 //! memory stays bounded however large the torrent (a map of the whole file
 //! would make RSS grow to the file's size). Reads for uploading and checking
-//! use positioned reads (`pread`) into the caller's buffer.
+//! use positioned reads (`pread`) into the caller's buffer; uploads may
+//! instead map a window of the torrent read-only ([`UploadWindow`]) and hand
+//! its pages to the kernel, which copies them straight into the socket.
 //!
 //! This is the one module allowed `unsafe`: creating a memory map.
 
@@ -20,7 +22,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use memmap2::MmapOptions;
+use memmap2::{Mmap, MmapOptions};
 use sha1::{Digest, Sha1};
 
 use crate::layout::Layout;
@@ -417,6 +419,53 @@ impl Storage {
         Ok(())
     }
 
+    /// Maps `len` bytes at torrent offset `start` read-only, file by file,
+    /// for uploading (see [`UploadWindow`]). The pages are read in at once
+    /// (`MAP_POPULATE`). A file shortened underneath us is an error here.
+    pub fn map_upload_window(&self, start: u64, len: u64) -> Result<UploadWindow, StorageError> {
+        let mut maps = Vec::new();
+        let mut at = start;
+        for span in self.layout.spans(start, len) {
+            let file = self.file(span.file)?;
+            let size = file
+                .metadata()
+                .map_err(|e| self.error("stat", span.file, e))?
+                .len();
+            if size < span.offset + span.len {
+                return Err(self.error(
+                    "read",
+                    span.file,
+                    io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("file was shortened to {size} bytes underneath us"),
+                    ),
+                ));
+            }
+            // SAFETY: a read-only map of a range inside the file (just
+            // checked). Its bytes are never read by this process, only
+            // handed to the kernel by `UploadWindow::slices` callers for
+            // `write`/`writev` on a socket: should another process shorten
+            // the file meanwhile, the kernel's copy fails with EFAULT
+            // instead of this process taking SIGBUS. Our own writes to the
+            // same file go through the page cache the map shares.
+            let map = unsafe {
+                MmapOptions::new()
+                    .offset(span.offset)
+                    .len(span.len as usize)
+                    .populate()
+                    .map(file)
+            }
+            .map_err(|e| self.error("map", span.file, e))?;
+            maps.push((at, map));
+            at += span.len;
+        }
+        Ok(UploadWindow {
+            start,
+            len: at - start,
+            maps,
+        })
+    }
+
     /// Whether piece `piece` on disk hashes to `expected`. `buf` is scratch.
     pub fn check_piece(
         &self,
@@ -491,6 +540,38 @@ impl Storage {
             }
         }
         Ok(())
+    }
+}
+
+/// A read-only map of a byte range of the torrent, file by file, made by
+/// [`Storage::map_upload_window`] for uploads.
+///
+/// Its bytes are meant for the kernel only: pass [`UploadWindow::slices`] to
+/// `write`/`writev` on a socket and never read them in this process, so a
+/// file shortened underneath the map costs an EFAULT on the write, not a
+/// SIGBUS. The map (and its resident pages) goes when the window is dropped.
+pub struct UploadWindow {
+    start: u64,
+    len: u64,
+    /// Each map with the torrent offset of its first byte.
+    maps: Vec<(u64, Mmap)>,
+}
+
+impl UploadWindow {
+    /// Whether the window holds the `len` bytes at torrent offset `start`.
+    pub fn covers(&self, start: u64, len: u64) -> bool {
+        start >= self.start && start.saturating_add(len) <= self.start + self.len
+    }
+
+    /// The mapped slices holding the `len` bytes at torrent offset `start`
+    /// (one per file they touch; nothing for parts the window lacks).
+    pub fn slices(&self, start: u64, len: u64) -> impl Iterator<Item = &[u8]> + '_ {
+        let end = start.saturating_add(len);
+        self.maps.iter().filter_map(move |(at, map)| {
+            let from = start.max(*at);
+            let to = end.min(at + map.len() as u64);
+            (from < to).then(|| &map[(from - at) as usize..(to - at) as usize])
+        })
     }
 }
 
@@ -614,6 +695,37 @@ mod tests {
         f.write_all_at(b"X", 5).unwrap();
         let have = st.check_all(&hashes, 1, &|_| {}).unwrap();
         assert!(have.get(0) && !have.get(1) && have.get(2));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn upload_windows_map_ranges_across_files() {
+        let dir = tmp("window");
+        let lens = [10u64, 0, 5, 40];
+        let layout = Layout::new(16, &lens);
+        let files: Vec<Vec<String>> = (0..4).map(|i| vec![format!("f{i}")]).collect();
+        let paths = file_paths(&dir, "t", true, &files);
+        let st = Storage::open(layout.clone(), paths.clone()).unwrap();
+        let content: Vec<u8> = (100..155u8).collect();
+        for p in 0..layout.num_pieces() {
+            let s = layout.piece_offset(p) as usize;
+            let e = s + layout.piece_len(p) as usize;
+            st.write_piece(p, &content[s..e]).unwrap();
+        }
+        // Bytes 4..30 span files 0, 2 and 3.
+        let w = st.map_upload_window(4, 26).unwrap();
+        assert!(w.covers(4, 26) && w.covers(10, 5) && !w.covers(3, 2) && !w.covers(29, 2));
+        let got: Vec<u8> = w.slices(8, 10).flatten().copied().collect();
+        assert_eq!(got, &content[8..18]);
+        assert_eq!(w.slices(8, 10).count(), 3, "one slice per file touched");
+        let all: Vec<u8> = w.slices(4, 26).flatten().copied().collect();
+        assert_eq!(all, &content[4..30]);
+        // A file shortened underneath us is an error, not a map past its end.
+        let f = OpenOptions::new().write(true).open(&paths[3]).unwrap();
+        f.set_len(20).unwrap();
+        let err = st.map_upload_window(16, 39).err().unwrap();
+        assert!(err.to_string().contains("shortened"), "{err}");
+        drop(w);
         fs::remove_dir_all(&dir).unwrap();
     }
 

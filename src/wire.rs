@@ -28,6 +28,14 @@ pub mod id {
     pub const PIECE: u8 = 7;
     pub const CANCEL: u8 = 8;
     pub const PORT: u8 = 9;
+    /// Fast extension (BEP 6).
+    pub const SUGGEST_PIECE: u8 = 0x0d;
+    pub const HAVE_ALL: u8 = 0x0e;
+    pub const HAVE_NONE: u8 = 0x0f;
+    pub const REJECT_REQUEST: u8 = 0x10;
+    pub const ALLOWED_FAST: u8 = 0x11;
+    /// Extension protocol (BEP 10).
+    pub const EXTENDED: u8 = 20;
 }
 
 /// The largest request length we serve (we send 16 KiB requests ourselves,
@@ -37,6 +45,28 @@ pub const MAX_REQUEST_LEN: u32 = 128 * 1024;
 /// Largest extension-protocol message we will buffer (BEP 10 messages are
 /// small; ut_metadata pieces are 16 KiB plus a dictionary).
 pub const MAX_EXTENDED_LEN: u32 = 64 * 1024;
+
+/// The extension protocol (BEP 10) is advertised by `reserved[5] |= 0x10`.
+pub const EXTENSION_PROTOCOL_BYTE: usize = 5;
+/// See [`EXTENSION_PROTOCOL_BYTE`].
+pub const EXTENSION_PROTOCOL_BIT: u8 = 0x10;
+
+/// Our BEP 10 extended handshake (the payload of extended message 0): no
+/// extension messages (`m` is empty), our client name, and `reqq`, how many
+/// requests we queue per peer, so a peer like libtorrent does not pipeline
+/// more than we serve (we refuse the rest).
+pub fn extended_handshake(reqq: usize) -> Vec<u8> {
+    use crate::bencode::Value;
+    Value::dict([
+        ("m", Value::dict(Vec::<(&str, Value)>::new())),
+        ("reqq", Value::Int(reqq as i64)),
+        (
+            "v",
+            Value::bytes(concat!("tget ", env!("CARGO_PKG_VERSION")).as_bytes()),
+        ),
+    ])
+    .encode()
+}
 
 /// The largest legal message for a torrent of `num_pieces` pieces: a full
 /// bitfield, a piece message carrying one block of [`MAX_REQUEST_LEN`], or an
@@ -120,6 +150,16 @@ pub enum Message<'a> {
     Cancel { index: u32, begin: u32, length: u32 },
     /// The sender's DHT port (BEP 5); accepted and ignored for now.
     Port(u16),
+    /// Fast extension: the sender suggests we fetch piece `0`.
+    SuggestPiece(u32),
+    /// Fast extension: the sender has every piece (instead of a bitfield).
+    HaveAll,
+    /// Fast extension: the sender has no piece (instead of a bitfield).
+    HaveNone,
+    /// Fast extension: the sender will not answer this request.
+    RejectRequest { index: u32, begin: u32, length: u32 },
+    /// Fast extension: we may request piece `0` even while choked.
+    AllowedFast(u32),
     /// An extension-protocol message (BEP 10): extended id and payload.
     Extended(u8, &'a [u8]),
     /// A message id we do not know; BEP 3 says to ignore it.
@@ -156,11 +196,16 @@ impl Message<'_> {
                 index,
                 begin,
                 length,
+            }
+            | Message::RejectRequest {
+                index,
+                begin,
+                length,
             } => {
-                let mid = if matches!(self, Message::Request { .. }) {
-                    id::REQUEST
-                } else {
-                    id::CANCEL
+                let mid = match self {
+                    Message::Request { .. } => id::REQUEST,
+                    Message::Cancel { .. } => id::CANCEL,
+                    _ => id::REJECT_REQUEST,
                 };
                 head(out, 13, mid);
                 out.extend_from_slice(&index.to_be_bytes());
@@ -175,8 +220,19 @@ impl Message<'_> {
                 head(out, 3, id::PORT);
                 out.extend_from_slice(&p.to_be_bytes());
             }
+            Message::SuggestPiece(i) | Message::AllowedFast(i) => {
+                let mid = if matches!(self, Message::SuggestPiece(_)) {
+                    id::SUGGEST_PIECE
+                } else {
+                    id::ALLOWED_FAST
+                };
+                head(out, 5, mid);
+                out.extend_from_slice(&i.to_be_bytes());
+            }
+            Message::HaveAll => head(out, 1, id::HAVE_ALL),
+            Message::HaveNone => head(out, 1, id::HAVE_NONE),
             Message::Extended(ext, payload) => {
-                head(out, 2 + payload.len() as u32, 20);
+                head(out, 2 + payload.len() as u32, id::EXTENDED);
                 out.push(ext);
                 out.extend_from_slice(payload);
             }
@@ -185,13 +241,23 @@ impl Message<'_> {
     }
 }
 
+/// Length of a piece message's header: length prefix, id, index, begin.
+pub const PIECE_HEADER_LEN: usize = 13;
+
 /// Appends the 13-byte header of a piece message carrying `len` bytes, so an
 /// uploader can write the block's bytes straight after it.
 pub fn piece_header_into(out: &mut Vec<u8>, index: u32, begin: u32, len: u32) {
-    out.extend_from_slice(&(9 + len).to_be_bytes());
-    out.push(id::PIECE);
-    out.extend_from_slice(&index.to_be_bytes());
-    out.extend_from_slice(&begin.to_be_bytes());
+    out.extend_from_slice(&piece_header(index, begin, len));
+}
+
+/// The 13-byte header of a piece message carrying `len` bytes.
+pub fn piece_header(index: u32, begin: u32, len: u32) -> [u8; PIECE_HEADER_LEN] {
+    let mut h = [0u8; PIECE_HEADER_LEN];
+    h[..4].copy_from_slice(&len.saturating_add(9).to_be_bytes());
+    h[4] = id::PIECE;
+    h[5..9].copy_from_slice(&index.to_be_bytes());
+    h[9..].copy_from_slice(&begin.to_be_bytes());
+    h
 }
 
 /// Why a peer's bytes were not acceptable. Each ends that peer's connection.
@@ -261,6 +327,12 @@ impl MessageReader {
     /// 0 means the peer closed the connection. Timeouts pass through as errors
     /// and lose nothing.
     pub fn fill<R: Read>(&mut self, r: &mut R) -> io::Result<usize> {
+        self.fill_at_most(r, usize::MAX)
+    }
+
+    /// Like [`MessageReader::fill`], but asks the socket for at most `max`
+    /// bytes (at least 1), so a rate limit can meter reads.
+    pub fn fill_at_most<R: Read>(&mut self, r: &mut R, max: usize) -> io::Result<usize> {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -281,7 +353,8 @@ impl MessageReader {
         if want > self.buf.len() {
             self.buf.resize(want, 0);
         }
-        let n = r.read(&mut self.buf[self.end..])?;
+        let stop = self.end + (self.buf.len() - self.end).min(max.max(1));
+        let n = r.read(&mut self.buf[self.end..stop])?;
         self.end += n;
         Ok(n)
     }
@@ -336,21 +409,25 @@ pub fn parse_body(body: &[u8]) -> Result<Option<Message<'_>>, WireError> {
         id::NOT_INTERESTED => fixed(0).map(|_| Message::NotInterested)?,
         id::HAVE => fixed(4).map(|_| Message::Have(be32(p)))?,
         id::BITFIELD => Message::Bitfield(p),
-        id::REQUEST | id::CANCEL => {
+        id::REQUEST | id::CANCEL | id::REJECT_REQUEST => {
             fixed(12)?;
             let (index, begin, length) = (be32(p), be32(&p[4..]), be32(&p[8..]));
-            if mid == id::REQUEST {
-                Message::Request {
+            match mid {
+                id::REQUEST => Message::Request {
                     index,
                     begin,
                     length,
-                }
-            } else {
-                Message::Cancel {
+                },
+                id::CANCEL => Message::Cancel {
                     index,
                     begin,
                     length,
-                }
+                },
+                _ => Message::RejectRequest {
+                    index,
+                    begin,
+                    length,
+                },
             }
         }
         id::PIECE => {
@@ -364,7 +441,11 @@ pub fn parse_body(body: &[u8]) -> Result<Option<Message<'_>>, WireError> {
             }
         }
         id::PORT => fixed(2).map(|_| Message::Port(u16::from_be_bytes([p[0], p[1]])))?,
-        20 => match p.split_first() {
+        id::SUGGEST_PIECE => fixed(4).map(|_| Message::SuggestPiece(be32(p)))?,
+        id::HAVE_ALL => fixed(0).map(|_| Message::HaveAll)?,
+        id::HAVE_NONE => fixed(0).map(|_| Message::HaveNone)?,
+        id::ALLOWED_FAST => fixed(4).map(|_| Message::AllowedFast(be32(p)))?,
+        id::EXTENDED => match p.split_first() {
             Some((&ext, payload)) => Message::Extended(ext, payload),
             None => return Err(bad()),
         },
@@ -505,6 +586,79 @@ mod tests {
         });
         roundtrip(Message::Port(6881));
         roundtrip(Message::Extended(0, b"d1:md11:ut_metadatai1eee"));
+        roundtrip(Message::SuggestPiece(9));
+        roundtrip(Message::HaveAll);
+        roundtrip(Message::HaveNone);
+        roundtrip(Message::RejectRequest {
+            index: 4,
+            begin: 32768,
+            length: 16384,
+        });
+        roundtrip(Message::AllowedFast(77));
+    }
+
+    #[test]
+    fn fast_extension_messages_have_the_bep_6_bytes() {
+        let enc = |m: Message<'_>| {
+            let mut out = Vec::new();
+            m.encode_into(&mut out);
+            out
+        };
+        assert_eq!(enc(Message::HaveAll), [0, 0, 0, 1, 0x0e]);
+        assert_eq!(enc(Message::HaveNone), [0, 0, 0, 1, 0x0f]);
+        assert_eq!(
+            enc(Message::SuggestPiece(258)),
+            [0, 0, 0, 5, 0x0d, 0, 0, 1, 2]
+        );
+        assert_eq!(enc(Message::AllowedFast(1)), [0, 0, 0, 5, 0x11, 0, 0, 0, 1]);
+        assert_eq!(
+            enc(Message::RejectRequest {
+                index: 1,
+                begin: 2,
+                length: 3
+            }),
+            [0, 0, 0, 13, 0x10, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3]
+        );
+        assert!(parse_body(&[id::HAVE_ALL, 0]).is_err());
+        assert!(parse_body(&[id::ALLOWED_FAST, 0, 0]).is_err());
+        assert!(parse_body(&[id::REJECT_REQUEST, 0, 0, 0, 1]).is_err());
+    }
+
+    #[test]
+    fn extended_handshake_says_reqq() {
+        let hs = extended_handshake(250);
+        let v = crate::bencode::decode(&hs).unwrap();
+        assert_eq!(v.get(b"reqq").and_then(|r| r.as_int()), Some(250));
+        assert_eq!(
+            v.get(b"m").and_then(|m| m.as_dict()).map(|m| m.len()),
+            Some(0)
+        );
+        assert!(v
+            .get(b"v")
+            .and_then(|s| s.as_str())
+            .unwrap()
+            .starts_with("tget "));
+    }
+
+    #[test]
+    fn fill_at_most_reads_no_more_than_asked() {
+        let mut out = Vec::new();
+        Message::Piece {
+            index: 0,
+            begin: 0,
+            data: &[5u8; 1000],
+        }
+        .encode_into(&mut out);
+        let mut src = &out[..];
+        let mut r = MessageReader::new(max_message_len(10));
+        assert_eq!(r.fill_at_most(&mut src, 100).unwrap(), 100);
+        assert_eq!(r.next_message().unwrap(), None);
+        assert_eq!(r.fill_at_most(&mut src, 0).unwrap(), 1, "at least one byte");
+        while r.fill_at_most(&mut src, 300).unwrap() > 0 {}
+        assert!(matches!(
+            r.next_message().unwrap(),
+            Some(Message::Piece { .. })
+        ));
     }
 
     #[test]

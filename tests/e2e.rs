@@ -323,7 +323,7 @@ fn vv_shows_every_message_in_one_readable_line() {
     assert!(run.status.success(), "{}", run.stderr);
     let peer = addr_of(&s);
     for expected in [
-        format!("{peer} <- bitfield bytes=1 pieces=7"),
+        format!("{peer} <- have-all"),
         format!("{peer} -> interested"),
         format!("{peer} <- unchoke"),
         format!(

@@ -1018,3 +1018,93 @@ impl Leecher {
         assert_same_content(&self.content, &self.out.join(name));
     }
 }
+
+// ------------------------------------------------------- seeding (issue 3) --
+
+impl Swarm {
+    /// Starts `tget seed` on `t`'s data folder with `extra` flags; returns
+    /// its port once it accepts connections.
+    pub fn tget_seed_with(&mut self, t: &Torrent, extra: &[&str]) -> u16 {
+        let port = free_port();
+        let mut cmd = Command::new(TGET);
+        cmd.arg("seed")
+            .arg(&t.file)
+            .arg("--dir")
+            .arg(&t.data_dir)
+            .arg("--port")
+            .arg(port.to_string())
+            .arg("-v")
+            .args(extra);
+        let mut proc = self.spawn("tget seed", &mut cmd);
+        let start = Instant::now();
+        while !port_open(port) {
+            proc.assert_running();
+            if start.elapsed() > READY_TIMEOUT {
+                panic!(
+                    "interop: tget seed not accepting on 127.0.0.1:{port} after {READY_TIMEOUT:?}"
+                );
+            }
+            sleep(POLL);
+        }
+        self.procs.push(proc);
+        port
+    }
+}
+
+impl Swarm {
+    /// Starts `lt_timed_leech.py` downloading `t` into a fresh folder from
+    /// the given 127.0.0.1 ports only; its log gets the timings that
+    /// [`lt_timings`] reads.
+    pub fn leech_libtorrent_timed(&mut self, t: &Torrent, peers: &[u16]) -> Leecher {
+        let out = self.subdir("lt-timed");
+        let mut cmd = Command::new(PYTHON);
+        cmd.arg(script("lt_timed_leech.py"))
+            .arg(&t.file)
+            .arg(&out)
+            .arg(free_port().to_string());
+        for p in peers {
+            cmd.arg("--peer").arg(format!("127.0.0.1:{p}"));
+        }
+        let proc = self.spawn("libtorrent timed leecher", &mut cmd);
+        Leecher {
+            proc,
+            out,
+            content: t.content.clone(),
+        }
+    }
+}
+
+impl Leecher {
+    /// The leecher's log (stdout and stderr).
+    pub fn log_path(&self) -> &Path {
+        &self.proc.log
+    }
+
+    /// Waits for the leecher to exit 0 (within DOWNLOAD_TIMEOUT), without
+    /// checking its bytes yet (`finish` does), so a caller can time it.
+    pub fn wait_done(&mut self) {
+        match self.proc.wait_for(DOWNLOAD_TIMEOUT) {
+            None => panic!(
+                "interop: {} did not finish within {DOWNLOAD_TIMEOUT:?}; killed",
+                self.proc.name
+            ),
+            Some(status) if !status.success() => {
+                panic!("interop: {} failed: {status}", self.proc.name)
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+/// From the log of `lt_timed_leech.py`: seconds from the first connection
+/// to the first payload byte, and from the first byte to the last piece
+/// verified (the transfer itself).
+pub fn lt_timings(log: &Path) -> Option<(f64, f64)> {
+    let text = fs::read_to_string(log).ok()?;
+    let at = |tag: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(tag)?.trim().parse().ok())
+    };
+    let (connected, first, done) = (at("CONNECTED ")?, at("FIRST ")?, at("DONE ")?);
+    Some((first - connected, done - first))
+}
