@@ -85,6 +85,8 @@ pub enum Event {
     /// Like `WantPieces`, while the peer chokes us: only pieces it allows
     /// fast. The worker waits for `Assign`.
     WantAllowedPieces { worker: usize, count: u32 },
+    /// A peer told us its DHT port (BEP 5 `port` message).
+    DhtNode(SocketAddr),
     /// Stop: save, announce `stopped`, end.
     Stop,
 }
@@ -143,6 +145,15 @@ impl Stream {
             file_len: layout.file_length(file),
         }
     }
+}
+
+/// The DHT node and the lookup running for our torrent.
+struct DhtSearch {
+    dht: crate::dht::Dht,
+    info_hash: [u8; 20],
+    /// Peers of the running lookup (`None` between lookups).
+    found: Option<Receiver<Vec<SocketAddr>>>,
+    last: Option<Instant>,
 }
 
 /// Bad pieces after which a peer is banned.
@@ -247,6 +258,7 @@ pub struct Coordinator {
     pub(crate) seed: bool,
     pub(crate) upload_slots: usize,
     saver: Option<Saver>,
+    dht: Option<DhtSearch>,
     /// Whether we tell peers what we have and serve it (not with `--no-save`,
     /// whose pieces leave memory once streamed).
     serve: bool,
@@ -315,6 +327,7 @@ impl Coordinator {
             seed,
             upload_slots,
             saver,
+            dht: None,
             serve,
             notices,
             stream,
@@ -359,6 +372,61 @@ impl Coordinator {
             .min(st.pieces.end);
         let window = (st.head < st.pieces.end).then(|| st.head..end.max(st.head));
         self.picker.set_window(window);
+    }
+
+    /// Uses `dht` (if any) to find peers for `info_hash` and announce us.
+    pub(crate) fn with_dht(
+        mut self,
+        dht: Option<crate::dht::Dht>,
+        info_hash: [u8; 20],
+    ) -> Coordinator {
+        self.dht = dht.map(|d| DhtSearch {
+            dht: d,
+            info_hash,
+            found: None,
+            last: None,
+        });
+        self
+    }
+
+    /// Starts a DHT lookup (announcing our port) when the last one ended and
+    /// one is due: every 15 minutes, so our announce (kept 30 minutes) stays
+    /// alive, or every minute while the pool is starved of peers; passes on
+    /// the peers found so far.
+    fn poll_dht(&mut self, starving: bool) {
+        let Some(d) = self.dht.as_mut() else {
+            return;
+        };
+        let mut found = Vec::new();
+        let mut ended = false;
+        if let Some(rx) = &d.found {
+            loop {
+                match rx.try_recv() {
+                    Ok(batch) => found.extend(batch),
+                    Err(crossbeam_channel::TryRecvError::Empty) => break,
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if ended {
+            d.found = None;
+        }
+        let every = if starving { 60 } else { 15 * 60 };
+        let due = d
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(every));
+        if d.found.is_none() && due {
+            let port = self.shared.listen_port.load(Ordering::Relaxed) as u16;
+            d.found = Some(d.dht.get_peers(d.info_hash, Some(port)));
+            d.last = Some(Instant::now());
+        }
+        if !found.is_empty() {
+            debug!("DHT: {} peers", found.len());
+            self.handle(Event::Peers(found));
+        }
     }
 
     /// Sets when seeding ends and whether we download at all.
@@ -603,6 +671,11 @@ impl Coordinator {
                     .peers_known
                     .store(self.known.len() as u64, Ordering::Relaxed);
                 self.start_connections();
+            }
+            Event::DhtNode(addr) => {
+                if let Some(d) = &self.dht {
+                    d.dht.add_node(addr);
+                }
             }
             Event::Stop | Event::DiskError(_) => {}
         }
@@ -1017,5 +1090,6 @@ impl Coordinator {
                 self.last_need_peers = Some(Instant::now());
             }
         }
+        self.poll_dht(starving);
     }
 }

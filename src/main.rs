@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 
 use tget::coordinator::Outcome;
 use tget::metainfo::Metainfo;
-use tget::session::{Config, Session, SessionError, StreamConfig};
+use tget::session::{Config, DhtSettings, Session, SessionError, StreamConfig};
 use tget::{create, demo, report, select, storage, units};
 
 /// Exit codes (README.md lists them; keep the two in step).
@@ -49,6 +49,10 @@ struct Cli {
     /// Print only errors.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Do not use the DHT (tests and offline use: nothing but the trackers
+    /// and --peer addresses is contacted).
+    #[arg(long, global = true)]
+    no_dht: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,6 +68,13 @@ struct NetArgs {
     /// A peer to connect to, besides those the trackers give (repeatable).
     #[arg(long = "peer", value_name = "HOST:PORT")]
     peers: Vec<String>,
+    /// UDP port of our DHT node (default: the same number as --port).
+    #[arg(long, value_name = "N")]
+    dht_port: Option<u16>,
+    /// A DHT node to join through (repeatable; default: the well-known
+    /// public routers).
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+    dht_bootstrap: Vec<String>,
     /// Number of worker threads, hence of simultaneous connections.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=1000))]
     max_peers: u16,
@@ -278,6 +289,7 @@ fn main() -> ExitCode {
         .format_timestamp_millis()
         .init();
     let quiet = cli.quiet;
+    let no_dht = cli.no_dht;
     let result = match cli.command {
         Command::Download {
             torrent,
@@ -288,7 +300,7 @@ fn main() -> ExitCode {
             share,
         } => {
             let role = Role::Download { pick, seed };
-            download(&torrent, &net, &out, &share, role, quiet)
+            download(&torrent, &net, &out, &share, role, no_dht, quiet)
         }
         Command::Seed {
             torrent,
@@ -296,7 +308,10 @@ fn main() -> ExitCode {
             out,
             share,
             partial,
-        } => download(&torrent, &net, &out, &share, Role::Seed { partial }, quiet),
+        } => {
+            let role = Role::Seed { partial };
+            download(&torrent, &net, &out, &share, role, no_dht, quiet)
+        }
         Command::Info { torrent, json } => info(&torrent, json),
         Command::Verify { torrent, dir, json } => verify(&torrent, &dir, json, quiet),
         Command::Create {
@@ -366,6 +381,22 @@ fn resolve_peers(peers: &[String]) -> Result<Vec<SocketAddr>, Failure> {
     Ok(out)
 }
 
+/// The DHT's entry points: those given, or the well-known routers (looked
+/// up now; a router that cannot be found is skipped with a warning).
+fn dht_bootstrap(given: &[String]) -> Result<Vec<SocketAddr>, Failure> {
+    if !given.is_empty() {
+        return resolve_peers(given);
+    }
+    let mut out = Vec::new();
+    for name in tget::dht::DEFAULT_BOOTSTRAP {
+        match name.to_socket_addrs() {
+            Ok(addrs) => out.extend(addrs.filter(|a| a.is_ipv4())),
+            Err(e) => log::warn!("DHT router {name}: {e}"),
+        }
+    }
+    Ok(out)
+}
+
 /// Signals: the first SIGINT/SIGTERM asks for a clean stop; a second one
 /// exits at once (the verified pieces are already on disk).
 struct Signals {
@@ -415,6 +446,7 @@ fn download(
     out: &OutArgs,
     share: &ShareArgs,
     role: Role,
+    no_dht: bool,
     quiet: bool,
 ) -> Result<(), Failure> {
     let meta = load(torrent)?;
@@ -429,6 +461,12 @@ fn download(
         ..Config::default()
     };
     share.apply(&mut config);
+    if !no_dht {
+        config.dht = Some(DhtSettings {
+            port: net.dht_port.unwrap_or(net.port),
+            bootstrap: dht_bootstrap(&net.dht_bootstrap)?,
+        });
+    }
     let mut streamer = None;
     if let Role::Seed { partial } = role {
         config.serve_only = true;

@@ -1039,7 +1039,13 @@ impl<'a> Connection<'a> {
             };
             trace!("{} <- {}", self.addr, readable(&msg));
             match msg {
-                Message::KeepAlive | Message::Port(_) | Message::Unknown(_) => {}
+                Message::Port(port) => {
+                    if port != 0 {
+                        let node = SocketAddr::new(self.addr.ip(), port);
+                        let _ = self.ctx.events.send(Event::DhtNode(node));
+                    }
+                }
+                Message::KeepAlive | Message::Unknown(_) => {}
                 Message::Extended(..) => {}
                 Message::Choke => self.on_choked(),
                 Message::Unchoke => {

@@ -19,6 +19,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use log::{debug, info, warn};
 
 use crate::coordinator::{Coordinator, Event, Outcome, SeedPolicy};
+use crate::dht::{Dht, DhtConfig};
 use crate::layout::Layout;
 use crate::metainfo::Metainfo;
 use crate::peer::{self, WorkerCtx};
@@ -72,6 +73,18 @@ pub struct Config {
     pub serve_only: bool,
     /// With `serve_only`: serve incomplete data instead of refusing.
     pub partial: bool,
+    /// The DHT (BEP 5), or `None` for no DHT. Never used for private
+    /// torrents (BEP 27).
+    pub dht: Option<DhtSettings>,
+}
+
+/// How to run the DHT for a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhtSettings {
+    /// UDP port (0: any; if taken, any, logged).
+    pub port: u16,
+    /// Nodes to join through when the saved table is empty or stale.
+    pub bootstrap: Vec<SocketAddr>,
 }
 
 /// What to stream, for `-O -`.
@@ -103,6 +116,7 @@ impl Default for Config {
             seed_time: None,
             serve_only: false,
             partial: false,
+            dht: None,
         }
     }
 }
@@ -353,6 +367,12 @@ impl Session {
         } else {
             Vec::new()
         };
+        // The DHT: off for private torrents (BEP 27). Its state is kept
+        // beside the resume state so later runs start with a warm table.
+        let dht = match &config.dht {
+            Some(d) if !meta.info.private => Some(start_dht(d, &config.dir)?),
+            _ => None,
+        };
         let total: u64 = wanted.ones().map(|p| layout.piece_len(p) as u64).sum();
         let pieces = wanted.count() as u64;
         let stream = config
@@ -489,7 +509,8 @@ impl Session {
                 ratio: config.seed_ratio,
                 time: config.seed_time,
                 serve_only: config.serve_only,
-            });
+            })
+            .with_dht(dht, info_hash);
             coordinator.run()
         })?;
         Ok(Session {
@@ -572,6 +593,31 @@ impl Session {
             .join()
             .unwrap_or_else(|_| Err(SessionError::Internal("coordinator panicked".into())))
     }
+}
+
+/// Starts the DHT node on `settings.port` (any port if that one is taken).
+fn start_dht(settings: &DhtSettings, dir: &std::path::Path) -> Result<Dht, SessionError> {
+    let config = |port| DhtConfig {
+        bind: SocketAddr::from(([0, 0, 0, 0], port)),
+        bootstrap: settings.bootstrap.clone(),
+        state_dir: Some(dir.join(".tget")),
+        node_id: None,
+    };
+    let dht = match Dht::start(config(settings.port)) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse && settings.port != 0 => {
+            let d = Dht::start(config(0)).map_err(SessionError::Listen)?;
+            warn!(
+                "DHT port {} is taken; using {} instead",
+                settings.port,
+                d.local_addr().port()
+            );
+            d
+        }
+        Err(e) => return Err(SessionError::Listen(e)),
+    };
+    info!("DHT node on UDP port {}", dht.local_addr().port());
+    Ok(dht)
 }
 
 /// The listener thread: accepts peers and passes them to the coordinator,

@@ -121,3 +121,58 @@ fn add_node_joins_a_lone_node_to_another() {
     // b was queried by a newcomer, pinged it back, and learnt it too.
     wait_until(deadline, "b to learn a", || b.stats().nodes == 1);
 }
+
+mod support;
+
+/// A tget download with no tracker and no `--peer` finds its seeder through
+/// a DHT of in-process nodes on 127.0.0.1, joined with `--dht-bootstrap`.
+#[test]
+fn a_download_finds_its_seeder_through_the_dht_alone() {
+    use support::swarm::*;
+    let nodes = network(8);
+    let tmp = TempDir::new("dht-download");
+    let content = single_file(tmp.path(), 2 * 1024 * 1024, 64 * 1024, &[]);
+    let boot = nodes[0].local_addr();
+    // A seeder whose only way to be found is its DHT announce.
+    let config = tget::session::Config {
+        dir: content.root.clone(),
+        port: 0,
+        seed: true,
+        force_check: true,
+        use_trackers: false,
+        dht: Some(tget::session::DhtSettings {
+            port: 0,
+            bootstrap: vec![boot],
+        }),
+        ..tget::session::Config::default()
+    };
+    let seed = tget::session::Session::start(&content.meta, config).unwrap();
+    // Wait until the network knows the seeder (the announce went out).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let seed_port = seed.listen_port();
+    wait_until(deadline, "the seeder's announce", || {
+        let rx = nodes[5].get_peers(content.meta.info_hash, None);
+        rx.recv_timeout(Duration::from_secs(5))
+            .is_ok_and(|peers| peers.iter().any(|p| p.port() == seed_port))
+    });
+    let out = tmp.path().join("out");
+    let run = run_with_limit(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tget"))
+            .args([
+                "download",
+                content.torrent.to_str().unwrap(),
+                "--port",
+                "0",
+                "-q",
+            ])
+            .args(["--dht-bootstrap", &boot.to_string(), "--dir"])
+            .arg(&out),
+        Duration::from_secs(120),
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_same_tree(&content.root.join("file.bin"), &out.join("file.bin"));
+    assert!(
+        out.join(".tget").join("dht.dat").exists(),
+        "DHT state not saved"
+    );
+}

@@ -25,6 +25,14 @@ pub const MIB: u64 = 1024 * KIB;
 pub const PYTHON: &str = "/usr/bin/python3";
 /// The tget binary built by cargo for this test target.
 pub const TGET: &str = env!("CARGO_BIN_EXE_tget");
+
+/// The tget binary with `--no-dht`: interop runs on 127.0.0.1 only and never
+/// reaches the public DHT.
+pub fn tget_command() -> Command {
+    let mut c = Command::new(TGET);
+    c.arg("--no-dht");
+    c
+}
 /// How long one `tget download` (or one leecher) may take before it is
 /// killed and the test fails.
 pub const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
@@ -875,7 +883,7 @@ impl Swarm {
     /// within DOWNLOAD_TIMEOUT and that the content matches the seeded bytes.
     pub fn tget_download(&mut self, t: &Torrent, extra: &[&str]) {
         let out = self.subdir("tget-out");
-        let mut cmd = Command::new(TGET);
+        let mut cmd = tget_command();
         cmd.arg("download")
             .arg(&t.file)
             .arg("--dir")
@@ -913,7 +921,7 @@ impl Swarm {
         let file = self.torrent_path(content);
         run_ok(
             "tget create",
-            Command::new(TGET)
+            tget_command()
                 .arg("create")
                 .arg(content)
                 .arg("-t")
@@ -931,7 +939,7 @@ impl Swarm {
     /// accepts connections.
     pub fn tget_seed(&mut self, t: &Torrent) -> u16 {
         let port = free_port();
-        let mut cmd = Command::new(TGET);
+        let mut cmd = tget_command();
         cmd.arg("seed")
             .arg(&t.file)
             .arg("--dir")
@@ -1026,7 +1034,7 @@ impl Swarm {
     /// its port once it accepts connections.
     pub fn tget_seed_with(&mut self, t: &Torrent, extra: &[&str]) -> u16 {
         let port = free_port();
-        let mut cmd = Command::new(TGET);
+        let mut cmd = tget_command();
         cmd.arg("seed")
             .arg(&t.file)
             .arg("--dir")
