@@ -1075,10 +1075,12 @@ impl<'a> Connection<'a> {
                     }
                 }
                 Message::Bitfield(bytes) => {
-                    let bits = Bitfield::from_wire(bytes, self.layout.num_pieces())
+                    let mut bits = Bitfield::from_wire(bytes, self.layout.num_pieces())
                         .map_err(|e| bad(e.to_string()))?;
-                    if self.peer_bits.count() > 0 {
-                        return Err(bad("bitfield after pieces were announced"));
+                    // BEP 3 wants it first, but aria2 sends one after `have`s
+                    // (and after `have none`): take the union, never less.
+                    for i in self.peer_bits.ones() {
+                        bits.set(i);
                     }
                     self.peer_bits = bits.clone();
                     let _ = self.ctx.events.send(Event::Bitfield {
