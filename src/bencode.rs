@@ -12,7 +12,12 @@
 //!   that remain, so a hostile length such as 2^63 never allocates;
 //! - nesting deeper than [`MAX_DEPTH`] is an error (the recursion is bounded by
 //!   that limit, so hostile input cannot overflow the stack);
-//! - dictionary keys must be byte strings and must not repeat.
+//! - dictionary keys must be byte strings and must not repeat;
+//! - the memory the decoded tree needs beyond its strings' bytes is
+//!   estimated as it is built and capped at [`MAX_STRUCTURE_BYTES`], so a
+//!   small input made of many tiny dictionaries (a `files` list of a million
+//!   entries is 28 MB of input but would be 750 MB of tree) is an error, not
+//!   an allocation driven by the input.
 //!
 //! One leniency is deliberate: **dictionary keys that are not in sorted order
 //! are accepted** on decode. BEP 3 requires sorted keys, but real torrents in
@@ -31,6 +36,28 @@ use std::ops::Range;
 /// A top-level list or dictionary is at depth 1; a value nested 64 containers
 /// deep decodes, 65 is an error.
 pub const MAX_DEPTH: usize = 64;
+
+/// The most heap a decoded value may need beyond the bytes of its strings:
+/// the list slots, dictionary nodes and per-string overhead, as estimated by
+/// the decoder while it builds the tree. With it, decoding `n` bytes
+/// allocates about `n` plus at most this much, whatever the input.
+///
+/// 128 MiB admits a torrent of about 140 000 files (each costs some 900
+/// bytes of tree); a million-file `files` list (28 MB of input, 750 MB of
+/// tree) is refused.
+pub const MAX_STRUCTURE_BYTES: usize = 128 * 1024 * 1024;
+
+/// Estimated cost of one list element: a `Value` slot, doubled for the
+/// vector's growth.
+const LIST_ITEM_COST: usize = 2 * std::mem::size_of::<Value>();
+/// Estimated cost of a dictionary node (eleven key and value slots, about
+/// 630 bytes), charged for the first entry and every sixth after it, as if
+/// every node were only half full.
+const DICT_NODE_COST: usize = 640;
+/// Entries per charged dictionary node.
+const DICT_ENTRIES_PER_NODE: usize = 6;
+/// Estimated overhead of each string's allocation (keys included).
+const STRING_COST: usize = 16;
 
 /// A decoded bencode value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,7 +195,7 @@ pub fn decode(input: &[u8]) -> Result<Value, DecodeError> {
 /// Decodes one value from the start of `input` and returns it with the number
 /// of bytes it took; whatever follows is left alone.
 pub fn decode_prefix(input: &[u8]) -> Result<(Value, usize), DecodeError> {
-    let mut p = Parser { input, pos: 0 };
+    let mut p = Parser::new(input);
     let v = p.value(0)?;
     Ok((v, p.pos))
 }
@@ -213,7 +240,7 @@ fn encode_bytes(b: &[u8], out: &mut Vec<u8>) {
 /// The whole input is validated as by [`decode`]; a top-level value that is
 /// not a dictionary is an error. `Ok(None)` means the key is absent.
 pub fn dict_entry_span(input: &[u8], key: &[u8]) -> Result<Option<Range<usize>>, DecodeError> {
-    let mut p = Parser { input, pos: 0 };
+    let mut p = Parser::new(input);
     match input.first() {
         Some(b'd') => {}
         Some(&b) => {
@@ -291,9 +318,34 @@ fn show(b: u8) -> String {
 struct Parser<'a> {
     input: &'a [u8],
     pos: usize,
+    /// Estimated structure bytes of what was built so far.
+    cost: usize,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
+    fn new(input: &'a [u8]) -> Parser<'a> {
+        Parser {
+            input,
+            pos: 0,
+            cost: 0,
+        }
+    }
+
+    /// Adds `n` to the estimated structure cost, failing past the cap.
+    fn charge(&mut self, n: usize) -> Result<(), DecodeError> {
+        self.cost = self.cost.saturating_add(n);
+        if self.cost > MAX_STRUCTURE_BYTES {
+            return Err(err(
+                self.pos,
+                format!(
+                    "the decoded value would need more than {} MiB of memory",
+                    MAX_STRUCTURE_BYTES >> 20
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn peek(&self) -> Option<u8> {
         self.input.get(self.pos).copied()
     }
@@ -321,7 +373,10 @@ impl Parser<'_> {
                             self.pos += 1;
                             return Ok(Value::List(items));
                         }
-                        Some(_) => items.push(self.value(depth + 1)?),
+                        Some(_) => {
+                            self.charge(LIST_ITEM_COST)?;
+                            items.push(self.value(depth + 1)?)
+                        }
                     }
                 }
             }
@@ -344,6 +399,9 @@ impl Parser<'_> {
                         }
                         Some(_) => {
                             let key_at = self.pos;
+                            if map.len() % DICT_ENTRIES_PER_NODE == 0 {
+                                self.charge(DICT_NODE_COST)?;
+                            }
                             let k = self.dict_key()?;
                             if map.contains_key(&k) {
                                 return Err(duplicate_key(key_at, &k));
@@ -513,6 +571,7 @@ impl Parser<'_> {
                 format!("string length {digits} is larger than the {remaining} bytes that remain"),
             ));
         }
+        self.charge(STRING_COST)?;
         let end = self.pos + len; // len <= remaining, so this cannot pass the end
         let bytes = match self.input.get(self.pos..end) {
             Some(b) => b.to_vec(),
@@ -752,6 +811,31 @@ mod tests {
             handle.join().unwrap(),
             (MAX_DEPTH, 4 * MAX_DEPTH, 4 * MAX_DEPTH)
         );
+    }
+
+    #[test]
+    fn structure_cost_is_capped() {
+        // Many tiny dictionaries: 8 bytes of input each, far more in memory.
+        let n = MAX_STRUCTURE_BYTES / (DICT_NODE_COST + STRING_COST) + 10;
+        let mut input = b"l".to_vec();
+        for _ in 0..n {
+            input.extend_from_slice(b"d1:ai0ee");
+        }
+        input.push(b'e');
+        let e = decode(&input).unwrap_err();
+        assert!(e.message.contains("more than 128 MiB of memory"), "{e}");
+        assert!(e.offset < input.len());
+        assert!(dict_entry_span(&[b"d1:a", &input[..], b"e"].concat(), b"a").is_err());
+        // The same count of integers costs a list slot each: fine.
+        let mut ints = b"l".to_vec();
+        for _ in 0..n {
+            ints.extend_from_slice(b"i0e");
+        }
+        ints.push(b'e');
+        assert!(decode(&ints).is_ok());
+        // A long string is its bytes, not structure.
+        let big = [b"16777216:".as_slice(), &vec![b'x'; 1 << 24]].concat();
+        assert!(decode(&big).is_ok());
     }
 
     #[test]

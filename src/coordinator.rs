@@ -25,7 +25,7 @@ use log::{debug, info, warn};
 use crate::choker::{self, Mode, PeerRow};
 use crate::picker::{Picker, Rng};
 use crate::resume::Saver;
-use crate::session::{SessionError, Shared};
+use crate::session::{Notice, SessionError, Shared};
 use crate::storage::Storage;
 use crate::tracker;
 use crate::wire::Bitfield;
@@ -85,6 +85,8 @@ pub enum Event {
     /// Like `WantPieces`, while the peer chokes us: only pieces it allows
     /// fast. The worker waits for `Assign`.
     WantAllowedPieces { worker: usize, count: u32 },
+    /// A peer told us its DHT port (BEP 5 `port` message).
+    DhtNode(SocketAddr),
     /// Stop: save, announce `stopped`, end.
     Stop,
 }
@@ -118,6 +120,40 @@ pub enum Job {
     Connect(SocketAddr),
     /// Run this accepted connection.
     Inbound(TcpStream, SocketAddr),
+}
+
+/// Streaming state: the first piece of the streamed file not yet verified,
+/// which moves the picker's window and tells the reader how far it may read.
+pub struct Stream {
+    pieces: std::ops::Range<u32>,
+    head: u32,
+    window: u32,
+    file_start: u64,
+    file_len: u64,
+}
+
+impl Stream {
+    /// Streams file `file` with a window of `window` pieces.
+    pub fn new(layout: &crate::layout::Layout, file: usize, window: u32) -> Stream {
+        let pieces = layout.file_pieces(file);
+        let file_start = layout.file_start(file);
+        Stream {
+            head: pieces.start,
+            pieces,
+            window: window.max(1),
+            file_start,
+            file_len: layout.file_length(file),
+        }
+    }
+}
+
+/// The DHT node and the lookup running for our torrent.
+struct DhtSearch {
+    dht: crate::dht::Dht,
+    info_hash: [u8; 20],
+    /// Peers of the running lookup (`None` between lookups).
+    found: Option<Receiver<Vec<SocketAddr>>>,
+    last: Option<Instant>,
 }
 
 /// Bad pieces after which a peer is banned.
@@ -222,6 +258,12 @@ pub struct Coordinator {
     pub(crate) seed: bool,
     pub(crate) upload_slots: usize,
     saver: Option<Saver>,
+    dht: Option<DhtSearch>,
+    /// Whether we tell peers what we have and serve it (not with `--no-save`,
+    /// whose pieces leave memory once streamed).
+    serve: bool,
+    notices: Sender<Notice>,
+    stream: Option<Stream>,
     /// Pieces completed since the resume state was last queued for saving.
     unsaved: bool,
     last_save: Instant,
@@ -265,7 +307,10 @@ impl Coordinator {
         our_id: [u8; 20],
         seed: bool,
         upload_slots: usize,
-        saver: Saver,
+        saver: Option<Saver>,
+        notices: Sender<Notice>,
+        stream: Option<Stream>,
+        serve: bool,
     ) -> Coordinator {
         let n = workers.len();
         Coordinator {
@@ -281,7 +326,11 @@ impl Coordinator {
             our_id,
             seed,
             upload_slots,
-            saver: Some(saver),
+            saver,
+            dht: None,
+            serve,
+            notices,
+            stream,
             unsaved: false,
             last_save: Instant::now(),
             known: HashMap::new(),
@@ -295,6 +344,91 @@ impl Coordinator {
         }
     }
 
+    /// Moves the streaming window past verified pieces and publishes how many
+    /// bytes of the streamed file are ready.
+    fn advance_stream(&mut self) {
+        let Some(st) = self.stream.as_mut() else {
+            return;
+        };
+        while st.head < st.pieces.end && self.picker.have().get(st.head) {
+            st.head += 1;
+        }
+        let ready = if st.head >= st.pieces.end {
+            st.file_len
+        } else {
+            let at = self.storage.layout().piece_offset(st.head);
+            at.saturating_sub(st.file_start).min(st.file_len)
+        };
+        self.shared.stream_ready.store(ready, Ordering::Relaxed);
+        // The window starts at the first missing piece and reaches at most
+        // `window` pieces past what the reader has consumed, so a slow reader
+        // holds back the download (and, with `--no-save`, its memory).
+        let layout = self.storage.layout();
+        let consumed = self.shared.stream_consumed.load(Ordering::Relaxed);
+        let reading = (st.file_start + consumed.min(st.file_len)) / layout.piece_length();
+        let end = (reading as u32)
+            .saturating_add(st.window)
+            .min(st.head.saturating_add(st.window))
+            .min(st.pieces.end);
+        let window = (st.head < st.pieces.end).then(|| st.head..end.max(st.head));
+        self.picker.set_window(window);
+    }
+
+    /// Uses `dht` (if any) to find peers for `info_hash` and announce us.
+    pub(crate) fn with_dht(
+        mut self,
+        dht: Option<crate::dht::Dht>,
+        info_hash: [u8; 20],
+    ) -> Coordinator {
+        self.dht = dht.map(|d| DhtSearch {
+            dht: d,
+            info_hash,
+            found: None,
+            last: None,
+        });
+        self
+    }
+
+    /// Starts a DHT lookup (announcing our port) when the last one ended and
+    /// one is due: every 15 minutes, so our announce (kept 30 minutes) stays
+    /// alive, or every minute while the pool is starved of peers; passes on
+    /// the peers found so far.
+    fn poll_dht(&mut self, starving: bool) {
+        let Some(d) = self.dht.as_mut() else {
+            return;
+        };
+        let mut found = Vec::new();
+        let mut ended = false;
+        if let Some(rx) = &d.found {
+            loop {
+                match rx.try_recv() {
+                    Ok(batch) => found.extend(batch),
+                    Err(crossbeam_channel::TryRecvError::Empty) => break,
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if ended {
+            d.found = None;
+        }
+        let every = if starving { 60 } else { 15 * 60 };
+        let due = d
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(every));
+        if d.found.is_none() && due {
+            let port = self.shared.listen_port.load(Ordering::Relaxed) as u16;
+            d.found = Some(d.dht.get_peers(d.info_hash, Some(port)));
+            d.last = Some(Instant::now());
+        }
+        if !found.is_empty() {
+            debug!("DHT: {} peers", found.len());
+            self.handle(Event::Peers(found));
+        }
+    }
+
     /// Sets when seeding ends and whether we download at all.
     pub(crate) fn with_seed_policy(mut self, policy: SeedPolicy) -> Coordinator {
         self.policy = policy;
@@ -303,6 +437,7 @@ impl Coordinator {
 
     /// Runs until complete (unless seeding) or stopped.
     pub(crate) fn run(mut self) -> Result<Outcome, SessionError> {
+        self.advance_stream();
         let mut completed_announced = self.picker.is_complete();
         let mut next_tick = Instant::now();
         let outcome = loop {
@@ -431,6 +566,10 @@ impl Coordinator {
                     c.assigned.retain(|&p| p != piece);
                     c.bad_pieces += 1;
                     warn!("piece {piece} from {} failed its hash check", c.addr);
+                    let _ = self.notices.try_send(Notice::PieceFailed {
+                        index: piece,
+                        peer: c.addr,
+                    });
                     if c.bad_pieces >= BAN_AFTER_BAD_PIECES {
                         warn!("banning {}: {} bad pieces", c.addr, c.bad_pieces);
                         let addr = c.addr;
@@ -533,6 +672,11 @@ impl Coordinator {
                     .store(self.known.len() as u64, Ordering::Relaxed);
                 self.start_connections();
             }
+            Event::DhtNode(addr) => {
+                if let Some(d) = &self.dht {
+                    d.dht.add_node(addr);
+                }
+            }
             Event::Stop | Event::DiskError(_) => {}
         }
     }
@@ -597,7 +741,11 @@ impl Coordinator {
         self.send(
             worker,
             ToWorker::Accept {
-                ours: self.picker.have().clone(),
+                ours: if self.serve {
+                    self.picker.have().clone()
+                } else {
+                    Bitfield::new(self.picker.have().len())
+                },
             },
         );
     }
@@ -624,6 +772,7 @@ impl Coordinator {
         self.shared.verified.fetch_add(len, Ordering::Relaxed);
         self.shared.pieces_done.fetch_add(1, Ordering::Relaxed);
         self.unsaved = true;
+        self.advance_stream();
         debug!("piece {piece} verified");
         for w in 0..self.conns.len() {
             let Some(c) = self.conns[w].as_mut() else {
@@ -636,7 +785,9 @@ impl Coordinator {
             if c.bits.get(piece) {
                 c.wanted = c.wanted.saturating_sub(1);
             }
-            let _ = self.workers[w].send(ToWorker::Have(piece));
+            if self.serve {
+                let _ = self.workers[w].send(ToWorker::Have(piece));
+            }
             self.update_interest(w);
         }
     }
@@ -910,6 +1061,8 @@ impl Coordinator {
     }
 
     fn tick(&mut self) {
+        // The stream reader moves on by itself: follow it.
+        self.advance_stream();
         // At most once a second, record the pieces completed since the last
         // save (the saver syncs their bytes to disk first).
         if self.unsaved && self.last_save.elapsed() >= Duration::from_secs(1) {
@@ -937,5 +1090,6 @@ impl Coordinator {
                 self.last_need_peers = Some(Instant::now());
             }
         }
+        self.poll_dht(starving);
     }
 }

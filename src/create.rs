@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,6 +18,7 @@ use log::debug;
 use sha1::{Digest, Sha1};
 
 use crate::bencode::Value;
+use crate::layout::Layout;
 use crate::metainfo::{check_path_component, MAX_PIECE_LENGTH};
 
 /// The smallest piece length [`create_torrent`] accepts or picks (16 KiB).
@@ -113,6 +114,16 @@ struct Entry {
 /// Makes the bencoded bytes of a .torrent for the file or directory at
 /// `path`.
 pub fn create_torrent(path: &Path, opts: &CreateOptions) -> Result<Vec<u8>, CreateError> {
+    create_torrent_with_progress(path, opts, &|_, _| {})
+}
+
+/// [`create_torrent`], calling `progress(hashed, total)` as pieces are hashed
+/// (from the hashing threads).
+pub fn create_torrent_with_progress(
+    path: &Path,
+    opts: &CreateOptions,
+    progress: &(dyn Fn(u32, u32) + Sync),
+) -> Result<Vec<u8>, CreateError> {
     if let Some(p) = opts.piece_length {
         if !p.is_power_of_two() || !(MIN_PIECE_LENGTH..=MAX_PIECE_LENGTH).contains(&p) {
             return Err(CreateError::BadPieceLength(p));
@@ -153,7 +164,8 @@ pub fn create_torrent(path: &Path, opts: &CreateOptions) -> Result<Vec<u8>, Crea
         "creating torrent {name:?}: {} files, {total} bytes, piece length {piece_length}",
         entries.len()
     );
-    let pieces = hash_pieces(&entries, piece_length)?;
+    let total_pieces = total.div_ceil(piece_length) as u32;
+    let pieces = hash_pieces(&entries, piece_length, &|done| progress(done, total_pieces))?;
 
     // Lengths were checked to fit in i64 above.
     let as_int = |n: u64| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
@@ -270,40 +282,80 @@ fn walk(root: &Path) -> Result<Vec<Entry>, CreateError> {
 }
 
 /// SHA-1 of each piece of the concatenated files.
-fn hash_pieces(entries: &[Entry], piece_length: u64) -> Result<Vec<u8>, CreateError> {
-    let mut buf = vec![0u8; READ_BUFFER];
-    let mut hasher = Sha1::new();
-    let mut in_piece: u64 = 0;
-    let mut pieces = Vec::new();
-    for e in entries {
-        if e.length == 0 {
-            continue;
-        }
-        let mut file = File::open(&e.disk).map_err(|err| io_err(&e.disk, err))?;
-        let mut left = e.length;
-        while left > 0 {
-            let room = piece_length - in_piece; // in_piece < piece_length always
-            let want = left.min(room).min(buf.len() as u64) as usize;
-            let chunk = buf.get_mut(..want).unwrap_or_default();
-            file.read_exact(chunk).map_err(|err| {
-                let err = if err.kind() == io::ErrorKind::UnexpectedEof {
-                    io::Error::new(err.kind(), "file became shorter while being read")
-                } else {
-                    err
-                };
-                io_err(&e.disk, err)
-            })?;
-            hasher.update(&*chunk);
-            left -= want as u64;
-            in_piece += want as u64;
-            if in_piece == piece_length {
-                pieces.extend_from_slice(&hasher.finalize_reset());
-                in_piece = 0;
+/// Hashes every piece on all cores: each thread takes the next piece, reads
+/// its file ranges with positioned reads through a 256 KiB buffer, and
+/// stores the digest in the piece's slot. `progress` is called with the
+/// number of pieces hashed so far (from several threads).
+fn hash_pieces(
+    entries: &[Entry],
+    piece_length: u64,
+    progress: &(dyn Fn(u32) + Sync),
+) -> Result<Vec<u8>, CreateError> {
+    use std::os::unix::fs::FileExt;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let lengths: Vec<u64> = entries.iter().map(|e| e.length).collect();
+    let layout = Layout::new(piece_length, &lengths);
+    let files = entries
+        .iter()
+        .map(|e| File::open(&e.disk).map_err(|err| io_err(&e.disk, err)))
+        .collect::<Result<Vec<File>, CreateError>>()?;
+    let n = layout.num_pieces();
+    let next = AtomicU32::new(0);
+    let done = AtomicU32::new(0);
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |t| t.get())
+        .clamp(1, 64);
+    let hash_one = |piece: u32, buf: &mut [u8]| -> Result<[u8; 20], CreateError> {
+        let mut hasher = Sha1::new();
+        for span in layout.piece_spans(piece) {
+            let (file, path) = (&files[span.file], &entries[span.file].disk);
+            let mut at = 0u64;
+            while at < span.len {
+                let want = (span.len - at).min(buf.len() as u64) as usize;
+                let chunk = &mut buf[..want];
+                file.read_exact_at(chunk, span.offset + at).map_err(|err| {
+                    let err = if err.kind() == io::ErrorKind::UnexpectedEof {
+                        io::Error::new(err.kind(), "file became shorter while being read")
+                    } else {
+                        err
+                    };
+                    io_err(path, err)
+                })?;
+                hasher.update(&*chunk);
+                at += want as u64;
             }
         }
-    }
-    if in_piece > 0 {
-        pieces.extend_from_slice(&hasher.finalize());
+        Ok(hasher.finalize().into())
+    };
+    type Hashed = Result<Vec<(u32, [u8; 20])>, CreateError>;
+    let results: Vec<Hashed> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut buf = vec![0u8; READ_BUFFER];
+                    let mut out = Vec::new();
+                    loop {
+                        let piece = next.fetch_add(1, Ordering::Relaxed);
+                        if piece >= n {
+                            return Ok(out);
+                        }
+                        out.push((piece, hash_one(piece, &mut buf)?));
+                        progress(done.fetch_add(1, Ordering::Relaxed) + 1);
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut pieces = vec![0u8; n as usize * 20];
+    for r in results {
+        for (piece, digest) in r? {
+            let at = piece as usize * 20;
+            pieces[at..at + 20].copy_from_slice(&digest);
+        }
     }
     Ok(pieces)
 }
@@ -565,7 +617,7 @@ mod tests {
             rel: vec!["f".into()],
             length: 4,
         }];
-        match hash_pieces(&entries, 16384) {
+        match hash_pieces(&entries, 16384, &|_| {}) {
             Err(CreateError::Io { path, source }) => {
                 assert_eq!(path, f);
                 assert!(source.to_string().contains("shorter"), "{source}");

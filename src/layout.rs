@@ -81,6 +81,11 @@ impl Layout {
         self.file_starts[file + 1] - self.file_starts[file]
     }
 
+    /// Byte offset of file `file` in the torrent.
+    pub fn file_start(&self, file: usize) -> u64 {
+        self.file_starts[file]
+    }
+
     /// Byte offset of piece `piece` in the torrent.
     pub fn piece_offset(&self, piece: u32) -> u64 {
         piece as u64 * self.piece_length

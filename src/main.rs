@@ -13,9 +13,8 @@ use clap::{Parser, Subcommand};
 
 use tget::coordinator::Outcome;
 use tget::metainfo::Metainfo;
-use tget::session::{Config, Session, SessionError, Stats};
-use tget::units;
-use tget::{create, demo, storage};
+use tget::session::{Config, DhtSettings, Session, SessionError, StreamConfig};
+use tget::{create, demo, report, select, storage, units};
 
 /// Exit codes (README.md lists them; keep the two in step).
 mod exit {
@@ -23,19 +22,23 @@ mod exit {
     pub const INTERNAL: u8 = 1;
     pub const USAGE: u8 = 2;
     pub const BAD_INPUT: u8 = 3;
+    pub const NO_PROGRESS: u8 = 4;
     pub const DISK: u8 = 5;
+    pub const NO_METADATA: u8 = 6;
     pub const SIGINT: u8 = 130;
     pub const SIGTERM: u8 = 143;
 }
 
 const EXIT_CODES: &str = "Exit codes:
-  0    complete: every piece verified and on disk
+  0    complete: every piece verified and on disk (or the reader of -O -/--json left)
   1    internal error
   2    usage error (bad flags or arguments)
-  3    bad input: unreadable or invalid torrent
-  5    disk or file error; `seed` on incomplete data without --partial
-  130  interrupted by SIGINT (Ctrl+C); what was verified is kept
-  143  interrupted by SIGTERM; what was verified is kept";
+  3    bad input: unreadable or invalid torrent (or magnet link)
+  4    no peers or no progress before --timeout
+  5    disk or file error (verify: data incomplete; seed: incomplete data without --partial)
+  6    metadata could not be fetched (magnet links)
+  130  interrupted by SIGINT (Ctrl+C); state saved, run again to resume
+  143  interrupted by SIGTERM; state saved, run again to resume";
 
 #[derive(Parser)]
 #[command(name = "tget", version, about = "A small BitTorrent client: blocking sockets, plain threads.", after_help = EXIT_CODES)]
@@ -46,6 +49,10 @@ struct Cli {
     /// Print only errors.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Do not use the DHT (tests and offline use: nothing but the trackers
+    /// and --peer addresses is contacted).
+    #[arg(long, global = true)]
+    no_dht: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,6 +68,13 @@ struct NetArgs {
     /// A peer to connect to, besides those the trackers give (repeatable).
     #[arg(long = "peer", value_name = "HOST:PORT")]
     peers: Vec<String>,
+    /// UDP port of our DHT node (default: the same number as --port).
+    #[arg(long, value_name = "N")]
+    dht_port: Option<u16>,
+    /// A DHT node to join through (repeatable; default: the well-known
+    /// public routers).
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+    dht_bootstrap: Vec<String>,
     /// Number of worker threads, hence of simultaneous connections.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=1000))]
     max_peers: u16,
@@ -73,29 +87,17 @@ struct ShareArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1000))]
     upload_slots: u16,
     /// Download limit in bytes per second, K/M/G suffixes (1024-based); 0 = none.
-    #[arg(long, value_name = "RATE", value_parser = rate_arg)]
+    #[arg(long, value_name = "RATE", value_parser = units::parse_rate)]
     max_download_rate: Option<u64>,
     /// Upload limit in bytes per second, K/M/G suffixes (1024-based); 0 = none.
-    #[arg(long, value_name = "RATE", value_parser = rate_arg)]
+    #[arg(long, value_name = "RATE", value_parser = units::parse_rate)]
     max_upload_rate: Option<u64>,
     /// Stop seeding once we uploaded R times the torrent's size (implies --seed).
-    #[arg(long, value_name = "R", value_parser = ratio_arg)]
+    #[arg(long, value_name = "R", value_parser = units::parse_ratio)]
     seed_ratio: Option<f64>,
     /// Stop seeding after this long: 90s, 30m, 2h, 1d, 1h30m; bare number = seconds (implies --seed).
-    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
     seed_time: Option<Duration>,
-}
-
-fn rate_arg(s: &str) -> Result<u64, String> {
-    units::parse_rate(s).map_err(|e| e.to_string())
-}
-
-fn ratio_arg(s: &str) -> Result<f64, String> {
-    units::parse_ratio(s).map_err(|e| e.to_string())
-}
-
-fn duration_arg(s: &str) -> Result<Duration, String> {
-    units::parse_duration(s).map_err(|e| e.to_string())
 }
 
 impl ShareArgs {
@@ -112,14 +114,55 @@ impl ShareArgs {
     }
 }
 
+#[derive(clap::Args, Clone)]
+struct OutArgs {
+    /// Newline-delimited JSON events on stdout instead of the status line
+    /// (schema in docs/JSON.md).
+    #[arg(long)]
+    json: bool,
+    /// Give up with exit code 4 when nothing was verified for this long
+    /// (e.g. 90s, 5m, 1h); off by default.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    timeout: Option<Duration>,
+}
+
+#[derive(clap::Args, Clone)]
+struct PickArgs {
+    /// Download only files whose path matches this glob (repeatable; `*`
+    /// within a folder, `**` across folders; paths as `tget info` shows).
+    #[arg(long = "file", value_name = "PATTERN")]
+    files_matching: Vec<String>,
+    /// Download only these files, by index as `tget info` shows (e.g. 0,3-5).
+    #[arg(long = "files", value_name = "LIST")]
+    file_indexes: Option<String>,
+    /// Write the content to standard output, in order, as it arrives
+    /// (`-O -`; a single-file torrent or exactly one chosen file).
+    #[arg(short = 'O', value_name = "-", conflicts_with = "json")]
+    output: Option<String>,
+    /// Same as `-O -`.
+    #[arg(long, conflicts_with_all = ["json", "output"])]
+    stdout: bool,
+    /// While streaming, keep the file in memory only (the window), not on
+    /// disk; nothing is seeded or saved for resuming.
+    #[arg(long, requires = "output")]
+    no_save: bool,
+    /// While streaming, fetch at most this many pieces ahead.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    window: u32,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Download a torrent; exits 0 once every piece is verified and on disk.
     Download {
-        /// The .torrent file.
-        torrent: PathBuf,
+        /// The .torrent: a path, `-` for standard input, or an http(s) URL.
+        torrent: String,
         #[command(flatten)]
         net: NetArgs,
+        #[command(flatten)]
+        out: OutArgs,
+        #[command(flatten)]
+        pick: PickArgs,
         /// Keep seeding after the download completes (until interrupted, or
         /// --seed-ratio / --seed-time).
         #[arg(long)]
@@ -130,10 +173,12 @@ enum Command {
     /// Check the data (all cores) and serve it to peers until interrupted,
     /// or until --seed-ratio / --seed-time.
     Seed {
-        /// The .torrent file.
-        torrent: PathBuf,
+        /// The .torrent: a path, `-` for standard input, or an http(s) URL.
+        torrent: String,
         #[command(flatten)]
         net: NetArgs,
+        #[command(flatten)]
+        out: OutArgs,
         #[command(flatten)]
         share: ShareArgs,
         /// Serve incomplete data (what verifies) instead of refusing (exit 5).
@@ -142,13 +187,16 @@ enum Command {
     },
     /// Show what a torrent holds.
     Info {
-        /// The .torrent file.
-        torrent: PathBuf,
+        /// The .torrent: a path, `-` for standard input, or an http(s) URL.
+        torrent: String,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Hash-check the data on disk (all cores); exits 0 only when complete.
     Verify {
-        /// The .torrent file.
-        torrent: PathBuf,
+        /// The .torrent: a path, `-` for standard input, or an http(s) URL.
+        torrent: String,
         /// Where the content lives.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
@@ -163,16 +211,27 @@ enum Command {
         /// Tracker announce URL (repeatable).
         #[arg(short = 't', long = "tracker", value_name = "URL")]
         trackers: Vec<String>,
-        /// Piece size in bytes (a power of two, at least 16384).
-        #[arg(long)]
+        /// Piece size (a power of two, at least 16K; e.g. 262144 or 256K);
+        /// chosen from the content's size when absent.
+        #[arg(long, value_name = "BYTES", value_parser = units::parse_bytes)]
         piece_size: Option<u64>,
         /// Mark the torrent private (BEP 27).
         #[arg(long)]
         private: bool,
-        /// Where to write the .torrent.
+        /// A comment to put in the torrent.
+        #[arg(long, value_name = "TEXT")]
+        comment: Option<String>,
+        /// Where to write the .torrent (`-` for standard output).
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: PathBuf,
     },
+    /// Print a shell completion script (e.g. `tget completions bash > /etc/bash_completion.d/tget`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `tget man | man -l -`.
+    Man,
     /// Offline demo: seeders and a download on 127.0.0.1, no internet needed.
     Demo {
         /// Size of the demo content in bytes.
@@ -199,8 +258,7 @@ fn fail(code: u8, message: impl std::fmt::Display) -> Failure {
 
 fn session_failure(e: SessionError) -> Failure {
     let code = match e {
-        SessionError::Storage(_) => exit::DISK,
-        SessionError::Incomplete { .. } => exit::DISK,
+        SessionError::Storage(_) | SessionError::Incomplete { .. } => exit::DISK,
         _ => exit::INTERNAL,
     };
     fail(code, e)
@@ -231,28 +289,61 @@ fn main() -> ExitCode {
         .format_timestamp_millis()
         .init();
     let quiet = cli.quiet;
+    let no_dht = cli.no_dht;
     let result = match cli.command {
         Command::Download {
             torrent,
             net,
+            out,
+            pick,
             seed,
             share,
-        } => download(&torrent, &net, &share, seed, None, quiet),
+        } => {
+            let role = Role::Download { pick, seed };
+            download(&torrent, &net, &out, &share, role, no_dht, quiet)
+        }
         Command::Seed {
             torrent,
             net,
+            out,
             share,
             partial,
-        } => download(&torrent, &net, &share, true, Some(partial), quiet),
-        Command::Info { torrent } => info(&torrent),
+        } => {
+            let role = Role::Seed { partial };
+            download(&torrent, &net, &out, &share, role, no_dht, quiet)
+        }
+        Command::Info { torrent, json } => info(&torrent, json),
         Command::Verify { torrent, dir, json } => verify(&torrent, &dir, json, quiet),
         Command::Create {
             path,
             trackers,
             piece_size,
             private,
+            comment,
             output,
-        } => create_cmd(&path, trackers, piece_size, private, &output),
+        } => {
+            let opts = create::CreateOptions {
+                trackers,
+                piece_length: piece_size,
+                private,
+                comment,
+            };
+            create_cmd(&path, &opts, &output, quiet)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "tget", &mut out);
+            write_stdout(&out)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut out)
+                .map_err(|e| fail(exit::INTERNAL, e))
+                .and_then(|_| write_stdout(&out))
+        }
         Command::Demo { size, peers } => demo_cmd(size, peers as usize, quiet),
     };
     match result {
@@ -266,9 +357,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(torrent: &Path) -> Result<Metainfo, Failure> {
-    Metainfo::from_file(torrent)
-        .map_err(|e| fail(exit::BAD_INPUT, format!("{}: {e}", torrent.display())))
+fn load(torrent: &str) -> Result<Metainfo, Failure> {
+    use tget::source::LoadError;
+    tget::source::load(torrent).map_err(|e| {
+        let code = match e {
+            LoadError::Invalid(_) => exit::BAD_INPUT,
+            LoadError::NoMetadata(_) => exit::NO_METADATA,
+        };
+        // A magnet link is long and already named by the error.
+        let what: String = torrent.chars().take(60).collect();
+        fail(code, format!("{what}: {e}"))
+    })
 }
 
 fn resolve_peers(peers: &[String]) -> Result<Vec<SocketAddr>, Failure> {
@@ -278,6 +377,22 @@ fn resolve_peers(peers: &[String]) -> Result<Vec<SocketAddr>, Failure> {
             .to_socket_addrs()
             .map_err(|e| fail(exit::USAGE, format!("--peer {p}: {e}")))?;
         out.extend(addrs);
+    }
+    Ok(out)
+}
+
+/// The DHT's entry points: those given, or the well-known routers (looked
+/// up now; a router that cannot be found is skipped with a warning).
+fn dht_bootstrap(given: &[String]) -> Result<Vec<SocketAddr>, Failure> {
+    if !given.is_empty() {
+        return resolve_peers(given);
+    }
+    let mut out = Vec::new();
+    for name in tget::dht::DEFAULT_BOOTSTRAP {
+        match name.to_socket_addrs() {
+            Ok(addrs) => out.extend(addrs.filter(|a| a.is_ipv4())),
+            Err(e) => log::warn!("DHT router {name}: {e}"),
+        }
     }
     Ok(out)
 }
@@ -317,17 +432,25 @@ impl Signals {
     }
 }
 
-/// `download` and `seed`. `serve_only` is `Some(partial)` for `seed`: never
-/// download, and refuse incomplete data unless `partial`.
+/// What `download` is asked to do.
+enum Role {
+    /// `tget download`: which files, and whether to seed afterwards.
+    Download { pick: PickArgs, seed: bool },
+    /// `tget seed`: never download; refuse incomplete data unless `partial`.
+    Seed { partial: bool },
+}
+
 fn download(
-    torrent: &Path,
+    torrent: &str,
     net: &NetArgs,
+    out: &OutArgs,
     share: &ShareArgs,
-    seed: bool,
-    serve_only: Option<bool>,
+    role: Role,
+    no_dht: bool,
     quiet: bool,
 ) -> Result<(), Failure> {
     let meta = load(torrent)?;
+    let seed = matches!(role, Role::Seed { .. } | Role::Download { seed: true, .. });
     let mut config = Config {
         dir: net.dir.clone(),
         port: net.port,
@@ -338,16 +461,82 @@ fn download(
         ..Config::default()
     };
     share.apply(&mut config);
-    if let Some(partial) = serve_only {
+    if !no_dht {
+        config.dht = Some(DhtSettings {
+            port: net.dht_port.unwrap_or(net.port),
+            bootstrap: dht_bootstrap(&net.dht_bootstrap)?,
+        });
+    }
+    let mut streamer = None;
+    if let Role::Seed { partial } = role {
         config.serve_only = true;
         config.partial = partial;
         if !partial {
             check_files_exist(&meta, &net.dir)?;
         }
     }
+    if let Role::Download { pick, .. } = &role {
+        let names: Vec<String> = meta.info.files.iter().map(|f| f.path.join("/")).collect();
+        config.selected =
+            select::select(&names, &pick.files_matching, pick.file_indexes.as_deref())
+                .map_err(|e| fail(exit::USAGE, e))?;
+        let to_stdout = pick.stdout || pick.output.is_some();
+        if let Some(o) = pick.output.as_deref().filter(|o| *o != "-") {
+            return Err(fail(
+                exit::USAGE,
+                format!("-O {o}: only `-O -` (standard output) is supported"),
+            ));
+        }
+        if to_stdout {
+            let chosen: Vec<usize> = match &config.selected {
+                Some(sel) => (0..sel.len()).filter(|&i| sel[i]).collect(),
+                None => (0..meta.info.files.len()).collect(),
+            };
+            let [file] = chosen[..] else {
+                return Err(fail(
+                    exit::USAGE,
+                    "-O - needs a single-file torrent or exactly one file chosen with --file or --files",
+                ));
+            };
+            config.stream = Some(StreamConfig {
+                file,
+                window: pick.window,
+            });
+            config.no_save = pick.no_save;
+            streamer = Some(Streamer::new(file, meta.info.files[file].length));
+        }
+    }
     let signals = Signals::install();
-    let session = Session::start(&meta, config).map_err(session_failure)?;
-    run_session(session, &meta.info.name, &signals, quiet)
+    let ui = if out.json {
+        Ui::Json
+    } else if !quiet && std::io::stderr().is_terminal() {
+        Ui::Status
+    } else {
+        Ui::Silent
+    };
+    if ui == Ui::Json {
+        emit(&report::started_event(&meta)).map_err(|_| reader_gone())?;
+    }
+    let result = Session::start(&meta, config)
+        .map_err(session_failure)
+        .and_then(|s| run_session(s, &signals, ui, out.timeout, streamer.as_mut()));
+    match &result {
+        Ok(done) if ui == Ui::Json => {
+            let _ = emit(&report::done_event(done.seconds, done.bytes));
+        }
+        Ok(done) if !quiet => eprintln!(
+            "{}: complete, {} in {:.1} s ({}/s)",
+            meta.info.name,
+            report::human(done.bytes),
+            done.seconds,
+            report::human((done.bytes as f64 / done.seconds.max(0.001)) as u64)
+        ),
+        Err(f) if ui == Ui::Json && f.code != exit::OK => {
+            let _ = emit(&report::error_event(f.code, &f.message));
+        }
+        _ => {}
+    }
+    result.map(|_| ())
 }
 
 /// `tget seed` without --partial: a missing file means incomplete data; say
@@ -372,206 +561,219 @@ fn check_files_exist(meta: &Metainfo, dir: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Shows the status line until the session ends; maps the outcome to an exit.
+/// How progress is shown.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ui {
+    /// Nothing (stderr is not a terminal, or -q).
+    Silent,
+    /// The status line on stderr.
+    Status,
+    /// JSON events on stdout.
+    Json,
+}
+
+/// Writes `bytes` to stdout; a reader that went away is not an error.
+fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(fail(exit::INTERNAL, format!("stdout: {e}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Writes one line to stdout. An error means the reader went away.
+fn emit(line: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()
+}
+
+/// The reader of our stdout left (`| head`): like other Unix tools, stop
+/// quietly with success.
+fn reader_gone() -> Failure {
+    fail(exit::OK, "")
+}
+
+/// What a completed run achieved.
+struct Done {
+    seconds: f64,
+    bytes: u64,
+}
+
+/// Follows the session until it ends: status line or JSON events, signals,
+/// `--timeout`. Maps the outcome to an exit.
 fn run_session(
     session: Session,
-    name: &str,
     signals: &Signals,
-    quiet: bool,
-) -> Result<(), Failure> {
+    ui: Ui,
+    timeout: Option<Duration>,
+    mut streamer: Option<&mut Streamer>,
+) -> Result<Done, Failure> {
     let started = Instant::now();
-    let mut status = StatusLine::new(!quiet && std::io::stderr().is_terminal());
-    let mut interrupted = None;
+    let mut rates = report::Rates::default();
+    let mut last_shown: Option<Instant> = None;
+    let mut stop_reason: Option<Failure> = None;
+    let mut progress_mark = (Instant::now(), 0u64);
     while !session.is_finished() {
-        if interrupted.is_none() {
+        if stop_reason.is_none() {
             if let Some(code) = signals.received() {
-                interrupted = Some(code);
+                stop_reason = Some(fail(code, "interrupted"));
                 session.stop();
             }
         }
-        status.update(&session.stats(), false);
+        let stats = session.stats();
+        if stats.verified != progress_mark.1 || stats.checking.is_some() {
+            progress_mark = (Instant::now(), stats.verified);
+        }
+        if let Some(limit) = timeout {
+            if stop_reason.is_none() && progress_mark.0.elapsed() >= limit {
+                stop_reason = Some(fail(
+                    exit::NO_PROGRESS,
+                    format!(
+                        "no progress for {} s ({} peers connected, {} known)",
+                        limit.as_secs(),
+                        stats.peers_connected,
+                        stats.peers_known
+                    ),
+                ));
+                session.stop();
+            }
+        }
+        if ui == Ui::Json {
+            for n in session.notices().try_iter() {
+                if emit(&report::notice_event(&n)).is_err() && stop_reason.is_none() {
+                    stop_reason = Some(reader_gone());
+                    session.stop();
+                }
+            }
+        }
+        if let Some(st) = streamer.as_deref_mut() {
+            if let Err(f) = st.pump(&session, session.stream_ready()) {
+                if stop_reason.is_none() {
+                    stop_reason = Some(f);
+                    session.stop();
+                }
+            }
+        }
+        // The status line at most 4 times a second, JSON progress once a second.
+        let every = if ui == Ui::Json { 1000 } else { 250 };
+        if last_shown.is_none_or(|t| t.elapsed() >= Duration::from_millis(every)) {
+            last_shown = Some(Instant::now());
+            rates.sample(&stats);
+            match ui {
+                Ui::Status => status_line(&report::status_text(&stats, &rates), false),
+                Ui::Json => {
+                    if emit(&report::progress_event(&stats, &rates)).is_err()
+                        && stop_reason.is_none()
+                    {
+                        stop_reason = Some(reader_gone());
+                        session.stop();
+                    }
+                }
+                Ui::Silent => {}
+            }
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
     let stats = session.stats();
-    status.update(&stats, true);
+    if ui == Ui::Status {
+        rates.sample(&stats);
+        status_line(&report::status_text(&stats, &rates), true);
+    }
+    if let (Some(st), None) = (streamer, &stop_reason) {
+        // The rest of what is ready (all of it when the download completed).
+        st.pump(&session, session.stream_ready())?;
+    }
     let outcome = session.wait().map_err(session_failure)?;
-    match (outcome, interrupted) {
-        (Outcome::Complete, _) => {
-            if !quiet {
-                let secs = started.elapsed().as_secs_f64();
-                eprintln!(
-                    "{name}: complete, {} in {:.1} s ({}/s)",
-                    human(stats.total),
-                    secs,
-                    human((stats.downloaded as f64 / secs.max(0.001)) as u64)
+    match (outcome, stop_reason) {
+        (Outcome::SeedingEnded, _) => Ok(Done {
+            seconds: started.elapsed().as_secs_f64(),
+            bytes: stats.verified,
+        }),
+        (Outcome::Complete, None) => Ok(Done {
+            seconds: started.elapsed().as_secs_f64(),
+            bytes: stats.total,
+        }),
+        (Outcome::Complete, Some(f)) if f.code != exit::NO_PROGRESS => Ok(Done {
+            seconds: started.elapsed().as_secs_f64(),
+            bytes: stats.total,
+        }),
+        (_, Some(mut f)) => {
+            if f.message == "interrupted" {
+                f.message = format!(
+                    "interrupted: {} of {} pieces verified and saved; run again to resume",
+                    stats.pieces_done, stats.pieces
                 );
             }
-            Ok(())
-        }
-        (Outcome::Stopped, Some(code)) => Err(fail(
-            code,
-            format!(
-                "interrupted: {} of {} pieces verified and kept",
-                stats.pieces_done, stats.pieces
-            ),
-        )),
-        (Outcome::SeedingEnded, _) => {
-            if !quiet {
-                eprintln!(
-                    "{name}: seeding ended, {} uploaded ({} of {} pieces here)",
-                    human(stats.uploaded),
-                    stats.pieces_done,
-                    stats.pieces
-                );
-            }
-            Ok(())
+            Err(f)
         }
         (Outcome::Stopped, None) => Err(fail(exit::INTERNAL, "stopped before completion")),
     }
 }
 
-/// The one-line progress display on stderr, at most 4 updates a second.
-struct StatusLine {
-    enabled: bool,
-    last: Option<Instant>,
-    last_bytes: (u64, u64),
-    rates: (f64, f64),
-    shown: bool,
+/// Copies the streamed file to stdout as its bytes become ready.
+struct Streamer {
+    file: usize,
+    pos: u64,
+    len: u64,
+    buf: Vec<u8>,
 }
 
-impl StatusLine {
-    fn new(enabled: bool) -> StatusLine {
-        StatusLine {
-            enabled,
-            last: None,
-            last_bytes: (0, 0),
-            rates: (0.0, 0.0),
-            shown: false,
+impl Streamer {
+    fn new(file: usize, len: u64) -> Streamer {
+        Streamer {
+            file,
+            pos: 0,
+            len,
+            buf: vec![0; 1 << 20],
         }
     }
 
-    fn update(&mut self, s: &Stats, last: bool) {
-        if !self.enabled {
-            return;
+    /// Writes the bytes in `pos..ready` to stdout and tells the session they
+    /// were passed on. A reader that went away is a quiet success; a read
+    /// error is a disk error.
+    fn pump(&mut self, session: &Session, ready: u64) -> Result<(), Failure> {
+        let ready = ready.min(self.len);
+        if self.pos >= ready {
+            return Ok(());
         }
-        let now = Instant::now();
-        if let Some(t) = self.last {
-            let dt = now.duration_since(t).as_secs_f64();
-            if dt < 0.25 && !last {
-                return;
-            }
-            let down = s.downloaded.saturating_sub(self.last_bytes.0) as f64 / dt;
-            let up = s.uploaded.saturating_sub(self.last_bytes.1) as f64 / dt;
-            // Smooth a little so the line does not jump.
-            self.rates = (
-                0.5 * self.rates.0 + 0.5 * down,
-                0.5 * self.rates.1 + 0.5 * up,
-            );
+        let mut out = std::io::stdout().lock();
+        while self.pos < ready {
+            let n = (ready - self.pos).min(self.buf.len() as u64) as usize;
+            let chunk = &mut self.buf[..n];
+            session
+                .read_file(self.file, self.pos, chunk)
+                .map_err(|e| fail(exit::DISK, e))?;
+            out.write_all(chunk).map_err(|_| reader_gone())?;
+            self.pos += n as u64;
+            session.release_stream(self.pos);
         }
-        self.last = Some(now);
-        self.last_bytes = (s.downloaded, s.uploaded);
-        let line = match s.checking {
-            Some(done) => format!("checking {done}/{} pieces", s.pieces),
-            None => {
-                let pct = if s.total == 0 {
-                    100.0
-                } else {
-                    s.verified as f64 * 100.0 / s.total as f64
-                };
-                let left = s.total.saturating_sub(s.verified);
-                let eta = if left == 0 {
-                    "done".to_string()
-                } else if self.rates.0 > 1.0 {
-                    clock((left as f64 / self.rates.0) as u64)
-                } else {
-                    "--:--".to_string()
-                };
-                format!(
-                    "{pct:5.1}%  down {}/s  up {}/s  peers {}/{}  eta {eta}",
-                    human(self.rates.0 as u64),
-                    human(self.rates.1 as u64),
-                    s.peers_connected,
-                    s.peers_known.max(s.peers_connected)
-                )
-            }
-        };
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[2K{line}");
-        if last {
-            let _ = writeln!(err);
-        }
-        let _ = err.flush();
-        self.shown = true;
+        out.flush().map_err(|_| reader_gone())
     }
 }
 
-fn clock(secs: u64) -> String {
-    if secs >= 3600 {
-        format!("{}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
-    } else {
-        format!("{}:{:02}", secs / 60, secs % 60)
+/// Redraws the status line on stderr (`last` ends it with a newline).
+fn status_line(text: &str, last: bool) {
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "\r\x1b[2K{text}");
+    if last {
+        let _ = writeln!(err);
     }
+    let _ = err.flush();
 }
 
-/// Bytes in binary units, e.g. "12.3 MiB".
-fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-fn info(torrent: &Path) -> Result<(), Failure> {
+fn info(torrent: &str, json: bool) -> Result<(), Failure> {
     let meta = load(torrent)?;
-    let i = &meta.info;
-    let mut out = String::new();
-    out.push_str(&format!("name:       {}\n", i.name));
-    out.push_str(&format!("info-hash:  {}\n", meta.info_hash_hex()));
-    out.push_str(&format!(
-        "size:       {} ({} bytes)\n",
-        human(i.total_length()),
-        i.total_length()
-    ));
-    out.push_str(&format!(
-        "pieces:     {} x {}\n",
-        i.num_pieces(),
-        human(i.piece_length)
-    ));
-    out.push_str(&format!(
-        "private:    {}\n",
-        if i.private { "yes" } else { "no" }
-    ));
-    if let Some(c) = &meta.comment {
-        out.push_str(&format!("comment:    {c}\n"));
-    }
-    if let Some(c) = &meta.created_by {
-        out.push_str(&format!("created by: {c}\n"));
-    }
-    let tiers = meta.tracker_tiers();
-    for (n, tier) in tiers.iter().enumerate() {
-        for url in tier {
-            out.push_str(&format!("tracker:    [tier {n}] {url}\n"));
-        }
-    }
-    out.push_str(&format!("files:      {}\n", i.files.len()));
-    for (n, f) in i.files.iter().enumerate() {
-        out.push_str(&format!(
-            "  {n:>4}  {:>12}  {}\n",
-            f.length,
-            f.path.join("/")
-        ));
-    }
+    let text = if json {
+        report::info_json(&meta) + "\n"
+    } else {
+        report::info_text(&meta)
+    };
     let mut stdout = std::io::stdout().lock();
     match stdout
-        .write_all(out.as_bytes())
+        .write_all(text.as_bytes())
         .and_then(|_| stdout.flush())
     {
         Ok(()) => Ok(()),
@@ -581,7 +783,7 @@ fn info(torrent: &Path) -> Result<(), Failure> {
     }
 }
 
-fn verify(torrent: &Path, dir: &Path, json: bool, quiet: bool) -> Result<(), Failure> {
+fn verify(torrent: &str, dir: &Path, json: bool, quiet: bool) -> Result<(), Failure> {
     let meta = load(torrent)?;
     let i = &meta.info;
     let lengths: Vec<u64> = i.files.iter().map(|f| f.length).collect();
@@ -666,18 +868,28 @@ fn verify(torrent: &Path, dir: &Path, json: bool, quiet: bool) -> Result<(), Fai
 
 fn create_cmd(
     path: &Path,
-    trackers: Vec<String>,
-    piece_length: Option<u64>,
-    private: bool,
+    opts: &create::CreateOptions,
     output: &Path,
+    quiet: bool,
 ) -> Result<(), Failure> {
-    let opts = create::CreateOptions {
-        trackers,
-        piece_length,
-        private,
-        ..Default::default()
+    let show = !quiet && std::io::stderr().is_terminal();
+    let last = std::sync::Mutex::new(Instant::now());
+    let progress = |done: u32, total: u32| {
+        if !show {
+            return;
+        }
+        if let Ok(mut t) = last.lock() {
+            if t.elapsed() >= Duration::from_millis(250) || done == total {
+                *t = Instant::now();
+                status_line(&format!("hashing {done}/{total} pieces"), done == total);
+            }
+        }
     };
-    let bytes = create::create_torrent(path, &opts).map_err(|e| fail(exit::BAD_INPUT, e))?;
+    let bytes = create::create_torrent_with_progress(path, opts, &progress)
+        .map_err(|e| fail(exit::BAD_INPUT, e))?;
+    if output == Path::new("-") {
+        return write_stdout(&bytes);
+    }
     std::fs::write(output, bytes)
         .map_err(|e| fail(exit::DISK, format!("{}: {e}", output.display())))
 }
@@ -687,17 +899,32 @@ fn demo_cmd(size: u64, peers: usize, quiet: bool) -> Result<(), Failure> {
     if !quiet {
         eprintln!(
             "demo: {} of random data, {peers} seeders on 127.0.0.1",
-            human(size)
+            report::human(size)
         );
     }
     let demo = demo::Demo::start(size, peers).map_err(session_failure)?;
+    let ui = if !quiet && std::io::stderr().is_terminal() {
+        Ui::Status
+    } else {
+        Ui::Silent
+    };
     let result = demo
         .download()
         .map_err(session_failure)
-        .and_then(|s| run_session(s, &demo.meta.info.name, &signals, quiet));
+        .and_then(|s| run_session(s, &signals, ui, None, None));
+    if let (Ok(done), false) = (&result, quiet) {
+        eprintln!(
+            "{}: complete, {} in {:.1} s ({}/s)",
+            demo.meta.info.name,
+            report::human(done.bytes),
+            done.seconds,
+            report::human((done.bytes as f64 / done.seconds.max(0.001)) as u64)
+        );
+    }
     let same = result.is_ok() && demo.verify_copy().unwrap_or(false);
     demo.finish();
     result?;
+
     if !same {
         return Err(fail(
             exit::INTERNAL,

@@ -123,14 +123,26 @@ fn mistyped(field: &str, expected: &str, found: &Value) -> MetainfoError {
     bad(field, format!("expected {expected}, found {}", kind(found)))
 }
 
+/// The longest file name component accepted, in bytes (Linux's NAME_MAX).
+pub const MAX_COMPONENT_BYTES: usize = 255;
+
 /// Checks that `s` is safe as one component of a relative path: not empty,
-/// not `.` or `..`, no `/`, `\` or NUL, and no drive prefix such as `C:`.
-/// Returns what is wrong otherwise.
+/// not `.` or `..` nor only dots (Windows drops trailing dots, so `...`
+/// would become nothing), no `/`, `\` or NUL, no drive prefix such as `C:`,
+/// and at most [`MAX_COMPONENT_BYTES`] bytes. Returns what is wrong otherwise.
 pub fn check_path_component(s: &str) -> Result<(), String> {
     let problem = if s.is_empty() {
         "is empty"
     } else if s == "." || s == ".." {
         "is a relative directory reference"
+    } else if s.bytes().all(|b| b == b'.') {
+        "is only dots"
+    } else if s.len() > MAX_COMPONENT_BYTES {
+        return Err(format!(
+            "{:?}... is {} bytes, longer than the {MAX_COMPONENT_BYTES} a file name may have",
+            s.chars().take(16).collect::<String>(),
+            s.len()
+        ));
     } else if s.contains('/') {
         "contains '/'"
     } else if s.contains('\\') {
@@ -191,12 +203,14 @@ fn length_field(v: &Value, field: &str) -> Result<u64, MetainfoError> {
 impl Metainfo {
     /// Parses and validates the bytes of a .torrent file.
     pub fn from_bytes(bytes: &[u8]) -> Result<Metainfo, MetainfoError> {
+        // The span first: it decodes the tree and drops it, so only one
+        // decoded tree is alive at a time.
+        let span = bencode::dict_entry_span(bytes, b"info");
         let root = bencode::decode(bytes)?;
         if root.as_dict().is_none() {
             return Err(mistyped("torrent", "a dictionary at top level", &root));
         }
-        let span =
-            bencode::dict_entry_span(bytes, b"info")?.ok_or_else(|| bad("info", "missing"))?;
+        let span = span?.ok_or_else(|| bad("info", "missing"))?;
         let info_bytes = bytes
             .get(span)
             .ok_or_else(|| bad("info", "span outside the input"))?
@@ -865,7 +879,7 @@ mod tests {
     #[test]
     fn unsafe_names_rejected() {
         for name in [
-            "", ".", "..", "a/b", "/etc", "a\\b", "\\x", "a\0b", "C:", "c:evil",
+            "", ".", "..", "...", "a/b", "/etc", "a\\b", "\\x", "a\0b", "C:", "c:evil",
         ] {
             rejects(single(name, 1), "info.name", "");
         }
@@ -1236,5 +1250,16 @@ mod tests {
         assert!(check_path_component("Z:x")
             .unwrap_err()
             .contains("drive prefix"));
+        assert!(check_path_component("...")
+            .unwrap_err()
+            .contains("only dots"));
+        assert!(check_path_component(".....").is_err());
+        assert!(check_path_component(&"n".repeat(255)).is_ok());
+        let long = check_path_component(&"n".repeat(256)).unwrap_err();
+        assert!(long.contains("256 bytes, longer than the 255"), "{long}");
+        assert!(long.len() < 120, "{long}");
+        // Bytes, not characters: 128 two-byte characters are 256 bytes.
+        assert!(check_path_component(&"é".repeat(128)).is_err());
+        assert!(check_path_component(&"é".repeat(127)).is_ok());
     }
 }

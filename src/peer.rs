@@ -20,7 +20,7 @@
 //! ways, suggestions accepted. Its handlers are the `on_*` methods below.
 //!
 //! Socket timeouts: connecting waits 5 s; the handshake must arrive within
-//! 10 s; after that, reads time out every 250 ms so the worker notices control
+//! 10 s; after that, reads time out every 100 ms so the worker notices control
 //! messages and its own timers (a read timeout loses nothing, the framing
 //! reader keeps partial messages), and writes time out after 30 s, which ends
 //! a peer that stopped reading.
@@ -46,7 +46,7 @@ use crate::wire::{self, Bitfield, Handshake, Message, MessageReader, HANDSHAKE_L
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const READ_TICK: Duration = Duration::from_millis(250);
+const READ_TICK: Duration = Duration::from_millis(100);
 /// Shortest read timeout while waiting for upload credit.
 const MIN_TICK: Duration = Duration::from_millis(1);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -64,6 +64,9 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 const MIN_DEPTH: usize = 8;
 const START_DEPTH: usize = 32;
 const MAX_DEPTH: usize = 256;
+/// Requests for pieces we do not have that a Fast peer may make (each
+/// rejected) before it is dropped.
+const MAX_UNANNOUNCED_REQUESTS: u32 = 16;
 /// Requests from a peer we queue at most; more are refused (rejected under
 /// the Fast extension, dropped otherwise), never buffered. We advertise it
 /// as `reqq` (BEP 10). 500 rather than BEP 10's example of 250: libtorrent
@@ -249,6 +252,8 @@ struct Connection<'a> {
     rejects: u32,
     /// Requests from the peer we refused.
     refused: u64,
+    /// Requests for pieces we never announced (Fast peers get a reject).
+    unannounced: u32,
     /// Bytes moved since the last report to the coordinator.
     report_down: u64,
     report_up: u64,
@@ -308,6 +313,7 @@ impl<'a> Connection<'a> {
             allowed: Vec::new(),
             rejects: 0,
             refused: 0,
+            unannounced: 0,
             report_down: 0,
             report_up: 0,
             last_report: now,
@@ -393,7 +399,7 @@ impl<'a> Connection<'a> {
         ours.reserved[wire::EXTENSION_PROTOCOL_BYTE] |= wire::EXTENSION_PROTOCOL_BIT;
         self.stream.write_all(&ours.encode())?;
         let mut theirs = [0u8; HANDSHAKE_LEN];
-        self.stream.read_exact(&mut theirs)?;
+        self.read_handshake(&mut theirs, HANDSHAKE_TIMEOUT)?;
         let h = Handshake::decode(&theirs).map_err(|e| bad(e.to_string()))?;
         if h.info_hash != self.ctx.info_hash {
             return Err(bad("handshake for another torrent (wrong info-hash)"));
@@ -423,6 +429,43 @@ impl<'a> Connection<'a> {
         }
     }
 
+    /// Reads the peer's handshake, which must arrive whole within `limit`
+    /// however it trickles in (a per-read timeout alone would let one byte
+    /// every few seconds hold this worker indefinitely).
+    fn read_handshake(
+        &mut self,
+        buf: &mut [u8; HANDSHAKE_LEN],
+        limit: Duration,
+    ) -> Result<(), Close> {
+        let deadline = Instant::now() + limit;
+        let mut got = 0;
+        while got < buf.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Close::Quiet(format!(
+                    "no complete handshake within {} s ({got} of {HANDSHAKE_LEN} bytes)",
+                    limit.as_secs_f32()
+                )));
+            }
+            self.stream.set_read_timeout(Some(left))?;
+            match self.stream.read(&mut buf[got..]) {
+                Ok(0) => {
+                    return Err(Close::Quiet(
+                        "peer closed the connection during the handshake".into(),
+                    ))
+                }
+                Ok(n) => got += n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     fn poll_control(&mut self) -> Result<(), Close> {
         loop {
             match self.ctx.control.try_recv() {
@@ -445,26 +488,26 @@ impl<'a> Connection<'a> {
                     } else {
                         Message::NotInterested
                     };
-                    m.encode_into(&mut self.out);
+                    self.send(m);
                 }
             }
             ToWorker::Unchoke => {
                 if self.am_choking {
                     self.am_choking = false;
-                    Message::Unchoke.encode_into(&mut self.out);
+                    self.send(Message::Unchoke);
                 }
             }
             ToWorker::Choke => {
                 if !self.am_choking {
                     self.am_choking = true;
-                    Message::Choke.encode_into(&mut self.out);
+                    self.send(Message::Choke);
                     self.drop_queued_uploads();
                 }
             }
             ToWorker::Have(piece) => {
                 self.ours.set(piece);
                 if !self.peer_bits.get(piece) {
-                    Message::Have(piece).encode_into(&mut self.out);
+                    self.send(Message::Have(piece));
                 }
             }
             ToWorker::Cancel(piece) => self.drop_piece(piece, true),
@@ -481,24 +524,20 @@ impl<'a> Connection<'a> {
         };
         let p = self.pieces.swap_remove(pos);
         self.spare_bufs.push(p.buf);
-        let layout = self.layout;
-        let out = &mut self.out;
-        let withdrawn = &mut self.withdrawn;
-        self.requests.retain(|&(i, begin)| {
-            if i != piece {
-                return true;
-            }
+        let (ours, others): (VecDeque<_>, VecDeque<_>) =
+            self.requests.drain(..).partition(|&(i, _)| i == piece);
+        self.requests = others;
+        for (index, begin) in ours {
             if send_cancel {
-                Message::Cancel {
-                    index: i,
+                let length = self.layout.block_len(index, begin / BLOCK_SIZE);
+                self.send(Message::Cancel {
+                    index,
                     begin,
-                    length: layout.block_len(i, begin / BLOCK_SIZE),
-                }
-                .encode_into(out);
+                    length,
+                });
             }
-            withdrawn.push_back((i, begin));
-            false
-        });
+            self.withdrawn.push_back((index, begin));
+        }
         while self.withdrawn.len() > 2 * MAX_DEPTH {
             self.withdrawn.pop_front();
         }
@@ -568,7 +607,7 @@ impl<'a> Connection<'a> {
                 let count = missing.div_ceil(blocks_per_piece).clamp(1, 16) as u32;
                 let got = self.ask_pieces(count, choked)?;
                 if got.is_empty() {
-                    self.next_ask = Instant::now() + Duration::from_millis(500);
+                    self.next_ask = Instant::now() + Duration::from_millis(100);
                     break;
                 }
                 for index in got {
@@ -580,12 +619,11 @@ impl<'a> Connection<'a> {
             let index = p.index;
             let begin = block * BLOCK_SIZE;
             let length = self.layout.block_len(index, block);
-            Message::Request {
+            self.send(Message::Request {
                 index,
                 begin,
                 length,
-            }
-            .encode_into(&mut self.out);
+            });
             if self.requests.is_empty() {
                 self.last_block = Instant::now();
             }
@@ -655,6 +693,10 @@ impl<'a> Connection<'a> {
                 }
             }
             self.uploads.pop_front();
+            trace!(
+                "{} -> piece piece={index} offset={begin} length={length}",
+                self.addr
+            );
             heads[n] = wire::piece_header(index, begin, length);
             blocks[n] = (start, len);
             n += 1;
@@ -680,6 +722,11 @@ impl<'a> Connection<'a> {
         self.last_send = Instant::now();
         self.last_useful = self.last_send;
         Ok(())
+    }
+
+    /// Queues a message for the peer (sent by the next `flush`).
+    fn send(&mut self, m: Message<'_>) {
+        queue(&mut self.out, self.addr, m);
     }
 
     fn flush(&mut self) -> Result<(), Close> {
@@ -716,7 +763,7 @@ impl<'a> Connection<'a> {
             return Err(Close::Quiet("idle too long".into()));
         }
         if now.duration_since(self.last_send) > KEEPALIVE_EVERY {
-            Message::KeepAlive.encode_into(&mut self.out);
+            self.send(Message::KeepAlive);
         }
         // Pipeline depth follows the measured rate: about a second's worth.
         let elapsed = now.duration_since(self.rate_mark);
@@ -779,7 +826,7 @@ impl<'a> Connection<'a> {
             // After the pieces (the bitfield comes first): how many requests
             // we queue, so the peer pipelines no more than that.
             let hs = wire::extended_handshake(MAX_PEER_REQUESTS);
-            Message::Extended(0, &hs).encode_into(&mut self.out);
+            queue(&mut self.out, self.addr, Message::Extended(0, &hs));
         }
     }
 
@@ -789,16 +836,24 @@ impl<'a> Connection<'a> {
     fn announce_piece_state(&mut self) {
         if !self.fast {
             if self.ours.count() > 0 {
-                Message::Bitfield(self.ours.as_bytes()).encode_into(&mut self.out);
+                queue(
+                    &mut self.out,
+                    self.addr,
+                    Message::Bitfield(self.ours.as_bytes()),
+                );
             }
             return;
         }
         if self.ours.count() == 0 {
-            Message::HaveNone.encode_into(&mut self.out);
+            queue(&mut self.out, self.addr, Message::HaveNone);
         } else if self.ours.is_full() {
-            Message::HaveAll.encode_into(&mut self.out);
+            queue(&mut self.out, self.addr, Message::HaveAll);
         } else {
-            Message::Bitfield(self.ours.as_bytes()).encode_into(&mut self.out);
+            queue(
+                &mut self.out,
+                self.addr,
+                Message::Bitfield(self.ours.as_bytes()),
+            );
         }
         self.granted = fast::allowed_fast_set(
             self.addr.ip(),
@@ -808,7 +863,7 @@ impl<'a> Connection<'a> {
         );
         for &p in &self.granted {
             if self.ours.get(p) {
-                Message::AllowedFast(p).encode_into(&mut self.out);
+                queue(&mut self.out, self.addr, Message::AllowedFast(p));
             }
         }
     }
@@ -820,18 +875,17 @@ impl<'a> Connection<'a> {
             self.uploads.clear();
             return;
         }
-        let granted = &self.granted;
-        let out = &mut self.out;
+        let (granted, out, addr) = (&self.granted, &mut self.out, self.addr);
         self.uploads.retain(|&(index, begin, length)| {
             if granted.contains(&index) {
                 return true;
             }
-            Message::RejectRequest {
+            let reject = Message::RejectRequest {
                 index,
                 begin,
                 length,
-            }
-            .encode_into(out);
+            };
+            queue(out, addr, reject);
             false
         });
     }
@@ -845,6 +899,17 @@ impl<'a> Connection<'a> {
                 "request out of range: piece {index} offset {begin} length {length}"
             )));
         }
+        // We never announced it, so no honest peer asks for it: without the
+        // Fast extension that ends the connection; with it the request is
+        // rejected (BEP 6), and a peer that keeps asking is dropped.
+        if !self.ours.get(index) {
+            self.unannounced += 1;
+            if !self.fast || self.unannounced > MAX_UNANNOUNCED_REQUESTS {
+                return Err(bad(format!(
+                    "request for piece {index}, which we do not have"
+                )));
+            }
+        }
         let may = !self.am_choking || (self.fast && self.granted.contains(&index));
         if may && self.ours.get(index) && self.uploads.len() < MAX_PEER_REQUESTS {
             self.uploads.push_back((index, begin, length));
@@ -852,12 +917,11 @@ impl<'a> Connection<'a> {
             trace!("{}: refused request {index}:{begin}", self.addr);
             self.refused += 1;
             if self.fast {
-                Message::RejectRequest {
+                self.send(Message::RejectRequest {
                     index,
                     begin,
                     length,
-                }
-                .encode_into(&mut self.out);
+                });
             }
         }
         Ok(())
@@ -869,12 +933,11 @@ impl<'a> Connection<'a> {
         let before = self.uploads.len();
         self.uploads.retain(|&r| r != (index, begin, length));
         if self.fast && self.uploads.len() < before {
-            Message::RejectRequest {
+            self.send(Message::RejectRequest {
                 index,
                 begin,
                 length,
-            }
-            .encode_into(&mut self.out);
+            });
         }
     }
 
@@ -1004,9 +1067,15 @@ impl<'a> Connection<'a> {
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(bad(e.to_string())),
             };
-            trace!("{}: <- {:?}", self.addr, short(&msg));
+            trace!("{} <- {}", self.addr, readable(&msg));
             match msg {
-                Message::KeepAlive | Message::Port(_) | Message::Unknown(_) => {}
+                Message::Port(port) => {
+                    if port != 0 {
+                        let node = SocketAddr::new(self.addr.ip(), port);
+                        let _ = self.ctx.events.send(Event::DhtNode(node));
+                    }
+                }
+                Message::KeepAlive | Message::Unknown(_) => {}
                 Message::Extended(..) => {}
                 Message::Choke => self.on_choked(),
                 Message::Unchoke => {
@@ -1176,16 +1245,207 @@ fn write_all_vectored(w: &mut impl Write, mut bufs: &mut [IoSlice<'_>]) -> io::R
     Ok(())
 }
 
-/// A message for trace logs, without block payloads.
-fn short(m: &Message<'_>) -> String {
+/// Appends `m` to the outgoing buffer `out`, logging it for `-vv`. A free
+/// function so callers can pass payloads borrowed from other fields.
+fn queue(out: &mut Vec<u8>, addr: SocketAddr, m: Message<'_>) {
+    trace!("{addr} -> {}", readable(&m));
+    m.encode_into(out);
+}
+
+/// A message in one readable line for `-vv` logs (payloads summarised).
+fn readable(m: &Message<'_>) -> String {
     match m {
-        Message::Piece { index, begin, data } => {
-            format!(
-                "Piece {{ index: {index}, begin: {begin}, len: {} }}",
-                data.len()
-            )
+        Message::KeepAlive => "keep-alive".into(),
+        Message::Choke => "choke".into(),
+        Message::Unchoke => "unchoke".into(),
+        Message::Interested => "interested".into(),
+        Message::NotInterested => "not-interested".into(),
+        Message::Have(i) => format!("have piece={i}"),
+        Message::Bitfield(b) => {
+            let ones: u32 = b.iter().map(|x| x.count_ones()).sum();
+            format!("bitfield bytes={} pieces={ones}", b.len())
         }
-        Message::Bitfield(b) => format!("Bitfield({} bytes)", b.len()),
-        other => format!("{other:?}"),
+        Message::Request {
+            index,
+            begin,
+            length,
+        } => format!("request piece={index} offset={begin} length={length}"),
+        Message::Piece { index, begin, data } => {
+            format!("piece piece={index} offset={begin} length={}", data.len())
+        }
+        Message::Cancel {
+            index,
+            begin,
+            length,
+        } => format!("cancel piece={index} offset={begin} length={length}"),
+        Message::Port(p) => format!("port {p}"),
+        Message::Extended(id, p) => format!("extended id={id} length={}", p.len()),
+        Message::SuggestPiece(i) => format!("suggest piece={i}"),
+        Message::HaveAll => "have-all".into(),
+        Message::HaveNone => "have-none".into(),
+        Message::RejectRequest {
+            index,
+            begin,
+            length,
+        } => format!("reject piece={index} offset={begin} length={length}"),
+        Message::AllowedFast(i) => format!("allowed-fast piece={i}"),
+        Message::Unknown(id) => format!("unknown id={id}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam_channel::unbounded;
+    use std::net::TcpListener;
+    use std::thread;
+
+    /// A worker context over a 3-piece torrent in a temporary file, with its
+    /// channels' other ends.
+    struct Rig {
+        ctx: WorkerCtx,
+        control: Sender<ToWorker>,
+        _events: Receiver<Event>,
+        dir: std::path::PathBuf,
+    }
+
+    impl Drop for Rig {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn rig(tag: &str) -> Rig {
+        let dir = std::env::temp_dir().join(format!("tget-peer-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let layout = Layout::new(16384, &[40000]);
+        let storage = Storage::open(layout, vec![dir.join("f")]).unwrap();
+        let (events_tx, events) = unbounded();
+        let (control, control_rx) = unbounded();
+        let (_jobs_tx, jobs) = unbounded();
+        let ctx = WorkerCtx {
+            id: 0,
+            info_hash: [3; 20],
+            our_id: [4; 20],
+            hashes: Arc::new(vec![[0; 20]; 3]),
+            storage: Arc::new(storage),
+            shared: Arc::new(Shared::default()),
+            events: events_tx,
+            control: control_rx,
+            jobs,
+            limits: crate::ratelimit::Limits::new(0, 0),
+        };
+        Rig {
+            ctx,
+            control,
+            _events: events,
+            dir,
+        }
+    }
+
+    /// A connected pair: (our end, the peer's end).
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (theirs, _) = l.accept().unwrap();
+        (ours, theirs)
+    }
+
+    #[test]
+    fn a_trickled_handshake_must_arrive_whole_before_the_deadline() {
+        let r = rig("trickle");
+        let (ours, mut theirs) = pair();
+        let addr = ours.peer_addr().unwrap();
+        let mut conn = Connection::new(&r.ctx, ours, addr, false);
+        let peer = thread::spawn(move || {
+            // One byte every 50 ms: 68 bytes would take 3.4 s.
+            for b in Handshake::new([3; 20], [5; 20]).encode() {
+                if theirs.write_all(&[b]).is_err() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let mut buf = [0u8; HANDSHAKE_LEN];
+        let t0 = Instant::now();
+        let r1 = conn.read_handshake(&mut buf, Duration::from_millis(500));
+        let took = t0.elapsed();
+        match r1 {
+            Err(Close::Quiet(why)) => assert!(why.contains("no complete handshake"), "{why}"),
+            other => panic!("expected a deadline, got {other:?}"),
+        }
+        assert!(took < Duration::from_millis(900), "{took:?}");
+        drop(conn);
+        peer.join().unwrap();
+        // The same handshake in a few quick pieces is fine.
+        let (ours, mut theirs) = pair();
+        let mut conn = Connection::new(&r.ctx, ours, addr, false);
+        let peer = thread::spawn(move || {
+            let h = Handshake::new([3; 20], [5; 20]).encode();
+            for chunk in h.chunks(20) {
+                theirs.write_all(chunk).unwrap();
+                thread::sleep(Duration::from_millis(20));
+            }
+            theirs
+        });
+        conn.read_handshake(&mut buf, Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(Handshake::decode(&buf).unwrap().peer_id, [5; 20]);
+        drop(peer.join().unwrap());
+    }
+
+    /// Runs a connection whose peer sends `after_handshake`, with `ours`
+    /// as our pieces; returns how it ended.
+    fn run_against(tag: &str, ours_have: &[u32], after_handshake: Vec<u8>) -> Close {
+        let r = rig(tag);
+        let mut ours = Bitfield::new(3);
+        for &p in ours_have {
+            ours.set(p);
+        }
+        r.control.send(ToWorker::Accept { ours }).unwrap();
+        let (stream, mut theirs) = pair();
+        let addr = stream.peer_addr().unwrap();
+        let peer = thread::spawn(move || {
+            let mut h = Handshake::new([3; 20], [5; 20]).encode().to_vec();
+            h.extend(after_handshake);
+            theirs.write_all(&h).unwrap();
+            // Read until we are dropped, then close.
+            let _ = theirs.set_read_timeout(Some(Duration::from_millis(300)));
+            let mut sink = [0u8; 1024];
+            while matches!(theirs.read(&mut sink), Ok(n) if n > 0) {}
+        });
+        let mut conn = Connection::new(&r.ctx, stream, addr, false);
+        let end = conn.run().unwrap_err();
+        drop(conn);
+        peer.join().unwrap();
+        end
+    }
+
+    fn request(index: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        Message::Request {
+            index,
+            begin: 0,
+            length: 16384,
+        }
+        .encode_into(&mut out);
+        out
+    }
+
+    #[test]
+    fn a_request_for_a_piece_we_never_announced_is_a_violation() {
+        match run_against("lack", &[0], request(1)) {
+            Close::Misbehaved(why) => {
+                assert!(why.contains("piece 1, which we do not have"), "{why}")
+            }
+            other => panic!("expected a violation, got {other:?}"),
+        }
+        // A request for a piece we have, while we choke, is only ignored:
+        // the connection ends when the peer leaves.
+        match run_against("have", &[0], request(0)) {
+            Close::Quiet(why) => assert!(why.contains("peer closed"), "{why}"),
+            other => panic!("expected a quiet end, got {other:?}"),
+        }
     }
 }

@@ -24,23 +24,45 @@ const MAX_ENDGAME_COPIES: u8 = 3;
 #[derive(Debug)]
 pub struct Picker {
     have: Bitfield,
+    /// Pieces of the selected files (all pieces when no file was chosen).
+    wanted: Bitfield,
+    /// Wanted pieces we do not have yet.
+    missing: u32,
     availability: Vec<u32>,
     /// Workers currently fetching each piece.
     assigned: Vec<u8>,
-    /// Pieces neither had nor wanted (unselected files, later issues).
+    /// When streaming: only pieces in this range are picked, its first
+    /// piece before any other.
+    window: Option<std::ops::Range<u32>>,
     rng: Rng,
 }
 
 impl Picker {
-    /// A picker over `num_pieces` pieces of which `have` are already verified.
+    /// A picker over all the pieces, of which `have` are already verified.
     pub fn new(have: Bitfield, rng: Rng) -> Picker {
+        let mut all = Bitfield::new(have.len());
+        all.fill();
+        Picker::with_wanted(have, all, rng)
+    }
+
+    /// A picker that fetches only the `wanted` pieces.
+    pub fn with_wanted(have: Bitfield, wanted: Bitfield, rng: Rng) -> Picker {
         let n = have.len() as usize;
+        let missing = wanted.ones().filter(|&i| !have.get(i)).count() as u32;
         Picker {
             have,
+            wanted,
+            missing,
             availability: vec![0; n],
             assigned: vec![0; n],
+            window: None,
             rng,
         }
+    }
+
+    /// Restricts picking to `window` (streaming), or lifts the restriction.
+    pub fn set_window(&mut self, window: Option<std::ops::Range<u32>>) {
+        self.window = window;
     }
 
     /// The verified pieces.
@@ -48,9 +70,14 @@ impl Picker {
         &self.have
     }
 
-    /// Whether every piece is verified.
+    /// Whether every wanted piece is verified.
     pub fn is_complete(&self) -> bool {
-        self.have.is_full()
+        self.missing == 0
+    }
+
+    /// The wanted pieces.
+    pub fn wanted(&self) -> &Bitfield {
+        &self.wanted
     }
 
     /// A peer announced all the pieces in `bits`.
@@ -82,13 +109,25 @@ impl Picker {
     /// `holding` (those the worker already fetches). Returns `None` when the
     /// peer has nothing we can use.
     pub fn pick(&mut self, peer: &Bitfield, holding: &[u32]) -> Option<u32> {
-        let random_phase = self.have.count() < RANDOM_FIRST;
+        if let Some(w) = &self.window {
+            // The head of the window is due first.
+            let head = w.start;
+            if w.contains(&head)
+                && peer.get(head)
+                && self.wants(head)
+                && self.assigned[head as usize] == 0
+            {
+                self.assigned[head as usize] += 1;
+                return Some(head);
+            }
+        }
+        let random_phase = self.have.count() < RANDOM_FIRST && self.window.is_none();
         let mut best: Option<u32> = None;
         let mut best_avail = u32::MAX;
         let mut ties = 0u64;
         for i in peer.ones() {
             let idx = i as usize;
-            if self.have.get(i) || self.assigned[idx] > 0 {
+            if !self.wants(i) || self.assigned[idx] > 0 || !self.in_window(i) {
                 continue;
             }
             let avail = if random_phase {
@@ -124,7 +163,7 @@ impl Picker {
         let mut best_copies = MAX_ENDGAME_COPIES;
         for i in peer.ones() {
             let copies = self.assigned[i as usize];
-            if self.have.get(i) || copies == 0 || holding.contains(&i) {
+            if !self.wants(i) || copies == 0 || holding.contains(&i) || !self.in_window(i) {
                 continue;
             }
             if copies < best_copies {
@@ -146,20 +185,28 @@ impl Picker {
         *a = a.saturating_sub(1);
     }
 
+    fn in_window(&self, i: u32) -> bool {
+        self.window.as_ref().is_none_or(|w| w.contains(&i))
+    }
+
     /// Piece `i` verified and written. Returns false if we already had it.
     pub fn complete(&mut self, i: u32) -> bool {
         self.assigned[i as usize] = 0;
-        self.have.set(i)
+        let new = self.have.set(i);
+        if new && self.wanted.get(i) {
+            self.missing -= 1;
+        }
+        new
     }
 
-    /// Whether we lack piece `i`.
+    /// Whether we want piece `i` and lack it.
     pub fn wants(&self, i: u32) -> bool {
-        !self.have.get(i)
+        self.wanted.get(i) && !self.have.get(i)
     }
 
-    /// How many pieces of `peer` we lack.
+    /// How many pieces of `peer` we want and lack.
     pub fn wanted_from(&self, peer: &Bitfield) -> u32 {
-        peer.ones().filter(|&i| !self.have.get(i)).count() as u32
+        peer.ones().filter(|&i| self.wants(i)).count() as u32
     }
 }
 
@@ -262,6 +309,36 @@ mod tests {
         assert_eq!(p.pick(&peer, &[]), Some(4));
         assert_eq!(p.pick(&peer, &[]), Some(4));
         assert_eq!(p.pick(&peer, &[]), None);
+    }
+
+    #[test]
+    fn unwanted_pieces_are_never_picked_and_do_not_block_completion() {
+        let mut p = Picker::with_wanted(Bitfield::new(6), bits(6, &[1, 2]), Rng::new(3));
+        let all = bits(6, &[0, 1, 2, 3, 4, 5]);
+        p.add_peer(&all);
+        let mut got = vec![p.pick(&all, &[]).unwrap(), p.pick(&all, &[]).unwrap()];
+        got.sort();
+        assert_eq!(got, vec![1, 2]);
+        assert_eq!(p.wanted_from(&all), 2);
+        p.complete(1);
+        assert!(!p.is_complete());
+        p.complete(2);
+        assert!(p.is_complete());
+    }
+
+    #[test]
+    fn a_window_picks_its_head_first_and_nothing_outside() {
+        let mut p = picker_past_random_phase(20);
+        let all = bits(20, &(0..20).collect::<Vec<_>>());
+        p.add_peer(&all);
+        p.set_window(Some(8..11));
+        assert_eq!(p.pick(&all, &[]), Some(8), "head first");
+        let mut rest = vec![p.pick(&all, &[8]).unwrap(), p.pick(&all, &[8]).unwrap()];
+        rest.sort();
+        assert_eq!(rest, vec![9, 10]);
+        // Only endgame copies inside the window remain.
+        let extra = p.pick(&all, &[8, 9, 10]);
+        assert_eq!(extra, None);
     }
 
     #[test]

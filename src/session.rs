@@ -15,17 +15,18 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{unbounded, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use log::{debug, info, warn};
 
 use crate::coordinator::{Coordinator, Event, Outcome, SeedPolicy};
+use crate::dht::{Dht, DhtConfig};
 use crate::layout::Layout;
 use crate::metainfo::Metainfo;
 use crate::peer::{self, WorkerCtx};
 use crate::picker::{Picker, Rng};
 use crate::ratelimit::Limits;
 use crate::resume::{self, ResumeState};
-use crate::storage::{self, Storage, StorageError};
+use crate::storage::{self, Slot, Storage, StorageError};
 use crate::tracker;
 
 /// Stack size of worker, listener and coordinator threads: they keep their
@@ -51,6 +52,14 @@ pub struct Config {
     pub use_trackers: bool,
     /// Hash-check existing data even when the files looked new.
     pub force_check: bool,
+    /// Which files to download (by index); `None` for all of them.
+    pub selected: Option<Vec<bool>>,
+    /// Stream one file in order: fetch only a window of this many pieces
+    /// from the first missing one (see [`Session::stream_ready`]).
+    pub stream: Option<StreamConfig>,
+    /// With `stream`: keep the streamed file in memory only (the window),
+    /// never on disk. Nothing is seeded or recorded for resuming.
+    pub no_save: bool,
     /// Download limit in bytes per second, shared by all peers (0 = none).
     pub max_download_rate: u64,
     /// Upload limit in bytes per second, shared by all peers (0 = none).
@@ -64,6 +73,27 @@ pub struct Config {
     pub serve_only: bool,
     /// With `serve_only`: serve incomplete data instead of refusing.
     pub partial: bool,
+    /// The DHT (BEP 5), or `None` for no DHT. Never used for private
+    /// torrents (BEP 27).
+    pub dht: Option<DhtSettings>,
+}
+
+/// How to run the DHT for a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhtSettings {
+    /// UDP port (0: any; if taken, any, logged).
+    pub port: u16,
+    /// Nodes to join through when the saved table is empty or stale.
+    pub bootstrap: Vec<SocketAddr>,
+}
+
+/// What to stream, for `-O -`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamConfig {
+    /// The file's index in the torrent.
+    pub file: usize,
+    /// Pieces fetched ahead of the first missing one.
+    pub window: u32,
 }
 
 impl Default for Config {
@@ -77,12 +107,16 @@ impl Default for Config {
             upload_slots: crate::choker::DEFAULT_SLOTS,
             use_trackers: true,
             force_check: false,
+            selected: None,
+            stream: None,
+            no_save: false,
             max_download_rate: 0,
             max_upload_rate: 0,
             seed_ratio: None,
             seed_time: None,
             serve_only: false,
             partial: false,
+            dht: None,
         }
     }
 }
@@ -153,6 +187,11 @@ pub struct Shared {
     pub checked: AtomicU64,
     /// Whether the start-up check is running.
     pub checking: AtomicBool,
+    /// When streaming: bytes of the streamed file, from its start, that are
+    /// verified and on disk.
+    pub stream_ready: AtomicU64,
+    /// When streaming: bytes of the streamed file the reader has passed on.
+    pub stream_consumed: AtomicU64,
     /// Set when the session is ending; every thread looks at it.
     pub stopping: AtomicBool,
 }
@@ -182,8 +221,27 @@ pub struct Stats {
     pub checking: Option<u64>,
 }
 
+/// Things worth telling the user as they happen (the `--json` stream).
+/// Delivered through a bounded channel: if nobody reads, the oldest are kept
+/// and newer ones dropped, so an unread channel costs nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A tracker answered (with how many peers) or failed (with why).
+    Tracker {
+        url: String,
+        result: Result<usize, String>,
+    },
+    /// A piece from `peer` failed its hash check.
+    PieceFailed { index: u32, peer: SocketAddr },
+}
+
+/// How many notices wait unread at most.
+const NOTICE_BACKLOG: usize = 1024;
+
 /// A running torrent.
 pub struct Session {
+    notices: Receiver<Notice>,
+    storage: Arc<Storage>,
     shared: Arc<Shared>,
     events: Sender<Event>,
     coordinator: JoinHandle<Result<Outcome, SessionError>>,
@@ -234,7 +292,36 @@ impl Session {
         let layout = Layout::new(info.piece_length, &lengths);
         let file_paths: Vec<Vec<String>> = info.files.iter().map(|f| f.path.clone()).collect();
         let paths = storage::file_paths(&config.dir, &info.name, info.multi_file, &file_paths);
-        let storage = Arc::new(Storage::open(layout.clone(), paths)?);
+        // The pieces to fetch, and where each file is kept: selected files
+        // at their path, unselected ones that share a piece with a selected
+        // one in a side file, the others nowhere.
+        let mut wanted = crate::wire::Bitfield::new(layout.num_pieces());
+        let selected = |f: usize| config.selected.as_ref().is_none_or(|s| s[f]);
+        for f in (0..layout.num_files()).filter(|&f| selected(f)) {
+            for p in layout.file_pieces(f) {
+                wanted.set(p);
+            }
+        }
+        let hex = meta.info_hash_hex();
+        let no_save = config.no_save && config.stream.is_some();
+        let slots = paths
+            .into_iter()
+            .enumerate()
+            .map(|(f, path)| {
+                if no_save && config.stream.is_some_and(|st| st.file == f) {
+                    Slot::Memory
+                } else if selected(f) {
+                    Slot::File(path)
+                } else if layout.file_pieces(f).any(|p| wanted.get(p)) {
+                    let side = config.dir.join(".tget").join(format!("{hex}.parts"));
+                    Slot::Side(side.join(f.to_string()))
+                } else {
+                    Slot::Skip
+                }
+            })
+            .collect();
+        let storage = Arc::new(Storage::open_in(&config.dir, layout.clone(), slots)?);
+        let session_storage = storage.clone();
         storage.check_space()?;
         let listener = bind_listener(config.port)?;
         let port = listener.local_addr().map_err(SessionError::Listen)?.port();
@@ -245,6 +332,8 @@ impl Session {
         let our_id = new_peer_id();
         let hashes = Arc::new(info.pieces.clone());
         let (events_tx, events_rx) = unbounded::<Event>();
+        let (notice_tx, notice_rx) = bounded::<Notice>(NOTICE_BACKLOG);
+        let coord_notices = notice_tx.clone();
         let (jobs_tx, jobs_rx) = unbounded();
         let max_peers = config.max_peers.max(1);
         let limits = Limits::new(config.max_download_rate, config.max_upload_rate);
@@ -278,8 +367,17 @@ impl Session {
         } else {
             Vec::new()
         };
-        let total = layout.total_length();
-        let pieces = layout.num_pieces() as u64;
+        // The DHT: off for private torrents (BEP 27). Its state is kept
+        // beside the resume state so later runs start with a warm table.
+        let dht = match &config.dht {
+            Some(d) if !meta.info.private => Some(start_dht(d, &config.dir)?),
+            _ => None,
+        };
+        let total: u64 = wanted.ones().map(|p| layout.piece_len(p) as u64).sum();
+        let pieces = wanted.count() as u64;
+        let stream = config
+            .stream
+            .map(|st| crate::coordinator::Stream::new(&layout, st.file, st.window));
         let info_hash = meta.info_hash;
         let coord_shared = shared.clone();
         let coord_events = events_tx.clone();
@@ -298,7 +396,9 @@ impl Session {
                     source: e,
                 })
             })?;
-            let resumed = if config.force_check {
+            let resumed = if no_save {
+                Err("nothing is saved".to_string())
+            } else if config.force_check {
                 Err("a check was asked for".to_string())
             } else {
                 ResumeState::load_matching(&state_path, &info_hash, n, &stamps)
@@ -327,16 +427,23 @@ impl Session {
                     total: n,
                 });
             }
-            let saver = resume::Saver::spawn(storage.clone(), info_hash, state_path)
-                .map_err(SessionError::Spawn)?;
-            let verified: u64 = have
-                .ones()
-                .map(|p| storage.layout().piece_len(p) as u64)
+            let saver = if no_save {
+                None
+            } else {
+                Some(
+                    resume::Saver::spawn(storage.clone(), info_hash, state_path)
+                        .map_err(SessionError::Spawn)?,
+                )
+            };
+            let done: Vec<u32> = have.ones().filter(|&p| wanted.get(p)).collect();
+            let verified: u64 = done
+                .iter()
+                .map(|&p| storage.layout().piece_len(p) as u64)
                 .sum();
             shared.verified.store(verified, Ordering::Relaxed);
             shared
                 .pieces_done
-                .store(have.count() as u64, Ordering::Relaxed);
+                .store(done.len() as u64, Ordering::Relaxed);
 
             let tracker_tx = if tiers.is_empty() || (have.is_full() && !config.seed) {
                 None
@@ -349,12 +456,19 @@ impl Session {
                     left: total - progress_shared.verified.load(Ordering::Relaxed).min(total),
                 });
                 let ev = coord_events.clone();
+                let notices = notice_tx;
                 let report = Box::new(move |r: tracker::Report| match r {
                     tracker::Report::Peers { url, peers } => {
                         debug!("{url}: {} peers", peers.len());
+                        let result = Ok(peers.len());
+                        let _ = notices.try_send(Notice::Tracker { url, result });
                         let _ = ev.send(Event::Peers(peers));
                     }
-                    tracker::Report::Failed { url, error } => warn!("tracker {url}: {error}"),
+                    tracker::Report::Failed { url, error } => {
+                        warn!("tracker {url}: {error}");
+                        let result = Err(error);
+                        let _ = notices.try_send(Notice::Tracker { url, result });
+                    }
                     tracker::Report::Warning { url, message } => {
                         warn!("tracker {url} warns: {message}")
                     }
@@ -374,7 +488,7 @@ impl Session {
             if !initial_peers.is_empty() {
                 let _ = coord_events.send(Event::Peers(initial_peers));
             }
-            let picker = Picker::new(have, Rng::from_entropy());
+            let picker = Picker::with_wanted(have, wanted, Rng::from_entropy());
             let coordinator = Coordinator::new(
                 picker,
                 storage,
@@ -387,15 +501,21 @@ impl Session {
                 config.seed,
                 config.upload_slots,
                 saver,
+                coord_notices,
+                stream,
+                !no_save,
             )
             .with_seed_policy(SeedPolicy {
                 ratio: config.seed_ratio,
                 time: config.seed_time,
                 serve_only: config.serve_only,
-            });
+            })
+            .with_dht(dht, info_hash);
             coordinator.run()
         })?;
         Ok(Session {
+            storage: session_storage,
+            notices: notice_rx,
             shared,
             events: events_tx,
             coordinator,
@@ -427,6 +547,31 @@ impl Session {
         }
     }
 
+    /// When streaming: how many bytes of the streamed file, from its start,
+    /// are verified and on disk (safe to read and pass on).
+    pub fn stream_ready(&self) -> u64 {
+        self.shared.stream_ready.load(Ordering::Relaxed)
+    }
+
+    /// Reads `buf.len()` bytes at `offset` of file `file` (streaming reads
+    /// the streamed file through this, whether it is on disk or in memory).
+    pub fn read_file(&self, file: usize, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+        self.storage.read_file(file, offset, buf)
+    }
+
+    /// Streaming: the reader has passed on the first `offset` bytes of the
+    /// streamed file; with `no_save` they are dropped from memory, and the
+    /// window moves on.
+    pub fn release_stream(&self, offset: u64) {
+        self.shared.stream_consumed.store(offset, Ordering::Relaxed);
+        self.storage.release_memory(offset);
+    }
+
+    /// Notices as they happen (tracker results, failed pieces).
+    pub fn notices(&self) -> &Receiver<Notice> {
+        &self.notices
+    }
+
     /// Adds addresses to try.
     pub fn add_peers(&self, peers: Vec<SocketAddr>) {
         let _ = self.events.send(Event::Peers(peers));
@@ -448,6 +593,31 @@ impl Session {
             .join()
             .unwrap_or_else(|_| Err(SessionError::Internal("coordinator panicked".into())))
     }
+}
+
+/// Starts the DHT node on `settings.port` (any port if that one is taken).
+fn start_dht(settings: &DhtSettings, dir: &std::path::Path) -> Result<Dht, SessionError> {
+    let config = |port| DhtConfig {
+        bind: SocketAddr::from(([0, 0, 0, 0], port)),
+        bootstrap: settings.bootstrap.clone(),
+        state_dir: Some(dir.join(".tget")),
+        node_id: None,
+    };
+    let dht = match Dht::start(config(settings.port)) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse && settings.port != 0 => {
+            let d = Dht::start(config(0)).map_err(SessionError::Listen)?;
+            warn!(
+                "DHT port {} is taken; using {} instead",
+                settings.port,
+                d.local_addr().port()
+            );
+            d
+        }
+        Err(e) => return Err(SessionError::Listen(e)),
+    };
+    info!("DHT node on UDP port {}", dht.local_addr().port());
+    Ok(dht)
 }
 
 /// The listener thread: accepts peers and passes them to the coordinator,

@@ -63,27 +63,71 @@ pub struct FileStamp {
     pub mtime_ns: u64,
 }
 
+/// Where one of the torrent's files is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Slot {
+    /// At its real path (a selected file).
+    File(PathBuf),
+    /// In a side file under `DIR/.tget/`: an unselected file that shares a
+    /// piece with a selected one; only that piece's part is ever written.
+    Side(PathBuf),
+    /// Not stored at all (an unselected file no wanted piece touches).
+    Skip,
+    /// Kept in memory only, until released (`--no-save` streaming): the
+    /// caller bounds how much is held by fetching within a window.
+    Memory,
+}
+
 /// The files of one torrent.
 pub struct Storage {
     layout: Layout,
+    /// Each file's path on disk (for a skipped file, where it would be).
     paths: Vec<PathBuf>,
-    files: Vec<File>,
+    /// Open files; `None` for skipped ones.
+    files: Vec<Option<File>>,
     /// Files written since the last sync.
     dirty: Vec<AtomicBool>,
     /// Whether any file already held data when opened (so a check is due).
     preexisting: bool,
     /// Bytes the files still need on disk (length minus what is allocated).
     unallocated: u64,
+    /// The in-memory file's bytes, by offset in that file (one entry per
+    /// piece span written). Only `Slot::Memory` uses it.
+    memory: std::sync::Mutex<std::collections::BTreeMap<u64, Vec<u8>>>,
+    /// Which file is in memory, if any.
+    memory_file: Option<usize>,
 }
 
 impl Storage {
     /// Opens (creating where missing) every file at `paths`, with the lengths
     /// given by `layout`, growing shorter files sparsely. Never truncates.
     pub fn open(layout: Layout, paths: Vec<PathBuf>) -> Result<Storage, StorageError> {
-        let mut files = Vec::with_capacity(paths.len());
+        Storage::open_slots(layout, paths.into_iter().map(Slot::File).collect())
+    }
+
+    /// Like [`Storage::open`], with each file kept as its [`Slot`] says.
+    pub fn open_slots(layout: Layout, slots: Vec<Slot>) -> Result<Storage, StorageError> {
+        let mut files = Vec::with_capacity(slots.len());
+        let mut paths = Vec::with_capacity(slots.len());
         let mut preexisting = false;
         let mut unallocated = 0u64;
-        for (i, path) in paths.iter().enumerate() {
+        let mut memory_file = None;
+        for (i, slot) in slots.into_iter().enumerate() {
+            let (path, side) = match slot {
+                Slot::File(p) => (p, false),
+                Slot::Side(p) => (p, true),
+                Slot::Memory => {
+                    paths.push(PathBuf::from(format!("<file {i}, in memory>")));
+                    files.push(None);
+                    memory_file = Some(i);
+                    continue;
+                }
+                Slot::Skip => {
+                    paths.push(PathBuf::from(format!("<file {i}, not selected>")));
+                    files.push(None);
+                    continue;
+                }
+            };
             let err = |op, source| StorageError {
                 op,
                 path: path.clone(),
@@ -97,7 +141,7 @@ impl Storage {
                 .write(true)
                 .create(true)
                 .truncate(false)
-                .open(path)
+                .open(&path)
                 .map_err(|e| err("open", e))?;
             let meta = file.metadata().map_err(|e| err("stat", e))?;
             if !meta.is_file() {
@@ -110,12 +154,16 @@ impl Storage {
             if meta.len() > 0 {
                 preexisting = true;
             }
-            unallocated += want.saturating_sub(meta.blocks() * 512);
+            if !side {
+                // A side file only ever holds the edge of one or two pieces.
+                unallocated += want.saturating_sub(meta.blocks() * 512);
+            }
             if meta.len() < want {
                 // Sparse: set_len allocates no blocks.
                 file.set_len(want).map_err(|e| err("size", e))?;
             }
-            files.push(file);
+            files.push(Some(file));
+            paths.push(path);
         }
         let dirty = files.iter().map(|_| AtomicBool::new(false)).collect();
         Ok(Storage {
@@ -125,14 +173,82 @@ impl Storage {
             dirty,
             preexisting,
             unallocated,
+            memory: Default::default(),
+            memory_file,
         })
+    }
+
+    /// The open file `i`, or an error if it is not stored.
+    fn file(&self, i: usize) -> Result<&File, StorageError> {
+        self.files[i].as_ref().ok_or_else(|| {
+            self.error(
+                "use",
+                i,
+                io::Error::new(io::ErrorKind::NotFound, "file not selected"),
+            )
+        })
+    }
+
+    /// Whether every file piece `piece` touches is stored on disk.
+    pub fn stores_piece(&self, piece: u32) -> bool {
+        self.layout
+            .piece_spans(piece)
+            .all(|span| self.files[span.file].is_some())
+    }
+
+    /// Copies `buf.len()` bytes at `offset` of the in-memory file out of the
+    /// chunks written there; an error if some are not (or no longer) held.
+    fn read_memory(&self, file: usize, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+        let missing = || {
+            self.error(
+                "read",
+                file,
+                io::Error::new(io::ErrorKind::NotFound, "bytes not in memory"),
+            )
+        };
+        let mem = self.memory.lock().map_err(|_| missing())?;
+        let mut at = 0usize;
+        while at < buf.len() {
+            let pos = offset + at as u64;
+            let (&start, chunk) = mem.range(..=pos).next_back().ok_or_else(missing)?;
+            let skip = (pos - start) as usize;
+            if skip >= chunk.len() {
+                return Err(missing());
+            }
+            let n = (chunk.len() - skip).min(buf.len() - at);
+            buf[at..at + n].copy_from_slice(&chunk[skip..skip + n]);
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// Forgets the in-memory file's bytes before `offset` (they were passed on).
+    pub fn release_memory(&self, offset: u64) {
+        if let Ok(mut mem) = self.memory.lock() {
+            while let Some((&start, chunk)) = mem.first_key_value() {
+                if start + chunk.len() as u64 > offset {
+                    break;
+                }
+                mem.remove(&start);
+            }
+        }
+    }
+
+    /// Reads `buf.len()` bytes at `offset` of file `file` (on disk or in memory).
+    pub fn read_file(&self, file: usize, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+        if self.memory_file == Some(file) {
+            return self.read_memory(file, offset, buf);
+        }
+        self.file(file)?
+            .read_exact_at(buf, offset)
+            .map_err(|e| self.error("read", file, e))
     }
 
     /// Fails with a `StorageFull` error naming how much is missing when the
     /// filesystem says it has less free space than the files still need.
     /// Filesystems that cannot tell are given the benefit of the doubt.
     pub fn check_space(&self) -> Result<(), StorageError> {
-        let Some(first) = self.files.first() else {
+        let Some(first) = self.files.iter().flatten().next() else {
             return Ok(());
         };
         let Some(free) = free_space(first) else {
@@ -141,7 +257,8 @@ impl Storage {
         if free >= self.unallocated {
             return Ok(());
         }
-        let dir = self.paths[0]
+        let first_path = self.files.iter().position(Option::is_some).unwrap_or(0);
+        let dir = self.paths[first_path]
             .parent()
             .unwrap_or(Path::new("."))
             .to_path_buf();
@@ -165,6 +282,12 @@ impl Storage {
         self.files
             .iter()
             .map(|f| {
+                let Some(f) = f else {
+                    return Ok(FileStamp {
+                        length: 0,
+                        mtime_ns: 0,
+                    });
+                };
                 let m = f.metadata()?;
                 Ok(FileStamp {
                     length: m.len(),
@@ -174,6 +297,19 @@ impl Storage {
                 })
             })
             .collect()
+    }
+
+    /// Like [`Storage::open`], but first refuses every path that passes
+    /// through a symbolic link below `dir` (the file itself or a folder
+    /// between `dir` and it), so a link planted in the download folder cannot
+    /// send writes outside it. `dir` itself may be a link.
+    pub fn open_in(dir: &Path, layout: Layout, slots: Vec<Slot>) -> Result<Storage, StorageError> {
+        for slot in &slots {
+            if let Slot::File(path) | Slot::Side(path) = slot {
+                refuse_symlinks_below(dir, path)?;
+            }
+        }
+        Storage::open_slots(layout, slots)
     }
 
     /// The torrent's layout.
@@ -203,7 +339,13 @@ impl Storage {
             let len = span.len as usize;
             let chunk = &data[at..at + len];
             at += len;
-            let file = &self.files[span.file];
+            if self.memory_file == Some(span.file) {
+                if let Ok(mut mem) = self.memory.lock() {
+                    mem.insert(span.offset, chunk.to_vec());
+                }
+                continue;
+            }
+            let file = self.file(span.file)?;
             self.dirty[span.file].store(true, Ordering::Relaxed);
             self.reserve(span.file, span.offset, span.len)?;
             // SAFETY: the map covers a range inside the file (the file was
@@ -233,7 +375,7 @@ impl Storage {
     /// have been shortened, and the blocks are allocated up front (a full
     /// disk becomes an error here instead of SIGBUS in the copy).
     fn reserve(&self, file: usize, offset: u64, len: u64) -> Result<(), StorageError> {
-        let f = &self.files[file];
+        let f = self.file(file)?;
         let size = f.metadata().map_err(|e| self.error("stat", file, e))?.len();
         if size < offset + len {
             return Err(self.error(
@@ -264,9 +406,7 @@ impl Storage {
         let mut at = 0usize;
         for span in self.layout.spans(start, buf.len() as u64) {
             let len = span.len as usize;
-            self.files[span.file]
-                .read_exact_at(&mut buf[at..at + len], span.offset)
-                .map_err(|e| self.error("read", span.file, e))?;
+            self.read_file(span.file, span.offset, &mut buf[at..at + len])?;
             at += len;
         }
         if at != buf.len() {
@@ -286,7 +426,7 @@ impl Storage {
         let mut maps = Vec::new();
         let mut at = start;
         for span in self.layout.spans(start, len) {
-            let file = &self.files[span.file];
+            let file = self.file(span.file)?;
             let size = file
                 .metadata()
                 .map_err(|e| self.error("stat", span.file, e))?
@@ -333,6 +473,9 @@ impl Storage {
         expected: &[u8; 20],
         buf: &mut Vec<u8>,
     ) -> Result<bool, StorageError> {
+        if !self.stores_piece(piece) {
+            return Ok(false);
+        }
         let len = self.layout.piece_len(piece) as usize;
         buf.resize(len, 0);
         self.read(piece, 0, &mut buf[..len])?;
@@ -371,7 +514,7 @@ impl Storage {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Ok(Vec::new())))
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
                 .collect()
         });
         let mut have = Bitfield::new(n);
@@ -388,6 +531,7 @@ impl Storage {
     /// `fdatasync` writes out).
     pub fn sync(&self) -> Result<(), StorageError> {
         for (i, f) in self.files.iter().enumerate() {
+            let Some(f) = f else { continue };
             if self.dirty[i].swap(false, Ordering::Relaxed) {
                 if let Err(e) = f.sync_data() {
                     self.dirty[i].store(true, Ordering::Relaxed);
@@ -444,6 +588,41 @@ fn free_space(f: &File) -> Option<u64> {
     Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
+/// Fails if any component of `path` below `dir` is a symbolic link (looked
+/// at with `symlink_metadata`, which does not follow links). Components that
+/// do not exist yet are fine: we create them as real folders and files.
+fn refuse_symlinks_below(dir: &Path, path: &Path) -> Result<(), StorageError> {
+    let Ok(rel) = path.strip_prefix(dir) else {
+        return Ok(());
+    };
+    let mut at = dir.to_path_buf();
+    for component in rel.components() {
+        at.push(component);
+        match fs::symlink_metadata(&at) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(StorageError {
+                    op: "write through",
+                    path: at,
+                    source: io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "it is a symbolic link, which could lead outside the download folder",
+                    ),
+                })
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(StorageError {
+                    op: "inspect",
+                    path: at,
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The on-disk path of every file of a torrent rooted at `dir`: `dir/name`
 /// for a single-file torrent, `dir/name/<path...>` for a multi-file one.
 /// Components were validated by the metainfo parser (no `..`, no separators).
@@ -467,6 +646,10 @@ pub fn file_paths(dir: &Path, name: &str, multi_file: bool, files: &[Vec<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn as_files(paths: &[PathBuf]) -> Vec<Slot> {
+        paths.iter().cloned().map(Slot::File).collect()
+    }
 
     fn tmp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("tget-storage-{}-{name}", std::process::id()));
@@ -559,6 +742,50 @@ mod tests {
         assert!(meta.blocks() * 512 < 1 << 20, "file was not sparse");
         assert_eq!(&fs::read(&path).unwrap()[..4], b"keep");
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn symlinks_below_the_download_folder_are_never_written_through() {
+        use std::os::unix::fs::symlink;
+        let base = tmp("symlink");
+        let outside = base.join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("f"), b"keep").unwrap();
+        let dir = base.join("dir");
+        fs::create_dir_all(dir.join("t")).unwrap();
+        let layout = Layout::new(16, &[10, 10]);
+        let files = vec![
+            vec!["sub".to_string(), "f".to_string()],
+            vec!["g".to_string()],
+        ];
+        // A folder of the torrent is a link to outside.
+        symlink(&outside, dir.join("t").join("sub")).unwrap();
+        let paths = file_paths(&dir, "t", true, &files);
+        let err = Storage::open_in(&dir, layout.clone(), as_files(&paths))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert!(err.to_string().contains("sub"), "{err}");
+        assert_eq!(fs::read(outside.join("f")).unwrap(), b"keep");
+        assert!(!dir.join("t").join("g").exists(), "nothing is created");
+        // The file itself is a link.
+        fs::remove_file(dir.join("t").join("sub")).unwrap();
+        symlink(outside.join("f"), dir.join("t").join("g")).unwrap();
+        assert!(Storage::open_in(&dir, layout.clone(), as_files(&paths)).is_err());
+        assert_eq!(fs::read(outside.join("f")).unwrap(), b"keep");
+        // The torrent's own folder is a link.
+        fs::remove_dir_all(dir.join("t")).unwrap();
+        symlink(&outside, dir.join("t")).unwrap();
+        assert!(Storage::open_in(&dir, layout.clone(), as_files(&paths)).is_err());
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 1);
+        // The download folder itself may be a link.
+        fs::remove_file(dir.join("t")).unwrap();
+        let link = base.join("link");
+        symlink(&dir, &link).unwrap();
+        let paths = file_paths(&link, "t", true, &files);
+        assert!(Storage::open_in(&link, layout, as_files(&paths)).is_ok());
+        assert!(dir.join("t").join("sub").join("f").is_file());
+        fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

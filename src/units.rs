@@ -12,6 +12,8 @@ pub enum UnitError {
     Empty,
     /// A rate that is not a number with an optional K, M or G suffix.
     BadRate(String),
+    /// A size that is not a number with an optional K, M or G suffix.
+    BadSize(String),
     /// A duration that is not numbers each followed by s, m, h or d.
     BadDuration(String),
     /// A ratio that is not a finite number at least 0.
@@ -27,6 +29,10 @@ impl fmt::Display for UnitError {
             UnitError::BadRate(s) => write!(
                 f,
                 "bad rate {s:?}: expected bytes per second, like 500000, 500K, 1.5M or 2G"
+            ),
+            UnitError::BadSize(s) => write!(
+                f,
+                "bad size {s:?}: expected bytes, like 262144, 256K or 16M"
             ),
             UnitError::BadDuration(s) => write!(
                 f,
@@ -47,6 +53,16 @@ impl std::error::Error for UnitError {}
 /// trailing `B` or `iB` accepted: `1.5M`, `512KiB`, `2g`). `0` means no
 /// limit to the caller.
 pub fn parse_rate(s: &str) -> Result<u64, UnitError> {
+    parse_scaled(s, UnitError::BadRate)
+}
+
+/// Parses a size in bytes, with the same suffixes as [`parse_rate`]
+/// (`262144`, `256K`, `16M`).
+pub fn parse_bytes(s: &str) -> Result<u64, UnitError> {
+    parse_scaled(s, UnitError::BadSize)
+}
+
+fn parse_scaled(s: &str, bad_kind: fn(String) -> UnitError) -> Result<u64, UnitError> {
     let t = s.trim();
     if t.is_empty() {
         return Err(UnitError::Empty);
@@ -62,7 +78,7 @@ pub fn parse_rate(s: &str) -> Result<u64, UnitError> {
         Some((i, 'g')) => (&body[..i], 1u64 << 30),
         _ => (body, 1),
     };
-    let bad = || UnitError::BadRate(s.to_string());
+    let bad = || bad_kind(s.to_string());
     if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         return Err(bad());
     }
@@ -141,6 +157,13 @@ mod tests {
         assert_eq!(parse_rate("512KiB"), Ok(512 * 1024));
         assert_eq!(parse_rate("1MB"), Ok(1 << 20));
         assert_eq!(parse_rate(" 64K "), Ok(64 * 1024));
+    }
+
+    #[test]
+    fn sizes_share_the_grammar_and_name_themselves() {
+        assert_eq!(parse_bytes("256K"), Ok(256 * 1024));
+        let e = parse_bytes("big").unwrap_err().to_string();
+        assert!(e.starts_with("bad size"), "{e}");
     }
 
     #[test]

@@ -84,7 +84,7 @@ fn a_disk_filling_up_midway_ends_with_code_5_and_keeps_verified_pieces() {
     let out = tmp.path().join("small");
     let _m = Mount::tmpfs(&out, "size=3m");
     let slow = SlowSeeder::start(&c, Duration::from_millis(4));
-    let w = Watched::spawn(&mut download(&c, &out, &slow.addr.to_string()));
+    let w = Logged::spawn(&mut download(&c, &out, &slow.addr.to_string()));
     w.wait_verified(10, LIMIT);
     // Someone else fills the disk, leaving room for the resume state only.
     let filler = out.join("filler");
@@ -148,7 +148,7 @@ fn a_file_shortened_underneath_us_is_an_error_not_a_crash() {
     let c = single_file(tmp.path(), 2 * 1024 * 1024, 32 * 1024, &[]);
     let out = tmp.path().join("out");
     let slow = SlowSeeder::start(&c, Duration::from_millis(4));
-    let w = Watched::spawn(&mut download(&c, &out, &slow.addr.to_string()));
+    let w = Logged::spawn(&mut download(&c, &out, &slow.addr.to_string()));
     w.wait_verified(5, LIMIT);
     let f = std::fs::OpenOptions::new()
         .write(true)

@@ -115,73 +115,6 @@ fn direct_peers_without_any_tracker() {
     assert_same_tree(&content.root.join("file.bin"), &out.join("file.bin"));
 }
 
-/// Downloads from one honest seeder and one hostile peer (listed first);
-/// returns the hostile peer and the run's stderr (with -v logs).
-fn download_beside(how: Behaviour) -> (HostilePeer, String) {
-    let tmp = TempDir::new("hostile");
-    // 68 pieces: the bitfield's last byte has 4 spare bits.
-    let content = single_file(tmp.path(), 2 * 1024 * 1024 + 100_000, 32 * 1024, &[]);
-    let hostile = HostilePeer::start(&content.meta, how);
-    let honest = seeder(&content, false);
-    let out = tmp.path().join("out");
-    let run = run_with_limit(
-        tget()
-            .args([
-                "download",
-                content.torrent.to_str().unwrap(),
-                "--port",
-                "0",
-                "-v",
-            ])
-            .args(["--peer", &hostile.addr.to_string()])
-            .args(["--peer", &addr_of(&honest), "--dir"])
-            .arg(&out),
-        LIMIT,
-    );
-    assert!(run.status.success(), "{how:?}: {}", run.stderr);
-    assert_same_tree(&content.root.join("file.bin"), &out.join("file.bin"));
-    (hostile, run.stderr)
-}
-
-#[test]
-fn a_peer_sending_bad_data_is_banned_and_the_download_completes() {
-    let (liar, stderr) = download_beside(Behaviour::WrongData);
-    assert!(
-        stderr.contains("failed its hash check") && stderr.contains("banning"),
-        "no ban logged:\n{stderr}"
-    );
-    assert_eq!(liar.connections(), 1, "a banned peer is not dialled again");
-}
-
-/// Each protocol violation ends that peer's connection with a log line
-/// saying why, and the peer is not dialled again; the download completes.
-#[test]
-fn protocol_violations_end_the_connection_with_a_reason() {
-    let cases = [
-        (
-            Behaviour::BitfieldWrongLength,
-            "bitfield of the wrong length",
-        ),
-        (Behaviour::BitfieldSpareBits, "bitfield with spare bits set"),
-        (Behaviour::HaveOutOfRange, "out of range"),
-        (Behaviour::UnrequestedBlock, "not a block"),
-        (Behaviour::HugeLength, "exceeds the largest legal"),
-        (Behaviour::WrongInfoHash, "wrong info-hash"),
-    ];
-    for (how, reason) in cases {
-        let (peer, stderr) = download_beside(how);
-        assert!(
-            stderr.contains(reason),
-            "{how:?}: no '{reason}' in:\n{stderr}"
-        );
-        assert_eq!(
-            peer.connections(),
-            1,
-            "{how:?}: dialled again after misbehaving"
-        );
-    }
-}
-
 #[test]
 fn existing_complete_data_is_checked_and_exits_zero_at_once() {
     let tmp = TempDir::new("done");
@@ -367,4 +300,45 @@ fn single_file_through_a_udp_tracker() {
     );
     assert_same_tree(&content.root.join("file.bin"), &out.join("file.bin"));
     assert!(tracker.connects() >= 1 && tracker.announces() >= 2);
+}
+
+#[test]
+fn vv_shows_every_message_in_one_readable_line() {
+    let tmp = TempDir::new("vv");
+    let content = single_file(tmp.path(), 100_000, 16 * 1024, &[]);
+    let s = seeder(&content, false);
+    let run = run_with_limit(
+        tget()
+            .args([
+                "download",
+                content.torrent.to_str().unwrap(),
+                "--port",
+                "0",
+                "-vv",
+            ])
+            .args(["--peer", &addr_of(&s), "--dir"])
+            .arg(tmp.path().join("out")),
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let peer = addr_of(&s);
+    for expected in [
+        format!("{peer} <- have-all"),
+        format!("{peer} -> interested"),
+        format!("{peer} <- unchoke"),
+        format!(
+            "{peer} -> request piece=6 offset=0 length={}",
+            100_000 - 6 * 16384
+        ),
+        format!(
+            "{peer} <- piece piece=6 offset=0 length={}",
+            100_000 - 6 * 16384
+        ),
+    ] {
+        assert!(
+            run.stderr.contains(&expected),
+            "no '{expected}' in:\n{}",
+            run.stderr
+        );
+    }
 }

@@ -129,6 +129,40 @@ fn tget_seed_serves_aria2_and_libtorrent() {
     lt.finish();
 }
 
+#[test]
+#[ignore = "needs opentracker, aria2c, python3-libtorrent, mktorrent: run by .ci/run"]
+fn tget_create_matches_mktorrent_info_hash() {
+    let mut sw = Swarm::new("create-vs-mktorrent");
+    let single = sw.single_file("same.bin", 3 * MIB + 7);
+    let multi = sw.multi_file("same-dir", 30);
+    for (content, log2) in [(&single, 15), (&single, 18), (&multi, 16)] {
+        let ours = sw.tget_create(content, log2, Announce::Http, &[]);
+        let theirs = sw.mktorrent(content, log2, Announce::Http);
+        assert_eq!(
+            ours.info_hash,
+            theirs.info_hash,
+            "{} 2^{log2}",
+            content.display()
+        );
+    }
+    let ours = sw.tget_create(&multi, 17, Announce::Http, &["--private"]);
+    let theirs = sw.mktorrent_with(&multi, 17, Announce::Http, &["-p"]);
+    assert_eq!(ours.info_hash, theirs.info_hash, "private");
+}
+
+#[test]
+#[ignore = "needs opentracker, aria2c, python3-libtorrent, mktorrent: run by .ci/run"]
+fn a_torrent_made_by_tget_create_seeds_to_aria2_and_libtorrent() {
+    let mut sw = Swarm::new("create-seed");
+    let content = sw.multi_file("made-by-tget", 12);
+    let t = sw.tget_create(&content, 16, Announce::Http, &[]);
+    let port = sw.tget_seed(&t);
+    let aria2 = sw.leech_aria2(&t);
+    let lt = sw.leech_libtorrent(&t, &[port]);
+    aria2.finish();
+    lt.finish();
+}
+
 /// libtorrent alone downloads from `tget seed`, finding it through
 /// opentracker (UDP announce), 16 KiB pieces across many files.
 #[test]

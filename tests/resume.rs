@@ -52,7 +52,7 @@ fn assert_disjoint(first: &[u32], second: &[u32]) {
 /// verified before the interruption.
 fn interrupt_at(content: &Content, out: &Path, at: usize, signal: &str) -> (Option<i32>, Vec<u32>) {
     let slow = SlowSeeder::start(content, Duration::from_millis(4));
-    let w = Watched::spawn(&mut download(content, out, &slow.addr.to_string()));
+    let w = Logged::spawn(&mut download(content, out, &slow.addr.to_string()));
     w.wait_verified(at, LIMIT);
     w.signal(signal);
     let (status, lines) = w.finish(Duration::from_secs(20));
@@ -173,7 +173,7 @@ fn a_second_ctrl_c_exits_at_once_and_the_state_still_holds() {
     let c = content(&tmp);
     let out = tmp.path().join("out");
     let slow = SlowSeeder::start(&c, Duration::from_millis(4));
-    let w = Watched::spawn(&mut download(&c, &out, &slow.addr.to_string()));
+    let w = Logged::spawn(&mut download(&c, &out, &slow.addr.to_string()));
     w.wait_verified(50, LIMIT);
     w.signal("INT");
     w.signal("INT");

@@ -1433,4 +1433,79 @@ mod tests {
         assert!(tracker.peers(&[9; 20]).is_empty());
         assert_eq!(tracker.announces(), 4);
     }
+
+    /// Hostile trackers (tests/support/tracker.rs) through the real announce
+    /// functions: each failure is reported, retried with a backoff that
+    /// doubles up to the cap (never a hot loop), and a good tracker in a
+    /// later tier still delivers its peers.
+    #[test]
+    fn hostile_trackers_are_retried_with_backoff_and_a_good_tier_still_answers() {
+        use test_tracker::{HostileHttp, HostileHttpTracker, HostileUdp, HostileUdpTracker};
+        let http = HostileHttpTracker::start(HostileHttp::NotBencode);
+        let udp = HostileUdpTracker::start(HostileUdp::TruncatedConnect);
+        let good = test_tracker::TestTracker::start();
+        let real = Fake {
+            calls: Arc::new(Mutex::new(Vec::new())),
+            announce_fn: Arc::new(announce),
+        };
+        let timing = Timing {
+            retry_base: Duration::from_millis(50),
+            retry_max: Duration::from_millis(400),
+            ..fast()
+        };
+        let r = start(&[&[&http.url, &udp.url]], timing, &real);
+        let t0 = Instant::now();
+        let mut failed_at: Vec<(String, Duration)> = Vec::new();
+        while t0.elapsed() < Duration::from_millis(1500) {
+            match r.reports.recv_timeout(Duration::from_millis(100)) {
+                Ok(Report::Failed { url, error }) => {
+                    assert!(!error.is_empty());
+                    failed_at.push((url, t0.elapsed()));
+                }
+                Ok(other) => panic!("unexpected {other:?}"),
+                Err(_) => {}
+            }
+        }
+        r.commands.send(Command::Stop).unwrap();
+        r.handle.join().unwrap();
+        for url in [&http.url, &udp.url] {
+            let times: Vec<Duration> = failed_at
+                .iter()
+                .filter(|(u, _)| u == url)
+                .map(|(_, t)| *t)
+                .collect();
+            assert!(
+                (4..=12).contains(&times.len()),
+                "{url}: {} attempts in 1.5 s: {times:?}",
+                times.len()
+            );
+            let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+            for g in gaps.windows(2) {
+                assert!(
+                    g[1] + Duration::from_millis(30) >= g[0],
+                    "{url}: backoff shrank: {gaps:?}"
+                );
+            }
+            assert!(
+                gaps.last()
+                    .is_some_and(|g| *g >= Duration::from_millis(300)),
+                "{url}: never backed off to the cap: {gaps:?}"
+            );
+        }
+        // With a good tracker in the next tier, its peers still arrive.
+        let r = start(&[&[&http.url, &udp.url], &[&good.url]], fast(), &real);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut got_peers = false;
+        while Instant::now() < deadline && !got_peers {
+            if let Ok(Report::Peers { url, .. }) =
+                r.reports.recv_timeout(Duration::from_millis(100))
+            {
+                assert_eq!(url, good.url);
+                got_peers = true;
+            }
+        }
+        assert!(got_peers, "the good tracker was never reached");
+        r.commands.send(Command::Stop).unwrap();
+        r.handle.join().unwrap();
+    }
 }

@@ -25,6 +25,14 @@ pub const MIB: u64 = 1024 * KIB;
 pub const PYTHON: &str = "/usr/bin/python3";
 /// The tget binary built by cargo for this test target.
 pub const TGET: &str = env!("CARGO_BIN_EXE_tget");
+
+/// The tget binary with `--no-dht`: interop runs on 127.0.0.1 only and never
+/// reaches the public DHT.
+pub fn tget_command() -> Command {
+    let mut c = Command::new(TGET);
+    c.arg("--no-dht");
+    c
+}
 /// How long one `tget download` (or one leecher) may take before it is
 /// killed and the test fails.
 pub const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
@@ -528,10 +536,22 @@ impl Swarm {
 
     /// A torrent made by mktorrent (piece size 2^`piece_log2`, at least 2^15).
     pub fn mktorrent(&mut self, content: &Path, piece_log2: u32, announce: Announce) -> Torrent {
+        self.mktorrent_with(content, piece_log2, announce, &[])
+    }
+
+    /// [`Swarm::mktorrent`] with extra mktorrent flags (e.g. `-p`).
+    pub fn mktorrent_with(
+        &mut self,
+        content: &Path,
+        piece_log2: u32,
+        announce: Announce,
+        extra: &[&str],
+    ) -> Torrent {
         let file = self.torrent_path(content);
         run_ok(
             "mktorrent",
             Command::new("mktorrent")
+                .args(extra)
                 .arg("-l")
                 .arg(piece_log2.to_string())
                 .arg("-a")
@@ -863,7 +883,7 @@ impl Swarm {
     /// within DOWNLOAD_TIMEOUT and that the content matches the seeded bytes.
     pub fn tget_download(&mut self, t: &Torrent, extra: &[&str]) {
         let out = self.subdir("tget-out");
-        let mut cmd = Command::new(TGET);
+        let mut cmd = tget_command();
         cmd.arg("download")
             .arg(&t.file)
             .arg("--dir")
@@ -889,11 +909,37 @@ impl Swarm {
         assert_same_content(&t.content, &out.join(t.name()));
     }
 
+    /// A torrent made by `tget create` (piece size 2^`piece_log2`), with
+    /// `extra` flags (e.g. `--private`).
+    pub fn tget_create(
+        &mut self,
+        content: &Path,
+        piece_log2: u32,
+        announce: Announce,
+        extra: &[&str],
+    ) -> Torrent {
+        let file = self.torrent_path(content);
+        run_ok(
+            "tget create",
+            tget_command()
+                .arg("create")
+                .arg(content)
+                .arg("-t")
+                .arg(self.announce_url(announce))
+                .arg("--piece-size")
+                .arg((1u64 << piece_log2).to_string())
+                .args(extra)
+                .arg("-o")
+                .arg(&file),
+        );
+        self.finish_torrent(file, content, announce)
+    }
+
     /// Starts `tget seed` on `t`'s data folder; returns its port once it
     /// accepts connections.
     pub fn tget_seed(&mut self, t: &Torrent) -> u16 {
         let port = free_port();
-        let mut cmd = Command::new(TGET);
+        let mut cmd = tget_command();
         cmd.arg("seed")
             .arg(&t.file)
             .arg("--dir")
@@ -988,7 +1034,7 @@ impl Swarm {
     /// its port once it accepts connections.
     pub fn tget_seed_with(&mut self, t: &Torrent, extra: &[&str]) -> u16 {
         let port = free_port();
-        let mut cmd = Command::new(TGET);
+        let mut cmd = tget_command();
         cmd.arg("seed")
             .arg(&t.file)
             .arg("--dir")

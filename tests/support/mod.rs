@@ -1,3 +1,4 @@
 #![allow(dead_code)]
+pub mod hostile;
 pub mod swarm;
 pub mod tracker;

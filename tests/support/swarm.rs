@@ -1,6 +1,6 @@
 //! Test machinery for end-to-end runs: temporary folders, random content,
-//! torrents, in-process seeders (the real engine), hostile peers, and the
-//! real binary run with a time limit.
+//! torrents, in-process seeders (the real engine), and the real binary run
+//! with a time limit. Hostile peers are in `hostile.rs`.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -143,7 +143,8 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
 /// The tget binary built for this test run.
 pub fn tget() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tget"));
-    c.env_remove("RUST_LOG");
+    // Tests never reach the public DHT: the DHT test starts its own nodes.
+    c.env_remove("RUST_LOG").arg("--no-dht");
     c
 }
 
@@ -151,6 +152,7 @@ pub fn tget() -> Command {
 pub struct Run {
     pub status: ExitStatus,
     pub stdout: String,
+    pub stdout_bytes: Vec<u8>,
     pub stderr: String,
 }
 
@@ -167,16 +169,21 @@ pub fn run_with_limit(cmd: &mut Command, limit: Duration) -> Run {
 
 /// Waits for `child`, killing it and failing the test after `limit`.
 pub fn wait_with_limit(mut child: Child, limit: Duration) -> Run {
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
+    // Either pipe may have been taken by the caller already.
+    let out = child.stdout.take();
+    let err = child.stderr.take();
     let t_out = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
+        let mut s = Vec::new();
+        if let Some(mut out) = out {
+            let _ = out.read_to_end(&mut s);
+        }
         s
     });
     let t_err = thread::spawn(move || {
         let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
+        if let Some(mut err) = err {
+            let _ = err.read_to_string(&mut s);
+        }
         s
     });
     let deadline = Instant::now() + limit;
@@ -194,77 +201,12 @@ pub fn wait_with_limit(mut child: Child, limit: Duration) -> Run {
         }
         thread::sleep(Duration::from_millis(20));
     };
+    let stdout_bytes = t_out.join().unwrap();
     Run {
         status,
-        stdout: t_out.join().unwrap(),
+        stdout: String::from_utf8_lossy(&stdout_bytes).into_owned(),
+        stdout_bytes,
         stderr: t_err.join().unwrap(),
-    }
-}
-
-/// How a [`HostilePeer`] misbehaves. Each claims every piece and unchokes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Behaviour {
-    /// Answers every request with the right length of wrong bytes.
-    WrongData,
-    /// Sends a bitfield one byte too long.
-    BitfieldWrongLength,
-    /// Sends a bitfield with a spare bit set.
-    BitfieldSpareBits,
-    /// Sends `have` for a piece past the end.
-    HaveOutOfRange,
-    /// Answers the first request with a block for another offset.
-    UnrequestedBlock,
-    /// Sends a length prefix of 4 GiB.
-    HugeLength,
-    /// Handshakes with another torrent's info-hash.
-    WrongInfoHash,
-}
-
-/// A peer on 127.0.0.1 that misbehaves in one way. Counts its connections.
-pub struct HostilePeer {
-    pub addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    pub connections: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl HostilePeer {
-    pub fn start(meta: &Metainfo, how: Behaviour) -> HostilePeer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let info_hash = meta.info_hash;
-        let n = meta.info.num_pieces() as u32;
-        let (s2, c2) = (stop.clone(), connections.clone());
-        thread::spawn(move || {
-            while !s2.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((sock, _)) => {
-                        c2.fetch_add(1, Ordering::Relaxed);
-                        thread::spawn(move || {
-                            let _ = hostile_conn(sock, info_hash, n, how);
-                        });
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        });
-        HostilePeer {
-            addr,
-            stop,
-            connections,
-        }
-    }
-
-    pub fn connections(&self) -> usize {
-        self.connections.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for HostilePeer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -273,69 +215,6 @@ fn msg(id: u8, payload: &[u8]) -> Vec<u8> {
     m.push(id);
     m.extend_from_slice(payload);
     m
-}
-
-fn hostile_conn(
-    mut s: TcpStream,
-    mut info_hash: [u8; 20],
-    n: u32,
-    how: Behaviour,
-) -> std::io::Result<()> {
-    s.set_nonblocking(false)?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let mut hs = [0u8; 68];
-    s.read_exact(&mut hs)?;
-    if how == Behaviour::WrongInfoHash {
-        info_hash[0] ^= 0xff;
-    }
-    let mut ours = vec![19u8];
-    ours.extend_from_slice(b"BitTorrent protocol");
-    ours.extend_from_slice(&[0; 8]);
-    ours.extend_from_slice(&info_hash);
-    ours.extend_from_slice(b"-XX0000-hostilepeer!");
-    let bytes = n.div_ceil(8) as usize;
-    let mut bits = vec![0xffu8; bytes];
-    let spare = bytes * 8 - n as usize;
-    if spare > 0 {
-        bits[bytes - 1] = 0xff << spare;
-    }
-    match how {
-        Behaviour::BitfieldWrongLength => bits.push(0),
-        Behaviour::BitfieldSpareBits => {
-            if spare > 0 {
-                bits[bytes - 1] |= 1;
-            } else {
-                bits.push(0x01);
-            }
-        }
-        _ => {}
-    }
-    ours.extend(msg(5, &bits));
-    match how {
-        Behaviour::HaveOutOfRange => ours.extend(msg(4, &n.to_be_bytes())),
-        Behaviour::HugeLength => ours.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 7]),
-        _ => {}
-    }
-    ours.extend(msg(1, &[]));
-    s.write_all(&ours)?;
-    loop {
-        let mut len = [0u8; 4];
-        s.read_exact(&mut len)?;
-        let len = u32::from_be_bytes(len) as usize;
-        let mut body = vec![0u8; len];
-        s.read_exact(&mut body)?;
-        if len == 13 && body[0] == 6 {
-            let blen = u32::from_be_bytes(body[9..13].try_into().unwrap()) as usize;
-            let mut head = body[1..9].to_vec();
-            if how == Behaviour::UnrequestedBlock {
-                // Same piece, an offset nobody asked for.
-                head[4..8].copy_from_slice(&(1u32 << 30).to_be_bytes());
-            }
-            let mut payload = head;
-            payload.extend(std::iter::repeat_n(0xAB, blen));
-            s.write_all(&msg(7, &payload))?;
-        }
-    }
 }
 
 /// An honest seeder on 127.0.0.1 that serves a single-file torrent slowly
@@ -431,15 +310,15 @@ fn slow_conn(
 
 /// A running tget whose `-v` log is collected line by line, so a test can
 /// act when some number of pieces have been verified.
-pub struct Watched {
+pub struct Logged {
     pub child: Child,
     lines: Arc<std::sync::Mutex<Vec<String>>>,
     reader: Option<thread::JoinHandle<()>>,
 }
 
-impl Watched {
+impl Logged {
     /// Starts `cmd` (which should pass `-v`) with stderr collected.
-    pub fn spawn(cmd: &mut Command) -> Watched {
+    pub fn spawn(cmd: &mut Command) -> Logged {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -458,7 +337,7 @@ impl Watched {
                 }
             }
         });
-        Watched {
+        Logged {
             child,
             lines,
             reader: Some(reader),

@@ -5,9 +5,12 @@
 //! set of (IP, port) that announced (removed again on `stopped`), answer with
 //! the compact list of all *other* peers and an interval of 60 s, and stop when
 //! dropped.
+//!
+//! [`HostileHttpTracker`] and [`HostileUdpTracker`] each misbehave in one way
+//! (bad replies, endless replies, silence) for the hostile-input tests.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -364,5 +367,295 @@ fn serve_udp(socket: &UdpSocket, swarms: &Swarms, connects: &AtomicUsize, stop: 
             continue;
         }
         let _ = socket.send_to(&reply, from);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Hostile trackers
+// ---------------------------------------------------------------------------
+
+/// How long one hostile tracker connection may live, whatever happens.
+const HOSTILE_LIFETIME: Duration = Duration::from_secs(60);
+
+/// How a [`HostileHttpTracker`] misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostileHttp {
+    /// 200 OK with an HTML page instead of bencode.
+    NotBencode,
+    /// Bencode with the wrong types: `interval` a string, `peers` an integer.
+    WrongTypes,
+    /// A compact peer list of 10 million entries (60 MB), streamed.
+    TenMillionPeers,
+    /// A valid reply whose peers are 127.0.0.1 port 0 and the announcer itself.
+    PortZeroAndSelf,
+    /// A 302 redirect to itself, forever.
+    RedirectLoop,
+    /// 200 OK, then a body that never ends: one byte every 100 ms.
+    EndlessTrickle,
+    /// 200 OK, then a body that never ends, as fast as it is read.
+    EndlessFlood,
+    /// Accepts the connection, reads the request, never answers.
+    Silent,
+}
+
+/// An HTTP "tracker" on 127.0.0.1 that misbehaves in one way. Each
+/// connection runs on its own thread until the tracker is dropped or a
+/// minute has passed.
+pub struct HostileHttpTracker {
+    /// `http://127.0.0.1:PORT/announce`
+    pub url: String,
+    hits: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl HostileHttpTracker {
+    pub fn start(how: HostileHttp) -> HostileHttpTracker {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a hostile tracker");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let addr = listener.local_addr().expect("hostile tracker address");
+        let url = format!("http://{addr}/announce");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h2, s2, u2) = (Arc::clone(&hits), Arc::clone(&stop), url.clone());
+        thread::spawn(move || {
+            while !s2.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        h2.fetch_add(1, Ordering::SeqCst);
+                        let (s3, u3) = (Arc::clone(&s2), u2.clone());
+                        thread::spawn(move || serve_hostile_http(stream, how, &u3, &s3));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        HostileHttpTracker { url, hits, stop }
+    }
+
+    /// Connections accepted so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for HostileHttpTracker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn serve_hostile_http(mut stream: TcpStream, how: HostileHttp, url: &str, stop: &AtomicBool) {
+    let until = std::time::Instant::now() + HOSTILE_LIFETIME;
+    let over = || stop.load(Ordering::SeqCst) || std::time::Instant::now() > until;
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 && !over() {
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let target = head
+        .lines()
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .unwrap_or("");
+    let ok = |body_len: Option<usize>| {
+        match body_len {
+        Some(n) => format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n"),
+        None => "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n".to_string(),
+    }
+    };
+    let whole = |stream: &mut TcpStream, body: &[u8]| {
+        let mut reply = ok(Some(body.len())).into_bytes();
+        reply.extend_from_slice(body);
+        let _ = stream.write_all(&reply);
+    };
+    match how {
+        HostileHttp::NotBencode => whole(
+            &mut stream,
+            b"<html><body><h1>503 Service Unavailable</h1></body></html>",
+        ),
+        HostileHttp::WrongTypes => whole(&mut stream, b"d8:interval4:soon5:peersi42ee"),
+        HostileHttp::PortZeroAndSelf => {
+            let port = query_params(target)
+                .get("port")
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.parse::<u16>().ok())
+                .unwrap_or(0);
+            let peers: Vec<SocketAddr> = vec![
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                SocketAddr::from(([0, 0, 0, 0], 6881)),
+            ];
+            whole(&mut stream, &http_body(&peers));
+        }
+        HostileHttp::RedirectLoop => {
+            let reply = format!(
+                "HTTP/1.1 302 Found\r\nLocation: {url}?loop=1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(reply.as_bytes());
+        }
+        HostileHttp::TenMillionPeers => {
+            const PEERS: usize = 10_000_000;
+            let head = format!("d8:intervali60e5:peers{}:", PEERS * 6);
+            let len = head.len() + PEERS * 6 + 1;
+            let mut first = ok(Some(len)).into_bytes();
+            first.extend_from_slice(head.as_bytes());
+            if stream.write_all(&first).is_err() {
+                return;
+            }
+            // 127.0.0.1 port 0: never dialled even if it were read.
+            let chunk: Vec<u8> = [127u8, 0, 0, 1, 0, 0].repeat(10_000);
+            let mut sent = 0;
+            while sent < PEERS && !over() {
+                if stream.write_all(&chunk).is_err() {
+                    return;
+                }
+                sent += 10_000;
+            }
+            let _ = stream.write_all(b"e");
+        }
+        HostileHttp::EndlessTrickle => {
+            let mut first = ok(None).into_bytes();
+            first.extend_from_slice(b"d8:intervali60e5:peers999999999:");
+            if stream.write_all(&first).is_err() {
+                return;
+            }
+            while !over() {
+                if stream.write_all(b"\x7f").is_err() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+        HostileHttp::EndlessFlood => {
+            if stream.write_all(ok(None).as_bytes()).is_err() {
+                return;
+            }
+            let chunk = vec![b'l'; 64 * 1024];
+            // At most 1 GiB, well past any sane cap.
+            for _ in 0..16 * 1024 {
+                if over() || stream.write_all(&chunk).is_err() {
+                    return;
+                }
+            }
+        }
+        HostileHttp::Silent => {
+            while !over() {
+                match stream.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+    let _ = stream.flush();
+}
+
+/// How a [`HostileUdpTracker`] misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostileUdp {
+    /// Answers every packet with another transaction id.
+    WrongTransaction,
+    /// Answers a connect with action 2 (scrape) and the right transaction id.
+    WrongAction,
+    /// Answers a connect with its first 10 bytes only.
+    TruncatedConnect,
+    /// Answers a connect properly, an announce with 19 bytes.
+    TruncatedAnnounce,
+    /// Never answers.
+    Silent,
+}
+
+/// A UDP "tracker" on 127.0.0.1 that misbehaves in one way.
+pub struct HostileUdpTracker {
+    /// `udp://127.0.0.1:PORT/announce`
+    pub url: String,
+    packets: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HostileUdpTracker {
+    pub fn start(how: HostileUdp) -> HostileUdpTracker {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a hostile UDP tracker");
+        let addr = socket.local_addr().expect("hostile UDP tracker address");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("set a read timeout");
+        let packets = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p2, s2) = (Arc::clone(&packets), Arc::clone(&stop));
+        let thread = thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !s2.load(Ordering::SeqCst) {
+                let Ok((len, from)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                p2.fetch_add(1, Ordering::SeqCst);
+                let packet = &buf[..len];
+                let action = be32(packet, 8);
+                let txid = be32(packet, 12);
+                let connect = |action: u32, txid: u32| {
+                    let mut r = action.to_be_bytes().to_vec();
+                    r.extend_from_slice(&txid.to_be_bytes());
+                    r.extend_from_slice(&0x0bad_c0de_u64.to_be_bytes());
+                    r
+                };
+                let reply = match (how, action) {
+                    (HostileUdp::Silent, _) => continue,
+                    (HostileUdp::WrongTransaction, _) => connect(0, txid ^ 1),
+                    (HostileUdp::WrongAction, _) => connect(2, txid),
+                    (HostileUdp::TruncatedConnect, _) => connect(0, txid)[..10].to_vec(),
+                    (HostileUdp::TruncatedAnnounce, 0) => connect(0, txid),
+                    (HostileUdp::TruncatedAnnounce, _) => {
+                        let mut r = 1u32.to_be_bytes().to_vec();
+                        r.extend_from_slice(&txid.to_be_bytes());
+                        r.extend_from_slice(&[0, 0, 0, 60, 0, 0, 0, 1, 0, 0, 0]);
+                        r
+                    }
+                };
+                let _ = socket.send_to(&reply, from);
+            }
+        });
+        HostileUdpTracker {
+            url: format!("udp://{addr}/announce"),
+            packets,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Datagrams received so far.
+    pub fn packets(&self) -> usize {
+        self.packets.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for HostileUdpTracker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }

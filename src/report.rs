@@ -1,0 +1,277 @@
+//! What the binary shows: the status line and the `--json` events, built as
+//! text here so `main.rs` only decides where it goes (the library never
+//! prints). The JSON schema is documented in docs/JSON.md; every object has
+//! `"event"` and `"version"`.
+
+use std::time::Instant;
+
+use crate::json::{array, Object};
+use crate::metainfo::Metainfo;
+use crate::session::{Notice, Stats};
+
+/// Version of the JSON event schema (docs/JSON.md).
+pub const JSON_VERSION: u64 = 1;
+
+/// Bytes in binary units, e.g. "12.3 MiB".
+pub fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Seconds as `m:ss` or `h:mm:ss`.
+pub fn clock(secs: u64) -> String {
+    if secs >= 3600 {
+        format!("{}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+    } else {
+        format!("{}:{:02}", secs / 60, secs % 60)
+    }
+}
+
+/// Download and upload rates from successive [`Stats`], lightly smoothed.
+#[derive(Debug, Default)]
+pub struct Rates {
+    last: Option<(Instant, u64, u64)>,
+    /// Bytes per second received.
+    pub down: f64,
+    /// Bytes per second sent.
+    pub up: f64,
+}
+
+impl Rates {
+    /// Folds in a new sample taken now.
+    pub fn sample(&mut self, s: &Stats) {
+        let now = Instant::now();
+        if let Some((t, d, u)) = self.last {
+            let dt = now.duration_since(t).as_secs_f64();
+            if dt <= 0.0 {
+                return;
+            }
+            let down = s.downloaded.saturating_sub(d) as f64 / dt;
+            let up = s.uploaded.saturating_sub(u) as f64 / dt;
+            self.down = 0.5 * self.down + 0.5 * down;
+            self.up = 0.5 * self.up + 0.5 * up;
+        }
+        self.last = Some((now, s.downloaded, s.uploaded));
+    }
+}
+
+/// The status line's text (without the carriage return).
+pub fn status_text(s: &Stats, r: &Rates) -> String {
+    if let Some(done) = s.checking {
+        return format!("checking {done}/{} pieces", s.pieces);
+    }
+    let pct = if s.total == 0 {
+        100.0
+    } else {
+        s.verified as f64 * 100.0 / s.total as f64
+    };
+    let left = s.total.saturating_sub(s.verified);
+    let eta = if left == 0 {
+        "done".to_string()
+    } else if r.down > 1.0 {
+        clock((left as f64 / r.down) as u64)
+    } else {
+        "--:--".to_string()
+    };
+    format!(
+        "{pct:5.1}%  down {}/s  up {}/s  peers {}/{}  eta {eta}",
+        human(r.down as u64),
+        human(r.up as u64),
+        s.peers_connected,
+        s.peers_known.max(s.peers_connected)
+    )
+}
+
+fn event(name: &str) -> Object {
+    Object::new()
+        .str("event", name)
+        .num("version", JSON_VERSION)
+}
+
+/// `started`: what is being downloaded.
+pub fn started_event(meta: &Metainfo) -> String {
+    event("started")
+        .str("name", &meta.info.name)
+        .str("info_hash", &meta.info_hash_hex())
+        .num("total_bytes", meta.info.total_length())
+        .num("pieces", meta.info.num_pieces() as u64)
+        .num("files", meta.info.files.len() as u64)
+        .finish()
+}
+
+/// `progress`: sent once a second.
+pub fn progress_event(s: &Stats, r: &Rates) -> String {
+    event("progress")
+        .num("bytes_done", s.verified)
+        .num("bytes_left", s.total.saturating_sub(s.verified))
+        .num("down_rate", r.down as u64)
+        .num("up_rate", r.up as u64)
+        .num("peers_connected", s.peers_connected)
+        .num("peers_known", s.peers_known.max(s.peers_connected))
+        .num("pieces_done", s.pieces_done)
+        .num("pieces", s.pieces)
+        .finish()
+}
+
+/// `tracker` or `piece_failed`, from a session notice.
+pub fn notice_event(n: &Notice) -> String {
+    match n {
+        Notice::Tracker { url, result } => {
+            let o = event("tracker").str("url", url);
+            match result {
+                Ok(peers) => o.str("result", "ok").num("peers", *peers as u64),
+                Err(e) => o.str("result", "error").num("peers", 0).str("error", e),
+            }
+            .finish()
+        }
+        Notice::PieceFailed { index, peer } => event("piece_failed")
+            .num("index", *index as u64)
+            .str("peer", &peer.to_string())
+            .finish(),
+    }
+}
+
+/// `done`: the download completed.
+pub fn done_event(seconds: f64, bytes: u64) -> String {
+    let rate = (bytes as f64 / seconds.max(0.001)) as u64;
+    event("done")
+        .raw("seconds", &format!("{seconds:.3}"))
+        .num("bytes", bytes)
+        .num("average_rate", rate)
+        .finish()
+}
+
+/// `error`: the run failed with exit `code`.
+pub fn error_event(code: u8, message: &str) -> String {
+    event("error")
+        .num("code", code as u64)
+        .str("message", message)
+        .finish()
+}
+
+/// `tget info --json`: one object describing the torrent.
+pub fn info_json(meta: &Metainfo) -> String {
+    let i = &meta.info;
+    let files = i.files.iter().enumerate().map(|(n, f)| {
+        Object::new()
+            .num("index", n as u64)
+            .str("path", &f.path.join("/"))
+            .num("length", f.length)
+            .finish()
+    });
+    let tiers = meta.tracker_tiers().into_iter().map(|tier| {
+        array(tier.iter().map(|url| {
+            let mut s = String::new();
+            crate::json::string_into(&mut s, url);
+            s
+        }))
+    });
+    let mut o = Object::new()
+        .num("version", JSON_VERSION)
+        .str("name", &i.name)
+        .str("info_hash", &meta.info_hash_hex())
+        .num("total_bytes", i.total_length())
+        .num("piece_length", i.piece_length)
+        .num("pieces", i.num_pieces() as u64)
+        .bool("private", i.private)
+        .raw("files", &array(files))
+        .raw("trackers", &array(tiers));
+    if let Some(c) = &meta.comment {
+        o = o.str("comment", c);
+    }
+    if let Some(c) = &meta.created_by {
+        o = o.str("created_by", c);
+    }
+    if let Some(d) = meta.creation_date {
+        o = o.raw("creation_date", &d.to_string());
+    }
+    o.finish()
+}
+
+/// `tget info`'s text.
+pub fn info_text(meta: &Metainfo) -> String {
+    let i = &meta.info;
+    let mut out = String::new();
+    out.push_str(&format!("name:       {}\n", i.name));
+    out.push_str(&format!("info-hash:  {}\n", meta.info_hash_hex()));
+    out.push_str(&format!(
+        "size:       {} ({} bytes)\n",
+        human(i.total_length()),
+        i.total_length()
+    ));
+    out.push_str(&format!(
+        "pieces:     {} x {}\n",
+        i.num_pieces(),
+        human(i.piece_length)
+    ));
+    out.push_str(&format!(
+        "private:    {}\n",
+        if i.private { "yes" } else { "no" }
+    ));
+    if let Some(c) = &meta.comment {
+        out.push_str(&format!("comment:    {c}\n"));
+    }
+    if let Some(c) = &meta.created_by {
+        out.push_str(&format!("created by: {c}\n"));
+    }
+    for (n, tier) in meta.tracker_tiers().iter().enumerate() {
+        for url in tier {
+            out.push_str(&format!("tracker:    [tier {n}] {url}\n"));
+        }
+    }
+    out.push_str(&format!("files:      {}\n", i.files.len()));
+    for (n, f) in i.files.iter().enumerate() {
+        out.push_str(&format!(
+            "  {n:>4}  {:>12}  {}\n",
+            f.length,
+            f.path.join("/")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_and_clock() {
+        assert_eq!(human(1000), "1000 B");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(3 << 30), "3.0 GiB");
+        assert_eq!(clock(75), "1:15");
+        assert_eq!(clock(3725), "1:02:05");
+    }
+
+    #[test]
+    fn events_carry_name_and_version() {
+        let e = error_event(4, "no \"peers\"");
+        assert_eq!(
+            e,
+            r#"{"event":"error","version":1,"code":4,"message":"no \"peers\""}"#
+        );
+        let d = done_event(2.0, 100);
+        assert!(
+            d.starts_with(r#"{"event":"done","version":1,"seconds":2.000,"bytes":100"#),
+            "{d}"
+        );
+        let n = notice_event(&Notice::Tracker {
+            url: "udp://x".into(),
+            result: Err("timeout".into()),
+        });
+        assert!(
+            n.contains(r#""result":"error""#) && n.contains(r#""error":"timeout""#),
+            "{n}"
+        );
+    }
+}
