@@ -364,6 +364,9 @@ impl Storage {
                     .map_mut(file)
             }
             .map_err(|e| self.error("map", span.file, e))?;
+            // No read-ahead: the range is about to be overwritten whole, so
+            // faulting in (zero-filling) the pages around it is wasted work.
+            let _ = map.advise(memmap2::Advice::Random);
             map.copy_from_slice(chunk);
             drop(map);
         }
