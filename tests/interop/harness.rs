@@ -455,6 +455,12 @@ impl Swarm {
         }
     }
 
+    /// The process ids of the peers started so far (seeders, `tget seed`),
+    /// not the tracker's: for measuring their CPU time.
+    pub fn peer_pids(&self) -> Vec<u32> {
+        self.procs.iter().map(Proc::pid).collect()
+    }
+
     fn next_id(&mut self) -> u32 {
         self.counter += 1;
         self.counter

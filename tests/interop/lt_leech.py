@@ -13,6 +13,8 @@ import argparse
 import sys
 import time
 
+import libtorrent as lt
+
 import ltpeer
 
 
@@ -34,9 +36,10 @@ def main():
         ltpeer.drain_alerts(ses, args.v)
         st = h.status()
         if st.is_seeding:
+            # Close the files (flush_cache answers with cache_flushed_alert),
+            # then exit at once: the benchmark times this script.
             h.flush_cache()
-            time.sleep(0.2)
-            ltpeer.drain_alerts(ses, args.v)
+            ltpeer.wait_for(ses, lt.cache_flushed_alert, 2.0, args.v)
             print("DONE", flush=True)
             return
         now = time.time()
@@ -50,7 +53,8 @@ def main():
             last_retry = now
             h.force_reannounce()
             ltpeer.connect_peers(h, args.peer)
-        time.sleep(0.1)
+        # Wakes early on any alert (state changes, torrent finished).
+        ses.wait_for_alert(100)
     sys.exit(3)
 
 

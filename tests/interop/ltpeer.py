@@ -45,7 +45,10 @@ def session(port, verbose=False):
         "user_agent": "interop-libtorrent",
         "alert_mask": cat.all_categories
         if verbose
-        else cat.error_notification | cat.status_notification | cat.tracker_notification,
+        else cat.error_notification
+        | cat.status_notification
+        | cat.tracker_notification
+        | cat.storage_notification,
     }
     return lt.session(settings)
 
@@ -78,6 +81,24 @@ def drain_alerts(ses, verbose):
     for a in ses.pop_alerts():
         if verbose or isinstance(a, _LOUD):
             log("%s: %s" % (type(a).__name__, a.message()))
+
+
+def wait_for(ses, alert_type, timeout, verbose):
+    """Handles alerts until one of `alert_type` arrives or `timeout` seconds
+    pass; True if it arrived."""
+    deadline = time.time() + timeout
+    while True:
+        left = deadline - time.time()
+        if left <= 0:
+            return False
+        ses.wait_for_alert(max(1, int(left * 1000)))
+        found = False
+        for a in ses.pop_alerts():
+            if verbose or isinstance(a, _LOUD):
+                log("%s: %s" % (type(a).__name__, a.message()))
+            found = found or isinstance(a, alert_type)
+        if found:
+            return True
 
 
 def connect_peers(handle, peers):

@@ -1,0 +1,495 @@
+//! Side-by-side download benchmark: tget, aria2c and libtorrent each
+//! download the same torrent from the same libtorrent seeders on 127.0.0.1,
+//! announced by opentracker over HTTP. See docs/PERFORMANCE.md.
+//!
+//!     TGET_BENCH_MIB=1024 cargo test --release --test bench -- --ignored --nocapture
+//!
+//! - TGET_BENCH_MIB: torrent size in MiB (default 256); 256 KiB pieces.
+//! - TGET_BENCH_REPEATS: downloads per client (default 3).
+//!
+//! Each download runs under GNU time (`/usr/bin/time -f '%e %U %S %M'`,
+//! which reads wait4's rusage), into a fresh empty folder, and its bytes are
+//! compared with the seeded file afterwards. The clients take turns (one
+//! round = one download by each), so a slow patch on the machine hits all of
+//! them. A download that takes longer than RUN_TIMEOUT is killed and the
+//! benchmark fails. The tests take a lock so they never run at the same time.
+
+#[path = "interop/harness.rs"]
+mod harness;
+
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use harness::{Announce, Swarm, Torrent, MIB, PYTHON, TGET};
+
+const GNU_TIME: &str = "/usr/bin/time";
+/// A download that takes longer is killed and fails the benchmark.
+const RUN_TIMEOUT: Duration = Duration::from_secs(600);
+/// mktorrent -l 18: 256 KiB pieces.
+const PIECE_LOG2: u32 = 18;
+/// A run during which the rest of the machine (other people's builds...)
+/// kept more than this share of one CPU busy on average is discarded and
+/// run again, at most MAX_RETRIES times per run.
+const DISTURBED: f64 = 0.25;
+const MAX_RETRIES: u32 = 5;
+/// Before each run, wait up to this long for the machine to be quiet: less
+/// than QUIET of one CPU busy, besides the seeders, for QUIET_SECS seconds
+/// in a row.
+const QUIET_WAIT: Duration = Duration::from_secs(300);
+const QUIET: f64 = 0.15;
+const QUIET_SECS: u32 = 3;
+const LT_LEECH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/lt_leech.py");
+
+/// The benchmarks share the machine's cores: one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+#[test]
+#[ignore = "benchmark: run by hand, see docs/PERFORMANCE.md"]
+fn bench_three_libtorrent_seeders() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    bench(3);
+}
+
+#[test]
+#[ignore = "benchmark: run by hand, see docs/PERFORMANCE.md"]
+fn bench_one_libtorrent_seeder() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    bench(1);
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("bench: {name}={v:?} is not a whole number")),
+        Err(_) => default,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Client {
+    Tget,
+    Aria2,
+    Libtorrent,
+}
+
+impl Client {
+    const ALL: [Client; 3] = [Client::Tget, Client::Aria2, Client::Libtorrent];
+
+    fn name(self) -> &'static str {
+        match self {
+            Client::Tget => "tget",
+            Client::Aria2 => "aria2c",
+            Client::Libtorrent => "libtorrent",
+        }
+    }
+
+    /// The downloader's command line (program first) for `t` into `out`.
+    fn argv(self, t: &Torrent, out: &Path, port: u16) -> Vec<OsString> {
+        let mut v: Vec<OsString> = Vec::new();
+        match self {
+            Client::Tget => {
+                v.push(TGET.into());
+                v.push("--no-dht".into());
+                v.push("download".into());
+                v.push(t.file.clone().into());
+                v.push("--dir".into());
+                v.push(out.into());
+                v.push("--port".into());
+                v.push(port.to_string().into());
+                v.push("-q".into());
+            }
+            Client::Aria2 => {
+                v.push("aria2c".into());
+                for a in [
+                    "--no-conf",
+                    "--interface=127.0.0.1",
+                    "--disable-ipv6=true",
+                    "--enable-dht=false",
+                    "--enable-dht6=false",
+                    "--bt-enable-lpd=false",
+                    "--enable-peer-exchange=false",
+                    "--file-allocation=none",
+                    "--summary-interval=0",
+                    "--quiet=true",
+                    "--seed-time=0",
+                    "--bt-tracker-interval=3",
+                ] {
+                    v.push(a.into());
+                }
+                v.push(format!("--listen-port={port}").into());
+                v.push(format!("--dir={}", out.display()).into());
+                v.push(format!("--stop-with-process={}", std::process::id()).into());
+                v.push(t.file.clone().into());
+            }
+            Client::Libtorrent => {
+                v.push(PYTHON.into());
+                v.push(LT_LEECH.into());
+                v.push(t.file.clone().into());
+                v.push(out.into());
+                v.push(port.to_string().into());
+            }
+        }
+        v
+    }
+}
+
+/// What GNU time reported for one process, plus the seeders' CPU meanwhile.
+#[derive(Clone, Copy, Debug)]
+struct Usage {
+    wall: f64,
+    user: f64,
+    sys: f64,
+    max_rss_kib: u64,
+    seeders_cpu: f64,
+    /// CPU time the whole machine was busy during the run, minus the
+    /// downloader's and the seeders': other people's work, the tracker,
+    /// and kernel time (softirq) nobody is billed for. A large figure means
+    /// the run was disturbed.
+    rest_cpu: f64,
+}
+
+impl Usage {
+    fn cpu(&self) -> f64 {
+        self.user + self.sys
+    }
+
+    /// Whether other work on the machine kept more than DISTURBED of a CPU
+    /// busy during the run.
+    fn disturbed(&self) -> bool {
+        self.rest_cpu > DISTURBED * self.wall.max(0.01)
+    }
+}
+
+fn require_gnu_time() {
+    let ok = Command::new(GNU_TIME)
+        .args(["-f", "%e", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        panic!("bench: {GNU_TIME} (GNU time) is missing or broken: apt-get install time");
+    }
+}
+
+/// A process group (GNU time and the downloader under it), killed with
+/// SIGKILL on drop so that a failed benchmark leaves nothing running.
+struct Group {
+    child: Child,
+    pgid: u32,
+}
+
+impl Group {
+    fn kill(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg("--")
+            .arg(format!("-{}", self.pgid))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill();
+        }
+    }
+}
+
+/// user+sys CPU seconds used so far by the processes `pids` (from
+/// /proc/PID/stat; 0 for a process that is gone).
+fn cpu_of(pids: &[u32], ticks_per_s: f64) -> f64 {
+    pids.iter()
+        .filter_map(|pid| fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // Fields after the command name in parentheses: state is field 3,
+            // utime 14 and stime 15.
+            let rest = &stat[stat.rfind(')')? + 1..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = f.get(11)?.parse().ok()?;
+            let stime: f64 = f.get(12)?.parse().ok()?;
+            Some((utime + stime) / ticks_per_s)
+        })
+        .sum()
+}
+
+/// CPU seconds the machine has been busy (all CPUs), from /proc/stat.
+fn machine_busy(ticks_per_s: f64) -> f64 {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0.0;
+    };
+    // user nice system idle iowait irq softirq steal ...; steal is the
+    // host's business, not work done here.
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let busy: f64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| f.get(i)).sum();
+    busy / ticks_per_s
+}
+
+/// Waits (up to QUIET_WAIT) until the machine, besides the seeders, is
+/// nearly idle for QUIET_SECS seconds in a row; false if it never was.
+fn wait_for_quiet(seeders: &[u32]) -> bool {
+    let ticks = clock_ticks();
+    let start = Instant::now();
+    let mut quiet_for = 0;
+    loop {
+        let busy = machine_busy(ticks);
+        let seeding = cpu_of(seeders, ticks);
+        sleep(Duration::from_secs(1));
+        let others = machine_busy(ticks) - busy - (cpu_of(seeders, ticks) - seeding);
+        if others < QUIET {
+            quiet_for += 1;
+            if quiet_for >= QUIET_SECS {
+                return true;
+            }
+            continue;
+        }
+        quiet_for = 0;
+        if start.elapsed() > QUIET_WAIT {
+            eprintln!(
+                "bench: the machine is still busy ({others:.2} CPU) after {QUIET_WAIT:?}; \
+                 running anyway"
+            );
+            return false;
+        }
+    }
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Parses GNU time's `-o` file: the last line is "%e %U %S %M" (a line
+/// before it may say the command exited with a non-zero status).
+fn parse_time(path: &Path) -> (f64, f64, f64, u64) {
+    let text = fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("bench: cannot read {}: {e}", path.display()));
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    let f: Vec<&str> = last.split_whitespace().collect();
+    let num = |i: usize| -> f64 {
+        f.get(i)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bench: bad GNU time output in {}: {text:?}", path.display()))
+    };
+    (num(0), num(1), num(2), num(3) as u64)
+}
+
+/// Runs `argv` under GNU time with its output in `log`; fails if it does
+/// not exit 0 within RUN_TIMEOUT.
+fn timed(argv: &[OsString], log: &Path, time_out: &Path, seeders: &[u32]) -> Usage {
+    let ticks = clock_ticks();
+    let out = File::create(log).expect("bench: create log");
+    let err = out.try_clone().expect("bench: clone log handle");
+    let mut cmd = Command::new(GNU_TIME);
+    cmd.args(["-f", "%e %U %S %M", "-o"])
+        .arg(time_out)
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0);
+    let seeders_before = cpu_of(seeders, ticks);
+    let busy_before = machine_busy(ticks);
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("bench: cannot start {GNU_TIME} {argv:?}: {e}"));
+    let pgid = child.id();
+    let mut group = Group { child, pgid };
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = group.child.try_wait().expect("bench: wait for child") {
+            break status;
+        }
+        if start.elapsed() > RUN_TIMEOUT {
+            group.kill();
+            panic!(
+                "bench: {argv:?} did not finish within {RUN_TIMEOUT:?}; killed. Log {}:\n{}",
+                log.display(),
+                harness::tail(log)
+            );
+        }
+        sleep(Duration::from_millis(20));
+    };
+    let seeders_cpu = cpu_of(seeders, ticks) - seeders_before;
+    let busy = machine_busy(ticks) - busy_before;
+    if !status.success() {
+        panic!(
+            "bench: {argv:?} failed ({status}). Log {}:\n{}",
+            log.display(),
+            harness::tail(log)
+        );
+    }
+    let (wall, user, sys, max_rss_kib) = parse_time(time_out);
+    Usage {
+        wall,
+        user,
+        sys,
+        max_rss_kib,
+        seeders_cpu,
+        rest_cpu: (busy - user - sys - seeders_cpu).max(0.0),
+    }
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => xs[n / 2],
+        _ => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
+    }
+}
+
+/// Peak RSS of `python3 -c 'import libtorrent'`: the interpreter's share of
+/// the libtorrent leecher's figure.
+fn python_baseline_mib(dir: &Path) -> f64 {
+    let argv: Vec<OsString> = vec![PYTHON.into(), "-c".into(), "import libtorrent".into()];
+    let u = timed(
+        &argv,
+        &dir.join("python-baseline.log"),
+        &dir.join("python-baseline.time"),
+        &[],
+    );
+    u.max_rss_kib as f64 / 1024.0
+}
+
+/// One download by `client` into a fresh folder, once the machine is quiet;
+/// checks the bytes and prints the figures.
+fn one_run(sw: &mut Swarm, t: &Torrent, client: Client, tag: &str, seeders: &[u32]) -> Usage {
+    wait_for_quiet(seeders);
+    let out: PathBuf = sw.subdir(&format!("{}-out", client.name()));
+    let argv = client.argv(t, &out, harness::free_port());
+    let load = loadavg();
+    let u = timed(
+        &argv,
+        &sw.dir.join(format!("{tag}.log")),
+        &sw.dir.join(format!("{tag}.time")),
+        seeders,
+    );
+    harness::assert_same_content(&t.content, &out.join(t.name()));
+    let _ = fs::remove_dir_all(&out);
+    eprintln!(
+        "bench: {tag:<14} wall {:6.2} s  user {:5.2} s  sys {:5.2} s  peak RSS {:7.1} MiB  \
+         seeders' CPU {:5.2} s  rest of machine {:5.2} s  (load before: {load})",
+        u.wall,
+        u.user,
+        u.sys,
+        u.max_rss_kib as f64 / 1024.0,
+        u.seeders_cpu,
+        u.rest_cpu
+    );
+    u
+}
+
+fn bench(seeders: usize) {
+    require_gnu_time();
+    let mib = env_u64("TGET_BENCH_MIB", 256);
+    let repeats = env_u64("TGET_BENCH_REPEATS", 3).max(1);
+    assert!(mib > 0, "bench: TGET_BENCH_MIB must be at least 1");
+
+    let mut sw = Swarm::new(&format!("bench-{seeders}seed"));
+    let made = Instant::now();
+    let content = sw.single_file(&format!("bench-{mib}MiB.bin"), mib * MIB);
+    let t = sw.mktorrent(&content, PIECE_LOG2, Announce::Http);
+    for _ in 0..seeders {
+        sw.seed_libtorrent(&t);
+    }
+    let seeder_pids = sw.peer_pids();
+    eprintln!(
+        "bench: {mib} MiB, {seeders} libtorrent seeder(s) ready after {:.1?}; load {}",
+        made.elapsed(),
+        loadavg()
+    );
+    let python_mib = python_baseline_mib(&sw.dir);
+
+    let mut results: Vec<(Client, Vec<Usage>)> = Client::ALL.iter().map(|&c| (c, vec![])).collect();
+    let (mut discarded, mut kept_disturbed) = (0u32, 0u32);
+    for round in 1..=repeats {
+        for (client, runs) in &mut results {
+            for attempt in 0..=MAX_RETRIES {
+                let tag = format!("{}-{round}-{attempt}", client.name());
+                let u = one_run(&mut sw, &t, *client, &tag, &seeder_pids);
+                if !u.disturbed() {
+                    runs.push(u);
+                    break;
+                }
+                if attempt < MAX_RETRIES {
+                    eprintln!("bench: other work kept the machine busy: run discarded");
+                    discarded += 1;
+                } else {
+                    eprintln!("bench: other work kept the machine busy again: run kept");
+                    kept_disturbed += 1;
+                    runs.push(u);
+                }
+            }
+        }
+    }
+
+    let gib = mib as f64 / 1024.0;
+    let mut table = format!(
+        "\n{mib} MiB (256 KiB pieces), {seeders} libtorrent seeder(s) on 127.0.0.1, \
+         HTTP opentracker; median of {repeats} run(s)\n\n\
+         | client | median wall s | MiB/s | median CPU s (user+sys) | CPU s per GiB \
+         | median peak RSS MiB | median seeders' CPU s |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n"
+    );
+    for (client, runs) in &results {
+        let wall = median(runs.iter().map(|u| u.wall).collect());
+        let cpu = median(runs.iter().map(Usage::cpu).collect());
+        let rss = median(runs.iter().map(|u| u.max_rss_kib as f64 / 1024.0).collect());
+        let seed_cpu = median(runs.iter().map(|u| u.seeders_cpu).collect());
+        let star = if *client == Client::Libtorrent {
+            " ¹"
+        } else {
+            ""
+        };
+        table.push_str(&format!(
+            "| {}{star} | {wall:.2} | {:.0} | {cpu:.2} | {:.2} | {rss:.1} | {seed_cpu:.2} |\n",
+            client.name(),
+            mib as f64 / wall,
+            cpu / gib,
+        ));
+    }
+    table.push_str(&format!(
+        "\nRuns discarded because other work kept more than {DISTURBED} of a CPU busy: \
+         {discarded}; kept although disturbed (after {MAX_RETRIES} retries): {kept_disturbed}.\n"
+    ));
+    table.push_str(&format!(
+        "\n¹ python3 lt_leech.py: the figures include the interpreter \
+         (`python3 -c 'import libtorrent'` alone: {python_mib:.1} MiB peak RSS).\n"
+    ));
+    println!("{table}");
+}
