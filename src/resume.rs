@@ -143,13 +143,20 @@ impl ResumeState {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("resume.tmp");
-    {
+    // A name of its own, so two sessions sharing a folder (the demo's
+    // seeders) never rename each other's half-written file.
+    let tag = crate::rng::Rng::from_entropy().next_u64();
+    let tmp = path.with_extension(format!("resume.tmp.{tag:016x}"));
+    let written = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
     }
-    fs::rename(&tmp, path)?;
+    written?;
     File::open(dir)?.sync_all()
 }
 
@@ -271,7 +278,17 @@ mod tests {
         changed[0].mtime_ns += 1;
         let why = ResumeState::load_matching(&path, &[7; 20], 10, &changed).unwrap_err();
         assert!(why.contains("files changed"), "{why}");
-        assert!(!path.with_extension("resume.tmp").exists());
+        let leftovers = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".tmp")
+            })
+            .count();
+        assert_eq!(leftovers, 0, "temporary files left behind");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

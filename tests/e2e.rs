@@ -265,6 +265,8 @@ fn demo_runs_offline() {
     );
     assert!(run.status.success(), "{}", run.stderr);
     assert!(run.stderr.contains("byte-identical"), "{}", run.stderr);
+    // Three seeders share one folder: their resume saves must not collide.
+    assert!(!run.stderr.contains("cannot save"), "{}", run.stderr);
 }
 
 #[test]
