@@ -41,7 +41,17 @@ fn json_stream_from_started_to_done() {
         "http://127.0.0.1:1/announce".to_string(),
     ];
     let content = single_file(tmp.path(), 3 * 1024 * 1024, 32 * 1024, &trackers);
-    let _s = seeder(&content, true);
+    // The honest seeder uploads at 1 MiB/s, so the liar is sure to be
+    // handed pieces (and fail them) before the download ends.
+    let config = tget::session::Config {
+        dir: content.root.clone(),
+        port: 0,
+        seed: true,
+        force_check: true,
+        max_upload_rate: 1024 * 1024,
+        ..tget::session::Config::default()
+    };
+    let _s = tget::session::Session::start(&content.meta, config).unwrap();
     let liar = HostilePeer::start(&content.meta, Behaviour::WrongData);
     let out = tmp.path().join("out");
     let run = run_with_limit(
