@@ -1,0 +1,237 @@
+//! The command line: clap definitions for every subcommand and flag, and
+//! the exit codes. A module of the binary (`main.rs`), not of the library.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use tget::session::Config;
+use tget::units;
+
+/// Exit codes (README.md lists them; keep the two in step).
+pub(crate) mod exit {
+    pub const OK: u8 = 0;
+    pub const INTERNAL: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const BAD_INPUT: u8 = 3;
+    pub const NO_PROGRESS: u8 = 4;
+    pub const DISK: u8 = 5;
+    pub const NO_METADATA: u8 = 6;
+    pub const SIGINT: u8 = 130;
+    pub const SIGTERM: u8 = 143;
+}
+
+pub(crate) const EXIT_CODES: &str = "Exit codes:
+  0    complete: every piece verified and on disk (or the reader of -O -/--json left)
+  1    internal error
+  2    usage error (bad flags or arguments)
+  3    bad input: unreadable or invalid torrent (or magnet link)
+  4    no peers or no progress before --timeout
+  5    disk or file error (verify: data incomplete; seed: incomplete data without --partial)
+  6    metadata could not be fetched (magnet links)
+  130  interrupted by SIGINT (Ctrl+C); state saved, run again to resume
+  143  interrupted by SIGTERM; state saved, run again to resume";
+
+#[derive(Parser)]
+#[command(name = "tget", version, about = "A small BitTorrent client: blocking sockets, plain threads.", after_help = EXIT_CODES)]
+pub(crate) struct Cli {
+    /// More logging on stderr: -v connections and pieces, -vv every message.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+    /// Print only errors.
+    #[arg(short, long, global = true)]
+    pub(crate) quiet: bool,
+    /// Do not use the DHT (tests and offline use: nothing but the trackers
+    /// and --peer addresses is contacted).
+    #[arg(long, global = true)]
+    pub(crate) no_dht: bool,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+pub(crate) struct NetArgs {
+    /// Where the content lives: DIR/<name> for one file, DIR/<name>/... for several.
+    #[arg(long, default_value = ".")]
+    pub(crate) dir: PathBuf,
+    /// Port to listen on for peers (if taken, an ephemeral port is used).
+    #[arg(long, default_value_t = 6881)]
+    pub(crate) port: u16,
+    /// A peer to connect to, besides those the trackers give (repeatable).
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    pub(crate) peers: Vec<String>,
+    /// UDP port of our DHT node (default: the same number as --port).
+    #[arg(long, value_name = "N")]
+    pub(crate) dht_port: Option<u16>,
+    /// A DHT node to join through (repeatable; default: the well-known
+    /// public routers).
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+    pub(crate) dht_bootstrap: Vec<String>,
+    /// Number of worker threads, hence of simultaneous connections.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub(crate) max_peers: u16,
+}
+
+/// Uploading, rate limits and when seeding ends (download and seed).
+#[derive(clap::Args, Clone)]
+pub(crate) struct ShareArgs {
+    /// Regular upload slots: peers we upload to at once (plus one optimistic).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub(crate) upload_slots: u16,
+    /// Download limit in bytes per second, K/M/G suffixes (1024-based); 0 = none.
+    #[arg(long, value_name = "RATE", value_parser = units::parse_rate)]
+    pub(crate) max_download_rate: Option<u64>,
+    /// Upload limit in bytes per second, K/M/G suffixes (1024-based); 0 = none.
+    #[arg(long, value_name = "RATE", value_parser = units::parse_rate)]
+    pub(crate) max_upload_rate: Option<u64>,
+    /// Stop seeding once we uploaded R times the torrent's size (implies --seed).
+    #[arg(long, value_name = "R", value_parser = units::parse_ratio)]
+    pub(crate) seed_ratio: Option<f64>,
+    /// Stop seeding after this long: 90s, 30m, 2h, 1d, 1h30m; bare number = seconds (implies --seed).
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    pub(crate) seed_time: Option<Duration>,
+}
+
+impl ShareArgs {
+    /// Copies the choices into a session's config.
+    pub(crate) fn apply(&self, config: &mut Config) {
+        config.upload_slots = self.upload_slots as usize;
+        config.max_download_rate = self.max_download_rate.unwrap_or(0);
+        config.max_upload_rate = self.max_upload_rate.unwrap_or(0);
+        config.seed_ratio = self.seed_ratio;
+        config.seed_time = self.seed_time;
+        if self.seed_ratio.is_some() || self.seed_time.is_some() {
+            config.seed = true;
+        }
+    }
+}
+
+#[derive(clap::Args, Clone)]
+pub(crate) struct OutArgs {
+    /// Newline-delimited JSON events on stdout instead of the status line
+    /// (schema in docs/JSON.md).
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Give up with exit code 4 when nothing was verified for this long
+    /// (e.g. 90s, 5m, 1h); off by default.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    pub(crate) timeout: Option<Duration>,
+}
+
+#[derive(clap::Args, Clone)]
+pub(crate) struct PickArgs {
+    /// Download only files whose path matches this glob (repeatable; `*`
+    /// within a folder, `**` across folders; paths as `tget info` shows).
+    #[arg(long = "file", value_name = "PATTERN")]
+    pub(crate) files_matching: Vec<String>,
+    /// Download only these files, by index as `tget info` shows (e.g. 0,3-5).
+    #[arg(long = "files", value_name = "LIST")]
+    pub(crate) file_indexes: Option<String>,
+    /// Write the content to standard output, in order, as it arrives
+    /// (`-O -`; a single-file torrent or exactly one chosen file).
+    #[arg(short = 'O', value_name = "-", conflicts_with = "json")]
+    pub(crate) output: Option<String>,
+    /// Same as `-O -`.
+    #[arg(long, conflicts_with_all = ["json", "output"])]
+    pub(crate) stdout: bool,
+    /// While streaming, keep the file in memory only (the window), not on
+    /// disk; nothing is seeded or saved for resuming.
+    #[arg(long, requires = "output")]
+    pub(crate) no_save: bool,
+    /// While streaming, fetch at most this many pieces ahead.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) window: u32,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Download a torrent; exits 0 once every piece is verified and on disk.
+    Download {
+        /// The .torrent: a path, `-` for standard input, or an http(s) URL.
+        torrent: String,
+        #[command(flatten)]
+        net: NetArgs,
+        #[command(flatten)]
+        out: OutArgs,
+        #[command(flatten)]
+        pick: PickArgs,
+        /// Keep seeding after the download completes (until interrupted, or
+        /// --seed-ratio / --seed-time).
+        #[arg(long)]
+        seed: bool,
+        #[command(flatten)]
+        share: ShareArgs,
+    },
+    /// Check the data (all cores) and serve it to peers until interrupted,
+    /// or until --seed-ratio / --seed-time.
+    Seed {
+        /// The .torrent: a path, `-` for standard input, or an http(s) URL.
+        torrent: String,
+        #[command(flatten)]
+        net: NetArgs,
+        #[command(flatten)]
+        out: OutArgs,
+        #[command(flatten)]
+        share: ShareArgs,
+        /// Serve incomplete data (what verifies) instead of refusing (exit 5).
+        #[arg(long)]
+        partial: bool,
+    },
+    /// Show what a torrent holds.
+    Info {
+        /// The .torrent: a path, `-` for standard input, or an http(s) URL.
+        torrent: String,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hash-check the data on disk (all cores); exits 0 only when complete.
+    Verify {
+        /// The .torrent: a path, `-` for standard input, or an http(s) URL.
+        torrent: String,
+        /// Where the content lives.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Print one JSON object on stdout instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a .torrent from a file or folder.
+    Create {
+        /// The file or folder to share.
+        path: PathBuf,
+        /// Tracker announce URL (repeatable).
+        #[arg(short = 't', long = "tracker", value_name = "URL")]
+        trackers: Vec<String>,
+        /// Piece size (a power of two, at least 16K; e.g. 262144 or 256K);
+        /// chosen from the content's size when absent.
+        #[arg(long, value_name = "BYTES", value_parser = units::parse_bytes)]
+        piece_size: Option<u64>,
+        /// Mark the torrent private (BEP 27).
+        #[arg(long)]
+        private: bool,
+        /// A comment to put in the torrent.
+        #[arg(long, value_name = "TEXT")]
+        comment: Option<String>,
+        /// Where to write the .torrent (`-` for standard output).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Print a shell completion script (e.g. `tget completions bash > /etc/bash_completion.d/tget`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `tget man | man -l -`.
+    Man,
+    /// Offline demo: seeders and a download on 127.0.0.1, no internet needed.
+    Demo {
+        /// Size of the demo content in bytes.
+        #[arg(long, default_value_t = 64 * 1024 * 1024)]
+        size: u64,
+        /// Number of seeders.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=32))]
+        peers: u16,
+    },
+}
