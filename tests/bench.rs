@@ -12,7 +12,10 @@
 //! compared with the seeded file afterwards. The clients take turns (one
 //! round = one download by each), so a slow patch on the machine hits all of
 //! them. A download that takes longer than RUN_TIMEOUT is killed and the
-//! benchmark fails. The tests take a lock so they never run at the same time.
+//! benchmark fails. The machine may be shared: each run waits for it to be
+//! quiet first, and a run disturbed by other work (seen in /proc/stat) is
+//! discarded and repeated. The two tests (3 seeders, 1 seeder) take a lock so
+//! they never run at the same time; name one to run only it.
 
 #[path = "interop/harness.rs"]
 mod harness;
