@@ -41,20 +41,6 @@ impl Drop for Mount {
     }
 }
 
-fn download(content: &Content, out: &Path, peer: &str) -> Command {
-    let mut c = tget();
-    c.args([
-        "download",
-        content.torrent.to_str().unwrap(),
-        "--port",
-        "0",
-        "-v",
-    ])
-    .args(["--peer", peer, "--dir"])
-    .arg(out);
-    c
-}
-
 fn last_line(stderr: &str) -> &str {
     stderr.trim_end().lines().last().unwrap_or("")
 }
@@ -67,7 +53,7 @@ fn not_enough_free_space_is_refused_at_start_saying_how_much_is_missing() {
     let out = tmp.path().join("small");
     let _m = Mount::tmpfs(&out, "size=1m");
     let s = seeder(&c, false);
-    let run = run_with_limit(&mut download(&c, &out, &addr_of(&s)), LIMIT);
+    let run = run_with_limit(&mut download_from(&c, &out, &addr_of(&s)), LIMIT);
     assert_eq!(run.status.code(), Some(5), "{}", run.stderr);
     let line = last_line(&run.stderr);
     assert!(
@@ -84,7 +70,7 @@ fn a_disk_filling_up_midway_ends_with_code_5_and_keeps_verified_pieces() {
     let out = tmp.path().join("small");
     let _m = Mount::tmpfs(&out, "size=3m");
     let slow = SlowSeeder::start(&c, Duration::from_millis(4));
-    let w = Logged::spawn(&mut download(&c, &out, &slow.addr.to_string()));
+    let w = Logged::spawn(&mut download_from(&c, &out, &slow.addr.to_string()));
     w.wait_verified(10, LIMIT);
     // Someone else fills the disk, leaving room for the resume state only.
     let filler = out.join("filler");
@@ -100,7 +86,7 @@ fn a_disk_filling_up_midway_ends_with_code_5_and_keeps_verified_pieces() {
     // Room again: the restart keeps every verified piece.
     std::fs::remove_file(&filler).unwrap();
     let s = seeder(&c, false);
-    let run = run_with_limit(&mut download(&c, &out, &addr_of(&s)), LIMIT);
+    let run = run_with_limit(&mut download_from(&c, &out, &addr_of(&s)), LIMIT);
     assert!(run.status.success(), "{}", run.stderr);
     let lines: Vec<String> = run.stderr.lines().map(String::from).collect();
     let after = verified_pieces(&lines);
@@ -118,7 +104,7 @@ fn a_read_only_folder_is_a_one_line_error_with_code_5() {
     let c = single_file(tmp.path(), 100_000, 16 * 1024, &[]);
     let out = tmp.path().join("ro");
     let _m = Mount::tmpfs(&out, "ro,size=1m");
-    let run = run_with_limit(&mut download(&c, &out, "127.0.0.1:1"), LIMIT);
+    let run = run_with_limit(&mut download_from(&c, &out, "127.0.0.1:1"), LIMIT);
     assert_eq!(run.status.code(), Some(5), "{}", run.stderr);
     let line = last_line(&run.stderr);
     assert!(
@@ -133,7 +119,7 @@ fn a_folder_where_the_file_should_be_is_a_one_line_error_with_code_5() {
     let c = single_file(tmp.path(), 100_000, 16 * 1024, &[]);
     let out = tmp.path().join("out");
     std::fs::create_dir_all(out.join("file.bin")).unwrap();
-    let run = run_with_limit(&mut download(&c, &out, "127.0.0.1:1"), LIMIT);
+    let run = run_with_limit(&mut download_from(&c, &out, "127.0.0.1:1"), LIMIT);
     assert_eq!(run.status.code(), Some(5), "{}", run.stderr);
     assert!(
         last_line(&run.stderr).contains("file.bin"),
@@ -148,7 +134,7 @@ fn a_file_shortened_underneath_us_is_an_error_not_a_crash() {
     let c = single_file(tmp.path(), 2 * 1024 * 1024, 32 * 1024, &[]);
     let out = tmp.path().join("out");
     let slow = SlowSeeder::start(&c, Duration::from_millis(4));
-    let w = Logged::spawn(&mut download(&c, &out, &slow.addr.to_string()));
+    let w = Logged::spawn(&mut download_from(&c, &out, &slow.addr.to_string()));
     w.wait_verified(5, LIMIT);
     let f = std::fs::OpenOptions::new()
         .write(true)

@@ -5,7 +5,6 @@ mod support;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use support::swarm::*;
@@ -17,24 +16,10 @@ fn content(tmp: &TempDir) -> Content {
     single_file(tmp.path(), 4 * 1024 * 1024, 32 * 1024, &[])
 }
 
-fn download(content: &Content, out: &Path, peer: &str) -> Command {
-    let mut c = tget();
-    c.args([
-        "download",
-        content.torrent.to_str().unwrap(),
-        "--port",
-        "0",
-        "-v",
-    ])
-    .args(["--peer", peer, "--dir"])
-    .arg(out);
-    c
-}
-
 /// Finishes the download from a fast seeder; returns the pieces fetched.
 fn complete(content: &Content, out: &Path) -> (Vec<u32>, String) {
     let s = seeder(content, false);
-    let run = run_with_limit(&mut download(content, out, &addr_of(&s)), LIMIT);
+    let run = run_with_limit(&mut download_from(content, out, &addr_of(&s)), LIMIT);
     assert!(run.status.success(), "{}", run.stderr);
     assert_same_tree(&content.root.join("file.bin"), &out.join("file.bin"));
     let lines: Vec<String> = run.stderr.lines().map(String::from).collect();
@@ -52,7 +37,7 @@ fn assert_disjoint(first: &[u32], second: &[u32]) {
 /// verified before the interruption.
 fn interrupt_at(content: &Content, out: &Path, at: usize, signal: &str) -> (Option<i32>, Vec<u32>) {
     let slow = SlowSeeder::start(content, Duration::from_millis(4));
-    let w = Logged::spawn(&mut download(content, out, &slow.addr.to_string()));
+    let w = Logged::spawn(&mut download_from(content, out, &slow.addr.to_string()));
     w.wait_verified(at, LIMIT);
     w.signal(signal);
     let (status, lines) = w.finish(Duration::from_secs(20));
@@ -173,7 +158,7 @@ fn a_second_ctrl_c_exits_at_once_and_the_state_still_holds() {
     let c = content(&tmp);
     let out = tmp.path().join("out");
     let slow = SlowSeeder::start(&c, Duration::from_millis(4));
-    let w = Logged::spawn(&mut download(&c, &out, &slow.addr.to_string()));
+    let w = Logged::spawn(&mut download_from(&c, &out, &slow.addr.to_string()));
     w.wait_verified(50, LIMIT);
     w.signal("INT");
     w.signal("INT");

@@ -89,21 +89,27 @@ pub fn transaction_id(datagram: &[u8]) -> Option<u32> {
     be_u32(datagram, 4)
 }
 
-/// Checks the 8-byte header (action, transaction id) of a reply expected to
-/// carry `action`, and that it is at least `min_len` bytes long.
-fn check_header(datagram: &[u8], action: u32, txid: u32, min_len: usize) -> Result<(), ReplyError> {
-    let (Some(got_action), Some(got_txid)) = (be_u32(datagram, 0), be_u32(datagram, 4)) else {
+/// The action of a reply to transaction `txid`, from its 8-byte header.
+fn reply_action(datagram: &[u8], txid: u32) -> Result<u32, ReplyError> {
+    let (Some(action), Some(got)) = (be_u32(datagram, 0), be_u32(datagram, 4)) else {
         return Err(ReplyError::Malformed(format!(
             "{} bytes is shorter than the 8-byte header",
             datagram.len()
         )));
     };
-    if got_txid != txid {
+    if got != txid {
         return Err(ReplyError::WrongTransaction {
             expected: txid,
-            got: got_txid,
+            got,
         });
     }
+    Ok(action)
+}
+
+/// Checks the 8-byte header (action, transaction id) of a reply expected to
+/// carry `action`, and that it is at least `min_len` bytes long.
+fn check_header(datagram: &[u8], action: u32, txid: u32, min_len: usize) -> Result<(), ReplyError> {
+    let got_action = reply_action(datagram, txid)?;
     if got_action == ACTION_ERROR {
         return Err(ReplyError::Tracker(decode_error(datagram, txid)?));
     }
@@ -213,18 +219,7 @@ pub fn decode_announce_response(
 
 /// The message of an error reply (action 3) to transaction `txid`.
 pub fn decode_error(datagram: &[u8], txid: u32) -> Result<String, ReplyError> {
-    let (Some(action), Some(got)) = (be_u32(datagram, 0), be_u32(datagram, 4)) else {
-        return Err(ReplyError::Malformed(format!(
-            "{} bytes is shorter than the 8-byte header",
-            datagram.len()
-        )));
-    };
-    if got != txid {
-        return Err(ReplyError::WrongTransaction {
-            expected: txid,
-            got,
-        });
-    }
+    let action = reply_action(datagram, txid)?;
     if action != ACTION_ERROR {
         return Err(ReplyError::Malformed(format!(
             "action {action}, expected {ACTION_ERROR}"

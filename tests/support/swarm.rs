@@ -148,6 +148,22 @@ pub fn tget() -> Command {
     c
 }
 
+/// `tget download` of `content` into `out` from the one peer `peer`, on
+/// an ephemeral port, with `-v` (so verified pieces are logged).
+pub fn download_from(content: &Content, out: &Path, peer: &str) -> Command {
+    let mut c = tget();
+    c.args([
+        "download",
+        content.torrent.to_str().unwrap(),
+        "--port",
+        "0",
+        "-v",
+    ])
+    .args(["--peer", peer, "--dir"])
+    .arg(out);
+    c
+}
+
 /// Output of a finished run of the binary.
 pub struct Run {
     pub status: ExitStatus,
