@@ -47,9 +47,23 @@ fn err(part: &str, message: impl Into<String>) -> MagnetError {
         short.push('…');
     }
     MagnetError {
-        part: short,
-        message: message.into(),
+        part: one_line(&short),
+        message: one_line(&message.into()),
     }
+}
+
+/// Control characters (a decoded `%0a`, say) shown escaped, so the error
+/// stays one line whatever the link held.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// The most parameters we look at; more is not a magnet link but an attack.
@@ -235,6 +249,14 @@ mod tests {
         );
         assert_eq!(m.peers.len(), 2);
         assert_eq!(m.select, Some(vec![0, 2, 4, 5, 6]));
+    }
+
+    #[test]
+    fn an_error_stays_one_line_whatever_the_link_decodes_to() {
+        for link in ["magnet:?so=%0a", "magnet:?x.pe=%0d%0a1", "magnet:?\n=1"] {
+            let e = Magnet::parse(link).unwrap_err().to_string();
+            assert_eq!(e.lines().count(), 1, "{e:?}");
+        }
     }
 
     #[test]

@@ -26,11 +26,18 @@ struct Failure {
     message: String,
 }
 
+/// Every failure is one line, whatever a file name or a peer put in it:
+/// control characters (newlines above all) are shown escaped.
 fn fail(code: u8, message: impl std::fmt::Display) -> Failure {
-    Failure {
-        code,
-        message: message.to_string(),
-    }
+    let message = message
+        .to_string()
+        .chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect();
+    Failure { code, message }
 }
 
 fn session_failure(e: SessionError) -> Failure {
