@@ -119,6 +119,28 @@ pub(crate) struct OutArgs {
     pub(crate) timeout: Option<Duration>,
 }
 
+/// Where `tget info <MAGNET>` looks for the metadata, and what it keeps.
+#[derive(clap::Args, Clone)]
+pub(crate) struct FetchArgs {
+    /// Write the fetched metadata as a .torrent file that other clients load.
+    #[arg(long, value_name = "FILE.torrent")]
+    pub(crate) save: Option<PathBuf>,
+    /// A peer to ask for the metadata, besides the link's (repeatable).
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    pub(crate) peers: Vec<String>,
+    /// UDP port of our DHT node.
+    #[arg(long, value_name = "N", default_value_t = 6881)]
+    pub(crate) dht_port: u16,
+    /// A DHT node to join through (repeatable; default: the well-known
+    /// public routers).
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+    pub(crate) dht_bootstrap: Vec<String>,
+    /// Give up with exit code 6 when the metadata has not come in this long
+    /// (e.g. 90s, 5m); off by default.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    pub(crate) timeout: Option<Duration>,
+}
+
 #[derive(clap::Args, Clone)]
 pub(crate) struct PickArgs {
     /// Download only files whose path matches this glob (repeatable; `*`
@@ -148,7 +170,8 @@ pub(crate) struct PickArgs {
 pub(crate) enum Command {
     /// Download a torrent; exits 0 once every piece is verified and on disk.
     Download {
-        /// The .torrent: a path, `-` for standard input, or an http(s) URL.
+        /// The .torrent: a path, `-` for standard input, an http(s) URL, or
+        /// a magnet link (its metadata is fetched from peers first).
         torrent: String,
         #[command(flatten)]
         net: NetArgs,
@@ -178,13 +201,15 @@ pub(crate) enum Command {
         #[arg(long)]
         partial: bool,
     },
-    /// Show what a torrent holds.
+    /// Show what a torrent holds (a magnet link's metadata is fetched from peers first).
     Info {
-        /// The .torrent: a path, `-` for standard input, or an http(s) URL.
+        /// The .torrent: a path, `-` for standard input, an http(s) URL, or a magnet link.
         torrent: String,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        fetch: FetchArgs,
     },
     /// Hash-check the data on disk (all cores); exits 0 only when complete.
     Verify {

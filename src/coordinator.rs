@@ -87,6 +87,9 @@ pub enum Event {
     WantAllowedPieces { worker: usize, count: u32 },
     /// A peer told us its DHT port (BEP 5 `port` message).
     DhtNode(SocketAddr),
+    /// The worker's peer listens on `port` (its extended handshake's `p`):
+    /// where others can reach it, for peer exchange.
+    ListenPort { worker: usize, port: u16 },
     /// Stop: save, announce `stopped`, end.
     Stop,
 }
@@ -112,6 +115,9 @@ pub enum ToWorker {
     Cancel(u32),
     /// End the connection (the peer is banned).
     Disconnect,
+    /// Our connected set, for peer exchange (BEP 11): the worker sends the
+    /// peer what changed since it last sent one.
+    Pex(Arc<Vec<SocketAddr>>),
 }
 
 /// A connection for an idle worker to run.
@@ -160,6 +166,9 @@ struct DhtSearch {
 const BAN_AFTER_BAD_PIECES: u32 = 2;
 /// Most addresses we remember.
 const MAX_KNOWN_PEERS: usize = 4000;
+/// How often workers get our connected set for peer exchange (each sends
+/// its peer a message at most once a minute, `pex::INTERVAL`).
+const PEX_TICK: Duration = Duration::from_secs(5);
 /// How often the coordinator looks at its timers.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -186,6 +195,10 @@ struct Known {
 /// A live connection, indexed by worker.
 struct Conn {
     addr: SocketAddr,
+    /// Where the peer accepts connections: the address we dialled, or for
+    /// an inbound peer its address with the port it told us (`None` until
+    /// then). Peer exchange passes these on.
+    listen: Option<SocketAddr>,
     peer_id: [u8; 20],
     bits: Bitfield,
     /// Pieces this worker fetches.
@@ -279,6 +292,8 @@ pub struct Coordinator {
     optimistic: Option<usize>,
     choke_round: u64,
     next_choke: Instant,
+    /// When our connected set next goes out by peer exchange.
+    next_pex: Instant,
     rng: Rng,
 }
 
@@ -340,6 +355,7 @@ impl Coordinator {
             optimistic: None,
             choke_round: 0,
             next_choke: Instant::now() + choker::ROUND,
+            next_pex: Instant::now() + PEX_TICK,
             rng: Rng::from_entropy(),
         }
     }
@@ -677,6 +693,11 @@ impl Coordinator {
                     d.dht.add_node(addr);
                 }
             }
+            Event::ListenPort { worker, port } => {
+                if let Some(c) = self.conns[worker].as_mut() {
+                    c.listen = Some(SocketAddr::new(c.addr.ip(), port));
+                }
+            }
             Event::Stop | Event::DiskError(_) => {}
         }
     }
@@ -723,6 +744,7 @@ impl Coordinator {
         let n = self.picker.have().len();
         self.conns[worker] = Some(Conn {
             addr,
+            listen: (!inbound).then_some(addr),
             peer_id,
             bits: Bitfield::new(n),
             assigned: Vec::new(),
@@ -1091,5 +1113,30 @@ impl Coordinator {
             }
         }
         self.poll_dht(starving);
+        if Instant::now() >= self.next_pex {
+            self.send_pex();
+            self.next_pex = Instant::now() + PEX_TICK;
+        }
+    }
+
+    /// Peer exchange: every worker gets the addresses our peers listen on;
+    /// each sends its peer the delta when its minute is up (workers of
+    /// private torrents and peers without ut_pex send nothing).
+    fn send_pex(&mut self) {
+        let set: Vec<SocketAddr> = self
+            .conns
+            .iter()
+            .flatten()
+            .filter_map(|c| c.listen)
+            .collect();
+        if set.is_empty() {
+            return;
+        }
+        let set = Arc::new(set);
+        for (w, c) in self.conns.iter().enumerate() {
+            if c.is_some() {
+                let _ = self.workers[w].send(ToWorker::Pex(Arc::clone(&set)));
+            }
+        }
     }
 }

@@ -18,7 +18,7 @@ use tget::{create, demo, report, select, storage};
 
 mod cli;
 
-use cli::{exit, Cli, Command, NetArgs, OutArgs, PickArgs, ShareArgs};
+use cli::{exit, Cli, Command, FetchArgs, NetArgs, OutArgs, PickArgs, ShareArgs};
 
 /// A one-line error and the exit code it maps to.
 struct Failure {
@@ -96,7 +96,11 @@ fn main() -> ExitCode {
             let role = Role::Seed { partial };
             download(&torrent, &net, &out, &share, role, no_dht, quiet)
         }
-        Command::Info { torrent, json } => info(&torrent, json),
+        Command::Info {
+            torrent,
+            json,
+            fetch,
+        } => info(&torrent, json, &fetch, no_dht, quiet),
         Command::Verify { torrent, dir, json } => verify(&torrent, &dir, json, quiet),
         Command::Create {
             path,
@@ -142,16 +146,104 @@ fn main() -> ExitCode {
 }
 
 fn load(torrent: &str) -> Result<Metainfo, Failure> {
+    tget::source::load(torrent).map_err(|e| load_failure(torrent, e))
+}
+
+fn load_failure(torrent: &str, e: tget::source::LoadError) -> Failure {
     use tget::source::LoadError;
-    tget::source::load(torrent).map_err(|e| {
-        let code = match e {
-            LoadError::Invalid(_) => exit::BAD_INPUT,
-            LoadError::NoMetadata(_) => exit::NO_METADATA,
-        };
-        // A magnet link is long and already named by the error.
-        let what: String = torrent.chars().take(60).collect();
-        fail(code, format!("{what}: {e}"))
-    })
+    let code = match e {
+        LoadError::Invalid(_) => exit::BAD_INPUT,
+        LoadError::NoMetadata(_) => exit::NO_METADATA,
+        LoadError::Stopped => exit::SIGINT,
+    };
+    // A magnet link is long and its info-hash names it in the error.
+    if tget::source::is_magnet(torrent) {
+        return fail(code, e);
+    }
+    let what: String = torrent.chars().take(60).collect();
+    fail(code, format!("{what}: {e}"))
+}
+
+/// Where to look for a magnet link's metadata.
+struct MagnetSources {
+    peers: Vec<SocketAddr>,
+    dht: Option<(u16, Vec<SocketAddr>)>,
+    port: u16,
+    workers: usize,
+    timeout: Option<Duration>,
+    /// Where the fetched .torrent is kept for later runs.
+    cache_dir: Option<std::path::PathBuf>,
+}
+
+/// A loaded torrent, the peers found while fetching it, and a magnet
+/// link's file selection (`so`).
+type Loaded = (Metainfo, Vec<SocketAddr>, Option<Vec<usize>>);
+
+/// The torrent named by `torrent`: loaded, or for a magnet link fetched
+/// from peers (`metadata` JSON event, exit 6 when it cannot be), with the
+/// peers found on the way and the link's file selection (`so`).
+fn load_any(
+    torrent: &str,
+    sources: MagnetSources,
+    signals: &Signals,
+    json: bool,
+    quiet: bool,
+) -> Result<Loaded, Failure> {
+    if !tget::source::is_magnet(torrent) {
+        return Ok((load(torrent)?, Vec::new(), None));
+    }
+    let m = tget::magnet::Magnet::parse(torrent).map_err(|e| fail(exit::BAD_INPUT, e))?;
+    let started = Instant::now();
+    if !quiet && !json && std::io::stderr().is_terminal() {
+        status_line(
+            &format!("fetching the metadata of {} ...", m.info_hash_hex()),
+            false,
+        );
+    }
+    let cfg = tget::metadata::FetchConfig {
+        info_hash: m.info_hash,
+        peers: sources.peers,
+        trackers: Vec::new(),
+        dht: sources.dht.map(|(port, boot)| {
+            let dir = sources.cache_dir.clone().unwrap_or_else(|| ".".into());
+            (port, boot, dir.join(".tget"))
+        }),
+        port: sources.port,
+        workers: sources.workers,
+        timeout: sources
+            .timeout
+            .unwrap_or(Duration::from_secs(100 * 365 * 86400)),
+    };
+    let cache = sources
+        .cache_dir
+        .as_deref()
+        .map(|d| tget::source::magnet_cache(d, &m.info_hash));
+    let (meta, peers) = tget::source::load_magnet(&m, cfg, cache.as_deref(), &signals.flag)
+        .map_err(|e| match e {
+            tget::source::LoadError::Stopped => {
+                fail(signals.received().unwrap_or(exit::SIGINT), "interrupted")
+            }
+            e => load_failure(torrent, e),
+        })?;
+    if json {
+        emit(&report::metadata_event(
+            &meta,
+            started.elapsed().as_secs_f64(),
+            peers.len(),
+        ))
+        .map_err(|_| reader_gone())?;
+    } else if !quiet && std::io::stderr().is_terminal() {
+        status_line(
+            &format!(
+                "metadata of {}: {} in {:.1} s",
+                m.info_hash_hex(),
+                meta.info.name,
+                started.elapsed().as_secs_f64()
+            ),
+            true,
+        );
+    }
+    Ok((meta, peers, m.select))
 }
 
 fn resolve_peers(peers: &[String]) -> Result<Vec<SocketAddr>, Failure> {
@@ -233,7 +325,24 @@ fn download(
     no_dht: bool,
     quiet: bool,
 ) -> Result<(), Failure> {
-    let meta = load(torrent)?;
+    let signals = Signals::install();
+    let dht = if no_dht {
+        None
+    } else {
+        Some((
+            net.dht_port.unwrap_or(net.port),
+            dht_bootstrap(&net.dht_bootstrap)?,
+        ))
+    };
+    let sources = MagnetSources {
+        peers: resolve_peers(&net.peers)?,
+        dht: dht.clone(),
+        port: net.port,
+        workers: net.max_peers as usize,
+        timeout: out.timeout,
+        cache_dir: Some(net.dir.clone()),
+    };
+    let (meta, found, magnet_select) = load_any(torrent, sources, &signals, out.json, quiet)?;
     let seed = matches!(role, Role::Seed { .. } | Role::Download { seed: true, .. });
     let mut config = Config {
         dir: net.dir.clone(),
@@ -244,12 +353,10 @@ fn download(
         force_check: seed,
         ..Config::default()
     };
+    config.peers.extend(found);
     share.apply(&mut config);
-    if !no_dht {
-        config.dht = Some(DhtSettings {
-            port: net.dht_port.unwrap_or(net.port),
-            bootstrap: dht_bootstrap(&net.dht_bootstrap)?,
-        });
+    if let Some((port, bootstrap)) = dht {
+        config.dht = Some(DhtSettings { port, bootstrap });
     }
     let mut streamer = None;
     if let Role::Seed { partial } = role {
@@ -264,6 +371,23 @@ fn download(
         config.selected =
             select::select(&names, &pick.files_matching, pick.file_indexes.as_deref())
                 .map_err(|e| fail(exit::USAGE, e))?;
+        // The magnet link's `so` (BEP 53), unless the command line chose.
+        if let (None, Some(so)) = (&config.selected, magnet_select) {
+            let mut mask = vec![false; names.len()];
+            for i in so {
+                match mask.get_mut(i) {
+                    Some(m) => *m = true,
+                    None => log::warn!("so={i}: the torrent has {} files", names.len()),
+                }
+            }
+            if !mask.contains(&true) {
+                return Err(fail(
+                    exit::BAD_INPUT,
+                    "the magnet link's so= selects no file of this torrent",
+                ));
+            }
+            config.selected = Some(mask);
+        }
         let to_stdout = pick.stdout || pick.output.is_some();
         if let Some(o) = pick.output.as_deref().filter(|o| *o != "-") {
             return Err(fail(
@@ -290,7 +414,6 @@ fn download(
             streamer = Some(Streamer::new(file, meta.info.files[file].length));
         }
     }
-    let signals = Signals::install();
     let ui = if out.json {
         Ui::Json
     } else if !quiet && std::io::stderr().is_terminal() {
@@ -548,8 +671,35 @@ fn status_line(text: &str, last: bool) {
     let _ = err.flush();
 }
 
-fn info(torrent: &str, json: bool) -> Result<(), Failure> {
-    let meta = load(torrent)?;
+fn info(
+    torrent: &str,
+    json: bool,
+    fetch: &FetchArgs,
+    no_dht: bool,
+    quiet: bool,
+) -> Result<(), Failure> {
+    let signals = Signals::install();
+    // The DHT's routers are looked up only for a magnet link.
+    let dht = if no_dht || !tget::source::is_magnet(torrent) {
+        None
+    } else {
+        Some((fetch.dht_port, dht_bootstrap(&fetch.dht_bootstrap)?))
+    };
+    let sources = MagnetSources {
+        peers: resolve_peers(&fetch.peers)?,
+        dht,
+        port: 0,
+        workers: 8,
+        timeout: fetch.timeout,
+        cache_dir: None,
+    };
+    // `info --json` prints one object: no metadata event before it.
+    let (meta, _, _) = load_any(torrent, sources, &signals, false, quiet || json)?;
+    if let Some(path) = &fetch.save {
+        let bytes = tget::metadata::torrent_bytes(&meta.info_bytes, &meta.tracker_tiers().concat());
+        std::fs::write(path, bytes)
+            .map_err(|e| fail(exit::DISK, format!("cannot write {}: {e}", path.display())))?;
+    }
     let text = if json {
         report::info_json(&meta) + "\n"
     } else {

@@ -37,8 +37,11 @@ use log::{debug, trace};
 use sha1::{Digest, Sha1};
 
 use crate::coordinator::{Event, Job, ToWorker};
+use crate::extension::{self, ExtHandshake};
 use crate::fast;
 use crate::layout::{Layout, BLOCK_SIZE};
+use crate::metadata::{self, MetaMessage};
+use crate::pex::{PexMessage, PexSent};
 use crate::ratelimit::Limits;
 use crate::session::Shared;
 use crate::storage::{Storage, UploadWindow};
@@ -97,6 +100,12 @@ pub(crate) struct WorkerCtx {
     pub jobs: Receiver<Job>,
     /// The session's rate limits (shared buckets; `None` = unlimited).
     pub limits: Limits,
+    /// The raw info dictionary, served to peers that ask (ut_metadata).
+    pub info_bytes: Arc<Vec<u8>>,
+    /// A private torrent (BEP 27): no peer exchange, no DHT.
+    pub private: bool,
+    /// Our DHT node's port, told to peers that run one too (BEP 5).
+    pub dht_port: Option<u16>,
 }
 
 /// The worker thread's body: run jobs until the queue closes.
@@ -244,6 +253,17 @@ struct Connection<'a> {
     fast: bool,
     /// Both sides advertised the extension protocol (BEP 10).
     extensions: bool,
+    /// The peer advertised a DHT node (BEP 5).
+    peer_dht: bool,
+    /// The peer's extended handshake (its message ids, `reqq`).
+    theirs: ExtHandshake,
+    /// Metadata pieces we sent this peer.
+    metadata_served: u32,
+    /// What we last told the peer in peer exchange, and when.
+    pex: PexSent,
+    last_pex: Option<Instant>,
+    /// The deepest pipeline the peer accepts (its `reqq`, at most ours).
+    max_depth: usize,
     /// Pieces this peer may fetch from us while choked (our allowed-fast set).
     granted: Vec<u32>,
     /// Pieces the peer lets us fetch while it chokes us.
@@ -309,6 +329,12 @@ impl<'a> Connection<'a> {
             rate_bytes: 0,
             fast: false,
             extensions: false,
+            peer_dht: false,
+            theirs: ExtHandshake::default(),
+            metadata_served: 0,
+            pex: PexSent::default(),
+            last_pex: None,
+            max_depth: MAX_DEPTH,
             granted: Vec::new(),
             allowed: Vec::new(),
             rejects: 0,
@@ -397,6 +423,9 @@ impl<'a> Connection<'a> {
         let mut ours = Handshake::new(self.ctx.info_hash, self.ctx.our_id);
         fast::advertise(&mut ours.reserved);
         ours.reserved[wire::EXTENSION_PROTOCOL_BYTE] |= wire::EXTENSION_PROTOCOL_BIT;
+        if self.ctx.dht_port.is_some() {
+            ours.reserved[wire::DHT_BYTE] |= wire::DHT_BIT;
+        }
         self.stream.write_all(&ours.encode())?;
         let mut theirs = [0u8; HANDSHAKE_LEN];
         self.read_handshake(&mut theirs, HANDSHAKE_TIMEOUT)?;
@@ -407,6 +436,7 @@ impl<'a> Connection<'a> {
         self.fast = fast::advertised(&h.reserved);
         self.extensions =
             h.reserved[wire::EXTENSION_PROTOCOL_BYTE] & wire::EXTENSION_PROTOCOL_BIT != 0;
+        self.peer_dht = h.reserved[wire::DHT_BYTE] & wire::DHT_BIT != 0;
         let _ = self.ctx.events.send(Event::Handshaked {
             worker: self.ctx.id,
             addr: self.addr,
@@ -512,6 +542,7 @@ impl<'a> Connection<'a> {
             }
             ToWorker::Cancel(piece) => self.drop_piece(piece, true),
             ToWorker::Disconnect => return Err(Close::Quiet("disconnected by us".into())),
+            ToWorker::Pex(connected) => self.send_pex(&connected),
             ToWorker::Assign(_) | ToWorker::Accept { .. } | ToWorker::Reject => {}
         }
         Ok(())
@@ -770,7 +801,10 @@ impl<'a> Connection<'a> {
         if elapsed >= Duration::from_secs(1) {
             let rate = self.rate_bytes as f64 / elapsed.as_secs_f64();
             let want = (rate / BLOCK_SIZE as f64) as usize;
-            self.depth = want.clamp(MIN_DEPTH, MAX_DEPTH).max(self.depth / 2);
+            self.depth = want
+                .clamp(MIN_DEPTH, MAX_DEPTH)
+                .max(self.depth / 2)
+                .min(self.max_depth);
             self.rate_mark = now;
             self.rate_bytes = 0;
         }
@@ -819,14 +853,123 @@ impl<'a> Connection<'a> {
     }
 
     /// First thing after the handshake: our pieces, then (BEP 10) our
-    /// extended handshake.
+    /// extended handshake, then (BEP 5) our DHT port.
     fn announce_pieces(&mut self) {
         self.announce_piece_state();
         if self.extensions {
-            // After the pieces (the bitfield comes first): how many requests
-            // we queue, so the peer pipelines no more than that.
-            let hs = wire::extended_handshake(MAX_PEER_REQUESTS);
-            queue(&mut self.out, self.addr, Message::Extended(0, &hs));
+            // After the pieces (the bitfield comes first): the extensions we
+            // take, how many requests we queue (so the peer pipelines no
+            // more), our port, and the metadata's size for magnet users.
+            let port = self.ctx.shared.listen_port.load(Ordering::Relaxed) as u16;
+            let hs = extension::ours(
+                MAX_PEER_REQUESTS,
+                port,
+                self.addr.ip(),
+                Some(self.ctx.info_bytes.len()),
+                !self.ctx.private,
+            );
+            let payload = hs.encode();
+            queue(
+                &mut self.out,
+                self.addr,
+                Message::Extended(extension::HANDSHAKE_ID, &payload),
+            );
+        }
+        if let (Some(port), true) = (self.ctx.dht_port, self.peer_dht) {
+            queue(&mut self.out, self.addr, Message::Port(port));
+        }
+    }
+
+    /// An extended message (BEP 10). Ids are ours (see `extension`): the
+    /// handshake, ut_metadata, ut_pex. Unknown ids are ignored.
+    fn on_extended(&mut self, id: u8, payload: &[u8]) -> Result<(), Close> {
+        if !self.extensions {
+            return Err(bad("extended message without the extension protocol"));
+        }
+        match id {
+            extension::HANDSHAKE_ID => {
+                // Lenient, as BEP 10 asks: a handshake we cannot read leaves
+                // the extensions off.
+                match ExtHandshake::decode(payload) {
+                    Ok(h) => {
+                        if let Some(q) = h.reqq {
+                            self.max_depth = (q as usize).clamp(1, MAX_DEPTH);
+                            self.depth = self.depth.min(self.max_depth);
+                        }
+                        if let Some(port) = h.listen_port {
+                            let _ = self.ctx.events.send(Event::ListenPort {
+                                worker: self.ctx.id,
+                                port,
+                            });
+                        }
+                        self.theirs = h;
+                    }
+                    Err(e) => debug!("{}: {e}", self.addr),
+                }
+            }
+            extension::UT_METADATA_ID => self.on_metadata(payload)?,
+            extension::UT_PEX_ID if !self.ctx.private => match PexMessage::decode(payload) {
+                Ok(m) => {
+                    let peers: Vec<SocketAddr> = m.added.into_iter().map(|(a, _)| a).collect();
+                    debug!("{}: peer exchange gave {} peers", self.addr, peers.len());
+                    if !peers.is_empty() {
+                        let _ = self.ctx.events.send(Event::Peers(peers));
+                    }
+                }
+                Err(e) => debug!("{}: {e}", self.addr),
+            },
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A ut_metadata message: a request is answered with the piece of our
+    /// info dictionary, or rejected once the peer has asked for every piece
+    /// twice over (a bound on what one peer can make us send).
+    fn on_metadata(&mut self, payload: &[u8]) -> Result<(), Close> {
+        let msg = MetaMessage::decode(payload).map_err(|e| bad(e.to_string()))?;
+        let MetaMessage::Request(piece) = msg else {
+            return Ok(()); // data or reject: we asked for nothing
+        };
+        let Some(their_id) = self.theirs.ut_metadata else {
+            return Err(bad("ut_metadata request without the extension"));
+        };
+        let info = Arc::clone(&self.ctx.info_bytes);
+        let budget = 2 * metadata::piece_count(info.len() as u64) + 8;
+        let reply = match metadata::piece_of(&info, piece) {
+            Some(data) if self.metadata_served < budget => {
+                self.metadata_served += 1;
+                MetaMessage::Data {
+                    piece,
+                    total_size: info.len() as u64,
+                    data,
+                }
+            }
+            _ => MetaMessage::Reject(piece),
+        };
+        let payload = reply.encode();
+        self.send(Message::Extended(their_id, &payload));
+        Ok(())
+    }
+
+    /// Peer exchange: tells the peer who joined and left our connected set
+    /// since the last message. The coordinator sends the set every few
+    /// seconds; the peer hears from us at most once a minute (BEP 11), the
+    /// first time as soon as its extended handshake said it takes ut_pex.
+    fn send_pex(&mut self, connected: &[SocketAddr]) {
+        let Some(their_id) = self.theirs.ut_pex.filter(|_| !self.ctx.private) else {
+            return;
+        };
+        if self
+            .last_pex
+            .is_some_and(|t| t.elapsed() < crate::pex::INTERVAL)
+        {
+            return;
+        }
+        if let Some(m) = self.pex.delta(connected, self.addr) {
+            let payload = m.encode();
+            self.send(Message::Extended(their_id, &payload));
+            self.last_pex = Some(Instant::now());
         }
     }
 
@@ -1076,7 +1219,10 @@ impl<'a> Connection<'a> {
                     }
                 }
                 Message::KeepAlive | Message::Unknown(_) => {}
-                Message::Extended(..) => {}
+                Message::Extended(id, payload) => {
+                    let payload = payload.to_vec();
+                    self.on_extended(id, &payload)?;
+                }
                 Message::Choke => self.on_choked(),
                 Message::Unchoke => {
                     self.peer_choking = false;
@@ -1335,6 +1481,9 @@ mod tests {
             control: control_rx,
             jobs,
             limits: crate::ratelimit::Limits::new(0, 0),
+            info_bytes: Arc::new(vec![7; 20000]),
+            private: false,
+            dht_port: None,
         };
         Rig {
             ctx,

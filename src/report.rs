@@ -109,6 +109,17 @@ pub fn started_event(meta: &Metainfo) -> String {
         .finish()
 }
 
+/// `metadata`: a magnet link's metadata arrived (before `started`).
+pub fn metadata_event(meta: &Metainfo, seconds: f64, peers: usize) -> String {
+    event("metadata")
+        .str("info_hash", &meta.info_hash_hex())
+        .str("name", &meta.info.name)
+        .num("bytes", meta.info_bytes.len() as u64)
+        .raw("seconds", &format!("{seconds:.3}"))
+        .num("peers", peers as u64)
+        .finish()
+}
+
 /// `progress`: sent once a second.
 pub fn progress_event(s: &Stats, r: &Rates) -> String {
     event("progress")

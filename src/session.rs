@@ -329,8 +329,15 @@ impl Session {
         shared.listen_port.store(port as u64, Ordering::Relaxed);
         info!("listening for peers on port {port}");
 
+        // The DHT: off for private torrents (BEP 27). Its state is kept
+        // beside the resume state so later runs start with a warm table.
+        let dht = match &config.dht {
+            Some(d) if !meta.info.private => Some(start_dht(d, &config.dir)?),
+            _ => None,
+        };
         let our_id = new_peer_id();
         let hashes = Arc::new(info.pieces.clone());
+        let info_bytes = Arc::new(meta.info_bytes.clone());
         let (events_tx, events_rx) = unbounded::<Event>();
         let (notice_tx, notice_rx) = bounded::<Notice>(NOTICE_BACKLOG);
         let coord_notices = notice_tx.clone();
@@ -352,6 +359,9 @@ impl Session {
                 control: ctl_rx,
                 jobs: jobs_rx.clone(),
                 limits: limits.clone(),
+                info_bytes: info_bytes.clone(),
+                private: meta.info.private,
+                dht_port: dht.as_ref().map(|d| d.local_addr().port()),
             };
             spawn(format!("peer-{id}"), move || peer::run(ctx))?;
         }
@@ -366,12 +376,6 @@ impl Session {
             meta.tracker_tiers()
         } else {
             Vec::new()
-        };
-        // The DHT: off for private torrents (BEP 27). Its state is kept
-        // beside the resume state so later runs start with a warm table.
-        let dht = match &config.dht {
-            Some(d) if !meta.info.private => Some(start_dht(d, &config.dir)?),
-            _ => None,
         };
         let total: u64 = wanted.ones().map(|p| layout.piece_len(p) as u64).sum();
         let pieces = wanted.count() as u64;

@@ -48,25 +48,13 @@ pub const MAX_EXTENDED_LEN: u32 = 64 * 1024;
 
 /// The extension protocol (BEP 10) is advertised by `reserved[5] |= 0x10`.
 pub const EXTENSION_PROTOCOL_BYTE: usize = 5;
+/// Reserved byte and bit of the DHT (BEP 5): the sender runs a DHT node and
+/// will send a `port` message.
+pub const DHT_BYTE: usize = 7;
+/// See [`DHT_BYTE`].
+pub const DHT_BIT: u8 = 0x01;
 /// See [`EXTENSION_PROTOCOL_BYTE`].
 pub const EXTENSION_PROTOCOL_BIT: u8 = 0x10;
-
-/// Our BEP 10 extended handshake (the payload of extended message 0): no
-/// extension messages (`m` is empty), our client name, and `reqq`, how many
-/// requests we queue per peer, so a peer like libtorrent does not pipeline
-/// more than we serve (we refuse the rest).
-pub fn extended_handshake(reqq: usize) -> Vec<u8> {
-    use crate::bencode::Value;
-    Value::dict([
-        ("m", Value::dict(Vec::<(&str, Value)>::new())),
-        ("reqq", Value::Int(reqq as i64)),
-        (
-            "v",
-            Value::bytes(concat!("tget ", env!("CARGO_PKG_VERSION")).as_bytes()),
-        ),
-    ])
-    .encode()
-}
 
 /// The largest legal message for a torrent of `num_pieces` pieces: a full
 /// bitfield, a piece message carrying one block of [`MAX_REQUEST_LEN`], or an
@@ -622,22 +610,6 @@ mod tests {
         assert!(parse_body(&[id::HAVE_ALL, 0]).is_err());
         assert!(parse_body(&[id::ALLOWED_FAST, 0, 0]).is_err());
         assert!(parse_body(&[id::REJECT_REQUEST, 0, 0, 0, 1]).is_err());
-    }
-
-    #[test]
-    fn extended_handshake_says_reqq() {
-        let hs = extended_handshake(250);
-        let v = crate::bencode::decode(&hs).unwrap();
-        assert_eq!(v.get(b"reqq").and_then(|r| r.as_int()), Some(250));
-        assert_eq!(
-            v.get(b"m").and_then(|m| m.as_dict()).map(|m| m.len()),
-            Some(0)
-        );
-        assert!(v
-            .get(b"v")
-            .and_then(|s| s.as_str())
-            .unwrap()
-            .starts_with("tget "));
     }
 
     #[test]
