@@ -11,9 +11,11 @@
 //!   link's trackers and the DHT; a small fixed pool of threads connects to
 //!   them (blocking sockets, one each, as in the download), and the calling
 //!   thread plays coordinator: it hands out metadata pieces, so several
-//!   peers fetch one dictionary at once, and checks the result. A dictionary
-//!   that fails the hash check bans every peer that contributed to it and
-//!   starts over. The peers found are passed on to the download.
+//!   peers fetch one dictionary at once, and checks the result. When a
+//!   dictionary fails the hash check, the liar is not known if several
+//!   peers contributed: the fetch starts over with one peer at a time
+//!   sending every piece, so the next failure names exactly one peer, which
+//!   is banned. The peers found are passed on to the download.
 //!
 //! Serving metadata to peers that ask is done by the download's workers
 //! (`peer.rs`) with [`MetaMessage::Data`] from the torrent's info bytes.
@@ -215,6 +217,12 @@ impl Assembly {
         Ok(())
     }
 
+    /// Forgets every piece received (the size stays).
+    pub fn reset(&mut self) {
+        self.from.iter_mut().for_each(|f| *f = None);
+        self.received = 0;
+    }
+
     /// Checks the complete dictionary against `info_hash`: its bytes when
     /// they match; otherwise the peers that sent a piece of it (and the
     /// assembly starts over).
@@ -226,8 +234,7 @@ impl Assembly {
         let mut culprits: Vec<SocketAddr> = self.from.iter().flatten().copied().collect();
         culprits.sort();
         culprits.dedup();
-        self.from.iter_mut().for_each(|f| *f = None);
-        self.received = 0;
+        self.reset();
         Err(culprits)
     }
 }
@@ -462,6 +469,7 @@ pub fn fetch(cfg: &FetchConfig, stop: &AtomicBool) -> Result<Fetched, FetchError
         ready: vec![None; n],
         idle: n,
         had_it: HashSet::new(),
+        solo: None,
     };
     state.add_peers(&cfg.peers);
     let mut dht_rx: Option<Receiver<Vec<SocketAddr>>> = None;
@@ -601,6 +609,9 @@ struct FetchState {
     ready: Vec<Option<SocketAddr>>,
     idle: usize,
     had_it: HashSet<SocketAddr>,
+    /// After a failed check with several senders: one peer at a time sends
+    /// every piece (`Some(None)`: nobody chosen yet).
+    solo: Option<Option<usize>>,
 }
 
 impl FetchState {
@@ -649,6 +660,11 @@ impl FetchState {
         };
         if self.ready[w].is_none() {
             return;
+        }
+        match self.solo {
+            Some(None) => self.solo = Some(Some(w)),
+            Some(Some(chosen)) if chosen != w => return,
+            _ => {}
         }
         let taken: HashSet<u32> = self.assigned.iter().flatten().copied().collect();
         let mine = &self.assigned[w];
@@ -700,6 +716,9 @@ impl FetchState {
             } => {
                 self.assigned[worker].retain(|&p| p != piece);
                 let addr = self.ready[worker]?;
+                if self.solo.is_some() && self.solo != Some(Some(worker)) {
+                    return None; // asked for before the switch to one sender
+                }
                 let asm = self.assembly.as_mut()?;
                 if let Err(e) = asm.add(piece, total, &data, addr) {
                     debug!("{addr}: {e}");
@@ -710,11 +729,17 @@ impl FetchState {
                 if asm.is_complete() {
                     match asm.finish(info_hash) {
                         Ok(bytes) => return Some(bytes),
-                        Err(culprits) => {
+                        Err(culprits) if culprits.len() > 1 => {
                             info!(
-                                "metadata failed its hash check; banning {} peer(s)",
+                                "metadata from {} peers failed its hash check; \
+                                 fetching it again one peer at a time",
                                 culprits.len()
                             );
+                            self.solo = Some(None);
+                            self.assigned.iter_mut().for_each(Vec::clear);
+                        }
+                        Err(culprits) => {
+                            info!("metadata from {culprits:?} failed its hash check; banned");
                             for a in culprits {
                                 self.ban(a);
                                 for (w, r) in self.ready.iter().enumerate() {
@@ -722,6 +747,9 @@ impl FetchState {
                                         let _ = cmds[w].send(Cmd::Close);
                                     }
                                 }
+                            }
+                            if self.solo.is_some() {
+                                self.solo = Some(None);
                             }
                         }
                     }
@@ -742,6 +770,13 @@ impl FetchState {
                 debug!("metadata: {addr}: {reason}");
                 self.assigned[worker].clear();
                 self.ready[worker] = None;
+                if self.solo == Some(Some(worker)) {
+                    // Its pieces must not mix with the next peer's.
+                    self.solo = Some(None);
+                    if let Some(a) = self.assembly.as_mut() {
+                        a.reset();
+                    }
+                }
                 self.idle += 1;
                 if let Some(k) = self.known.get_mut(&addr) {
                     k.busy = false;
