@@ -290,3 +290,59 @@ fn seed_speed_libtorrent_from_tget_vs_aria2() {
         eprintln!("interop: seed-speed best of four: {verdict}");
     }
 }
+
+// ---------------------------------------------------- magnet links (issue 5) --
+
+/// tget downloads a magnet link whose only source is a libtorrent seeder
+/// named by `x.pe`: the metadata comes from libtorrent's ut_metadata.
+#[test]
+#[ignore = "needs opentracker, aria2c, python3-libtorrent, mktorrent: run by .ci/run"]
+fn magnet_from_a_libtorrent_seeder_named_by_x_pe() {
+    let mut sw = Swarm::new("magnet-from-lt");
+    let content = sw.multi_file("magnet tree", 30);
+    let t = sw.lt_torrent(&content, 16 * KIB, Announce::Dead);
+    let port = sw.seed_libtorrent(&t);
+    let link = sw.magnet(&t, &format!("&dn=tree&x.pe=127.0.0.1:{port}"));
+    sw.tget_download_link(&t, &link, &["--timeout", "60s"]);
+}
+
+/// tget downloads a magnet link whose only source is its tracker (`tr`),
+/// where an aria2c seeder announced.
+#[test]
+#[ignore = "needs opentracker, aria2c, python3-libtorrent, mktorrent: run by .ci/run"]
+fn magnet_from_an_aria2_seeder_found_through_the_tracker() {
+    let mut sw = Swarm::new("magnet-from-aria2");
+    let content = sw.single_file("magnet.bin", 6 * MIB + 999);
+    let t = sw.mktorrent(&content, 18, Announce::Http);
+    sw.seed_aria2(&t);
+    sw.wait_tracker_seeders(&t, 1);
+    let link = sw.magnet(&t, &sw.tr(Announce::Http));
+    sw.tget_download_link(&t, &link, &["--timeout", "60s"]);
+}
+
+/// libtorrent, given only a magnet link and tget's address, fetches the
+/// metadata from `tget seed` (our ut_metadata) and then the content.
+#[test]
+#[ignore = "needs opentracker, aria2c, python3-libtorrent, mktorrent: run by .ci/run"]
+fn libtorrent_fetches_the_metadata_from_tget_seed() {
+    let mut sw = Swarm::new("lt-magnet-from-tget");
+    let content = sw.multi_file("served by magnet", 30);
+    let t = sw.lt_torrent(&content, 16 * KIB, Announce::Dead);
+    let port = sw.tget_seed(&t);
+    let link = sw.magnet(&t, "");
+    sw.leech_libtorrent_magnet(&t, &link, &[port]).finish();
+}
+
+/// aria2c, given a magnet link with a tracker, finds `tget seed` there and
+/// fetches the metadata and the content from it.
+#[test]
+#[ignore = "needs opentracker, aria2c, python3-libtorrent, mktorrent: run by .ci/run"]
+fn aria2_fetches_the_metadata_from_tget_seed() {
+    let mut sw = Swarm::new("aria2-magnet-from-tget");
+    let content = sw.single_file("served-by-magnet.bin", 5 * MIB + 17);
+    let t = sw.mktorrent(&content, 18, Announce::Http);
+    sw.tget_seed(&t);
+    sw.wait_tracker_seeders(&t, 1);
+    let link = sw.magnet(&t, &sw.tr(Announce::Http));
+    sw.leech_aria2_magnet(&t, &link).finish();
+}

@@ -1127,3 +1127,94 @@ pub fn lt_timings(log: &Path) -> Option<(f64, f64)> {
     let (connected, first, done) = (at("CONNECTED ")?, at("FIRST ")?, at("DONE ")?);
     Some((first - connected, done - first))
 }
+
+// ---------------------------------------------------- magnet links (issue 5) --
+
+impl Swarm {
+    /// A magnet link for `t`: its info-hash, plus `extra` (`&x.pe=...`,
+    /// `&tr=...`), already percent-encoded by the caller.
+    pub fn magnet(&self, t: &Torrent, extra: &str) -> String {
+        format!("magnet:?xt=urn:btih:{}{extra}", t.info_hash)
+    }
+
+    /// `&tr=<announce URL>`, percent-encoded.
+    pub fn tr(&self, announce: Announce) -> String {
+        let url = self.announce_url(announce);
+        let mut out = String::from("&tr=");
+        for b in url.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    }
+
+    /// Runs `tget download <link>` into a fresh folder and checks that it
+    /// exits 0 with `t`'s content.
+    pub fn tget_download_link(&mut self, t: &Torrent, link: &str, extra: &[&str]) {
+        let out = self.subdir("tget-magnet");
+        let mut cmd = tget_command();
+        cmd.arg("download")
+            .arg(link)
+            .arg("--dir")
+            .arg(&out)
+            .arg("--port")
+            .arg(free_port().to_string())
+            .arg("-v")
+            .args(extra);
+        let start = Instant::now();
+        let mut proc = self.spawn("tget download (magnet)", &mut cmd);
+        match proc.wait_for(DOWNLOAD_TIMEOUT) {
+            None => {
+                panic!("interop: tget magnet download did not finish within {DOWNLOAD_TIMEOUT:?}")
+            }
+            Some(status) if !status.success() => {
+                panic!("interop: tget magnet download failed: {status}")
+            }
+            Some(_) => {}
+        }
+        eprintln!("interop: tget fetched a magnet in {:.2?}", start.elapsed());
+        assert_same_content(&t.content, &out.join(t.name()));
+    }
+
+    /// Starts libtorrent on a magnet link, asking the given 127.0.0.1 ports
+    /// for the metadata and the content.
+    pub fn leech_libtorrent_magnet(&mut self, t: &Torrent, link: &str, peers: &[u16]) -> Leecher {
+        let out = self.subdir("lt-magnet");
+        let mut cmd = Command::new(PYTHON);
+        cmd.arg(script("lt_magnet.py"))
+            .arg(link)
+            .arg(&out)
+            .arg(free_port().to_string());
+        for p in peers {
+            cmd.arg("--peer").arg(format!("127.0.0.1:{p}"));
+        }
+        let proc = self.spawn("libtorrent magnet leecher", &mut cmd);
+        Leecher {
+            proc,
+            out,
+            content: t.content.clone(),
+        }
+    }
+
+    /// Starts aria2c on a magnet link (peers from the link's tracker).
+    pub fn leech_aria2_magnet(&mut self, t: &Torrent, link: &str) -> Leecher {
+        let out = self.subdir("aria2-magnet");
+        let port = free_port();
+        let mut cmd = self.aria2_command(t, port, &out);
+        cmd.args([
+            "--seed-time=0",
+            "--bt-tracker-interval=3",
+            "--bt-save-metadata=false",
+        ])
+        .arg(link);
+        let proc = self.spawn("aria2c magnet leecher", &mut cmd);
+        Leecher {
+            proc,
+            out,
+            content: t.content.clone(),
+        }
+    }
+}
