@@ -346,3 +346,43 @@ fn aria2_fetches_the_metadata_from_tget_seed() {
     let link = sw.magnet(&t, &sw.tr(Announce::Http));
     sw.leech_aria2_magnet(&t, &link).finish();
 }
+
+/// tget downloads a magnet link with nothing but the info-hash: libtorrent
+/// sessions form a DHT on 127.0.0.1, one seeds and announces there, and
+/// tget (bootstrapped from one node) finds it by DHT alone.
+#[test]
+#[ignore = "needs opentracker, aria2c, python3-libtorrent, mktorrent: run by .ci/run"]
+fn magnet_found_by_dht_alone_among_libtorrent_nodes() {
+    let mut sw = Swarm::new("magnet-dht");
+    let content = sw.single_file("by-dht.bin", 4 * MIB + 321);
+    let t = sw.lt_torrent(&content, 64 * KIB, Announce::Dead);
+    let ports = sw.dht_swarm_libtorrent(&t, 4);
+    let link = sw.magnet(&t, "");
+    sw.tget_download_by_dht(&t, &link, &ports[1..2]);
+}
+
+/// A magnet link with only `tr=`, a libtorrent seeder behind the tracker.
+#[test]
+#[ignore = "needs opentracker, aria2c, python3-libtorrent, mktorrent: run by .ci/run"]
+fn magnet_from_a_libtorrent_seeder_found_through_the_tracker() {
+    let mut sw = Swarm::new("magnet-tr-lt");
+    let content = sw.multi_file("tr tree", 12);
+    let t = sw.lt_torrent(&content, 32 * KIB, Announce::Udp);
+    sw.seed_libtorrent(&t);
+    let link = sw.magnet(&t, &sw.tr(Announce::Udp));
+    sw.tget_download_link(&t, &link, &["--timeout", "60s"]);
+}
+
+/// `tget info <MAGNET> --save` writes a .torrent that libtorrent loads,
+/// with the magnet's info-hash.
+#[test]
+#[ignore = "needs opentracker, aria2c, python3-libtorrent, mktorrent: run by .ci/run"]
+fn a_torrent_saved_from_a_magnet_loads_in_libtorrent() {
+    let mut sw = Swarm::new("magnet-save");
+    let content = sw.multi_file("saved tree", 8);
+    let t = sw.lt_torrent(&content, 16 * KIB, Announce::Dead);
+    let port = sw.seed_libtorrent(&t);
+    let saved = sw.dir.join("saved.torrent");
+    let link = sw.magnet(&t, &format!("&x.pe=127.0.0.1:{port}"));
+    harness::check_saved_torrent(&link, &saved, &t.info_hash);
+}

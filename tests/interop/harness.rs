@@ -1218,3 +1218,75 @@ impl Swarm {
         }
     }
 }
+
+impl Swarm {
+    /// Starts libtorrent sessions on 127.0.0.1 forming a DHT (one per port
+    /// returned), the first seeding `t`; returns once the seeder's announce
+    /// reached another node.
+    pub fn dht_swarm_libtorrent(&mut self, t: &Torrent, nodes: usize) -> Vec<u16> {
+        let ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
+        let mut cmd = Command::new(PYTHON);
+        cmd.arg(script("lt_dht_swarm.py"))
+            .arg(&t.file)
+            .arg(&t.data_dir)
+            .args(ports.iter().map(|p| p.to_string()));
+        let proc = self.spawn("libtorrent DHT swarm", &mut cmd);
+        self.wait_seeder_ready(t, proc, "READY");
+        ports
+    }
+
+    /// Runs `tget download <link>` with the DHT on, joined through
+    /// `bootstrap` (127.0.0.1 ports) only, and checks the content.
+    pub fn tget_download_by_dht(&mut self, t: &Torrent, link: &str, bootstrap: &[u16]) {
+        let out = self.subdir("tget-dht");
+        let mut cmd = Command::new(TGET);
+        cmd.arg("download")
+            .arg(link)
+            .arg("--dir")
+            .arg(&out)
+            .arg("--port")
+            .arg(free_port().to_string())
+            .arg("--dht-port")
+            .arg(free_port().to_string())
+            .args(["--timeout", "90s", "-v"]);
+        for p in bootstrap {
+            cmd.arg("--dht-bootstrap").arg(format!("127.0.0.1:{p}"));
+        }
+        let start = Instant::now();
+        let mut proc = self.spawn("tget download (DHT)", &mut cmd);
+        match proc.wait_for(DOWNLOAD_TIMEOUT) {
+            None => panic!("interop: tget DHT download did not finish within {DOWNLOAD_TIMEOUT:?}"),
+            Some(status) if !status.success() => {
+                panic!("interop: tget DHT download failed: {status}")
+            }
+            Some(_) => {}
+        }
+        eprintln!(
+            "interop: tget found its seeder by DHT in {:.2?}",
+            start.elapsed()
+        );
+        assert_same_content(&t.content, &out.join(t.name()));
+    }
+}
+
+/// Runs `tget info <link> --save <saved>` and checks with libtorrent that
+/// the file loads and has `info_hash`.
+pub fn check_saved_torrent(link: &str, saved: &Path, info_hash: &str) {
+    run_ok(
+        "tget info --save",
+        tget_command()
+            .args(["info", link, "--timeout", "60s", "--save"])
+            .arg(saved),
+    );
+    let out = run_ok(
+        "libtorrent loads the saved torrent",
+        Command::new(PYTHON).arg("-c").arg(format!(
+            "import libtorrent as lt; ti = lt.torrent_info({:?}); print(ti.info_hashes().v1, ti.num_files())",
+            saved.display().to_string()
+        )),
+    );
+    assert!(
+        out.trim().starts_with(info_hash),
+        "interop: libtorrent read {out:?} from the saved torrent, wanted {info_hash}"
+    );
+}
