@@ -76,6 +76,15 @@ const MAX_UNANNOUNCED_REQUESTS: u32 = 16;
 /// keeps up to 500 requests outstanding with a peer, and on loopback a
 /// pipeline cut to 250 halves what it gets from us (docs/SEEDING.md).
 pub const MAX_PEER_REQUESTS: usize = 500;
+/// Bytes of piece buffers all workers together hold for pieces in flight:
+/// the in-flight part of the memory budget (docs/ARCHITECTURE.md). A worker
+/// asks the coordinator only for pieces whose buffers fit; a worker holding
+/// none may always take one, so every connection can make progress.
+pub const IN_FLIGHT_BUDGET: u64 = 6 << 20;
+/// Piece buffers kept for reuse by all workers together.
+const POOLED_BUFS: usize = 64;
+/// How long a worker waits before asking again when the budget is spent.
+const BUDGET_WAIT: Duration = Duration::from_millis(5);
 /// How often a worker reports the bytes it moved to the coordinator.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// Rejects in a row (no block between them) after which we give up on a peer.
@@ -86,6 +95,37 @@ const UPLOAD_BURST: usize = 16;
 const UPLOAD_WINDOW: u64 = 1 << 20;
 /// An upload window unused for this long is unmapped.
 const WINDOW_IDLE: Duration = Duration::from_secs(1);
+
+/// Piece buffers shared by the workers: a buffer freed by one is taken by
+/// the next piece of any worker, so the memory they use is what the
+/// in-flight budget allows, allocated once, wherever the allocator would
+/// otherwise keep a freed buffer resident (one arena per thread).
+#[derive(Debug)]
+pub struct BufPool {
+    free_tx: Sender<Vec<u8>>,
+    free_rx: Receiver<Vec<u8>>,
+}
+
+impl Default for BufPool {
+    fn default() -> BufPool {
+        let (free_tx, free_rx) = crossbeam_channel::bounded(POOLED_BUFS);
+        BufPool { free_tx, free_rx }
+    }
+}
+
+impl BufPool {
+    /// A buffer of `len` bytes (contents unspecified): a pooled one if any.
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut buf = self.free_rx.try_recv().unwrap_or_default();
+        buf.resize(len, 0);
+        buf
+    }
+
+    /// Gives a buffer back (freed if the pool is full).
+    fn give(&self, buf: Vec<u8>) {
+        let _ = self.free_tx.try_send(buf);
+    }
+}
 
 /// What a worker shares with the session: read-only after start.
 pub(crate) struct WorkerCtx {
@@ -196,6 +236,8 @@ struct InFlight {
     /// Blocks before this one are hashed.
     hashed_blocks: u32,
     hasher: Sha1,
+    /// Bytes of the in-flight budget this piece holds.
+    reserved: u64,
 }
 
 impl InFlight {
@@ -239,7 +281,6 @@ struct Connection<'a> {
     depth: usize,
     /// The peer's requests we will serve.
     uploads: VecDeque<(u32, u32, u32)>,
-    spare_bufs: Vec<Vec<u8>>,
     /// When we may ask the coordinator for pieces again after an empty answer.
     next_ask: Instant,
     last_block: Instant,
@@ -319,7 +360,6 @@ impl<'a> Connection<'a> {
             withdrawn: VecDeque::new(),
             depth: START_DEPTH,
             uploads: VecDeque::new(),
-            spare_bufs: Vec::new(),
             next_ask: now,
             last_block: now,
             last_useful: now,
@@ -554,7 +594,7 @@ impl<'a> Connection<'a> {
             return;
         };
         let p = self.pieces.swap_remove(pos);
-        self.spare_bufs.push(p.buf);
+        self.retire(p.buf, p.reserved);
         let (ours, others): (VecDeque<_>, VecDeque<_>) =
             self.requests.drain(..).partition(|&(i, _)| i == piece);
         self.requests = others;
@@ -636,13 +676,24 @@ impl<'a> Connection<'a> {
                 let blocks_per_piece = self.layout.num_blocks(0).max(1) as usize;
                 let missing = self.depth - self.requests.len();
                 let count = missing.div_ceil(blocks_per_piece).clamp(1, 16) as u32;
-                let got = self.ask_pieces(count, choked)?;
+                let piece_len = self.layout.piece_length();
+                let granted = self.reserve(count, piece_len);
+                if granted == 0 {
+                    self.next_ask = Instant::now() + BUDGET_WAIT;
+                    break;
+                }
+                let got = self.ask_pieces(granted, choked)?;
+                let unused = granted.saturating_sub(got.len() as u32) as u64 * piece_len;
+                self.ctx
+                    .shared
+                    .in_flight
+                    .fetch_sub(unused, Ordering::Relaxed);
                 if got.is_empty() {
                     self.next_ask = Instant::now() + Duration::from_millis(100);
                     break;
                 }
                 for index in got {
-                    self.start_piece(index);
+                    self.start_piece(index, piece_len);
                 }
                 continue;
             };
@@ -663,10 +714,45 @@ impl<'a> Connection<'a> {
         Ok(())
     }
 
-    fn start_piece(&mut self, index: u32) {
+    /// Takes room in the in-flight budget for up to `count` pieces of
+    /// `piece_len` bytes; returns how many it got. A worker with no piece in
+    /// flight always gets one.
+    fn reserve(&mut self, count: u32, piece_len: u64) -> u32 {
+        let budget = &self.ctx.shared.in_flight;
+        let mut cur = budget.load(Ordering::Relaxed);
+        loop {
+            let room = IN_FLIGHT_BUDGET.saturating_sub(cur) / piece_len.max(1);
+            let mut n = (room.min(count as u64)) as u32;
+            if n == 0 && self.pieces.is_empty() {
+                n = 1;
+            }
+            if n == 0 {
+                return 0;
+            }
+            match budget.compare_exchange_weak(
+                cur,
+                cur + n as u64 * piece_len,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return n,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// A piece's buffer is done with: back to the pool, and its room in
+    /// the budget given back.
+    fn retire(&mut self, buf: Vec<u8>, reserved: u64) {
+        let shared = &self.ctx.shared;
+        shared.in_flight.fetch_sub(reserved, Ordering::Relaxed);
+        shared.buffers.give(buf);
+    }
+
+    /// Starts fetching piece `index`, holding `reserved` bytes of the budget.
+    fn start_piece(&mut self, index: u32, reserved: u64) {
         let len = self.layout.piece_len(index) as usize;
-        let mut buf = self.spare_bufs.pop().unwrap_or_default();
-        buf.resize(len, 0);
+        let buf = self.ctx.shared.buffers.take(len);
         let num_blocks = self.layout.num_blocks(index);
         self.pieces.push(InFlight {
             index,
@@ -678,6 +764,7 @@ impl<'a> Connection<'a> {
             received_count: 0,
             hashed_blocks: 0,
             hasher: Sha1::new(),
+            reserved,
         });
     }
 
@@ -1352,7 +1439,7 @@ impl<'a> Connection<'a> {
         let good = digest.as_slice() == self.ctx.hashes[index as usize];
         if good {
             if let Err(e) = self.ctx.storage.write_piece(index, &p.buf) {
-                self.spare_bufs.push(p.buf);
+                self.retire(p.buf, p.reserved);
                 let _ = self.ctx.events.send(Event::Released {
                     worker: self.ctx.id,
                     pieces: vec![index],
@@ -1372,7 +1459,7 @@ impl<'a> Connection<'a> {
                 piece: index,
             });
         }
-        self.spare_bufs.push(p.buf);
+        self.retire(p.buf, p.reserved);
         Ok(())
     }
 }

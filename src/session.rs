@@ -194,6 +194,11 @@ pub struct Shared {
     pub stream_consumed: AtomicU64,
     /// Set when the session is ending; every thread looks at it.
     pub stopping: AtomicBool,
+    /// Bytes of piece buffers the workers hold for pieces in flight
+    /// (bounded by `peer::IN_FLIGHT_BUDGET`).
+    pub in_flight: AtomicU64,
+    /// Piece buffers not in use, shared by the workers.
+    pub buffers: crate::peer::BufPool,
 }
 
 /// A snapshot of a session's progress.

@@ -397,9 +397,8 @@ fn ask_tget(
     let mut pex = None;
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline && (pex.is_none() || got.iter().any(Option::is_none)) {
-        match reader.fill(&mut s) {
-            Ok(0) => break,
-            _ => {}
+        if let Ok(0) = reader.fill(&mut s) {
+            break;
         }
         let mut asks = Vec::new();
         while let Ok(Some(m)) = reader.next_message() {
