@@ -162,6 +162,37 @@ struct DhtSearch {
     last: Option<Instant>,
 }
 
+impl DhtSearch {
+    /// Collects the running lookup's peers into `found` and starts the next
+    /// lookup (announcing `port`) when one is due.
+    fn poll(&mut self, starving: bool, port: u16, found: &mut Vec<SocketAddr>) {
+        let mut ended = false;
+        if let Some(rx) = &self.found {
+            loop {
+                match rx.try_recv() {
+                    Ok(batch) => found.extend(batch),
+                    Err(crossbeam_channel::TryRecvError::Empty) => break,
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if ended {
+            self.found = None;
+        }
+        let every = if starving { 60 } else { 15 * 60 };
+        let due = self
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(every));
+        if self.found.is_none() && due {
+            self.found = Some(self.dht.get_peers(self.info_hash, Some(port)));
+            self.last = Some(Instant::now());
+        }
+    }
+}
+
 /// Bad pieces after which a peer is banned.
 const BAN_AFTER_BAD_PIECES: u32 = 2;
 /// Most addresses we remember.
@@ -271,7 +302,8 @@ pub struct Coordinator {
     pub(crate) seed: bool,
     pub(crate) upload_slots: usize,
     saver: Option<Saver>,
-    dht: Option<DhtSearch>,
+    /// One DHT node per address family we have (BEP 32).
+    dht: Vec<DhtSearch>,
     /// Whether we tell peers what we have and serve it (not with `--no-save`,
     /// whose pieces leave memory once streamed).
     serve: bool,
@@ -342,7 +374,7 @@ impl Coordinator {
             seed,
             upload_slots,
             saver,
-            dht: None,
+            dht: Vec::new(),
             serve,
             notices,
             stream,
@@ -390,18 +422,22 @@ impl Coordinator {
         self.picker.set_window(window);
     }
 
-    /// Uses `dht` (if any) to find peers for `info_hash` and announce us.
+    /// Uses the DHT nodes in `dht` (IPv4 and, where the host has it, IPv6)
+    /// to find peers for `info_hash` and announce us.
     pub(crate) fn with_dht(
         mut self,
-        dht: Option<crate::dht::Dht>,
+        dht: Vec<crate::dht::Dht>,
         info_hash: [u8; 20],
     ) -> Coordinator {
-        self.dht = dht.map(|d| DhtSearch {
-            dht: d,
-            info_hash,
-            found: None,
-            last: None,
-        });
+        self.dht = dht
+            .into_iter()
+            .map(|d| DhtSearch {
+                dht: d,
+                info_hash,
+                found: None,
+                last: None,
+            })
+            .collect();
         self
     }
 
@@ -410,34 +446,10 @@ impl Coordinator {
     /// alive, or every minute while the pool is starved of peers; passes on
     /// the peers found so far.
     fn poll_dht(&mut self, starving: bool) {
-        let Some(d) = self.dht.as_mut() else {
-            return;
-        };
+        let port = self.shared.listen_port.load(Ordering::Relaxed) as u16;
         let mut found = Vec::new();
-        let mut ended = false;
-        if let Some(rx) = &d.found {
-            loop {
-                match rx.try_recv() {
-                    Ok(batch) => found.extend(batch),
-                    Err(crossbeam_channel::TryRecvError::Empty) => break,
-                    Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                        ended = true;
-                        break;
-                    }
-                }
-            }
-        }
-        if ended {
-            d.found = None;
-        }
-        let every = if starving { 60 } else { 15 * 60 };
-        let due = d
-            .last
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(every));
-        if d.found.is_none() && due {
-            let port = self.shared.listen_port.load(Ordering::Relaxed) as u16;
-            d.found = Some(d.dht.get_peers(d.info_hash, Some(port)));
-            d.last = Some(Instant::now());
+        for d in &mut self.dht {
+            d.poll(starving, port, &mut found);
         }
         if !found.is_empty() {
             debug!("DHT: {} peers", found.len());
@@ -689,8 +701,11 @@ impl Coordinator {
                 self.start_connections();
             }
             Event::DhtNode(addr) => {
-                if let Some(d) = &self.dht {
-                    d.dht.add_node(addr);
+                // To the node of the address's family.
+                for d in &self.dht {
+                    if d.dht.local_addr().is_ipv6() == addr.is_ipv6() {
+                        d.dht.add_node(addr);
+                    }
                 }
             }
             Event::ListenPort { worker, port } => {

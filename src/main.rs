@@ -266,7 +266,7 @@ fn dht_bootstrap(given: &[String]) -> Result<Vec<SocketAddr>, Failure> {
     let mut out = Vec::new();
     for name in tget::dht::DEFAULT_BOOTSTRAP {
         match name.to_socket_addrs() {
-            Ok(addrs) => out.extend(addrs.filter(|a| a.is_ipv4())),
+            Ok(addrs) => out.extend(addrs),
             Err(e) => log::warn!("DHT router {name}: {e}"),
         }
     }

@@ -456,9 +456,25 @@ pub fn fetch(cfg: &FetchConfig, stop: &AtomicBool) -> Result<Fetched, FetchError
         threads.push(t);
     }
     let dht = match &cfg.dht {
-        Some((port, bootstrap, dir)) => start_dht(*port, bootstrap, dir),
-        None => None,
+        Some((port, bootstrap, dir)) => {
+            let settings = crate::session::DhtSettings {
+                port: *port,
+                bootstrap: bootstrap.clone(),
+            };
+            crate::session::start_dht(&settings, dir).unwrap_or_else(|e| {
+                log::warn!("metadata: DHT not started: {e}");
+                Vec::new()
+            })
+        }
+        None => Vec::new(),
     };
+    let mut lookups: Vec<DhtLookup> = dht
+        .iter()
+        .map(|_| DhtLookup {
+            rx: None,
+            last: None,
+        })
+        .collect();
     drop(ev_tx);
 
     let mut state = FetchState {
@@ -472,8 +488,6 @@ pub fn fetch(cfg: &FetchConfig, stop: &AtomicBool) -> Result<Fetched, FetchError
         solo: None,
     };
     state.add_peers(&cfg.peers);
-    let mut dht_rx: Option<Receiver<Vec<SocketAddr>>> = None;
-    let mut dht_last: Option<Instant> = None;
     let result = loop {
         if stop.load(Ordering::Relaxed) {
             break Err(FetchError::Stopped);
@@ -485,8 +499,8 @@ pub fn fetch(cfg: &FetchConfig, stop: &AtomicBool) -> Result<Fetched, FetchError
                 had_it: state.had_it.len(),
             });
         }
-        if let Some(d) = &dht {
-            poll_dht(d, cfg.info_hash, &mut dht_rx, &mut dht_last, &mut state);
+        for (d, l) in dht.iter().zip(&mut lookups) {
+            l.poll(d, cfg.info_hash, &mut state);
         }
         state.dispatch(&job_tx);
         let ev = match ev_rx.recv_timeout(TICK) {
@@ -519,50 +533,32 @@ pub fn fetch(cfg: &FetchConfig, stop: &AtomicBool) -> Result<Fetched, FetchError
     Ok(Fetched { info_bytes, peers })
 }
 
-fn start_dht(
-    port: u16,
-    bootstrap: &[SocketAddr],
-    dir: &std::path::Path,
-) -> Option<crate::dht::Dht> {
-    let config = |port| crate::dht::DhtConfig {
-        bind: SocketAddr::from(([0, 0, 0, 0], port)),
-        bootstrap: bootstrap.to_vec(),
-        state_dir: Some(dir.to_path_buf()),
-        node_id: None,
-    };
-    match crate::dht::Dht::start(config(port)).or_else(|_| crate::dht::Dht::start(config(0))) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            log::warn!("metadata: DHT not started: {e}");
-            None
-        }
-    }
+/// One DHT node's lookup for the info-hash.
+struct DhtLookup {
+    rx: Option<Receiver<Vec<SocketAddr>>>,
+    last: Option<Instant>,
 }
 
-/// Runs a DHT lookup for the info-hash, again a minute after the last one
-/// ended, and passes on what it finds.
-fn poll_dht(
-    dht: &crate::dht::Dht,
-    info_hash: [u8; 20],
-    rx: &mut Option<Receiver<Vec<SocketAddr>>>,
-    last: &mut Option<Instant>,
-    state: &mut FetchState,
-) {
-    if let Some(r) = rx {
-        loop {
-            match r.try_recv() {
-                Ok(batch) => state.add_peers(&batch),
-                Err(crossbeam_channel::TryRecvError::Empty) => return,
-                Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                    *rx = None;
-                    break;
+impl DhtLookup {
+    /// Passes on what the lookup found, and starts another a minute after
+    /// the last one began.
+    fn poll(&mut self, dht: &crate::dht::Dht, info_hash: [u8; 20], state: &mut FetchState) {
+        if let Some(r) = &self.rx {
+            loop {
+                match r.try_recv() {
+                    Ok(batch) => state.add_peers(&batch),
+                    Err(crossbeam_channel::TryRecvError::Empty) => return,
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                        self.rx = None;
+                        break;
+                    }
                 }
             }
         }
-    }
-    if last.is_none_or(|t| t.elapsed() >= REANNOUNCE) {
-        *rx = Some(dht.get_peers(info_hash, None));
-        *last = Some(Instant::now());
+        if self.last.is_none_or(|t| t.elapsed() >= REANNOUNCE) {
+            self.rx = Some(dht.get_peers(info_hash, None));
+            self.last = Some(Instant::now());
+        }
     }
 }
 

@@ -144,8 +144,10 @@ pub(crate) struct WorkerCtx {
     pub info_bytes: Arc<Vec<u8>>,
     /// A private torrent (BEP 27): no peer exchange, no DHT.
     pub private: bool,
-    /// Our DHT node's port, told to peers that run one too (BEP 5).
+    /// Our IPv4 DHT node's port, told to IPv4 peers that run one too (BEP 5).
     pub dht_port: Option<u16>,
+    /// Our IPv6 DHT node's port, told to IPv6 peers (BEP 32).
+    pub dht_port6: Option<u16>,
 }
 
 /// The worker thread's body: run jobs until the queue closes.
@@ -463,7 +465,7 @@ impl<'a> Connection<'a> {
         let mut ours = Handshake::new(self.ctx.info_hash, self.ctx.our_id);
         fast::advertise(&mut ours.reserved);
         ours.reserved[wire::EXTENSION_PROTOCOL_BYTE] |= wire::EXTENSION_PROTOCOL_BIT;
-        if self.ctx.dht_port.is_some() {
+        if self.our_dht_port().is_some() {
             ours.reserved[wire::DHT_BYTE] |= wire::DHT_BIT;
         }
         self.stream.write_all(&ours.encode())?;
@@ -962,8 +964,17 @@ impl<'a> Connection<'a> {
                 Message::Extended(extension::HANDSHAKE_ID, &payload),
             );
         }
-        if let (Some(port), true) = (self.ctx.dht_port, self.peer_dht) {
+        if let (Some(port), true) = (self.our_dht_port(), self.peer_dht) {
             queue(&mut self.out, self.addr, Message::Port(port));
+        }
+    }
+
+    /// The port of our DHT node of the peer's address family.
+    fn our_dht_port(&self) -> Option<u16> {
+        if self.addr.is_ipv6() {
+            self.ctx.dht_port6
+        } else {
+            self.ctx.dht_port
         }
     }
 
@@ -1571,6 +1582,7 @@ mod tests {
             info_bytes: Arc::new(vec![7; 20000]),
             private: false,
             dht_port: None,
+            dht_port6: None,
         };
         Rig {
             ctx,

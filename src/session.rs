@@ -337,8 +337,8 @@ impl Session {
         // The DHT: off for private torrents (BEP 27). Its state is kept
         // beside the resume state so later runs start with a warm table.
         let dht = match &config.dht {
-            Some(d) if !meta.info.private => Some(start_dht(d, &config.dir)?),
-            _ => None,
+            Some(d) if !meta.info.private => start_dht(d, &config.dir.join(".tget"))?,
+            _ => Vec::new(),
         };
         let our_id = new_peer_id();
         let hashes = Arc::new(info.pieces.clone());
@@ -366,7 +366,8 @@ impl Session {
                 limits: limits.clone(),
                 info_bytes: info_bytes.clone(),
                 private: meta.info.private,
-                dht_port: dht.as_ref().map(|d| d.local_addr().port()),
+                dht_port: dht_port(&dht, false),
+                dht_port6: dht_port(&dht, true),
             };
             spawn(format!("peer-{id}"), move || peer::run(ctx))?;
         }
@@ -604,18 +605,37 @@ impl Session {
     }
 }
 
-/// Starts the DHT node on `settings.port` (any port if that one is taken).
-fn start_dht(settings: &DhtSettings, dir: &std::path::Path) -> Result<Dht, SessionError> {
-    let config = |port| DhtConfig {
-        bind: SocketAddr::from(([0, 0, 0, 0], port)),
-        bootstrap: settings.bootstrap.clone(),
-        state_dir: Some(dir.join(".tget")),
-        node_id: None,
+/// Starts the DHT nodes (BEP 5, BEP 32): an IPv4 one on `settings.port`
+/// (any port if that one is taken), and an IPv6 one where the host can bind
+/// an IPv6 socket (on the same port number when it is free for IPv6 too,
+/// else any). Each gets the bootstrap addresses of its family and keeps its
+/// table in `state_dir`. An IPv6 node that cannot start is left out.
+pub fn start_dht(
+    settings: &DhtSettings,
+    state_dir: &std::path::Path,
+) -> Result<Vec<Dht>, SessionError> {
+    let start = |v6: bool, port: u16| {
+        let bind = if v6 {
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))
+        } else {
+            SocketAddr::from(([0, 0, 0, 0], port))
+        };
+        Dht::start(DhtConfig {
+            bind,
+            bootstrap: settings
+                .bootstrap
+                .iter()
+                .copied()
+                .filter(|a| a.is_ipv6() == v6)
+                .collect(),
+            state_dir: Some(state_dir.to_path_buf()),
+            node_id: None,
+        })
     };
-    let dht = match Dht::start(config(settings.port)) {
+    let v4 = match start(false, settings.port) {
         Ok(d) => d,
         Err(e) if e.kind() == io::ErrorKind::AddrInUse && settings.port != 0 => {
-            let d = Dht::start(config(0)).map_err(SessionError::Listen)?;
+            let d = start(false, 0).map_err(SessionError::Listen)?;
             warn!(
                 "DHT port {} is taken; using {} instead",
                 settings.port,
@@ -625,8 +645,24 @@ fn start_dht(settings: &DhtSettings, dir: &std::path::Path) -> Result<Dht, Sessi
         }
         Err(e) => return Err(SessionError::Listen(e)),
     };
-    info!("DHT node on UDP port {}", dht.local_addr().port());
-    Ok(dht)
+    info!("DHT node on UDP port {}", v4.local_addr().port());
+    let mut nodes = vec![v4];
+    match start(true, settings.port).or_else(|_| start(true, 0)) {
+        Ok(v6) => {
+            info!("IPv6 DHT node on UDP port {}", v6.local_addr().port());
+            nodes.push(v6);
+        }
+        Err(e) => debug!("no IPv6 DHT node: {e}"),
+    }
+    Ok(nodes)
+}
+
+/// The UDP port of the DHT node of one family, if running.
+fn dht_port(nodes: &[Dht], v6: bool) -> Option<u16> {
+    nodes
+        .iter()
+        .find(|d| d.local_addr().is_ipv6() == v6)
+        .map(|d| d.local_addr().port())
 }
 
 /// The listener thread: accepts peers and passes them to the coordinator,

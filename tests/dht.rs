@@ -15,26 +15,37 @@ fn loopback() -> SocketAddr {
 }
 
 fn start(bootstrap: Vec<SocketAddr>, state_dir: Option<PathBuf>) -> Dht {
+    start_on(loopback(), bootstrap, state_dir).expect("bind a DHT node on 127.0.0.1")
+}
+
+fn start_on(
+    bind: SocketAddr,
+    bootstrap: Vec<SocketAddr>,
+    state_dir: Option<PathBuf>,
+) -> std::io::Result<Dht> {
     let dht = Dht::start(DhtConfig {
-        bind: loopback(),
+        bind,
         bootstrap,
         state_dir,
         node_id: None,
-    })
-    .expect("bind a DHT node on 127.0.0.1");
+    })?;
     assert!(dht.local_addr().ip().is_loopback());
-    dht
+    Ok(dht)
 }
 
 /// Nodes bootstrapped off earlier ones (each off the first and one other).
 fn network(n: usize) -> Vec<Dht> {
+    network_on(loopback(), n)
+}
+
+fn network_on(bind: SocketAddr, n: usize) -> Vec<Dht> {
     let mut nodes: Vec<Dht> = Vec::with_capacity(n);
     for i in 0..n {
         let boot = match i {
             0 => vec![],
             _ => vec![nodes[0].local_addr(), nodes[i / 2].local_addr()],
         };
-        nodes.push(start(boot, None));
+        nodes.push(start_on(bind, boot, None).expect("bind a DHT node"));
     }
     nodes
 }
@@ -48,9 +59,26 @@ fn wait_until(deadline: Instant, what: &str, mut ok: impl FnMut() -> bool) {
 
 #[test]
 fn a_network_of_nodes_finds_an_announced_peer() {
+    finds_an_announced_peer(loopback());
+}
+
+/// BEP 32: the same over IPv6 (nodes on ::1, `nodes6`, 18-byte peers).
+/// On a host without IPv6 the node cannot start, and the session runs
+/// with its IPv4 node alone (`an_ipv6_node_runs_beside_the_ipv4_one`).
+#[test]
+fn an_ipv6_network_of_nodes_finds_an_announced_peer() {
+    let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0));
+    if std::net::UdpSocket::bind(v6).is_err() {
+        assert!(start_on(v6, vec![], None).is_err());
+        return;
+    }
+    finds_an_announced_peer(v6);
+}
+
+fn finds_an_announced_peer(bind: SocketAddr) {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(20);
-    let nodes = network(NODES);
+    let nodes = network_on(bind, NODES);
     // Everyone knows a few others.
     wait_until(deadline, "the tables to fill", || {
         nodes
@@ -67,7 +95,7 @@ fn a_network_of_nodes_finds_an_announced_peer() {
         nodes.iter().map(|n| n.stats().peers_stored).sum::<usize>() >= 3
     });
 
-    let want = SocketAddr::from(([127, 0, 0, 1], 51413));
+    let want = SocketAddr::new(bind.ip(), 51413);
     let searcher = &nodes[NODES - 3];
     let mut found = false;
     while !found {
@@ -175,4 +203,28 @@ fn a_download_finds_its_seeder_through_the_dht_alone() {
         out.join(".tget").join("dht.dat").exists(),
         "DHT state not saved"
     );
+}
+
+/// The session's DHT: an IPv4 node and, where the host can bind IPv6, an
+/// IPv6 node beside it (BEP 32), each with its own state file.
+#[test]
+fn an_ipv6_node_runs_beside_the_ipv4_one() {
+    let dir = std::env::temp_dir().join(format!("tget-dht-both-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let settings = tget::session::DhtSettings {
+        port: 0,
+        bootstrap: vec![],
+    };
+    let nodes = tget::session::start_dht(&settings, &dir).unwrap();
+    let has_v6 = std::net::UdpSocket::bind((std::net::Ipv6Addr::UNSPECIFIED, 0)).is_ok();
+    assert_eq!(nodes.len(), 1 + has_v6 as usize);
+    assert!(nodes[0].local_addr().is_ipv4());
+    if has_v6 {
+        assert!(nodes[1].local_addr().is_ipv6());
+    }
+    drop(nodes);
+    assert!(dir.join(tget::dht::STATE_FILE).exists());
+    assert_eq!(dir.join(tget::dht::STATE_FILE6).exists(), has_v6);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -55,6 +55,8 @@ pub const READ_TIMEOUT: Duration = Duration::from_millis(100);
 pub const SAVE_INTERVAL: Duration = Duration::from_secs(10 * 60);
 /// The state file's name inside the state folder.
 pub const STATE_FILE: &str = "dht.dat";
+/// The IPv6 node's state file (BEP 32: a separate table).
+pub const STATE_FILE6: &str = "dht6.dat";
 /// The largest state file we read.
 const MAX_STATE_BYTES: u64 = 256 * 1024;
 /// The most saved nodes we use at start.
@@ -134,7 +136,12 @@ impl Dht {
         let socket = UdpSocket::bind(cfg.bind)?;
         socket.set_read_timeout(Some(READ_TIMEOUT))?;
         let local = socket.local_addr()?;
-        let state_file = cfg.state_dir.as_ref().map(|d| d.join(STATE_FILE));
+        let name = if local.is_ipv6() {
+            STATE_FILE6
+        } else {
+            STATE_FILE
+        };
+        let state_file = cfg.state_dir.as_ref().map(|d| d.join(name));
         let saved = match &state_file {
             Some(path) => match load_state(path) {
                 Ok(s) => s,

@@ -147,8 +147,15 @@ impl Node {
         self.table.nodes()
     }
 
+    /// Whether `addr` belongs in this node's table: of its family (an
+    /// IPv4 address mapped into IPv6, as a dual-stack socket reports IPv4
+    /// senders, belongs to the IPv4 node).
     fn usable(&self, addr: &SocketAddr) -> bool {
-        reachable(addr) && addr.is_ipv6() == self.ipv6
+        let v6 = match addr {
+            SocketAddr::V4(_) => false,
+            SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_none(),
+        };
+        reachable(addr) && v6 == self.ipv6
     }
 
     /// Joins the network: a lookup of our own id, starting from `known`
