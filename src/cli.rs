@@ -252,8 +252,8 @@ pub(crate) enum Command {
     Man,
     /// Offline demo: seeders and a download on 127.0.0.1, no internet needed.
     Demo {
-        /// Size of the demo content in bytes.
-        #[arg(long, default_value_t = 64 * 1024 * 1024)]
+        /// Size of the demo content: bytes, or with a K/M/G suffix (e.g. 1G).
+        #[arg(long, default_value = "64M", value_parser = units::parse_bytes)]
         size: u64,
         /// Number of seeders.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=32))]

@@ -62,6 +62,73 @@ pub fn same_bytes(a: &Path, b: &Path) -> io::Result<bool> {
     }
 }
 
+/// CPU time of this process and of each of its live threads, read from
+/// `/proc` (Linux; in USER_HZ ticks, 100 a second): the demo runs seeders
+/// and the download in one process, so the download's CPU is the process's
+/// CPU minus what the threads that existed before it (the seeders, main)
+/// used meanwhile.
+#[derive(Debug, Clone, Default)]
+pub struct CpuMark {
+    process: u64,
+    threads: std::collections::HashMap<u32, u64>,
+}
+
+/// utime + stime (ticks) from a `/proc/.../stat` line.
+fn stat_ticks(stat: &str) -> Option<u64> {
+    // The command name may hold spaces and parentheses: fields start after
+    // the last ')'. utime and stime are fields 14 and 15 (1-based), so the
+    // 12th and 13th after the name.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+impl CpuMark {
+    /// The CPU used so far (zeros where `/proc` cannot tell).
+    pub fn now() -> CpuMark {
+        let process = fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| stat_ticks(&s))
+            .unwrap_or(0);
+        let mut threads = std::collections::HashMap::new();
+        if let Ok(dir) = fs::read_dir("/proc/self/task") {
+            for entry in dir.flatten() {
+                let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                    continue;
+                };
+                let ticks = fs::read_to_string(entry.path().join("stat"))
+                    .ok()
+                    .and_then(|s| stat_ticks(&s));
+                if let Some(t) = ticks {
+                    threads.insert(tid, t);
+                }
+            }
+        }
+        CpuMark { process, threads }
+    }
+
+    /// CPU seconds the whole process used since `self`.
+    pub fn process_since(&self, later: &CpuMark) -> f64 {
+        later.process.saturating_sub(self.process) as f64 / 100.0
+    }
+
+    /// CPU seconds used since `self` by threads that did not exist then.
+    pub fn new_threads_since(&self, later: &CpuMark) -> f64 {
+        let old: u64 = self
+            .threads
+            .iter()
+            .filter_map(|(tid, t)| later.threads.get(tid).map(|l| l.saturating_sub(*t)))
+            .sum();
+        later
+            .process
+            .saturating_sub(self.process)
+            .saturating_sub(old) as f64
+            / 100.0
+    }
+}
+
 fn demo_error(e: impl std::fmt::Display) -> SessionError {
     SessionError::Internal(format!("demo: {e}"))
 }
@@ -102,6 +169,20 @@ impl Demo {
                 ..Config::default()
             };
             seeders.push(Session::start(&meta, config)?);
+        }
+        // The seeders check their data first (all cores); the download
+        // starts once they serve, so its time and CPU are its own.
+        for s in &seeders {
+            loop {
+                let st = s.stats();
+                if st.pieces_done == st.pieces {
+                    break;
+                }
+                if s.is_finished() {
+                    return Err(demo_error("a seeder stopped while checking its data"));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
         }
         Ok(Demo {
             root,
@@ -149,5 +230,37 @@ impl Demo {
             let _ = s.wait();
         }
         let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_with_odd_names_are_read() {
+        let line = "4242 (a (weird) name) S 1 2 3 4 5 6 7 8 9 10 150 25 0 0 20 0 3";
+        assert_eq!(stat_ticks(line), Some(175));
+        assert_eq!(stat_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn the_cpu_of_a_new_thread_is_counted_and_old_threads_are_not() {
+        let before = CpuMark::now();
+        let spin = std::thread::spawn(|| {
+            let t = std::time::Instant::now();
+            let mut x = 0u64;
+            while t.elapsed() < std::time::Duration::from_millis(400) {
+                x = x.wrapping_mul(31).wrapping_add(1);
+            }
+            let after = CpuMark::now();
+            std::hint::black_box(x);
+            after
+        });
+        let after = spin.join().unwrap();
+        let used = before.new_threads_since(&after);
+        assert!(used >= 0.2, "{used}");
+        // The same span seen from a mark taken later: nothing new.
+        assert!(after.new_threads_since(&CpuMark::now()) < 0.1);
     }
 }

@@ -842,17 +842,26 @@ fn demo_cmd(size: u64, peers: usize, quiet: bool) -> Result<(), Failure> {
     } else {
         Ui::Silent
     };
+    let mark = demo::CpuMark::now();
     let result = demo
         .download()
         .map_err(session_failure)
         .and_then(|s| run_session(s, &signals, ui, None, None));
     if let (Ok(done), false) = (&result, quiet) {
+        let now = demo::CpuMark::now();
+        let (download, all) = (mark.new_threads_since(&now), mark.process_since(&now));
+        let gib = (done.bytes as f64 / (1u64 << 30) as f64).max(1e-9);
         eprintln!(
             "{}: complete, {} in {:.1} s ({}/s)",
             demo.meta.info.name,
             report::human(done.bytes),
             done.seconds,
-            report::human((done.bytes as f64 / done.seconds.max(0.001)) as u64)
+            report::human((done.bytes as f64 / done.seconds.max(0.001)) as u64),
+        );
+        eprintln!(
+            "demo: CPU meanwhile: {all:.2} s for the whole process ({peers} seeders and the \
+             download), {download:.2} s ({:.2} per GiB) in the download's own threads",
+            download / gib
         );
     }
     let same = result.is_ok() && demo.verify_copy().unwrap_or(false);
