@@ -575,8 +575,18 @@ impl Coordinator {
             Event::WantPieces { worker, count } => {
                 let mut got = Vec::new();
                 if let Some(c) = self.conns[worker].as_mut() {
+                    let layout = self.storage.layout();
                     for _ in 0..count {
                         match self.picker.pick(&c.bits, &c.assigned) {
+                            // A streamed piece writes unverified bytes to
+                            // the file: never two workers at once.
+                            Some(p)
+                                if crate::peer::streams_piece(layout, p)
+                                    && self.picker.copies(p) > 1 =>
+                            {
+                                self.picker.release(p);
+                                break;
+                            }
                             Some(p) => {
                                 c.assigned.push(p);
                                 got.push(p);

@@ -81,6 +81,21 @@ pub const MAX_PEER_REQUESTS: usize = 500;
 /// asks the coordinator only for pieces whose buffers fit; a worker holding
 /// none may always take one, so every connection can make progress.
 pub const IN_FLIGHT_BUDGET: u64 = 6 << 20;
+/// Pieces longer than this are not held whole: a window of
+/// `STREAM_WINDOW` blocks trails the first block not yet hashed, and
+/// hashed blocks go to the file in groups of `STREAM_GROUP` as they come
+/// (the piece counts only once its SHA-1 matched). So a worker holds at
+/// most 1 MiB of a 16 MiB piece, and such a piece is never fetched by two
+/// workers at once (no endgame copies: unverified bytes are in the file).
+pub const STREAM_ABOVE: u32 = 1 << 20;
+const STREAM_WINDOW: u32 = 64;
+const STREAM_GROUP: u32 = 16;
+
+/// Whether piece `piece` is fetched through a window (see `STREAM_ABOVE`).
+pub fn streams_piece(layout: &Layout, piece: u32) -> bool {
+    layout.piece_len(piece) > STREAM_ABOVE
+}
+
 /// Piece buffers kept for reuse by all workers together.
 const POOLED_BUFS: usize = 64;
 /// How long a worker waits before asking again when the budget is spent.
@@ -240,12 +255,32 @@ struct InFlight {
     hasher: Sha1,
     /// Bytes of the in-flight budget this piece holds.
     reserved: u64,
+    /// Streamed (large) pieces: the blocks `buf` holds, as a ring indexed
+    /// by block number; 0 when `buf` holds the whole piece.
+    window: u32,
+    /// Streamed pieces: blocks before this one are in the file.
+    written_blocks: u32,
 }
 
 impl InFlight {
+    /// Blocks below this may be requested (the window's end when streaming).
+    fn request_limit(&self) -> u32 {
+        if self.window == 0 {
+            self.num_blocks
+        } else {
+            self.num_blocks.min(self.hashed_blocks + self.window)
+        }
+    }
+
     /// Whether some block still has to be requested.
     fn has_blocks_to_request(&self) -> bool {
-        !self.retry.is_empty() || self.next_request < self.num_blocks
+        !self.retry.is_empty() || self.next_request < self.request_limit()
+    }
+
+    /// Where block `b` lives in `buf`.
+    fn slot(&self, b: u32) -> usize {
+        let slot = if self.window == 0 { b } else { b % self.window };
+        (slot * BLOCK_SIZE) as usize
     }
 
     /// The next block to request: a rejected one first, else the next new one.
@@ -678,7 +713,7 @@ impl<'a> Connection<'a> {
                 let blocks_per_piece = self.layout.num_blocks(0).max(1) as usize;
                 let missing = self.depth - self.requests.len();
                 let count = missing.div_ceil(blocks_per_piece).clamp(1, 16) as u32;
-                let piece_len = self.layout.piece_length();
+                let piece_len = self.buffer_len();
                 let granted = self.reserve(count, piece_len);
                 if granted == 0 {
                     self.next_ask = Instant::now() + BUDGET_WAIT;
@@ -751,9 +786,28 @@ impl<'a> Connection<'a> {
         shared.buffers.give(buf);
     }
 
+    /// The bytes of one piece's buffer: the piece, or a streamed piece's
+    /// window.
+    fn buffer_len(&self) -> u64 {
+        if streams_piece(self.layout, 0) {
+            (STREAM_WINDOW * BLOCK_SIZE) as u64
+        } else {
+            self.layout.piece_length()
+        }
+    }
+
     /// Starts fetching piece `index`, holding `reserved` bytes of the budget.
     fn start_piece(&mut self, index: u32, reserved: u64) {
-        let len = self.layout.piece_len(index) as usize;
+        let window = if streams_piece(self.layout, index) {
+            STREAM_WINDOW
+        } else {
+            0
+        };
+        let len = if window > 0 {
+            (window * BLOCK_SIZE) as usize
+        } else {
+            self.layout.piece_len(index) as usize
+        };
         let buf = self.ctx.shared.buffers.take(len);
         let num_blocks = self.layout.num_blocks(index);
         self.pieces.push(InFlight {
@@ -767,6 +821,8 @@ impl<'a> Connection<'a> {
             hashed_blocks: 0,
             hasher: Sha1::new(),
             reserved,
+            window,
+            written_blocks: 0,
         });
     }
 
@@ -1391,8 +1447,14 @@ impl<'a> Connection<'a> {
                                 .iter_mut()
                                 .find(|p| p.index == index)
                                 .ok_or_else(|| bad("block for a piece not in flight"))?;
-                            let b = (begin / BLOCK_SIZE) as usize;
-                            let at = begin as usize;
+                            let block = begin / BLOCK_SIZE;
+                            if block >= p.request_limit() || block < p.hashed_blocks {
+                                // Only a block we asked for twice (a retry
+                                // answered late) can fall outside the window.
+                                continue;
+                            }
+                            let b = block as usize;
+                            let at = p.slot(block);
                             p.buf[at..at + data.len()].copy_from_slice(data);
                             if !p.received[b] {
                                 p.received[b] = true;
@@ -1435,12 +1497,42 @@ impl<'a> Connection<'a> {
         let Some(pos) = self.pieces.iter().position(|p| p.index == index) else {
             return Ok(());
         };
+        let layout = self.layout;
         let p = &mut self.pieces[pos];
         while p.hashed_blocks < p.num_blocks && p.received[p.hashed_blocks as usize] {
-            let start = (p.hashed_blocks * BLOCK_SIZE) as usize;
-            let end = (start + BLOCK_SIZE as usize).min(p.buf.len());
-            p.hasher.update(&p.buf[start..end]);
+            let start = p.slot(p.hashed_blocks);
+            let len = layout.block_len(index, p.hashed_blocks) as usize;
+            p.hasher.update(&p.buf[start..start + len]);
             p.hashed_blocks += 1;
+        }
+        // A streamed piece's hashed blocks go to the file, a group at a
+        // time (groups never wrap the ring: the window is a multiple).
+        let mut streamed = Ok(());
+        while p.window > 0 && streamed.is_ok() {
+            let end = (p.written_blocks + STREAM_GROUP).min(p.num_blocks);
+            if end > p.hashed_blocks || p.written_blocks == end {
+                break;
+            }
+            let first = p.written_blocks;
+            let bytes: usize = (first..end)
+                .map(|b| layout.block_len(index, b) as usize)
+                .sum();
+            let at = p.slot(first);
+            streamed = self
+                .ctx
+                .storage
+                .write_at(index, first * BLOCK_SIZE, &p.buf[at..at + bytes]);
+            p.written_blocks = end;
+        }
+        if let Err(e) = streamed {
+            let p = self.pieces.swap_remove(pos);
+            self.retire(p.buf, p.reserved);
+            let _ = self.ctx.events.send(Event::Released {
+                worker: self.ctx.id,
+                pieces: vec![index],
+            });
+            let _ = self.ctx.events.send(Event::DiskError(e));
+            return Err(Close::Quiet("disk write failed".into()));
         }
         if p.received_count < p.num_blocks {
             return Ok(());
@@ -1449,7 +1541,12 @@ impl<'a> Connection<'a> {
         let digest = p.hasher.finalize();
         let good = digest.as_slice() == self.ctx.hashes[index as usize];
         if good {
-            if let Err(e) = self.ctx.storage.write_piece(index, &p.buf) {
+            let written = if p.window > 0 {
+                Ok(()) // already in the file
+            } else {
+                self.ctx.storage.write_piece(index, &p.buf)
+            };
+            if let Err(e) = written {
                 self.retire(p.buf, p.reserved);
                 let _ = self.ctx.events.send(Event::Released {
                     worker: self.ctx.id,

@@ -529,6 +529,45 @@ impl Storage {
         Ok(have)
     }
 
+    /// Writes `data` at `offset` inside piece `piece`: the path of streamed
+    /// (large) pieces, whose hashed blocks go to the file before the whole
+    /// piece is verified (it counts only once it is). Same rules as
+    /// [`Storage::write_piece`]: blocks reserved first, each map only for
+    /// its copy.
+    pub fn write_at(&self, piece: u32, offset: u32, data: &[u8]) -> Result<(), StorageError> {
+        let start = self.layout.piece_offset(piece) + offset as u64;
+        let mut at = 0usize;
+        for span in self.layout.spans(start, data.len() as u64) {
+            let len = span.len as usize;
+            let chunk = &data[at..at + len];
+            at += len;
+            if self.memory_file == Some(span.file) {
+                if let Ok(mut mem) = self.memory.lock() {
+                    mem.insert(span.offset, chunk.to_vec());
+                }
+                continue;
+            }
+            let file = self.file(span.file)?;
+            self.dirty[span.file].store(true, Ordering::Relaxed);
+            self.reserve(span.file, span.offset, span.len)?;
+            // SAFETY: as in `write_piece`: the range is inside the file, just
+            // checked and allocated by `reserve`; a streamed piece is written
+            // by one worker only (the coordinator hands it out once), and
+            // the map lives only for this copy.
+            let mut map = unsafe {
+                MmapOptions::new()
+                    .offset(span.offset)
+                    .len(len)
+                    .map_mut(file)
+            }
+            .map_err(|e| self.error("map", span.file, e))?;
+            let _ = map.advise(memmap2::Advice::Random);
+            map.copy_from_slice(chunk);
+            drop(map);
+        }
+        Ok(())
+    }
+
     /// Flushes the data of every file written since the last sync to the
     /// disk (the pages written through maps are in the page cache, which
     /// `fdatasync` writes out).

@@ -97,6 +97,12 @@ fn peak_rss_of_download(size: u64) -> u64 {
 fn peak_rss_stays_within_the_budget_for_1_and_4_gib() {
     let one = peak_rss_of_download(1 << 30);
     let four = peak_rss_of_download(4 << 30);
-    assert!(one <= BUDGET_KIB, "1 GiB: peak RSS {one} KiB > {BUDGET_KIB} KiB");
-    assert!(four <= BUDGET_KIB, "4 GiB: peak RSS {four} KiB > {BUDGET_KIB} KiB");
+    assert!(
+        one <= BUDGET_KIB,
+        "1 GiB: peak RSS {one} KiB > {BUDGET_KIB} KiB"
+    );
+    assert!(
+        four <= BUDGET_KIB,
+        "4 GiB: peak RSS {four} KiB > {BUDGET_KIB} KiB"
+    );
 }
