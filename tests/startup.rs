@@ -1,0 +1,223 @@
+//! Start-up and picker benchmarks (issue 7): how long a huge torrent takes
+//! to load, check its paths, open its files and hand out its first pieces,
+//! and what one pick costs at 10 000 and at 1 000 000 pieces. See
+//! docs/PERFORMANCE.md, section "Start-up and picker".
+//!
+//!     cargo test --release -j 1 --test startup -- --ignored --nocapture --test-threads 1
+//!
+//! The torrents are generated in memory (random hashes); their files are
+//! created sparse under the system's temporary folder and removed after.
+//! Heap figures come from a peak-counting global allocator.
+
+use std::alloc::System;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use peakmem_alloc::{PeakMemAlloc, PeakMemAllocTrait, INSTRUMENTED_SYSTEM};
+
+use tget::layout::Layout;
+use tget::metainfo::Metainfo;
+use tget::picker::{Picker, Rng};
+use tget::storage::{self, Slot, Storage};
+use tget::wire::Bitfield;
+
+#[global_allocator]
+static GLOBAL: &PeakMemAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// The allocator's counters are process-wide: one benchmark at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn bstr(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(s.len().to_string().as_bytes());
+    out.push(b':');
+    out.extend_from_slice(s);
+}
+
+fn bint(out: &mut Vec<u8>, i: u64) {
+    out.push(b'i');
+    out.extend_from_slice(i.to_string().as_bytes());
+    out.push(b'e');
+}
+
+/// A .torrent (keys in bencode order) with random piece hashes: one file of
+/// `lengths[0]` bytes named `name` when `paths` is empty, else the files
+/// at `paths` with `lengths`.
+fn torrent(name: &str, piece_length: u64, paths: &[Vec<String>], lengths: &[u64]) -> Vec<u8> {
+    let total: u64 = lengths.iter().sum();
+    let pieces = total.div_ceil(piece_length) as usize;
+    let mut hashes = vec![0u8; pieces * 20];
+    Rng::new(1).fill(&mut hashes);
+    let mut out = Vec::with_capacity(hashes.len() + paths.len() * 64 + 256);
+    out.push(b'd');
+    bstr(&mut out, b"announce");
+    bstr(&mut out, b"http://127.0.0.1:1/announce");
+    bstr(&mut out, b"info");
+    out.push(b'd');
+    if paths.is_empty() {
+        bstr(&mut out, b"length");
+        bint(&mut out, total);
+    } else {
+        bstr(&mut out, b"files");
+        out.push(b'l');
+        for (p, &len) in paths.iter().zip(lengths) {
+            out.push(b'd');
+            bstr(&mut out, b"length");
+            bint(&mut out, len);
+            bstr(&mut out, b"path");
+            out.push(b'l');
+            for c in p {
+                bstr(&mut out, c.as_bytes());
+            }
+            out.push(b'e');
+            out.push(b'e');
+        }
+        out.push(b'e');
+    }
+    bstr(&mut out, b"name");
+    bstr(&mut out, name.as_bytes());
+    bstr(&mut out, b"piece length");
+    bint(&mut out, piece_length);
+    bstr(&mut out, b"pieces");
+    bstr(&mut out, &hashes);
+    out.extend_from_slice(b"ee");
+    out
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tget-startup-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Times `f` and records its time and peak heap under `what`.
+struct Steps {
+    rows: Vec<(&'static str, Duration, usize)>,
+}
+
+impl Steps {
+    fn run<T>(&mut self, what: &'static str, f: impl FnOnce() -> T) -> T {
+        GLOBAL.reset_peak_memory();
+        let t = Instant::now();
+        let r = f();
+        self.rows
+            .push((what, t.elapsed(), GLOBAL.get_peak_memory()));
+        r
+    }
+
+    fn print(&self, title: &str) -> Duration {
+        println!("\n{title}");
+        println!("| step | ms | peak heap MiB |");
+        println!("|---|---:|---:|");
+        let mut total = Duration::ZERO;
+        for (what, d, peak) in &self.rows {
+            total += *d;
+            println!(
+                "| {what} | {:.1} | {:.1} |",
+                d.as_secs_f64() * 1e3,
+                *peak as f64 / MIB
+            );
+        }
+        println!("| **total** | **{:.1}** | |", total.as_secs_f64() * 1e3);
+        total
+    }
+}
+
+/// Loads `bytes`, opens its files under `dir`, builds the picker and makes
+/// the first picks for one seeder, timing each step.
+fn start(title: &str, bytes: &[u8], dir: &Path) -> Duration {
+    let mut s = Steps { rows: Vec::new() };
+    let meta = s.run("Metainfo::from_bytes", || {
+        Metainfo::from_bytes(bytes).unwrap()
+    });
+    let info = &meta.info;
+    let layout = s.run("Layout::new", || {
+        let lengths: Vec<u64> = info.files.iter().map(|f| f.length).collect();
+        Layout::new(info.piece_length, &lengths)
+    });
+    let slots = s.run("file_paths + slots", || {
+        let files: Vec<Vec<String>> = info.files.iter().map(|f| f.path.clone()).collect();
+        storage::file_paths(dir, &info.name, info.multi_file, &files)
+            .into_iter()
+            .map(Slot::File)
+            .collect::<Vec<_>>()
+    });
+    let st = s.run("Storage::open_in", || {
+        Storage::open_in(dir, layout.clone(), slots).unwrap()
+    });
+    s.run("check_space", || st.check_space().unwrap());
+    s.run("stamps", || st.stamps().unwrap().len());
+    let n = layout.num_pieces();
+    let mut picker = s.run("Picker::with_wanted", || {
+        let mut wanted = Bitfield::new(n);
+        wanted.fill();
+        Picker::with_wanted(Bitfield::new(n), wanted, Rng::new(5))
+    });
+    let mut seeder = Bitfield::new(n);
+    seeder.fill();
+    s.run("add_peer (a seeder)", || picker.add_peer(&seeder));
+    let first = s.run("first 4 picks (random)", || {
+        (0..4)
+            .map(|_| picker.pick(&seeder, &[]).unwrap())
+            .collect::<Vec<_>>()
+    });
+    for p in first {
+        picker.complete(p);
+    }
+    s.run("next 64 picks (rarest)", || {
+        for _ in 0..64 {
+            picker.pick(&seeder, &[]).unwrap();
+        }
+    });
+    let total = s.print(title);
+    drop(st);
+    total
+}
+
+#[test]
+#[ignore = "benchmark: run by hand, see docs/PERFORMANCE.md"]
+fn startup_one_million_pieces() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tmp("pieces");
+    // 1 000 000 pieces of 16 KiB: one 16 GB sparse file.
+    let bytes = torrent("big.bin", 16384, &[], &[1_000_000 * 16384 - 123]);
+    let total = start(
+        &format!(
+            "1 000 000 pieces of 16 KiB, one file ({:.1} MiB torrent)",
+            bytes.len() as f64 / MIB
+        ),
+        &bytes,
+        &dir,
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(total < Duration::from_secs(1), "{total:?}");
+}
+
+#[test]
+#[ignore = "benchmark: run by hand, see docs/PERFORMANCE.md"]
+fn startup_one_hundred_thousand_files() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tmp("files");
+    // 100 000 files in 1 000 folders, 1 000 to 20 000 bytes each, 256 KiB pieces.
+    let paths: Vec<Vec<String>> = (0..100_000)
+        .map(|i| vec![format!("d{:03}", i / 100), format!("file-{i:06}.dat")])
+        .collect();
+    let lengths: Vec<u64> = (0..100_000u64)
+        .map(|i| 1000 + (i * 7919) % 19_000)
+        .collect();
+    let bytes = torrent("many", 256 * 1024, &paths, &lengths);
+    drop(paths);
+    let total = start(
+        &format!(
+            "100 000 files, 256 KiB pieces ({:.1} MiB torrent)",
+            bytes.len() as f64 / MIB
+        ),
+        &bytes,
+        &dir,
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(total < Duration::from_secs(1), "{total:?}");
+}
