@@ -221,3 +221,71 @@ fn startup_one_hundred_thousand_files() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(total < Duration::from_secs(1), "{total:?}");
 }
+
+/// Average time of one pick, over `picks` picks for `peer`, each piece
+/// completed after it is picked (as a download goes).
+fn time_picks(p: &mut Picker, peer: &Bitfield, picks: u32) -> Duration {
+    let t = Instant::now();
+    let mut done = Vec::with_capacity(picks as usize);
+    for _ in 0..picks {
+        match p.pick(peer, &[]) {
+            Some(i) => done.push(i),
+            None => break,
+        }
+    }
+    let d = t.elapsed() / picks;
+    for i in done {
+        p.complete(i);
+    }
+    d
+}
+
+#[test]
+#[ignore = "benchmark: run by hand, see docs/PERFORMANCE.md"]
+fn pick_cost_at_ten_thousand_and_a_million_pieces() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    println!(
+        "\n| pieces | seeder µs/pick | 50 % peer µs/pick | 1 % peer µs/pick | picker heap MiB |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    for n in [10_000u32, 1_000_000] {
+        let mut rng = Rng::new(3);
+        let mut random_peer = |density: u64| {
+            let mut b = Bitfield::new(n);
+            for i in 0..n {
+                if rng.below(100) < density {
+                    b.set(i);
+                }
+            }
+            b
+        };
+        let mut have = Bitfield::new(n);
+        for i in 0..4 {
+            have.set(i);
+        }
+        let mut seeder = Bitfield::new(n);
+        seeder.fill();
+        let half: Vec<Bitfield> = (0..7).map(|_| random_peer(50)).collect();
+        let sparse = random_peer(1);
+        GLOBAL.reset_peak_memory();
+        let before = GLOBAL.get_peak_memory();
+        let mut p = Picker::new(have, Rng::new(9));
+        let heap = GLOBAL.get_peak_memory() - before;
+        p.add_peer(&seeder);
+        for b in &half {
+            p.add_peer(b);
+        }
+        p.add_peer(&sparse);
+        let picks = 2000;
+        let s = time_picks(&mut p, &seeder, picks);
+        let h = time_picks(&mut p, &half[0], picks);
+        let sp = time_picks(&mut p, &sparse, 50);
+        println!(
+            "| {n} | {:.2} | {:.2} | {:.2} | {:.1} |",
+            s.as_secs_f64() * 1e6,
+            h.as_secs_f64() * 1e6,
+            sp.as_secs_f64() * 1e6,
+            heap as f64 / MIB
+        );
+    }
+}
