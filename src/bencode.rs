@@ -63,7 +63,7 @@ const STRING_COST: usize = 16;
 /// against the same cap, so a value that [`decode`] accepts passes too.
 const KEY_CHECK_COST: usize = 48;
 /// Estimated cost of one entry returned by [`dict_items`].
-const ITEM_COST: usize = 2 * std::mem::size_of::<(&[u8], &[u8])>();
+const ITEM_COST: usize = 2 * std::mem::size_of::<RawItem<'static>>();
 
 /// A decoded bencode value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,13 +269,17 @@ pub fn validate(input: &[u8]) -> Result<(), DecodeError> {
     Ok(())
 }
 
+/// One dictionary entry, undecoded: the key's bytes and the value's raw
+/// bencoded bytes.
+pub type RawItem<'a> = (&'a [u8], &'a [u8]);
+
 /// The entries of the dictionary that is the whole of `input`, in input
 /// order, each as its key's bytes and its value's raw bytes (a slice of
 /// `input`, for [`decode`], [`raw_string`] or these functions again).
 /// Validated whole as by [`validate`]; `input` not being one dictionary is
 /// an error. A torrent's `files` list is read entry by entry this way, so a
 /// list of 100 000 files never becomes one tree.
-pub fn dict_items(input: &[u8]) -> Result<Vec<(&[u8], &[u8])>, DecodeError> {
+pub fn dict_items(input: &[u8]) -> Result<Vec<RawItem<'_>>, DecodeError> {
     let mut p = Parser::new(input);
     p.container(b'd', "a dictionary")?;
     let mut items = Vec::new();

@@ -139,7 +139,7 @@ fn mistyped_raw(field: &str, expected: &str, raw: &[u8]) -> MetainfoError {
 /// The entries of a validated dictionary whose keys are in `keys`, decoded
 /// into a dictionary value; the others (which may be large and are not
 /// used) are left undecoded.
-fn decode_keys(items: &[(&[u8], &[u8])], keys: &[&str]) -> Result<Value, MetainfoError> {
+fn decode_keys(items: &[bencode::RawItem<'_>], keys: &[&str]) -> Result<Value, MetainfoError> {
     let mut map = std::collections::BTreeMap::new();
     for (k, raw) in items {
         if keys.iter().any(|want| want.as_bytes() == *k) {
