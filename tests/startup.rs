@@ -126,6 +126,16 @@ impl Steps {
     }
 }
 
+/// Writes the torrent to `$TGET_STARTUP_SAVE/<name>.torrent` when that is
+/// set, to time the real binary's start with it (docs/PERFORMANCE.md).
+fn save(name: &str, bytes: &[u8]) {
+    if let Some(dir) = std::env::var_os("TGET_STARTUP_SAVE") {
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.torrent")), bytes).unwrap();
+    }
+}
+
 /// Loads `bytes`, opens its files under `dir`, builds the picker and makes
 /// the first picks for one seeder, timing each step.
 fn start(title: &str, bytes: &[u8], dir: &Path) -> Duration {
@@ -184,6 +194,7 @@ fn startup_one_million_pieces() {
     let dir = tmp("pieces");
     // 1 000 000 pieces of 16 KiB: one 16 GB sparse file.
     let bytes = torrent("big.bin", 16384, &[], &[1_000_000 * 16384 - 123]);
+    save("pieces", &bytes);
     let total = start(
         &format!(
             "1 000 000 pieces of 16 KiB, one file ({:.1} MiB torrent)",
@@ -209,6 +220,7 @@ fn startup_one_hundred_thousand_files() {
         .map(|i| 1000 + (i * 7919) % 19_000)
         .collect();
     let bytes = torrent("many", 256 * 1024, &paths, &lengths);
+    save("files", &bytes);
     drop(paths);
     let total = start(
         &format!(
