@@ -330,7 +330,9 @@ pub fn list_iter(input: &[u8]) -> Result<Items<'_>, DecodeError> {
     Ok(Items { p })
 }
 
-/// The elements of a validated list; see [`list_iter`].
+/// The elements of a validated list; see [`list_iter`]. A clone walks the
+/// list again without validating it again.
+#[derive(Clone)]
 pub struct Items<'a> {
     p: Parser<'a>,
 }
@@ -386,6 +388,7 @@ fn show(b: u8) -> String {
     }
 }
 
+#[derive(Clone)]
 struct Parser<'a> {
     input: &'a [u8],
     pos: usize,

@@ -551,7 +551,8 @@ fn parse_files(list: &[u8], max_files: usize) -> Result<Vec<FileInfo>, MetainfoE
     if list.first() != Some(&b'l') {
         return Err(mistyped_raw("info.files", "a list", list));
     }
-    let count = bencode::list_iter(list)?.count();
+    let entries = bencode::list_iter(list)?;
+    let count = entries.clone().count();
     if count == 0 {
         return Err(bad("info.files", "empty list"));
     }
@@ -566,7 +567,7 @@ fn parse_files(list: &[u8], max_files: usize) -> Result<Vec<FileInfo>, MetainfoE
     let mut tree: HashMap<(usize, &str), (usize, bool)> = HashMap::new();
     let mut files = Vec::new();
     let mut cost = 0usize;
-    for (i, entry) in bencode::list_iter(list)?.enumerate() {
+    for (i, entry) in entries.enumerate() {
         let field = |what: &str| format!("info.files[{i}].{what}");
         if entry.first() != Some(&b'd') {
             return Err(mistyped_raw(
