@@ -148,6 +148,10 @@ fn start(title: &str, bytes: &[u8], dir: &Path) -> Duration {
         let lengths: Vec<u64> = info.files.iter().map(|f| f.length).collect();
         Layout::new(info.piece_length, &lengths)
     });
+    s.run("select (--file 'd05*/**')", || {
+        let names: Vec<String> = info.files.iter().map(|f| f.path.join("/")).collect();
+        tget::select::select(&names, &["d05*/**".to_string()], None).ok()
+    });
     let slots = s.run("file_paths + slots", || {
         let files: Vec<Vec<String>> = info.files.iter().map(|f| f.path.clone()).collect();
         storage::file_paths(dir, &info.name, info.multi_file, &files)
