@@ -58,6 +58,12 @@ const DICT_NODE_COST: usize = 640;
 const DICT_ENTRIES_PER_NODE: usize = 6;
 /// Estimated overhead of each string's allocation (keys included).
 const STRING_COST: usize = 16;
+/// Estimated cost of remembering a key while checking a dictionary for
+/// repeated keys without building it ([`validate`]): a set slot. Charged
+/// against the same cap, so a value that [`decode`] accepts passes too.
+const KEY_CHECK_COST: usize = 48;
+/// Estimated cost of one entry returned by [`dict_items`].
+const ITEM_COST: usize = 2 * std::mem::size_of::<RawItem<'static>>();
 
 /// A decoded bencode value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,32 +243,53 @@ fn encode_bytes(b: &[u8], out: &mut Vec<u8>) {
 /// top-level dictionary, exactly as it appears in the input (whatever its key
 /// order). The info-hash is the SHA-1 of `input[range]` for key `info`.
 ///
-/// The whole input is validated as by [`decode`]; a top-level value that is
-/// not a dictionary is an error. `Ok(None)` means the key is absent.
+/// The whole input is validated as by [`validate`]; a top-level value that
+/// is not a dictionary is an error. `Ok(None)` means the key is absent.
 pub fn dict_entry_span(input: &[u8], key: &[u8]) -> Result<Option<Range<usize>>, DecodeError> {
+    let items = dict_items(input)?;
+    let base = input.as_ptr() as usize;
+    Ok(items.iter().find(|(k, _)| *k == key).map(|(_, v)| {
+        // `v` is a slice of `input`: its offset is the pointers' difference.
+        let start = v.as_ptr() as usize - base;
+        start..start + v.len()
+    }))
+}
+
+/// Validates `input` as exactly one value, as [`decode`] does (the same
+/// errors at the same offsets) but without building it, so neither time nor
+/// memory goes into a tree that is not needed. The memory cap
+/// ([`MAX_STRUCTURE_BYTES`]) still counts the keys remembered to find
+/// repeated ones, at less than a built tree costs.
+pub fn validate(input: &[u8]) -> Result<(), DecodeError> {
     let mut p = Parser::new(input);
-    match input.first() {
-        Some(b'd') => {}
-        Some(&b) => {
-            return Err(err(
-                0,
-                format!(
-                    "expected 'd' (a dictionary) at top level, found {}",
-                    show(b)
-                ),
-            ))
-        }
-        None => return Err(err(0, "unexpected end of input, expected a dictionary")),
+    p.skip(0)?;
+    if p.pos != input.len() {
+        return Err(err(p.pos, "trailing data after the value"));
     }
-    p.pos = 1;
-    let mut found = None;
-    let mut seen: BTreeMap<Vec<u8>, ()> = BTreeMap::new();
+    Ok(())
+}
+
+/// One dictionary entry, undecoded: the key's bytes and the value's raw
+/// bencoded bytes.
+pub type RawItem<'a> = (&'a [u8], &'a [u8]);
+
+/// The entries of the dictionary that is the whole of `input`, in input
+/// order, each as its key's bytes and its value's raw bytes (a slice of
+/// `input`, for [`decode`], [`raw_string`] or these functions again).
+/// Validated whole as by [`validate`]; `input` not being one dictionary is
+/// an error. A torrent's `files` list is read entry by entry this way, so a
+/// list of 100 000 files never becomes one tree.
+pub fn dict_items(input: &[u8]) -> Result<Vec<RawItem<'_>>, DecodeError> {
+    let mut p = Parser::new(input);
+    p.container(b'd', "a dictionary")?;
+    let mut items = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     loop {
         match p.peek() {
             None => {
                 return Err(err(
                     p.pos,
-                    "unexpected end of input, expected a key or 'e' to end the dictionary",
+                    "unexpected end of input, expected a key or 'e' to end the dictionary opened at byte 0",
                 ))
             }
             Some(b'e') => {
@@ -271,22 +298,68 @@ pub fn dict_entry_span(input: &[u8], key: &[u8]) -> Result<Option<Range<usize>>,
             }
             Some(_) => {
                 let key_at = p.pos;
-                let k = p.dict_key()?;
-                if seen.insert(k.clone(), ()).is_some() {
-                    return Err(duplicate_key(key_at, &k));
+                p.charge(ITEM_COST)?;
+                let k = p.dict_key_slice()?;
+                if !seen.insert(k) {
+                    return Err(duplicate_key(key_at, k));
                 }
                 let start = p.pos;
-                p.value(1)?;
-                if k == key {
-                    found = Some(start..p.pos);
-                }
+                p.skip(1)?;
+                items.push((k, input.get(start..p.pos).unwrap_or_default()));
             }
         }
     }
     if p.pos != input.len() {
         return Err(err(p.pos, "trailing data after the value"));
     }
-    Ok(found)
+    Ok(items)
+}
+
+/// The elements of the list that is the whole of `input`, one at a time,
+/// each as its raw bytes (see [`dict_items`]). The whole list is validated
+/// first, as by [`validate`]; then nothing is held but a position, however
+/// long the list.
+pub fn list_iter(input: &[u8]) -> Result<Items<'_>, DecodeError> {
+    let mut p = Parser::new(input);
+    p.container(b'l', "a list")?;
+    let mut check = Parser::new(input);
+    check.skip(0)?;
+    if check.pos != input.len() {
+        return Err(err(check.pos, "trailing data after the value"));
+    }
+    Ok(Items { p })
+}
+
+/// The elements of a validated list; see [`list_iter`]. A clone walks the
+/// list again without validating it again.
+#[derive(Clone)]
+pub struct Items<'a> {
+    p: Parser<'a>,
+}
+
+impl<'a> Iterator for Items<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let start = self.p.pos;
+        if self.p.peek()? == b'e' {
+            return None;
+        }
+        // The list was validated whole: this cannot fail.
+        self.p.skip(1).ok()?;
+        self.p.input.get(start..self.p.pos)
+    }
+}
+
+/// The bytes of `raw` if it is exactly one byte string (`4:spam` gives
+/// `spam`), without copying them.
+pub fn raw_string(raw: &[u8]) -> Option<&[u8]> {
+    let mut p = Parser::new(raw);
+    if !matches!(p.peek(), Some(b'0'..=b'9')) {
+        return None;
+    }
+    let r = p.string_range().ok()?;
+    (p.pos == raw.len()).then(|| raw.get(r)).flatten()
 }
 
 fn err(offset: usize, message: impl Into<String>) -> DecodeError {
@@ -315,6 +388,7 @@ fn show(b: u8) -> String {
     }
 }
 
+#[derive(Clone)]
 struct Parser<'a> {
     input: &'a [u8],
     pos: usize,
@@ -422,6 +496,95 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// Steps over one value, checking it as [`Parser::value`] does (same
+    /// errors, same offsets) but building nothing.
+    fn skip(&mut self, depth: usize) -> Result<(), DecodeError> {
+        match self.peek() {
+            None => Err(err(self.pos, "unexpected end of input, expected a value")),
+            Some(b'i') => self.int().map(drop),
+            Some(b'0'..=b'9') => self.string_range().map(drop),
+            Some(b'l') => {
+                let open = self.enter(depth)?;
+                loop {
+                    match self.peek() {
+                        None => {
+                            return Err(err(
+                                self.pos,
+                                format!(
+                                    "unexpected end of input, expected a value or 'e' to end the list opened at byte {open}"
+                                ),
+                            ))
+                        }
+                        Some(b'e') => {
+                            self.pos += 1;
+                            return Ok(());
+                        }
+                        Some(_) => self.skip(depth + 1)?,
+                    }
+                }
+            }
+            Some(b'd') => {
+                let open = self.enter(depth)?;
+                let mut seen = std::collections::BTreeSet::new();
+                loop {
+                    match self.peek() {
+                        None => {
+                            return Err(err(
+                                self.pos,
+                                format!(
+                                    "unexpected end of input, expected a key or 'e' to end the dictionary opened at byte {open}"
+                                ),
+                            ))
+                        }
+                        Some(b'e') => {
+                            self.pos += 1;
+                            return Ok(());
+                        }
+                        Some(_) => {
+                            let key_at = self.pos;
+                            self.charge(KEY_CHECK_COST)?;
+                            let k = self.dict_key_slice()?;
+                            if !seen.insert(k) {
+                                return Err(duplicate_key(key_at, k));
+                            }
+                            self.skip(depth + 1)?;
+                        }
+                    }
+                }
+            }
+            Some(b) => Err(err(
+                self.pos,
+                format!(
+                    "expected a value ('i', 'l', 'd' or a string length), found {}",
+                    show(b)
+                ),
+            )),
+        }
+    }
+
+    /// Steps over the opening `open` of a top-level list or dictionary
+    /// (`what`), failing if the input starts with anything else.
+    fn container(&mut self, open: u8, what: &str) -> Result<(), DecodeError> {
+        match self.peek() {
+            Some(b) if b == open => {
+                self.pos += 1;
+                Ok(())
+            }
+            Some(b) => Err(err(
+                self.pos,
+                format!(
+                    "expected '{}' ({what}) at top level, found {}",
+                    open as char,
+                    show(b)
+                ),
+            )),
+            None => Err(err(
+                self.pos,
+                format!("unexpected end of input, expected {what}"),
+            )),
+        }
+    }
+
     /// Checks the depth limit and steps over an opening `l`/`d`; returns its
     /// offset.
     fn enter(&mut self, depth: usize) -> Result<usize, DecodeError> {
@@ -438,8 +601,24 @@ impl<'a> Parser<'a> {
 
     /// A dictionary key: must be a byte string.
     fn dict_key(&mut self) -> Result<Vec<u8>, DecodeError> {
+        self.dict_key_slice_then(|p| p.string())
+    }
+
+    /// A dictionary key's bytes, not copied.
+    fn dict_key_slice(&mut self) -> Result<&'a [u8], DecodeError> {
+        self.dict_key_slice_then(|p| {
+            let r = p.string_range()?;
+            Ok(p.input.get(r).unwrap_or_default())
+        })
+    }
+
+    /// Checks that a key (a byte string) comes next, then reads it with `read`.
+    fn dict_key_slice_then<T>(
+        &mut self,
+        read: impl FnOnce(&mut Self) -> Result<T, DecodeError>,
+    ) -> Result<T, DecodeError> {
         match self.peek() {
-            Some(b'0'..=b'9') => self.string(),
+            Some(b'0'..=b'9') => read(self),
             Some(b) => Err(err(
                 self.pos,
                 format!(
@@ -531,6 +710,18 @@ impl<'a> Parser<'a> {
     /// `<length>:<bytes>`; `self.pos` is at the first digit.
     fn string(&mut self) -> Result<Vec<u8>, DecodeError> {
         let start = self.pos;
+        let range = self.string_range()?;
+        self.charge(STRING_COST)?;
+        match self.input.get(range) {
+            Some(b) => Ok(b.to_vec()),
+            None => Err(err(start, "string runs past the end of the input")),
+        }
+    }
+
+    /// Reads `<length>:<bytes>` and returns where the bytes are; `self.pos`
+    /// is at the first digit.
+    fn string_range(&mut self) -> Result<Range<usize>, DecodeError> {
+        let start = self.pos;
         let mut len: usize = 0;
         let mut too_big = false;
         while let Some(d @ b'0'..=b'9') = self.peek() {
@@ -571,14 +762,9 @@ impl<'a> Parser<'a> {
                 format!("string length {digits} is larger than the {remaining} bytes that remain"),
             ));
         }
-        self.charge(STRING_COST)?;
-        let end = self.pos + len; // len <= remaining, so this cannot pass the end
-        let bytes = match self.input.get(self.pos..end) {
-            Some(b) => b.to_vec(),
-            None => return Err(err(start, "string runs past the end of the input")),
-        };
-        self.pos = end;
-        Ok(bytes)
+        let from = self.pos;
+        self.pos += len; // len <= remaining, so this cannot pass the end
+        Ok(from..self.pos)
     }
 }
 
@@ -791,6 +977,83 @@ mod tests {
         fails_at(&dicts, 4 * MAX_DEPTH, "nested deeper");
     }
 
+    /// Inputs that `decode` refuses, for checking that the functions that
+    /// build nothing refuse them the same way.
+    const BAD: &[&[u8]] = &[
+        b"",
+        b"i03e",
+        b"i-0e",
+        b"ie",
+        b"5:ab",
+        b"01:a",
+        b"l",
+        b"li1e",
+        b"d1:a",
+        b"d1:ai1e1:ai2ee",
+        b"di1ei2ee",
+        b"d1:ai1e",
+        b"x",
+        b"i1ei2e",
+        b"ld1:ai1e1:ai2eee",
+        b"d1:bl1:ae1:bi1ee",
+    ];
+
+    #[test]
+    fn validate_refuses_what_decode_refuses_at_the_same_offset() {
+        for input in BAD {
+            let d = decode(input).unwrap_err();
+            let v = validate(input).unwrap_err();
+            assert_eq!(d, v, "{:?}", String::from_utf8_lossy(input));
+        }
+        for input in [
+            &b"i42e"[..],
+            b"4:spam",
+            b"le",
+            b"de",
+            b"d1:ad1:bl1:cee1:zi0ee",
+        ] {
+            assert!(validate(input).is_ok());
+        }
+        let deep = [vec![b'l'; MAX_DEPTH + 1], vec![b'e'; MAX_DEPTH + 1]].concat();
+        assert_eq!(validate(&deep).unwrap_err(), decode(&deep).unwrap_err());
+    }
+
+    #[test]
+    fn dictionary_and_list_items_are_raw_slices() {
+        let input = b"d1:bl1:xi7ee1:ai1e1:cd1:zi0eee";
+        let items = dict_items(input).unwrap();
+        let got: Vec<(&[u8], &[u8])> = items;
+        assert_eq!(
+            got,
+            vec![
+                (&b"b"[..], &b"l1:xi7ee"[..]),
+                (b"a", b"i1e"),
+                (b"c", b"d1:zi0ee"),
+            ]
+        );
+        let list: Vec<&[u8]> = list_iter(b"l1:xi7ed1:ai1eee").unwrap().collect();
+        assert_eq!(list, vec![&b"1:x"[..], b"i7e", b"d1:ai1ee"]);
+        assert_eq!(list_iter(b"le").unwrap().count(), 0);
+        assert_eq!(raw_string(b"4:spam"), Some(&b"spam"[..]));
+        assert_eq!(raw_string(b"0:"), Some(&b""[..]));
+        assert_eq!(raw_string(b"4:spamx"), None);
+        assert_eq!(raw_string(b"i4e"), None);
+        assert_eq!(raw_string(b"9:spam"), None);
+        // The wrong kind of container, or anything wrong inside, is refused.
+        assert_eq!(dict_items(b"le").unwrap_err().offset, 0);
+        assert_eq!(list_iter(b"de").err().unwrap().offset, 0);
+        assert_eq!(dict_items(b"de1:a").unwrap_err().offset, 2);
+        assert!(list_iter(b"ld1:ai1e1:ai2eee").is_err());
+        for input in BAD.iter().filter(|i| i.first() == Some(&b'd')) {
+            assert_eq!(
+                dict_items(input).unwrap_err(),
+                decode(input).unwrap_err(),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
     #[test]
     fn hostile_nesting_on_small_stack() {
         let handle = std::thread::Builder::new()
@@ -825,7 +1088,12 @@ mod tests {
         let e = decode(&input).unwrap_err();
         assert!(e.message.contains("more than 128 MiB of memory"), "{e}");
         assert!(e.offset < input.len());
-        assert!(dict_entry_span(&[b"d1:a", &input[..], b"e"].concat(), b"a").is_err());
+        // Finding a span builds nothing, so the same list is fine there.
+        let wrapped = [b"d1:a", &input[..], b"e"].concat();
+        assert_eq!(
+            dict_entry_span(&wrapped, b"a").unwrap(),
+            Some(4..wrapped.len() - 1)
+        );
         // The same count of integers costs a list slot each: fine.
         let mut ints = b"l".to_vec();
         for _ in 0..n {

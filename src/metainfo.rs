@@ -119,6 +119,58 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// [`kind`] of a value still in its raw (validated) bencoded form.
+fn raw_kind(raw: &[u8]) -> &'static str {
+    match raw.first() {
+        Some(b'i') => "an integer",
+        Some(b'l') => "a list",
+        Some(b'd') => "a dictionary",
+        _ => "a byte string",
+    }
+}
+
+fn mistyped_raw(field: &str, expected: &str, raw: &[u8]) -> MetainfoError {
+    bad(
+        field,
+        format!("expected {expected}, found {}", raw_kind(raw)),
+    )
+}
+
+/// The entries of a validated dictionary whose keys are in `keys`, decoded
+/// into a dictionary value; the others (which may be large and are not
+/// used) are left undecoded.
+fn decode_keys(items: &[bencode::RawItem<'_>], keys: &[&str]) -> Result<Value, MetainfoError> {
+    let mut map = std::collections::BTreeMap::new();
+    for (k, raw) in items {
+        if keys.iter().any(|want| want.as_bytes() == *k) {
+            map.insert(k.to_vec(), bencode::decode(raw)?);
+        }
+    }
+    Ok(Value::Dict(map))
+}
+
+/// The top-level keys [`Metainfo::from_bytes`] reads besides `info`.
+const ROOT_KEYS: &[&str] = &[
+    "announce",
+    "announce.utf-8",
+    "announce-list",
+    "url-list",
+    "comment",
+    "comment.utf-8",
+    "created by",
+    "created by.utf-8",
+    "creation date",
+];
+
+/// The info dictionary's keys read from a decoded value (`pieces` and
+/// `files` are read from the raw bytes).
+const INFO_KEYS: &[&str] = &["name", "name.utf-8", "piece length", "length", "private"];
+
+/// The most memory the file list may take once parsed, as estimated by
+/// [`parse_files`] (the same cap as the decoder's for a tree): a torrent of
+/// 100 000 files needs some 20 MiB; a million files is refused.
+const MAX_FILE_LIST_BYTES: usize = bencode::MAX_STRUCTURE_BYTES;
+
 fn mistyped(field: &str, expected: &str, found: &Value) -> MetainfoError {
     bad(field, format!("expected {expected}, found {}", kind(found)))
 }
@@ -202,22 +254,27 @@ fn length_field(v: &Value, field: &str) -> Result<u64, MetainfoError> {
 
 impl Metainfo {
     /// Parses and validates the bytes of a .torrent file.
+    ///
+    /// No tree of the whole file is built: the top level and the info
+    /// dictionary are read as raw slices, only their small fields decoded,
+    /// and the `files` list is read one entry at a time (a tree of 100 000
+    /// entries would take some 90 MB).
     pub fn from_bytes(bytes: &[u8]) -> Result<Metainfo, MetainfoError> {
-        // The span first: it decodes the tree and drops it, so only one
-        // decoded tree is alive at a time.
-        let span = bencode::dict_entry_span(bytes, b"info");
-        let root = bencode::decode(bytes)?;
-        if root.as_dict().is_none() {
-            return Err(mistyped("torrent", "a dictionary at top level", &root));
+        if bytes.first() != Some(&b'd') {
+            bencode::validate(bytes)?;
+            return Err(mistyped_raw("torrent", "a dictionary at top level", bytes));
         }
-        let span = span?.ok_or_else(|| bad("info", "missing"))?;
-        let info_bytes = bytes
-            .get(span)
-            .ok_or_else(|| bad("info", "span outside the input"))?
-            .to_vec();
-        let info_value = root.get(b"info").ok_or_else(|| bad("info", "missing"))?;
-        let info = Info::from_value(info_value, MAX_FILES)?;
+        let items = bencode::dict_items(bytes)?;
+        let raw_info = items
+            .iter()
+            .find(|(k, _)| *k == b"info")
+            .map(|(_, v)| *v)
+            .ok_or_else(|| bad("info", "missing"))?;
+        let info = Info::from_raw(raw_info, MAX_FILES)?;
+        let info_bytes = raw_info.to_vec();
         let info_hash: [u8; 20] = Sha1::digest(&info_bytes).into();
+        let root = decode_keys(&items, ROOT_KEYS)?;
+        drop(items);
 
         let announce = utf8_field(&root, "announce", "announce")?;
 
@@ -350,8 +407,7 @@ impl Info {
     /// Parses and validates a raw bencoded info dictionary (e.g. metadata
     /// received for a magnet link).
     pub fn from_bytes(raw_info: &[u8]) -> Result<Info, MetainfoError> {
-        let v = bencode::decode(raw_info)?;
-        Info::from_value(&v, MAX_FILES)
+        Info::from_raw(raw_info, MAX_FILES)
     }
 
     /// The sum of all file lengths.
@@ -377,10 +433,16 @@ impl Info {
         Some(left.min(self.piece_length))
     }
 
-    fn from_value(v: &Value, max_files: usize) -> Result<Info, MetainfoError> {
-        if v.as_dict().is_none() {
-            return Err(mistyped("info", "a dictionary", v));
+    /// Parses the raw info dictionary `raw`: its small fields decoded, its
+    /// hashes and files read from the raw bytes.
+    fn from_raw(raw: &[u8], max_files: usize) -> Result<Info, MetainfoError> {
+        if raw.first() != Some(&b'd') {
+            bencode::validate(raw)?;
+            return Err(mistyped_raw("info", "a dictionary", raw));
         }
+        let items = bencode::dict_items(raw)?;
+        let field = |key: &[u8]| items.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+        let v = &decode_keys(&items, INFO_KEYS)?;
         let name =
             utf8_field(v, "name", "info.name")?.ok_or_else(|| bad("info.name", "missing"))?;
         check_path_component(&name).map_err(|m| bad("info.name", m))?;
@@ -406,10 +468,10 @@ impl Info {
             Some(other) => return Err(mistyped("info.piece length", "an integer", other)),
         };
 
-        let raw_pieces = match v.get(b"pieces") {
+        let raw_pieces = match field(b"pieces") {
             None => return Err(bad("info.pieces", "missing")),
-            Some(Value::Bytes(b)) => b,
-            Some(other) => return Err(mistyped("info.pieces", "a byte string", other)),
+            Some(r) => bencode::raw_string(r)
+                .ok_or_else(|| mistyped_raw("info.pieces", "a byte string", r))?,
         };
         if raw_pieces.len() % 20 != 0 {
             return Err(bad(
@@ -426,7 +488,7 @@ impl Info {
             })
             .collect();
 
-        let (files, multi_file, total_field) = match (v.get(b"length"), v.get(b"files")) {
+        let (files, multi_file, total_field) = match (v.get(b"length"), field(b"files")) {
             (Some(_), Some(_)) => return Err(bad("info", "has both 'length' and 'files'")),
             (None, None) => return Err(bad("info", "has neither 'length' nor 'files'")),
             (Some(len), None) => {
@@ -480,44 +542,62 @@ impl Info {
     }
 }
 
-/// Parses a multi-file `files` list, rejecting unsafe paths, two files at the
-/// same path, and a file whose path is also used as a directory. BEP 47
-/// padding files (`attr` containing `p`) may repeat.
-fn parse_files(list: &Value, max_files: usize) -> Result<Vec<FileInfo>, MetainfoError> {
-    let entries = list
-        .as_list()
-        .ok_or_else(|| mistyped("info.files", "a list", list))?;
-    if entries.is_empty() {
+/// Parses a multi-file `files` list (raw, validated bencode), rejecting
+/// unsafe paths, two files at the same path, and a file whose path is also
+/// used as a directory. BEP 47 padding files (`attr` containing `p`) may
+/// repeat. The list is read one entry at a time; the memory the result
+/// takes is estimated as it grows and capped at [`MAX_FILE_LIST_BYTES`].
+fn parse_files(list: &[u8], max_files: usize) -> Result<Vec<FileInfo>, MetainfoError> {
+    if list.first() != Some(&b'l') {
+        return Err(mistyped_raw("info.files", "a list", list));
+    }
+    let entries = bencode::list_iter(list)?;
+    let count = entries.clone().count();
+    if count == 0 {
         return Err(bad("info.files", "empty list"));
     }
-    if entries.len() > max_files {
+    if count > max_files {
         return Err(bad(
             "info.files",
-            format!(
-                "{} entries, more than the maximum of {max_files}",
-                entries.len()
-            ),
+            format!("{count} entries, more than the maximum of {max_files}"),
         ));
     }
     // A trie of the paths seen so far: (parent node, component) -> (node, is_file).
-    // Node 0 is the torrent's root directory.
+    // Node 0 is the torrent's root directory. Components borrow the input.
     let mut tree: HashMap<(usize, &str), (usize, bool)> = HashMap::new();
-    let mut files = Vec::with_capacity(entries.len());
-    for (i, entry) in entries.iter().enumerate() {
+    let mut files = Vec::new();
+    let mut cost = 0usize;
+    for (i, entry) in entries.enumerate() {
         let field = |what: &str| format!("info.files[{i}].{what}");
-        if entry.as_dict().is_none() {
-            return Err(mistyped(&format!("info.files[{i}]"), "a dictionary", entry));
+        if entry.first() != Some(&b'd') {
+            return Err(mistyped_raw(
+                &format!("info.files[{i}]"),
+                "a dictionary",
+                entry,
+            ));
         }
-        let length = match entry.get(b"length") {
+        let items = bencode::dict_items(entry)?;
+        let get = |key: &[u8]| items.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+        let length = match get(b"length") {
             None => return Err(bad(field("length"), "missing")),
-            Some(v) => length_field(v, &field("length"))?,
+            Some(v) => length_field(&bencode::decode(v)?, &field("length"))?,
         };
-        let comps = match entry.get(b"path.utf-8") {
-            Some(Value::List(l)) if l.iter().all(|c| c.as_str().is_some()) => l,
-            _ => match entry.get(b"path") {
+        // `path.utf-8` when it is a list of UTF-8 strings, else `path`.
+        let utf8 = get(b"path.utf-8")
+            .filter(|r| r.first() == Some(&b'l'))
+            .and_then(|r| bencode::list_iter(r).ok())
+            .map(|items| items.collect::<Vec<_>>())
+            .filter(|comps| {
+                comps
+                    .iter()
+                    .all(|c| bencode::raw_string(c).is_some_and(|b| std::str::from_utf8(b).is_ok()))
+            });
+        let comps = match utf8 {
+            Some(comps) => comps,
+            None => match get(b"path") {
                 None => return Err(bad(field("path"), "missing")),
-                Some(Value::List(l)) => l,
-                Some(other) => return Err(mistyped(&field("path"), "a list", other)),
+                Some(r) if r.first() == Some(&b'l') => bencode::list_iter(r)?.collect(),
+                Some(r) => return Err(mistyped_raw(&field("path"), "a list", r)),
             },
         };
         if comps.is_empty() {
@@ -525,15 +605,15 @@ fn parse_files(list: &Value, max_files: usize) -> Result<Vec<FileInfo>, Metainfo
         }
         let mut path = Vec::with_capacity(comps.len());
         for (j, c) in comps.iter().enumerate() {
-            let s = match c {
-                Value::Bytes(b) => std::str::from_utf8(b)
+            let s = match bencode::raw_string(c) {
+                Some(b) => std::str::from_utf8(b)
                     .map_err(|_| bad(field("path"), format!("component {j} is not valid UTF-8")))?,
-                other => {
+                None => {
                     return Err(bad(
                         field("path"),
                         format!(
                             "component {j}: expected a byte string, found {}",
-                            kind(other)
+                            raw_kind(c)
                         ),
                     ))
                 }
@@ -542,9 +622,28 @@ fn parse_files(list: &Value, max_files: usize) -> Result<Vec<FileInfo>, Metainfo
                 .map_err(|m| bad(field("path"), format!("component {j} {m}")))?;
             path.push(s);
         }
-        let padding = entry
-            .get(b"attr")
-            .and_then(Value::as_bytes)
+        // What this entry will hold on to: its slot in the list (twice, for
+        // the list's growth), its path's vector, each component's string
+        // and trie entry.
+        cost = cost.saturating_add(
+            2 * std::mem::size_of::<FileInfo>()
+                + 16
+                + path
+                    .iter()
+                    .map(|c| std::mem::size_of::<String>() + c.len() + 16 + 64)
+                    .sum::<usize>(),
+        );
+        if cost > MAX_FILE_LIST_BYTES {
+            return Err(bad(
+                "info.files",
+                format!(
+                    "at entry {i}: the file list would need more than {} MiB of memory",
+                    MAX_FILE_LIST_BYTES >> 20
+                ),
+            ));
+        }
+        let padding = get(b"attr")
+            .and_then(bencode::raw_string)
             .is_some_and(|a| a.contains(&b'p'));
         if !padding {
             let mut node = 0usize;
@@ -1186,8 +1285,8 @@ mod tests {
     #[test]
     fn file_count_limit() {
         let info = multi("d", &[(&["a"], 1), (&["b"], 1), (&["c"], 1)]);
-        assert!(Info::from_value(&info, 3).is_ok());
-        let e = Info::from_value(&info, 2).unwrap_err();
+        assert!(Info::from_raw(&info.encode(), 3).is_ok());
+        let e = Info::from_raw(&info.encode(), 2).unwrap_err();
         assert_eq!(e.field, "info.files");
         assert!(e.message.contains("more than the maximum of 2"), "{e}");
     }

@@ -9,18 +9,40 @@
 
 /// Whether `path` matches the glob `pattern`.
 pub fn glob_match(pattern: &str, path: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let s: Vec<char> = path.chars().collect();
-    if matches(&p, &s) {
-        return true;
-    }
-    if !pattern.contains('/') {
-        if let Some(name) = path.rsplit('/').next() {
-            let n: Vec<char> = name.chars().collect();
-            return matches(&p, &n);
+    Glob::new(pattern).matches(path, &mut Vec::new())
+}
+
+/// A pattern split into characters once, to be matched against many paths.
+struct Glob {
+    chars: Vec<char>,
+    /// A pattern without `/` may match a file's name alone.
+    has_slash: bool,
+}
+
+impl Glob {
+    fn new(pattern: &str) -> Glob {
+        Glob {
+            chars: pattern.chars().collect(),
+            has_slash: pattern.contains('/'),
         }
     }
-    false
+
+    /// Whether `path` matches; `buf` is scratch space, reused across calls.
+    fn matches(&self, path: &str, buf: &mut Vec<char>) -> bool {
+        buf.clear();
+        buf.extend(path.chars());
+        if matches(&self.chars, buf) {
+            return true;
+        }
+        if !self.has_slash {
+            if let Some(name) = path.rsplit('/').next() {
+                buf.clear();
+                buf.extend(name.chars());
+                return matches(&self.chars, buf);
+            }
+        }
+        false
+    }
 }
 
 /// Iterative glob matching with backtracking to the last star: linear-ish,
@@ -99,10 +121,12 @@ pub fn select(
         return Ok(None);
     }
     let mut chosen = vec![false; paths.len()];
+    let mut buf = Vec::new();
     for pat in patterns {
+        let glob = Glob::new(pat);
         let mut any = false;
         for (i, path) in paths.iter().enumerate() {
-            if glob_match(pat, path) {
+            if glob.matches(path, &mut buf) {
                 chosen[i] = true;
                 any = true;
             }
@@ -142,6 +166,19 @@ mod tests {
         // Many stars against a long non-matching text stays fast.
         let long = "a".repeat(5000);
         assert!(!glob_match(&("*a".repeat(50) + "c"), &long));
+    }
+
+    #[test]
+    fn a_compiled_pattern_matches_like_glob_match_across_paths() {
+        let paths: Vec<String> = (0..300)
+            .map(|i| format!("d{}/s{}/f{i}.{}", i % 7, i % 3, ["iso", "txt"][i % 2]))
+            .collect();
+        for pat in ["*.iso", "d1/**", "d2/*/f?2.iso", "**/s0/*", "f1*"] {
+            let chosen = select(&paths, &[pat.to_string()], None).unwrap().unwrap();
+            for (p, c) in paths.iter().zip(&chosen) {
+                assert_eq!(*c, glob_match(pat, p), "{pat} on {p}");
+            }
+        }
     }
 
     #[test]

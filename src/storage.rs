@@ -1,7 +1,11 @@
 //! Storage: the torrent's files on disk.
 //!
 //! Files are created sparse at their final length (never written full of
-//! zeros). A verified piece is written through a memory map of exactly its
+//! zeros): the first [`MAX_OPEN_FILES`] when the storage is opened, the
+//! others when first written, so a torrent of 100 000 files starts at once.
+//! At most [`MAX_OPEN_FILES`] files are open at a time; the least recently
+//! used is closed when another is needed, and reopened (its path checked
+//! again for links) when used again. A verified piece is written through a memory map of exactly its
 //! byte range in each file it touches, which is unmapped at once: the process
 //! never keeps more than the pieces being written mapped, so its resident
 //! memory stays bounded however large the torrent (a map of the whole file
@@ -18,9 +22,11 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use memmap2::{Mmap, MmapOptions};
 use sha1::{Digest, Sha1};
@@ -78,13 +84,70 @@ pub enum Slot {
     Memory,
 }
 
+/// At most this many of the torrent's files are open at once; the least
+/// recently used is closed when another is needed. A torrent of 100 000
+/// files must not need 100 000 descriptors (the usual limit is 1 024).
+pub const MAX_OPEN_FILES: usize = 128;
+
+/// How one file is kept, as far as opening it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    /// On disk, at its path (a real file or a side file).
+    Disk,
+    /// Not stored (`Slot::Skip`) or held in memory (`Slot::Memory`).
+    Elsewhere,
+}
+
+/// The open files: a small cache keyed by file index, least recently used
+/// evicted. Handles are shared, so a file evicted while a read or write
+/// still uses it closes when that finishes.
+#[derive(Default)]
+struct OpenFiles {
+    /// Bumped on every use; an entry's stamp says when it was last used.
+    tick: u64,
+    entries: Vec<(usize, u64, Arc<File>)>,
+}
+
+impl OpenFiles {
+    fn get(&mut self, file: usize) -> Option<Arc<File>> {
+        self.tick += 1;
+        let tick = self.tick;
+        let e = self.entries.iter_mut().find(|e| e.0 == file)?;
+        e.1 = tick;
+        Some(e.2.clone())
+    }
+
+    fn insert(&mut self, file: usize, f: Arc<File>) {
+        self.tick += 1;
+        if let Some(e) = self.entries.iter_mut().find(|e| e.0 == file) {
+            *e = (file, self.tick, f);
+            return;
+        }
+        if self.entries.len() >= MAX_OPEN_FILES {
+            if let Some(oldest) = (0..self.entries.len()).min_by_key(|&i| self.entries[i].1) {
+                self.entries.swap_remove(oldest);
+            }
+        }
+        self.entries.push((file, self.tick, f));
+    }
+}
+
 /// The files of one torrent.
 pub struct Storage {
     layout: Layout,
     /// Each file's path on disk (for a skipped file, where it would be).
     paths: Vec<PathBuf>,
-    /// Open files; `None` for skipped ones.
-    files: Vec<Option<File>>,
+    /// How each file is kept.
+    kept: Vec<Kept>,
+    /// Whether each file exists on disk (files beyond the first
+    /// [`MAX_OPEN_FILES`] are created when first written).
+    on_disk: Vec<AtomicBool>,
+    /// The files open at the moment (at most [`MAX_OPEN_FILES`]).
+    open: Mutex<OpenFiles>,
+    /// The download folder, when no path below it may pass through a
+    /// symbolic link ([`Storage::open_in`]); files reopened later are
+    /// checked again.
+    root: Option<PathBuf>,
     /// Files written since the last sync.
     dirty: Vec<AtomicBool>,
     /// Whether any file already held data when opened (so a check is due).
@@ -93,7 +156,7 @@ pub struct Storage {
     unallocated: u64,
     /// The in-memory file's bytes, by offset in that file (one entry per
     /// piece span written). Only `Slot::Memory` uses it.
-    memory: std::sync::Mutex<std::collections::BTreeMap<u64, Vec<u8>>>,
+    memory: Mutex<std::collections::BTreeMap<u64, Vec<u8>>>,
     /// Which file is in memory, if any.
     memory_file: Option<usize>,
 }
@@ -107,8 +170,24 @@ impl Storage {
 
     /// Like [`Storage::open`], with each file kept as its [`Slot`] says.
     pub fn open_slots(layout: Layout, slots: Vec<Slot>) -> Result<Storage, StorageError> {
-        let mut files = Vec::with_capacity(slots.len());
+        Storage::create(layout, slots, None)
+    }
+
+    /// Looks at every file of `slots` (refusing links below `root`, if
+    /// given) before creating anything, then creates the first
+    /// [`MAX_OPEN_FILES`] stored files (and every empty one) at their
+    /// length, keeping them open. The others are created, or grown to
+    /// their length, when first used: creating 100 000 files up front
+    /// would take seconds.
+    fn create(
+        layout: Layout,
+        slots: Vec<Slot>,
+        root: Option<PathBuf>,
+    ) -> Result<Storage, StorageError> {
+        let mut kept = Vec::with_capacity(slots.len());
         let mut paths = Vec::with_capacity(slots.len());
+        let mut on_disk = Vec::with_capacity(slots.len());
+        let mut folders = Folders::default();
         let mut preexisting = false;
         let mut unallocated = 0u64;
         let mut memory_file = None;
@@ -116,84 +195,135 @@ impl Storage {
             let (path, side) = match slot {
                 Slot::File(p) => (p, false),
                 Slot::Side(p) => (p, true),
-                Slot::Memory => {
-                    paths.push(PathBuf::from(format!("<file {i}, in memory>")));
-                    files.push(None);
-                    memory_file = Some(i);
-                    continue;
-                }
-                Slot::Skip => {
-                    paths.push(PathBuf::from(format!("<file {i}, not selected>")));
-                    files.push(None);
+                Slot::Memory | Slot::Skip => {
+                    let what = if slot == Slot::Memory {
+                        memory_file = Some(i);
+                        "in memory"
+                    } else {
+                        "not selected"
+                    };
+                    paths.push(PathBuf::from(format!("<file {i}, {what}>")));
+                    kept.push(Kept::Elsewhere);
+                    on_disk.push(AtomicBool::new(false));
                     continue;
                 }
             };
-            let err = |op, source| StorageError {
-                op,
-                path: path.clone(),
-                source,
+            let meta = match &root {
+                Some(root) => refuse_symlinks_below(root, &path, &mut folders)?,
+                None => look_at(&path)?,
             };
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent).map_err(|e| err("create folder for", e))?;
-            }
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(|e| err("open", e))?;
-            let meta = file.metadata().map_err(|e| err("stat", e))?;
-            if !meta.is_file() {
-                return Err(err(
-                    "use",
-                    io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
-                ));
-            }
             let want = layout.file_length(i);
-            if meta.len() > 0 {
-                preexisting = true;
+            let mut allocated = 0;
+            if let Some(meta) = &meta {
+                if !meta.is_file() {
+                    return Err(StorageError {
+                        op: "use",
+                        path,
+                        source: io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+                    });
+                }
+                preexisting |= meta.len() > 0;
+                allocated = meta.blocks() * 512;
             }
             if !side {
                 // A side file only ever holds the edge of one or two pieces.
-                unallocated += want.saturating_sub(meta.blocks() * 512);
+                unallocated += want.saturating_sub(allocated);
             }
-            if meta.len() < want {
-                // Sparse: set_len allocates no blocks.
-                file.set_len(want).map_err(|e| err("size", e))?;
-            }
-            files.push(Some(file));
+            kept.push(Kept::Disk);
             paths.push(path);
+            on_disk.push(AtomicBool::new(meta.is_some()));
         }
-        let dirty = files.iter().map(|_| AtomicBool::new(false)).collect();
-        Ok(Storage {
+        let dirty = kept.iter().map(|_| AtomicBool::new(false)).collect();
+        let storage = Storage {
             layout,
             paths,
-            files,
+            kept,
+            on_disk,
+            open: Mutex::new(OpenFiles::default()),
+            root,
             dirty,
             preexisting,
             unallocated,
             memory: Default::default(),
             memory_file,
-        })
+        };
+        let mut opened = 0;
+        for i in 0..storage.kept.len() {
+            if storage.kept[i] == Kept::Disk
+                && (opened < MAX_OPEN_FILES || storage.layout.file_length(i) == 0)
+            {
+                storage.file(i)?;
+                opened += 1;
+            }
+        }
+        Ok(storage)
     }
 
-    /// The open file `i`, or an error if it is not stored.
-    fn file(&self, i: usize) -> Result<&File, StorageError> {
-        self.files[i].as_ref().ok_or_else(|| {
-            self.error(
+    /// File `i`, opened again if it was closed (created at its length if it
+    /// was never created), or an error if it is not stored on disk.
+    fn file(&self, i: usize) -> Result<Arc<File>, StorageError> {
+        if self.kept.get(i) != Some(&Kept::Disk) {
+            return Err(self.error(
                 "use",
                 i,
                 io::Error::new(io::ErrorKind::NotFound, "file not selected"),
-            )
-        })
+            ));
+        }
+        if let Some(f) = self.open_files().get(i) {
+            return Ok(f);
+        }
+        // Opened outside the lock: other threads' files stay usable meanwhile.
+        let path = &self.paths[i];
+        let no_follow = match &self.root {
+            Some(root) if path.starts_with(root) => {
+                refuse_symlinks_below(root, path, &mut Folders::default())?;
+                true
+            }
+            _ => false,
+        };
+        let err = |op, e| self.error(op, i, e);
+        let create = !self.on_disk[i].load(Ordering::Relaxed);
+        if create {
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent).map_err(|e| err("create folder for", e))?;
+            }
+        }
+        let f = open_file(path, create, no_follow).map_err(|e| err("open", e))?;
+        let meta = f.metadata().map_err(|e| err("stat", e))?;
+        if !meta.is_file() {
+            return Err(err(
+                "use",
+                io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+            ));
+        }
+        let want = self.layout.file_length(i);
+        if meta.len() < want {
+            // Sparse: set_len allocates no blocks. Never truncates.
+            f.set_len(want).map_err(|e| err("size", e))?;
+        }
+        self.on_disk[i].store(true, Ordering::Relaxed);
+        let f = Arc::new(f);
+        self.open_files().insert(i, f.clone());
+        Ok(f)
+    }
+
+    fn open_files(&self) -> std::sync::MutexGuard<'_, OpenFiles> {
+        // The cache holds no invariant a panic elsewhere could break.
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether every file piece `piece` touches has been created on disk.
+    fn piece_on_disk(&self, piece: u32) -> bool {
+        self.layout
+            .piece_spans(piece)
+            .all(|span| self.on_disk[span.file].load(Ordering::Relaxed))
     }
 
     /// Whether every file piece `piece` touches is stored on disk.
     pub fn stores_piece(&self, piece: u32) -> bool {
         self.layout
             .piece_spans(piece)
-            .all(|span| self.files[span.file].is_some())
+            .all(|span| self.kept.get(span.file) == Some(&Kept::Disk))
     }
 
     /// Copies `buf.len()` bytes at `offset` of the in-memory file out of the
@@ -248,16 +378,15 @@ impl Storage {
     /// filesystem says it has less free space than the files still need.
     /// Filesystems that cannot tell are given the benefit of the doubt.
     pub fn check_space(&self) -> Result<(), StorageError> {
-        let Some(first) = self.files.iter().flatten().next() else {
+        let Some(first_path) = self.kept.iter().position(|k| *k == Kept::Disk) else {
             return Ok(());
         };
-        let Some(free) = free_space(first) else {
+        let Some(free) = free_space(&*self.file(first_path)?) else {
             return Ok(());
         };
         if free >= self.unallocated {
             return Ok(());
         }
-        let first_path = self.files.iter().position(Option::is_some).unwrap_or(0);
         let dir = self.paths[first_path]
             .parent()
             .unwrap_or(Path::new("."))
@@ -277,18 +406,25 @@ impl Storage {
         })
     }
 
-    /// Each file's length and modification time, as the resume state records.
+    /// Each file's length and modification time, as the resume state
+    /// records; a file not stored, or gone from the disk, has a zero stamp.
     pub fn stamps(&self) -> io::Result<Vec<FileStamp>> {
-        self.files
+        let none = FileStamp {
+            length: 0,
+            mtime_ns: 0,
+        };
+        self.kept
             .iter()
-            .map(|f| {
-                let Some(f) = f else {
-                    return Ok(FileStamp {
-                        length: 0,
-                        mtime_ns: 0,
-                    });
+            .enumerate()
+            .map(|(i, k)| {
+                if *k != Kept::Disk || !self.on_disk[i].load(Ordering::Relaxed) {
+                    return Ok(none);
+                }
+                let m = match fs::metadata(&self.paths[i]) {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(none),
+                    Err(e) => return Err(e),
                 };
-                let m = f.metadata()?;
                 Ok(FileStamp {
                     length: m.len(),
                     mtime_ns: (m.mtime().max(0) as u64)
@@ -303,13 +439,18 @@ impl Storage {
     /// through a symbolic link below `dir` (the file itself or a folder
     /// between `dir` and it), so a link planted in the download folder cannot
     /// send writes outside it. `dir` itself may be a link.
+    ///
+    /// Files closed for lack of descriptors (see [`MAX_OPEN_FILES`]) are
+    /// checked the same way when opened again, and a file is never opened
+    /// through a link at its own name.
     pub fn open_in(dir: &Path, layout: Layout, slots: Vec<Slot>) -> Result<Storage, StorageError> {
+        let mut folders = Folders::default();
         for slot in &slots {
             if let Slot::File(path) | Slot::Side(path) = slot {
-                refuse_symlinks_below(dir, path)?;
+                refuse_symlinks_below(dir, path, &mut folders)?;
             }
         }
-        Storage::open_slots(layout, slots)
+        Storage::create(layout, slots, Some(dir.to_path_buf()))
     }
 
     /// The torrent's layout.
@@ -347,7 +488,7 @@ impl Storage {
             }
             let file = self.file(span.file)?;
             self.dirty[span.file].store(true, Ordering::Relaxed);
-            self.reserve(span.file, span.offset, span.len)?;
+            self.reserve(span.file, &file, span.offset, span.len)?;
             // SAFETY: the map covers a range inside the file (the file was
             // sized to its full length at open). Nothing else in this process
             // maps the same range for writing at the same time (a piece is
@@ -361,7 +502,7 @@ impl Storage {
                 MmapOptions::new()
                     .offset(span.offset)
                     .len(len)
-                    .map_mut(file)
+                    .map_mut(&*file)
             }
             .map_err(|e| self.error("map", span.file, e))?;
             // No read-ahead: the range is about to be overwritten whole, so
@@ -377,8 +518,7 @@ impl Storage {
     /// blocks, so writing them through a map cannot fault: the file must not
     /// have been shortened, and the blocks are allocated up front (a full
     /// disk becomes an error here instead of SIGBUS in the copy).
-    fn reserve(&self, file: usize, offset: u64, len: u64) -> Result<(), StorageError> {
-        let f = self.file(file)?;
+    fn reserve(&self, file: usize, f: &File, offset: u64, len: u64) -> Result<(), StorageError> {
         let size = f.metadata().map_err(|e| self.error("stat", file, e))?.len();
         if size < offset + len {
             return Err(self.error(
@@ -456,7 +596,7 @@ impl Storage {
                     .offset(span.offset)
                     .len(span.len as usize)
                     .populate()
-                    .map(file)
+                    .map(&*file)
             }
             .map_err(|e| self.error("map", span.file, e))?;
             maps.push((at, map));
@@ -476,7 +616,8 @@ impl Storage {
         expected: &[u8; 20],
         buf: &mut Vec<u8>,
     ) -> Result<bool, StorageError> {
-        if !self.stores_piece(piece) {
+        // A file not created yet holds nothing.
+        if !self.stores_piece(piece) || !self.piece_on_disk(piece) {
             return Ok(false);
         }
         let len = self.layout.piece_len(piece) as usize;
@@ -572,9 +713,18 @@ impl Storage {
     /// disk (the pages written through maps are in the page cache, which
     /// `fdatasync` writes out).
     pub fn sync(&self) -> Result<(), StorageError> {
-        for (i, f) in self.files.iter().enumerate() {
-            let Some(f) = f else { continue };
+        for i in 0..self.kept.len() {
             if self.dirty[i].swap(false, Ordering::Relaxed) {
+                // A file closed since it was written still has its pages in
+                // the page cache: syncing it through a new descriptor
+                // writes them out.
+                let f = match self.file(i) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        self.dirty[i].store(true, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                };
                 if let Err(e) = f.sync_data() {
                     self.dirty[i].store(true, Ordering::Relaxed);
                     return Err(self.error("sync", i, e));
@@ -633,14 +783,41 @@ fn free_space(f: &File) -> Option<u64> {
 /// Fails if any component of `path` below `dir` is a symbolic link (looked
 /// at with `symlink_metadata`, which does not follow links). Components that
 /// do not exist yet are fine: we create them as real folders and files.
-fn refuse_symlinks_below(dir: &Path, path: &Path) -> Result<(), StorageError> {
+/// Returns what is at `path` itself, if anything (followed as `stat` does
+/// for a path not below `dir`).
+///
+/// `folders` remembers the folders already looked at, so the files of one
+/// folder cost one look at it, not one each.
+fn refuse_symlinks_below(
+    dir: &Path,
+    path: &Path,
+    folders: &mut Folders,
+) -> Result<Option<fs::Metadata>, StorageError> {
     let Ok(rel) = path.strip_prefix(dir) else {
-        return Ok(());
+        return look_at(path);
     };
     let mut at = dir.to_path_buf();
-    for component in rel.components() {
+    let mut components = rel.components().peekable();
+    let mut last = None;
+    while let Some(component) = components.next() {
         at.push(component);
-        match fs::symlink_metadata(&at) {
+        let is_folder = components.peek().is_some();
+        if is_folder {
+            match folders.seen.get(&at) {
+                Some(true) => continue,
+                // Missing: nothing below it exists either.
+                Some(false) => return Ok(None),
+                None => {}
+            }
+        }
+        let found = fs::symlink_metadata(&at);
+        if is_folder {
+            let exists = !matches!(&found, Err(e) if e.kind() == io::ErrorKind::NotFound);
+            if found.as_ref().is_ok_and(|m| !m.file_type().is_symlink()) || !exists {
+                folders.seen.insert(at.clone(), exists);
+            }
+        }
+        match found {
             Ok(meta) if meta.file_type().is_symlink() => {
                 return Err(StorageError {
                     op: "write through",
@@ -651,8 +828,8 @@ fn refuse_symlinks_below(dir: &Path, path: &Path) -> Result<(), StorageError> {
                     ),
                 })
             }
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Ok(meta) => last = Some(meta),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => {
                 return Err(StorageError {
                     op: "inspect",
@@ -662,7 +839,40 @@ fn refuse_symlinks_below(dir: &Path, path: &Path) -> Result<(), StorageError> {
             }
         }
     }
-    Ok(())
+    Ok(last)
+}
+
+/// What is at `path` (links followed), if anything.
+fn look_at(path: &Path) -> Result<Option<fs::Metadata>, StorageError> {
+    match fs::metadata(path) {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StorageError {
+            op: "inspect",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Folders below the download folder already looked at by
+/// [`refuse_symlinks_below`]: `true` for a real folder, `false` for one
+/// that does not exist.
+#[derive(Default)]
+struct Folders {
+    seen: std::collections::HashMap<PathBuf, bool>,
+}
+
+/// Opens `path` for reading and writing, creating it if `create`; with
+/// `no_follow`, a symbolic link at `path` itself is an error (`ELOOP`)
+/// instead of being followed.
+fn open_file(path: &Path, create: bool, no_follow: bool) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.read(true).write(true).create(create).truncate(false);
+    if no_follow {
+        o.custom_flags(libc::O_NOFOLLOW);
+    }
+    o.open(path)
 }
 
 /// The on-disk path of every file of a torrent rooted at `dir`: `dir/name`
@@ -827,6 +1037,97 @@ mod tests {
         let paths = file_paths(&link, "t", true, &files);
         assert!(Storage::open_in(&link, layout, as_files(&paths)).is_ok());
         assert!(dir.join("t").join("sub").join("f").is_file());
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn more_files_than_descriptors_kept_open() {
+        let dir = tmp("many");
+        let n = MAX_OPEN_FILES + 72;
+        let lens = vec![10u64; n];
+        let layout = Layout::new(16, &lens);
+        let files: Vec<Vec<String>> = (0..n)
+            .map(|i| vec![format!("d{}", i / 50), format!("f{i}")])
+            .collect();
+        let paths = file_paths(&dir, "t", true, &files);
+        let st = Storage::open_in(&dir, layout.clone(), as_files(&paths)).unwrap();
+        // The first files are created at once, the others when written.
+        assert!(paths[..MAX_OPEN_FILES].iter().all(|p| p.is_file()));
+        assert!(!paths[MAX_OPEN_FILES].exists());
+        assert!(st.open_files().entries.len() <= MAX_OPEN_FILES);
+        assert_eq!(st.stamps().unwrap()[n - 1].length, 0);
+        // Checking finds nothing and creates nothing.
+        let mut buf = Vec::new();
+        assert!(!st
+            .check_piece(layout.num_pieces() - 1, &[0; 20], &mut buf)
+            .unwrap());
+        assert!(!paths[n - 1].exists());
+        let content: Vec<u8> = (0..layout.total_length()).map(|i| i as u8).collect();
+        let mut hashes = Vec::new();
+        for p in 0..layout.num_pieces() {
+            let s = layout.piece_offset(p) as usize;
+            let e = s + layout.piece_len(p) as usize;
+            st.write_piece(p, &content[s..e]).unwrap();
+            hashes.push(<[u8; 20]>::from(Sha1::digest(&content[s..e])));
+        }
+        assert!(paths.iter().all(|p| p.is_file()), "written files exist");
+        assert_eq!(st.stamps().unwrap()[n - 1].length, 10);
+        assert!(st.open_files().entries.len() <= MAX_OPEN_FILES);
+        // Files closed since they were written are synced all the same.
+        st.sync().unwrap();
+        assert!(st.dirty.iter().all(|d| !d.load(Ordering::Relaxed)));
+        for (i, p) in paths.iter().enumerate() {
+            assert_eq!(fs::read(p).unwrap(), &content[i * 10..i * 10 + 10]);
+        }
+        let mut buf = [0u8; 30];
+        st.read(0, 5, &mut buf).unwrap();
+        assert_eq!(&buf, &content[5..35]);
+        assert!(st.check_all(&hashes, 2, &|_| {}).unwrap().is_full());
+        assert!(st.open_files().entries.len() <= MAX_OPEN_FILES);
+        // A file gone from the disk has a zero stamp.
+        fs::remove_file(&paths[n - 1]).unwrap();
+        let stamps = st.stamps().unwrap();
+        assert_eq!(stamps[n - 1].length, 0);
+        assert_eq!(stamps[0].length, 10);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_closed_file_is_not_reopened_through_a_link_planted_since() {
+        use std::os::unix::fs::symlink;
+        let base = tmp("replant");
+        let outside = base.join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        let dir = base.join("dir");
+        let n = MAX_OPEN_FILES + 1;
+        let layout = Layout::new(16, &vec![16u64; n]);
+        let files: Vec<Vec<String>> = (0..n)
+            .map(|i| vec![if i == 0 { "a" } else { "b" }.to_string(), format!("f{i}")])
+            .collect();
+        let paths = file_paths(&dir, "t", true, &files);
+        let st = Storage::open_in(&dir, layout, as_files(&paths)).unwrap();
+        // The last file is not open (nor created: the first files filled
+        // the cache); its folder becomes a link to outside.
+        assert!(st.open_files().get(n - 1).is_none());
+        fs::rename(dir.join("t").join("b"), base.join("moved")).unwrap();
+        symlink(&outside, dir.join("t").join("b")).unwrap();
+        fs::write(outside.join(format!("f{}", n - 1)), vec![0u8; 16]).unwrap();
+        let err = st.write_piece(n as u32 - 1, &[7u8; 16]).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(
+            fs::read(outside.join(format!("f{}", n - 1))).unwrap(),
+            vec![0u8; 16]
+        );
+        // The file itself replaced by a link is refused too.
+        fs::remove_file(dir.join("t").join("b")).unwrap();
+        fs::rename(base.join("moved"), dir.join("t").join("b")).unwrap();
+        let victim = paths[n - 1].clone();
+        symlink(outside.join(format!("f{}", n - 1)), &victim).unwrap();
+        assert!(st.write_piece(n as u32 - 1, &[7u8; 16]).is_err());
+        assert_eq!(
+            fs::read(outside.join(format!("f{}", n - 1))).unwrap(),
+            vec![0u8; 16]
+        );
         fs::remove_dir_all(&base).unwrap();
     }
 
