@@ -475,8 +475,17 @@ impl Storage {
     /// file range it covers.
     pub fn write_piece(&self, piece: u32, data: &[u8]) -> Result<(), StorageError> {
         debug_assert_eq!(data.len(), self.layout.piece_len(piece) as usize);
+        self.write_at(piece, 0, data)
+    }
+
+    /// Writes `data` at `offset` inside piece `piece`. Whole verified
+    /// pieces come through [`Storage::write_piece`]; streamed (large)
+    /// pieces come here a group of blocks at a time, before the whole
+    /// piece is verified (it counts only once it is).
+    pub fn write_at(&self, piece: u32, offset: u32, data: &[u8]) -> Result<(), StorageError> {
+        let start = self.layout.piece_offset(piece) + offset as u64;
         let mut at = 0usize;
-        for span in self.layout.piece_spans(piece) {
+        for span in self.layout.spans(start, data.len() as u64) {
             let len = span.len as usize;
             let chunk = &data[at..at + len];
             at += len;
@@ -491,8 +500,10 @@ impl Storage {
             self.reserve(span.file, &file, span.offset, span.len)?;
             // SAFETY: the map covers a range inside the file (the file was
             // sized to its full length at open). Nothing else in this process
-            // maps the same range for writing at the same time (a piece is
-            // written by one worker, and pieces do not overlap). `reserve`
+            // maps the same range for writing at the same time, except
+            // endgame copies of a small piece, which write the same verified
+            // bytes (a streamed piece is handed to one worker at a time, and
+            // pieces do not overlap). `reserve`
             // just checked the file still covers the range and allocated its
             // blocks, so neither a shortened file nor a full disk turns the
             // copy into SIGBUS; only another process truncating the file in
@@ -668,45 +679,6 @@ impl Storage {
             }
         }
         Ok(have)
-    }
-
-    /// Writes `data` at `offset` inside piece `piece`: the path of streamed
-    /// (large) pieces, whose hashed blocks go to the file before the whole
-    /// piece is verified (it counts only once it is). Same rules as
-    /// [`Storage::write_piece`]: blocks reserved first, each map only for
-    /// its copy.
-    pub fn write_at(&self, piece: u32, offset: u32, data: &[u8]) -> Result<(), StorageError> {
-        let start = self.layout.piece_offset(piece) + offset as u64;
-        let mut at = 0usize;
-        for span in self.layout.spans(start, data.len() as u64) {
-            let len = span.len as usize;
-            let chunk = &data[at..at + len];
-            at += len;
-            if self.memory_file == Some(span.file) {
-                if let Ok(mut mem) = self.memory.lock() {
-                    mem.insert(span.offset, chunk.to_vec());
-                }
-                continue;
-            }
-            let file = self.file(span.file)?;
-            self.dirty[span.file].store(true, Ordering::Relaxed);
-            self.reserve(span.file, span.offset, span.len)?;
-            // SAFETY: as in `write_piece`: the range is inside the file, just
-            // checked and allocated by `reserve`; a streamed piece is written
-            // by one worker only (the coordinator hands it out once), and
-            // the map lives only for this copy.
-            let mut map = unsafe {
-                MmapOptions::new()
-                    .offset(span.offset)
-                    .len(len)
-                    .map_mut(file)
-            }
-            .map_err(|e| self.error("map", span.file, e))?;
-            let _ = map.advise(memmap2::Advice::Random);
-            map.copy_from_slice(chunk);
-            drop(map);
-        }
-        Ok(())
     }
 
     /// Flushes the data of every file written since the last sync to the

@@ -180,6 +180,34 @@ fn wrong_data_for_every_piece_gets_the_peer_banned() {
     assert_eq!(liar.connections(), 1, "a banned peer is not dialled again");
 }
 
+/// The same with 2 MiB pieces, which are streamed to the file through a
+/// window before they are verified: the liar's bytes land in the file, the
+/// piece fails, and the honest seeder's copy replaces them.
+#[test]
+fn wrong_data_in_streamed_large_pieces_is_replaced_by_good_data() {
+    let tmp = TempDir::new("hostile-stream");
+    let content = single_file(tmp.path(), 8 << 20, 2 << 20, &[]);
+    let liar = HostilePeer::start(&content.meta, Behaviour::WrongData);
+    // The honest seeder is slow (1 ms a block), so the liar's pieces
+    // complete, and fail, first.
+    let honest = SlowSeeder::start(&content, Duration::from_millis(1));
+    let out = tmp.path().join("out");
+    let d = download(
+        &content.torrent,
+        &out,
+        &[liar.addr.to_string(), honest.addr.to_string()],
+        &[],
+    );
+    assert_healthy("WrongData, 2 MiB pieces", &d, POOL);
+    assert_same_tree(&content.root.join("file.bin"), &out.join("file.bin"));
+    assert!(
+        d.run.stderr.contains("failed its hash check"),
+        "no failed piece logged:\n{}",
+        d.run.stderr
+    );
+    assert_eq!(liar.connections(), 1, "a banned peer is not dialled again");
+}
+
 #[test]
 fn block_that_was_not_requested_ends_the_connection() {
     violation(Behaviour::UnrequestedBlock, "not a block");
