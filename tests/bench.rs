@@ -81,16 +81,30 @@ enum Client {
     Tget,
     Aria2,
     Libtorrent,
+    /// Only when `cargo install rqbit` put it on PATH.
+    Rqbit,
 }
 
 impl Client {
-    const ALL: [Client; 3] = [Client::Tget, Client::Aria2, Client::Libtorrent];
+    /// The clients to compare: tget, aria2c, libtorrent, and rqbit if it
+    /// is on PATH.
+    fn all() -> Vec<Client> {
+        let mut v = vec![Client::Tget, Client::Aria2, Client::Libtorrent];
+        let on_path = std::env::var_os("PATH").is_some_and(|paths| {
+            std::env::split_paths(&paths).any(|d| d.join("rqbit").is_file())
+        });
+        if on_path {
+            v.push(Client::Rqbit);
+        }
+        v
+    }
 
     fn name(self) -> &'static str {
         match self {
             Client::Tget => "tget",
             Client::Aria2 => "aria2c",
             Client::Libtorrent => "libtorrent",
+            Client::Rqbit => "rqbit",
         }
     }
 
@@ -138,6 +152,19 @@ impl Client {
                 v.push(t.file.clone().into());
                 v.push(out.into());
                 v.push(port.to_string().into());
+            }
+            Client::Rqbit => {
+                // Not run here (rqbit was not installed): the flags are
+                // rqbit's documented ones, check them against `rqbit --help`.
+                v.push("rqbit".into());
+                for a in ["--disable-dht", "--disable-dht-persistence"] {
+                    v.push(a.into());
+                }
+                v.push("download".into());
+                v.push("--exit-on-finish".into());
+                v.push("--output-folder".into());
+                v.push(out.into());
+                v.push(t.file.clone().into());
             }
         }
         v
@@ -438,7 +465,7 @@ fn bench(seeders: usize) {
     );
     let python_mib = python_baseline_mib(&sw.dir);
 
-    let mut results: Vec<(Client, Vec<Usage>)> = Client::ALL.iter().map(|&c| (c, vec![])).collect();
+    let mut results: Vec<(Client, Vec<Usage>)> = Client::all().into_iter().map(|c| (c, vec![])).collect();
     let (mut discarded, mut kept_disturbed) = (0u32, 0u32);
     for round in 1..=repeats {
         for (client, runs) in &mut results {
@@ -466,10 +493,25 @@ fn bench(seeders: usize) {
         "\n{mib} MiB (256 KiB pieces), {seeders} libtorrent seeder(s) on 127.0.0.1, \
          HTTP opentracker; median of {repeats} run(s)\n\n\
          | client | median wall s | MiB/s | median CPU s (user+sys) | CPU s per GiB \
-         | median peak RSS MiB | median seeders' CPU s |\n\
-         |---|---:|---:|---:|---:|---:|---:|\n"
+         | median peak RSS MiB | median seeders' CPU s | tget's wall / CPU / RSS as a share of it |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n"
     );
+    let medians = |runs: &[Usage]| {
+        (
+            median(runs.iter().map(|u| u.wall).collect()),
+            median(runs.iter().map(Usage::cpu).collect()),
+            median(runs.iter().map(|u| u.max_rss_kib as f64).collect()),
+        )
+    };
+    let ours = medians(&results[0].1);
     for (client, runs) in &results {
+        let theirs = medians(runs);
+        let ratio = format!(
+            "{:.2} / {:.2} / {:.2}",
+            ours.0 / theirs.0,
+            ours.1 / theirs.1,
+            ours.2 / theirs.2
+        );
         let wall = median(runs.iter().map(|u| u.wall).collect());
         let cpu = median(runs.iter().map(Usage::cpu).collect());
         let rss = median(runs.iter().map(|u| u.max_rss_kib as f64 / 1024.0).collect());
@@ -480,7 +522,7 @@ fn bench(seeders: usize) {
             ""
         };
         table.push_str(&format!(
-            "| {}{star} | {wall:.2} | {:.0} | {cpu:.2} | {:.2} | {rss:.1} | {seed_cpu:.2} |\n",
+            "| {}{star} | {wall:.2} | {:.0} | {cpu:.2} | {:.2} | {rss:.1} | {seed_cpu:.2} | {ratio} |\n",
             client.name(),
             mib as f64 / wall,
             cpu / gib,
