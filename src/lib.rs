@@ -30,4 +30,5 @@ pub mod source;
 pub mod storage;
 pub mod tracker;
 pub mod units;
+pub mod verify;
 pub mod wire;

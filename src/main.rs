@@ -373,19 +373,8 @@ fn download(
                 .map_err(|e| fail(exit::USAGE, e))?;
         // The magnet link's `so` (BEP 53), unless the command line chose.
         if let (None, Some(so)) = (&config.selected, magnet_select) {
-            let mut mask = vec![false; names.len()];
-            for i in so {
-                match mask.get_mut(i) {
-                    Some(m) => *m = true,
-                    None => log::warn!("so={i}: the torrent has {} files", names.len()),
-                }
-            }
-            if !mask.contains(&true) {
-                return Err(fail(
-                    exit::BAD_INPUT,
-                    "the magnet link's so= selects no file of this torrent",
-                ));
-            }
+            let mask =
+                select::from_indexes(names.len(), &so).map_err(|e| fail(exit::BAD_INPUT, e))?;
             config.selected = Some(mask);
         }
         let to_stdout = pick.stdout || pick.output.is_some();
@@ -719,84 +708,38 @@ fn info(
 
 fn verify(torrent: &str, dir: &Path, json: bool, quiet: bool) -> Result<(), Failure> {
     let meta = load(torrent)?;
-    let i = &meta.info;
-    let lengths: Vec<u64> = i.files.iter().map(|f| f.length).collect();
-    let layout = tget::layout::Layout::new(i.piece_length, &lengths);
-    let files: Vec<Vec<String>> = i.files.iter().map(|f| f.path.clone()).collect();
-    let paths = storage::file_paths(dir, &i.name, i.multi_file, &files);
-    for p in &paths {
-        if !p.exists() {
-            return Err(fail(exit::DISK, format!("missing file {}", p.display())));
-        }
-    }
-    let st =
-        storage::Storage::open(layout.clone(), paths.clone()).map_err(|e| fail(exit::DISK, e))?;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let checked = std::sync::atomic::AtomicU64::new(0);
     let done = AtomicBool::new(false);
     let show = !quiet && std::io::stderr().is_terminal();
-    let have = std::thread::scope(|s| {
+    let total = meta.info.num_pieces();
+    let report = std::thread::scope(|s| {
         if show {
             s.spawn(|| {
-                let total = layout.num_pieces();
                 while !done.load(Ordering::Relaxed) {
-                    eprint!(
-                        "\r\x1b[2Kchecking {}/{total} pieces",
-                        checked.load(Ordering::Relaxed)
-                    );
+                    let n = checked.load(Ordering::Relaxed);
+                    status_line(&format!("checking {n}/{total} pieces"), false);
                     std::thread::sleep(Duration::from_millis(250));
                 }
-                eprint!("\r\x1b[2K");
+                status_line("", false);
             });
         }
-        let r = st.check_all(&i.pieces, threads, &|_| {
+        let r = tget::verify::check(&meta, dir, threads, &|_| {
             checked.fetch_add(1, Ordering::Relaxed);
         });
         done.store(true, Ordering::Relaxed);
         r
     })
     .map_err(|e| fail(exit::DISK, e))?;
-    let good_bytes: u64 = have.ones().map(|p| layout.piece_len(p) as u64).sum();
-    let bad_per_file: Vec<usize> = (0..paths.len())
-        .map(|n| layout.file_pieces(n).filter(|&x| !have.get(x)).count())
-        .collect();
     if json {
-        let files = paths.iter().zip(&bad_per_file).map(|(p, bad)| {
-            tget::json::Object::new()
-                .str("path", &p.display().to_string())
-                .num("bad_pieces", *bad as u64)
-                .finish()
-        });
-        let obj = tget::json::Object::new()
-            .num("version", 1)
-            .str("name", &i.name)
-            .str("info_hash", &meta.info_hash_hex())
-            .num("pieces", have.len() as u64)
-            .num("pieces_good", have.count() as u64)
-            .num("bytes", layout.total_length())
-            .num("bytes_good", good_bytes)
-            .bool("complete", have.is_full())
-            .raw("files", &tget::json::array(files))
-            .finish();
-        println!("{obj}");
+        write_stdout(format!("{}\n", report::verify_json(&report)).as_bytes())?;
     } else if !quiet {
-        println!(
-            "{}: {} of {} pieces good ({:.1}%)",
-            i.name,
-            have.count(),
-            have.len(),
-            have.count() as f64 * 100.0 / have.len().max(1) as f64
-        );
-        for (p, bad) in paths.iter().zip(&bad_per_file) {
-            if *bad > 0 {
-                println!("  {}: {bad} bad or missing pieces", p.display());
-            }
-        }
+        write_stdout(report::verify_text(&report).as_bytes())?;
     }
-    if have.is_full() {
+    if report.complete() {
         Ok(())
     } else {
-        Err(fail(exit::DISK, format!("{}: incomplete", i.name)))
+        Err(fail(exit::DISK, format!("{}: incomplete", report.name)))
     }
 }
 

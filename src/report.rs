@@ -109,6 +109,42 @@ pub fn started_event(meta: &Metainfo) -> String {
         .finish()
 }
 
+/// `tget verify --json`: one object.
+pub fn verify_json(r: &crate::verify::Report) -> String {
+    let files = r.files.iter().map(|(p, bad)| {
+        Object::new()
+            .str("path", &p.display().to_string())
+            .num("bad_pieces", *bad as u64)
+            .finish()
+    });
+    Object::new()
+        .num("version", 1)
+        .str("name", &r.name)
+        .str("info_hash", &r.info_hash)
+        .num("pieces", r.pieces as u64)
+        .num("pieces_good", r.pieces_good as u64)
+        .num("bytes", r.bytes)
+        .num("bytes_good", r.bytes_good)
+        .bool("complete", r.complete())
+        .raw("files", &crate::json::array(files))
+        .finish()
+}
+
+/// `tget verify`'s text: a summary line, then each file with bad pieces.
+pub fn verify_text(r: &crate::verify::Report) -> String {
+    let mut out = format!(
+        "{}: {} of {} pieces good ({:.1}%)\n",
+        r.name,
+        r.pieces_good,
+        r.pieces,
+        r.pieces_good as f64 * 100.0 / r.pieces.max(1) as f64
+    );
+    for (p, bad) in r.files.iter().filter(|(_, bad)| *bad > 0) {
+        out.push_str(&format!("  {}: {bad} bad or missing pieces\n", p.display()));
+    }
+    out
+}
+
 /// `metadata`: a magnet link's metadata arrived (before `started`).
 pub fn metadata_event(meta: &Metainfo, seconds: f64, peers: usize) -> String {
     event("metadata")

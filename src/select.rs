@@ -143,9 +143,36 @@ pub fn select(
     Ok(Some(chosen))
 }
 
+/// A magnet link's `so` indexes (BEP 53) as a per-file mask over `count`
+/// files; indexes past the end are ignored (logged), and a selection that
+/// names no file of the torrent is an error.
+pub fn from_indexes(count: usize, indexes: &[usize]) -> Result<Vec<bool>, String> {
+    let mut mask = vec![false; count];
+    for &i in indexes {
+        match mask.get_mut(i) {
+            Some(m) => *m = true,
+            None => log::warn!("so={i}: the torrent has {count} files"),
+        }
+    }
+    if mask.contains(&true) {
+        Ok(mask)
+    } else {
+        Err("the magnet link's so= selects no file of this torrent".into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn so_indexes_become_a_mask_and_out_of_range_ones_are_ignored() {
+        assert_eq!(
+            from_indexes(4, &[1, 3, 9]).unwrap(),
+            vec![false, true, false, true]
+        );
+        assert!(from_indexes(2, &[5]).is_err());
+    }
 
     #[test]
     fn globs() {

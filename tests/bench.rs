@@ -90,9 +90,8 @@ impl Client {
     /// is on PATH.
     fn all() -> Vec<Client> {
         let mut v = vec![Client::Tget, Client::Aria2, Client::Libtorrent];
-        let on_path = std::env::var_os("PATH").is_some_and(|paths| {
-            std::env::split_paths(&paths).any(|d| d.join("rqbit").is_file())
-        });
+        let on_path = std::env::var_os("PATH")
+            .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join("rqbit").is_file()));
         if on_path {
             v.push(Client::Rqbit);
         }
@@ -465,7 +464,8 @@ fn bench(seeders: usize) {
     );
     let python_mib = python_baseline_mib(&sw.dir);
 
-    let mut results: Vec<(Client, Vec<Usage>)> = Client::all().into_iter().map(|c| (c, vec![])).collect();
+    let mut results: Vec<(Client, Vec<Usage>)> =
+        Client::all().into_iter().map(|c| (c, vec![])).collect();
     let (mut discarded, mut kept_disturbed) = (0u32, 0u32);
     for round in 1..=repeats {
         for (client, runs) in &mut results {
