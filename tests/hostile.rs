@@ -122,12 +122,16 @@ fn download_beside(how: Behaviour) -> (HostilePeer, Done) {
     let tmp = TempDir::new("hostile");
     let content = single_file(tmp.path(), SIZE, PIECE, &[]);
     let hostile = HostilePeer::start(&content.meta, how);
-    let honest = seeder(&content, false);
+    // The honest seeder takes 1 ms a block (about 0.15 s for the whole), so
+    // the download cannot finish before tget has dealt with the hostile
+    // peer (a fast in-process seeder sometimes won the race, and the
+    // behaviour under test never happened).
+    let honest = SlowSeeder::start(&content, Duration::from_millis(1));
     let out = tmp.path().join("out");
     let d = download(
         &content.torrent,
         &out,
-        &[hostile.addr.to_string(), addr_of(&honest)],
+        &[hostile.addr.to_string(), honest.addr.to_string()],
         &[],
     );
     assert_healthy(&format!("{how:?}"), &d, POOL);
