@@ -342,6 +342,13 @@ fn peers_that_lie_about_the_metadata_are_refused_and_an_honest_one_serves_it() {
     assert!(run.status.success(), "{}", run.stderr);
     let meta = Metainfo::from_file(&saved).unwrap();
     assert_eq!(meta.info_bytes, content.meta.info_bytes);
+    // Both were dialled (their accept loops may lag the kernel a little).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (liar.conns.load(Ordering::Relaxed) == 0 || huge.conns.load(Ordering::Relaxed) == 0)
+        && Instant::now() < deadline
+    {
+        thread::sleep(Duration::from_millis(20));
+    }
     assert!(liar.conns.load(Ordering::Relaxed) >= 1);
     assert!(huge.conns.load(Ordering::Relaxed) >= 1);
 }
