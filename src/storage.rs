@@ -516,9 +516,15 @@ impl Storage {
                     .map_mut(&*file)
             }
             .map_err(|e| self.error("map", span.file, e))?;
-            // No read-ahead: the range is about to be overwritten whole, so
-            // faulting in (zero-filling) the pages around it is wasted work.
-            let _ = map.advise(memmap2::Advice::Random);
+            // Fault the range in writable with one call (MADV_POPULATE_WRITE,
+            // Linux 5.14+) instead of one trap per 4 KiB page during the copy:
+            // about 20 % less CPU per GiB here (docs/PERFORMANCE.md). Where the
+            // kernel lacks it: no read-ahead at least, since the range is about
+            // to be overwritten whole and zero-filling the pages around it is
+            // wasted work.
+            if map.advise(memmap2::Advice::PopulateWrite).is_err() {
+                let _ = map.advise(memmap2::Advice::Random);
+            }
             map.copy_from_slice(chunk);
             drop(map);
         }
