@@ -39,8 +39,13 @@ pub enum Event {
         peer_id: [u8; 20],
         inbound: bool,
     },
-    /// The worker's peer sent its bitfield (already validated).
-    Bitfield { worker: usize, bits: Bitfield },
+    /// The worker's peer sent its bitfield (already validated); the worker
+    /// told the peer it is interested if it lacks some of those pieces.
+    Bitfield {
+        worker: usize,
+        bits: Bitfield,
+        interested: bool,
+    },
     /// The worker's peer announced a piece (already range-checked).
     Have { worker: usize, piece: u32 },
     /// The worker wants up to `count` more pieces; it waits for `Assign`.
@@ -552,12 +557,19 @@ impl Coordinator {
                 peer_id,
                 inbound,
             } => self.on_handshake(worker, addr, peer_id, inbound),
-            Event::Bitfield { worker, bits } => {
+            Event::Bitfield {
+                worker,
+                bits,
+                interested,
+            } => {
                 if let Some(c) = self.conns[worker].as_mut() {
                     self.picker.remove_peer(&c.bits);
                     self.picker.add_peer(&bits);
                     c.wanted = self.picker.wanted_from(&bits);
                     c.bits = bits;
+                    // The worker may have said "interested" already; from
+                    // here the coordinator decides (and may take it back).
+                    c.interesting |= interested;
                     self.update_interest(worker);
                 }
             }

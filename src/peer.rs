@@ -163,6 +163,8 @@ pub(crate) struct WorkerCtx {
     pub dht_port: Option<u16>,
     /// Our IPv6 DHT node's port, told to IPv6 peers (BEP 32).
     pub dht_port6: Option<u16>,
+    /// Whether we download at all (not `tget seed`).
+    pub may_download: bool,
 }
 
 /// The worker thread's body: run jobs until the queue closes.
@@ -1301,10 +1303,30 @@ impl<'a> Connection<'a> {
             }
         }
         self.peer_bits = bits.clone();
+        let interested = self.interest_at_once();
         let _ = self.ctx.events.send(Event::Bitfield {
             worker: self.ctx.id,
             bits,
+            interested,
         });
+    }
+
+    /// On the peer's first word about its pieces: if it has one we lack,
+    /// say we are interested now rather than after the coordinator's
+    /// answer, which reaches a worker blocked in a read only at the next
+    /// read timeout (100 ms lost at the start of every connection). The
+    /// coordinator is told, and says "not interested" if none of those
+    /// pieces is wanted (file selection). Never while only serving.
+    fn interest_at_once(&mut self) -> bool {
+        if !self.ctx.may_download || self.am_interested {
+            return false;
+        }
+        let lacking = self.peer_bits.ones().any(|i| !self.ours.get(i));
+        if lacking {
+            self.am_interested = true;
+            self.send(Message::Interested);
+        }
+        lacking
     }
 
     /// Have-all: the peer is a seed (instead of a full bitfield).
@@ -1314,9 +1336,11 @@ impl<'a> Connection<'a> {
             return Err(bad("have-all after pieces were announced"));
         }
         self.peer_bits.fill();
+        let interested = self.interest_at_once();
         let _ = self.ctx.events.send(Event::Bitfield {
             worker: self.ctx.id,
             bits: self.peer_bits.clone(),
+            interested,
         });
         Ok(())
     }
@@ -1680,6 +1704,7 @@ mod tests {
             private: false,
             dht_port: None,
             dht_port6: None,
+            may_download: true,
         };
         Rig {
             ctx,
@@ -1792,5 +1817,51 @@ mod tests {
             Close::Quiet(why) => assert!(why.contains("peer closed"), "{why}"),
             other => panic!("expected a quiet end, got {other:?}"),
         }
+    }
+
+    /// What a peer that sends a full bitfield hears from us before it hangs
+    /// up, with nobody answering for the coordinator.
+    fn first_words(tag: &str, may_download: bool) -> Vec<u8> {
+        let mut r = rig(tag);
+        r.ctx.may_download = may_download;
+        r.control
+            .send(ToWorker::Accept {
+                ours: Bitfield::new(3),
+            })
+            .unwrap();
+        let (stream, mut theirs) = pair();
+        let addr = stream.peer_addr().unwrap();
+        let peer = thread::spawn(move || {
+            let mut h = Handshake::new([3; 20], [5; 20]).encode().to_vec();
+            h.extend([0, 0, 0, 2, 5, 0b1110_0000]); // bitfield: all 3 pieces
+            theirs.write_all(&h).unwrap();
+            let _ = theirs.set_read_timeout(Some(Duration::from_millis(50)));
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            let until = Instant::now() + Duration::from_millis(300);
+            while Instant::now() < until {
+                if let Ok(n) = theirs.read(&mut buf) {
+                    got.extend_from_slice(&buf[..n]);
+                }
+            }
+            got // dropping `theirs` ends the connection
+        });
+        let mut conn = Connection::new(&r.ctx, stream, addr, false);
+        let _ = conn.run();
+        drop(conn);
+        peer.join().unwrap()
+    }
+
+    #[test]
+    fn interest_is_said_at_once_on_the_bitfield_unless_only_serving() {
+        let interested = [0, 0, 0, 1, 2];
+        let heard = first_words("interest", true);
+        let after_handshake = &heard[HANDSHAKE_LEN..];
+        assert!(
+            after_handshake.windows(5).any(|w| w == interested),
+            "{after_handshake:?}"
+        );
+        let heard = first_words("serving", false);
+        assert!(!heard[HANDSHAKE_LEN..].windows(5).any(|w| w == interested));
     }
 }

@@ -368,6 +368,7 @@ impl Session {
                 private: meta.info.private,
                 dht_port: dht_port(&dht, false),
                 dht_port6: dht_port(&dht, true),
+                may_download: !config.serve_only,
             };
             spawn(format!("peer-{id}"), move || peer::run(ctx))?;
         }
