@@ -486,6 +486,7 @@ pub fn fetch(cfg: &FetchConfig, stop: &AtomicBool) -> Result<Fetched, FetchError
         idle: n,
         had_it: HashSet::new(),
         solo: None,
+        disagreed: HashSet::new(),
     };
     state.add_peers(&cfg.peers);
     let result = loop {
@@ -608,6 +609,8 @@ struct FetchState {
     /// After a failed check with several senders: one peer at a time sends
     /// every piece (`Some(None)`: nobody chosen yet).
     solo: Option<Option<usize>>,
+    /// Peers sent away because their size disagreed with the first offer.
+    disagreed: HashSet<SocketAddr>,
 }
 
 impl FetchState {
@@ -697,6 +700,7 @@ impl FetchState {
                 }
                 if self.assembly.as_ref().is_some_and(|a| a.size() != size) {
                     debug!("{addr}: metadata_size {size} disagrees with other peers");
+                    self.disagreed.insert(addr);
                     let _ = cmds[worker].send(Cmd::Close);
                     return None;
                 }
@@ -738,14 +742,19 @@ impl FetchState {
                             info!("metadata from {culprits:?} failed its hash check; banned");
                             for a in culprits {
                                 self.ban(a);
-                                for (w, r) in self.ready.iter().enumerate() {
-                                    if *r == Some(a) {
-                                        let _ = cmds[w].send(Cmd::Close);
+                                for (w, cmd) in cmds.iter().enumerate() {
+                                    if self.ready[w] == Some(a) {
+                                        let _ = cmd.send(Cmd::Close);
+                                        self.ready[w] = None;
+                                        self.assigned[w].clear();
                                     }
                                 }
                             }
                             if self.solo.is_some() {
                                 self.solo = Some(None);
+                            }
+                            if self.ready.iter().all(Option::is_none) {
+                                self.forget_size();
                             }
                         }
                     }
@@ -774,9 +783,15 @@ impl FetchState {
                     }
                 }
                 self.idle += 1;
+                // A peer sent away for disagreeing with a size since
+                // forgotten is asked again at once.
+                let again = self.assembly.is_none() && self.disagreed.remove(&addr);
                 if let Some(k) = self.known.get_mut(&addr) {
                     k.busy = false;
-                    k.next_try = Instant::now() + RETRY_AFTER;
+                    k.next_try = Instant::now() + if again { Duration::ZERO } else { RETRY_AFTER };
+                }
+                if self.ready.iter().all(Option::is_none) {
+                    self.forget_size();
                 }
                 for w in 0..self.ready.len() {
                     self.assign(w, cmds);
@@ -784,6 +799,22 @@ impl FetchState {
             }
         }
         None
+    }
+
+    /// No peer that offered the metadata is left: the size they gave may
+    /// have been a lie, so the next peer to offer it sets the size afresh,
+    /// and the peers sent away for disagreeing are asked again at once.
+    fn forget_size(&mut self) {
+        if self.assembly.take().is_some() {
+            debug!("metadata: no peer left that offered it; size forgotten");
+            self.solo = None;
+            let now = Instant::now();
+            for a in &self.disagreed {
+                if let Some(k) = self.known.get_mut(a).filter(|k| !k.banned && !k.busy) {
+                    k.next_try = now;
+                }
+            }
+        }
     }
 
     fn ban(&mut self, addr: SocketAddr) {

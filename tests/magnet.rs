@@ -179,6 +179,8 @@ enum Act {
     LieAboutMetadata { size: usize },
     /// Offers metadata ten times the bound.
     HugeMetadata,
+    /// Offers metadata of a wrong size and sends bytes of that size.
+    WrongSize { size: usize },
     /// Has no pieces; sends a ut_pex message naming `peers`.
     Exchange { peers: Vec<SocketAddr> },
 }
@@ -251,6 +253,7 @@ fn serve(
         metadata_size: match act {
             Act::LieAboutMetadata { size } => Some(size as u64),
             Act::HugeMetadata => Some(10 * extension::MAX_METADATA_SIZE),
+            Act::WrongSize { size } => Some(size as u64),
             Act::Exchange { .. } => None,
         },
         ..ExtHandshake::default()
@@ -277,8 +280,12 @@ fn serve(
                 if id == 0 {
                     their_ids = ExtHandshake::decode(payload).unwrap_or_default();
                 } else if id == 3 {
-                    if let (Ok(MetaMessage::Request(p)), Act::LieAboutMetadata { size }) =
-                        (MetaMessage::decode(payload), &act)
+                    let lie_size = match &act {
+                        Act::LieAboutMetadata { size } | Act::WrongSize { size } => Some(*size),
+                        _ => None,
+                    };
+                    if let (Ok(MetaMessage::Request(p)), Some(size)) =
+                        (MetaMessage::decode(payload), lie_size.as_ref())
                     {
                         let lie = vec![
                             0xAB;
@@ -351,6 +358,33 @@ fn peers_that_lie_about_the_metadata_are_refused_and_an_honest_one_serves_it() {
     }
     assert!(liar.conns.load(Ordering::Relaxed) >= 1);
     assert!(huge.conns.load(Ordering::Relaxed) >= 1);
+}
+
+/// A peer that is first to offer the metadata sets its size; one that lies
+/// about the size (and sends bytes of that size) fails the check, and the
+/// honest peer, sent away for disagreeing, is asked again.
+#[test]
+fn a_lie_about_the_size_from_the_first_peer_is_survived() {
+    let t = TempDir::new("magnet-size");
+    let content = single_file(t.path(), 300_000, 16 * 1024, &[]);
+    let size = content.meta.info_bytes.len() + 7;
+    let liar = FakePeer::start(content.meta.info_hash, Act::WrongSize { size });
+    let seed = seeder(&content, false);
+    let saved = t.path().join("saved.torrent");
+    // The liar is dialled first (the link's x.pe), the honest peer right
+    // after (--peer); when the liar's offer comes first, as it mostly does,
+    // the honest one is sent away for disagreeing and must be asked again.
+    let link = magnet(&content.meta, &format!("&x.pe={}", liar.addr));
+    let run = run_with_limit(
+        tget()
+            .args(["info", &link, "--timeout", "40s", "--peer", &addr_of(&seed)])
+            .arg("--save")
+            .arg(&saved),
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let meta = Metainfo::from_file(&saved).unwrap();
+    assert_eq!(meta.info_bytes, content.meta.info_bytes);
 }
 
 #[test]
