@@ -1,12 +1,13 @@
 //! Property-based fuzzing of every parser that reads outside input: the
 //! bencode decoder, the metainfo parser, the peer wire parser and framing,
-//! and the HTTP and UDP tracker reply parsers. Random and mutated inputs
-//! never panic, either parse or return an error, and never allocate more
-//! than a bound (measured by a peak-counting global allocator).
+//! the HTTP and UDP tracker reply parsers, magnet links, and the extension
+//! messages (extended handshake, ut_metadata, ut_pex) with the metadata
+//! assembly. Random and mutated inputs never panic, either parse or return
+//! an error, and never allocate more than a bound (measured by a
+//! peak-counting global allocator).
 //!
 //! `cargo test` runs proptest's default number of cases (256 per property);
-//! `.ci/run` runs this binary in release with `PROPTEST_CASES=20000`.
-//! Magnet links have no parser yet (see docs/THREATS.md).
+//! `.ci/run` runs this binary with `PROPTEST_CASES=50000`.
 //!
 //! The allocator's counters are process-wide, so every test here holds one
 //! lock for its whole run: the tests of this binary run one at a time.
@@ -855,4 +856,66 @@ fn magnet_with_a_megabyte_of_parameters_is_refused_within_the_bound() {
     let (r, peak) = measured(|| tget::magnet::Magnet::parse(&link));
     assert!(r.is_err());
     assert!(peak <= 64 * 1024, "{peak} bytes");
+}
+
+// ---------------------------------------------------------------------------
+// Extension messages (BEP 10, 9, 11)
+// ---------------------------------------------------------------------------
+
+/// Valid-looking extension payloads, then mutated.
+fn extension_payload() -> impl Strategy<Value = Vec<u8>> {
+    let seeds = prop::sample::select(vec![
+        tget::extension::ours(500, 6881, "127.0.0.1".parse().unwrap(), Some(31235), true).encode(),
+        b"d12:complete_agoi-1e1:md11:ut_metadatai2e6:ut_pexi1ee13:metadata_sizei31235e1:pi6881e4:reqqi500e1:v4:x.yze".to_vec(),
+        tget::metadata::MetaMessage::Request(3).encode(),
+        tget::metadata::MetaMessage::Data { piece: 1, total_size: 20000, data: &[7; 100] }.encode(),
+        tget::metadata::MetaMessage::Reject(0).encode(),
+        b"d5:added12:\x7f\x00\x00\x01\x1a\xe1\x7f\x00\x00\x02\x00\x507:added.f2:\x10\x027:dropped6:\x0a\x00\x00\x01\x00\x01e".to_vec(),
+    ]);
+    prop_oneof![
+        3 => (seeds, edits()).prop_map(|(b, e)| apply(b, &e)),
+        1 => bencodeish(),
+    ]
+}
+
+fn check_extension(payload: &[u8]) -> Result<(), TestCaseError> {
+    let (_, peak) = measured(|| {
+        let _ = tget::extension::ExtHandshake::decode(payload);
+        let _ = tget::pex::PexMessage::decode(payload);
+        if let Ok(m) = tget::metadata::MetaMessage::decode(payload) {
+            // Whatever a peer claims, an assembly is bounded.
+            if let tget::metadata::MetaMessage::Data {
+                piece,
+                total_size,
+                data,
+            } = m
+            {
+                if let Ok(mut a) = tget::metadata::Assembly::new(total_size.min(1 << 20)) {
+                    let _ = a.add(piece, total_size, data, "127.0.0.1:1".parse().unwrap());
+                }
+            }
+        }
+    });
+    prop_assert!(
+        peak <= decode_bound(payload.len()) + (1 << 20),
+        "{peak} bytes for {} bytes of input",
+        payload.len()
+    );
+    Ok(())
+}
+
+#[test]
+fn extension_payloads_random_and_mutated() {
+    let _g = serial();
+    runner()
+        .run(&extension_payload(), |p| check_extension(&p))
+        .unwrap();
+}
+
+#[test]
+fn a_metadata_size_of_2_pow_62_is_refused_without_allocating() {
+    let _g = serial();
+    let (r, peak) = measured(|| tget::metadata::Assembly::new(1 << 62));
+    assert!(r.is_err());
+    assert!(peak < 4096, "{peak} bytes");
 }
