@@ -882,17 +882,15 @@ fn check_extension(payload: &[u8]) -> Result<(), TestCaseError> {
     let (_, peak) = measured(|| {
         let _ = tget::extension::ExtHandshake::decode(payload);
         let _ = tget::pex::PexMessage::decode(payload);
-        if let Ok(m) = tget::metadata::MetaMessage::decode(payload) {
-            // Whatever a peer claims, an assembly is bounded.
-            if let tget::metadata::MetaMessage::Data {
-                piece,
-                total_size,
-                data,
-            } = m
-            {
-                if let Ok(mut a) = tget::metadata::Assembly::new(total_size.min(1 << 20)) {
-                    let _ = a.add(piece, total_size, data, "127.0.0.1:1".parse().unwrap());
-                }
+        // Whatever a peer claims, an assembly is bounded.
+        if let Ok(tget::metadata::MetaMessage::Data {
+            piece,
+            total_size,
+            data,
+        }) = tget::metadata::MetaMessage::decode(payload)
+        {
+            if let Ok(mut a) = tget::metadata::Assembly::new(total_size.min(1 << 20)) {
+                let _ = a.add(piece, total_size, data, "127.0.0.1:1".parse().unwrap());
             }
         }
     });
