@@ -516,15 +516,14 @@ impl Storage {
                     .map_mut(&*file)
             }
             .map_err(|e| self.error("map", span.file, e))?;
-            // Fault the range in writable with one call (MADV_POPULATE_WRITE,
-            // Linux 5.14+) instead of one trap per 4 KiB page during the copy:
-            // about 20 % less CPU per GiB here (docs/PERFORMANCE.md). Where the
-            // kernel lacks it: no read-ahead at least, since the range is about
-            // to be overwritten whole and zero-filling the pages around it is
-            // wasted work.
-            if map.advise(memmap2::Advice::PopulateWrite).is_err() {
-                let _ = map.advise(memmap2::Advice::Random);
-            }
+            // No read-ahead (MADV_RANDOM): the range is about to be overwritten
+            // whole, and reading (zero-filling) the pages around it is wasted
+            // work; without it, populating below triggered read-ahead that
+            // took half the CPU. Then fault the range in writable with one
+            // call (MADV_POPULATE_WRITE, Linux 5.14+; ignored where missing)
+            // instead of one trap per 4 KiB page during the copy.
+            let _ = map.advise(memmap2::Advice::Random);
+            let _ = map.advise(memmap2::Advice::PopulateWrite);
             map.copy_from_slice(chunk);
             drop(map);
         }
