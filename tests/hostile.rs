@@ -472,9 +472,11 @@ fn assert_times_out(url: &str) {
 fn download_with_tracker(url: &str, failure_logged: bool) -> Done {
     let tmp = TempDir::new("tracker");
     let content = single_file(tmp.path(), SIZE, PIECE, &[url.to_string()]);
-    let honest = seeder(&content, false);
+    // A slow seeder (2 ms a block, about 0.3 s in all): an in-process one
+    // could finish the download before the announce had failed.
+    let honest = SlowSeeder::start(&content, Duration::from_millis(2));
     let out = tmp.path().join("out");
-    let d = download(&content.torrent, &out, &[addr_of(&honest)], &[]);
+    let d = download(&content.torrent, &out, &[honest.addr.to_string()], &[]);
     assert_healthy(url, &d, POOL_WITH_TRACKERS);
     assert_same_tree(&content.root.join("file.bin"), &out.join("file.bin"));
     assert!(d.took < Duration::from_secs(30), "took {:?}", d.took);
