@@ -158,44 +158,10 @@ impl Stream {
     }
 }
 
-/// The DHT node and the lookup running for our torrent.
+/// A DHT node and the lookup for our torrent on it.
 struct DhtSearch {
     dht: crate::dht::Dht,
-    info_hash: [u8; 20],
-    /// Peers of the running lookup (`None` between lookups).
-    found: Option<Receiver<Vec<SocketAddr>>>,
-    last: Option<Instant>,
-}
-
-impl DhtSearch {
-    /// Collects the running lookup's peers into `found` and starts the next
-    /// lookup (announcing `port`) when one is due.
-    fn poll(&mut self, starving: bool, port: u16, found: &mut Vec<SocketAddr>) {
-        let mut ended = false;
-        if let Some(rx) = &self.found {
-            loop {
-                match rx.try_recv() {
-                    Ok(batch) => found.extend(batch),
-                    Err(crossbeam_channel::TryRecvError::Empty) => break,
-                    Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                        ended = true;
-                        break;
-                    }
-                }
-            }
-        }
-        if ended {
-            self.found = None;
-        }
-        let every = if starving { 60 } else { 15 * 60 };
-        let due = self
-            .last
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(every));
-        if self.found.is_none() && due {
-            self.found = Some(self.dht.get_peers(self.info_hash, Some(port)));
-            self.last = Some(Instant::now());
-        }
-    }
+    search: crate::dht::Search,
 }
 
 /// Bad pieces after which a peer is banned.
@@ -436,11 +402,9 @@ impl Coordinator {
     ) -> Coordinator {
         self.dht = dht
             .into_iter()
-            .map(|d| DhtSearch {
-                dht: d,
-                info_hash,
-                found: None,
-                last: None,
+            .map(|dht| DhtSearch {
+                dht,
+                search: crate::dht::Search::new(info_hash),
             })
             .collect();
         self
@@ -453,8 +417,9 @@ impl Coordinator {
     fn poll_dht(&mut self, starving: bool) {
         let port = self.shared.listen_port.load(Ordering::Relaxed) as u16;
         let mut found = Vec::new();
+        let every = Duration::from_secs(if starving { 60 } else { 15 * 60 });
         for d in &mut self.dht {
-            d.poll(starving, port, &mut found);
+            d.search.poll(&d.dht, every, Some(port), &mut found);
         }
         if !found.is_empty() {
             debug!("DHT: {} peers", found.len());

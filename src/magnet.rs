@@ -47,23 +47,9 @@ fn err(part: &str, message: impl Into<String>) -> MagnetError {
         short.push('…');
     }
     MagnetError {
-        part: one_line(&short),
-        message: one_line(&message.into()),
+        part: crate::report::one_line(&short),
+        message: crate::report::one_line(&message.into()),
     }
-}
-
-/// Control characters (a decoded `%0a`, say) shown escaped, so the error
-/// stays one line whatever the link held.
-fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 /// The most parameters we look at; more is not a magnet link but an attack.

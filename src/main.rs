@@ -29,14 +29,7 @@ struct Failure {
 /// Every failure is one line, whatever a file name or a peer put in it:
 /// control characters (newlines above all) are shown escaped.
 fn fail(code: u8, message: impl std::fmt::Display) -> Failure {
-    let message = message
-        .to_string()
-        .chars()
-        .map(|c| match c.is_control() {
-            true => c.escape_default().to_string(),
-            false => c.to_string(),
-        })
-        .collect();
+    let message = report::one_line(&message.to_string());
     Failure { code, message }
 }
 
@@ -167,7 +160,7 @@ fn load_failure(torrent: &str, e: tget::source::LoadError) -> Failure {
 /// Where to look for a magnet link's metadata.
 struct MagnetSources {
     peers: Vec<SocketAddr>,
-    dht: Option<(u16, Vec<SocketAddr>)>,
+    dht: Option<DhtSettings>,
     port: u16,
     workers: usize,
     timeout: Option<Duration>,
@@ -204,9 +197,9 @@ fn load_any(
         info_hash: m.info_hash,
         peers: sources.peers,
         trackers: Vec::new(),
-        dht: sources.dht.map(|(port, boot)| {
+        dht: sources.dht.map(|settings| {
             let dir = sources.cache_dir.clone().unwrap_or_else(|| ".".into());
-            (port, boot, dir.join(".tget"))
+            (settings, dir.join(".tget"))
         }),
         port: sources.port,
         workers: sources.workers,
@@ -329,10 +322,10 @@ fn download(
     let dht = if no_dht {
         None
     } else {
-        Some((
-            net.dht_port.unwrap_or(net.port),
-            dht_bootstrap(&net.dht_bootstrap)?,
-        ))
+        Some(DhtSettings {
+            port: net.dht_port.unwrap_or(net.port),
+            bootstrap: dht_bootstrap(&net.dht_bootstrap)?,
+        })
     };
     let sources = MagnetSources {
         peers: resolve_peers(&net.peers)?,
@@ -355,9 +348,7 @@ fn download(
     };
     config.peers.extend(found);
     share.apply(&mut config);
-    if let Some((port, bootstrap)) = dht {
-        config.dht = Some(DhtSettings { port, bootstrap });
-    }
+    config.dht = dht;
     let mut streamer = None;
     if let Role::Seed { partial } = role {
         config.serve_only = true;
@@ -672,7 +663,10 @@ fn info(
     let dht = if no_dht || !tget::source::is_magnet(torrent) {
         None
     } else {
-        Some((fetch.dht_port, dht_bootstrap(&fetch.dht_bootstrap)?))
+        Some(DhtSettings {
+            port: fetch.dht_port,
+            bootstrap: dht_bootstrap(&fetch.dht_bootstrap)?,
+        })
     };
     let sources = MagnetSources {
         peers: resolve_peers(&fetch.peers)?,

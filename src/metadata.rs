@@ -21,7 +21,7 @@
 //! (`peer.rs`) with [`MetaMessage::Data`] from the torrent's info bytes.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +34,7 @@ use sha1::{Digest, Sha1};
 
 use crate::bencode::{self, Value};
 use crate::extension::{self, ExtHandshake, MAX_METADATA_SIZE, UT_METADATA_ID};
-use crate::wire::{self, Handshake, Message, MessageReader, HANDSHAKE_LEN};
+use crate::wire::{self, Handshake, Message, MessageReader};
 
 /// Bytes per metadata piece (all but the last).
 pub const PIECE_SIZE: usize = 16 * 1024;
@@ -278,8 +278,8 @@ pub struct FetchConfig {
     pub peers: Vec<SocketAddr>,
     /// Tracker URLs to announce to (`tr`).
     pub trackers: Vec<String>,
-    /// The DHT, if on: its port, bootstrap nodes and state folder.
-    pub dht: Option<(u16, Vec<SocketAddr>, PathBuf)>,
+    /// The DHT, if on, and the folder its tables are kept in.
+    pub dht: Option<(crate::session::DhtSettings, PathBuf)>,
     /// The port we will listen on (told to trackers and peers; 0 = unknown).
     pub port: u16,
     /// Threads connecting to peers (the pool is fixed; at most 8 are used).
@@ -456,24 +456,15 @@ pub fn fetch(cfg: &FetchConfig, stop: &AtomicBool) -> Result<Fetched, FetchError
         threads.push(t);
     }
     let dht = match &cfg.dht {
-        Some((port, bootstrap, dir)) => {
-            let settings = crate::session::DhtSettings {
-                port: *port,
-                bootstrap: bootstrap.clone(),
-            };
-            crate::session::start_dht(&settings, dir).unwrap_or_else(|e| {
-                log::warn!("metadata: DHT not started: {e}");
-                Vec::new()
-            })
-        }
+        Some((settings, dir)) => crate::session::start_dht(settings, dir).unwrap_or_else(|e| {
+            log::warn!("metadata: DHT not started: {e}");
+            Vec::new()
+        }),
         None => Vec::new(),
     };
-    let mut lookups: Vec<DhtLookup> = dht
+    let mut searches: Vec<crate::dht::Search> = dht
         .iter()
-        .map(|_| DhtLookup {
-            rx: None,
-            last: None,
-        })
+        .map(|_| crate::dht::Search::new(cfg.info_hash))
         .collect();
     drop(ev_tx);
 
@@ -500,9 +491,11 @@ pub fn fetch(cfg: &FetchConfig, stop: &AtomicBool) -> Result<Fetched, FetchError
                 had_it: state.had_it.len(),
             });
         }
-        for (d, l) in dht.iter().zip(&mut lookups) {
-            l.poll(d, cfg.info_hash, &mut state);
+        let mut found = Vec::new();
+        for (d, search) in dht.iter().zip(&mut searches) {
+            search.poll(d, REANNOUNCE, None, &mut found);
         }
+        state.add_peers(&found);
         state.dispatch(&job_tx);
         let ev = match ev_rx.recv_timeout(TICK) {
             Ok(ev) => ev,
@@ -532,35 +525,6 @@ pub fn fetch(cfg: &FetchConfig, stop: &AtomicBool) -> Result<Fetched, FetchError
     let mut peers: Vec<SocketAddr> = state.had_it.iter().copied().collect();
     peers.extend(state.order.iter().filter(|a| !state.had_it.contains(a)));
     Ok(Fetched { info_bytes, peers })
-}
-
-/// One DHT node's lookup for the info-hash.
-struct DhtLookup {
-    rx: Option<Receiver<Vec<SocketAddr>>>,
-    last: Option<Instant>,
-}
-
-impl DhtLookup {
-    /// Passes on what the lookup found, and starts another a minute after
-    /// the last one began.
-    fn poll(&mut self, dht: &crate::dht::Dht, info_hash: [u8; 20], state: &mut FetchState) {
-        if let Some(r) = &self.rx {
-            loop {
-                match r.try_recv() {
-                    Ok(batch) => state.add_peers(&batch),
-                    Err(crossbeam_channel::TryRecvError::Empty) => return,
-                    Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                        self.rx = None;
-                        break;
-                    }
-                }
-            }
-        }
-        if self.last.is_none_or(|t| t.elapsed() >= REANNOUNCE) {
-            self.rx = Some(dht.get_peers(info_hash, None));
-            self.last = Some(Instant::now());
-        }
-    }
 }
 
 /// Announces to every tracker in turn, again every [`REANNOUNCE`], until
@@ -848,8 +812,7 @@ impl FetchWorker {
         let mut hs = Handshake::new(self.info_hash, self.our_id);
         hs.reserved[wire::EXTENSION_PROTOCOL_BYTE] |= wire::EXTENSION_PROTOCOL_BIT;
         s.write_all(&hs.encode()).map_err(io)?;
-        let mut theirs = [0u8; HANDSHAKE_LEN];
-        read_exact_by(&mut s, &mut theirs, Instant::now() + HANDSHAKE_TIMEOUT)?;
+        let theirs = wire::read_handshake(&mut s, HANDSHAKE_TIMEOUT).map_err(|e| e.to_string())?;
         let h = Handshake::decode(&theirs).map_err(|e| e.to_string())?;
         if h.info_hash != self.info_hash {
             return Err("handshake for another torrent".into());
@@ -951,29 +914,6 @@ impl FetchWorker {
             }
         }
     }
-}
-
-/// Reads exactly `buf.len()` bytes before `deadline`, however they trickle.
-fn read_exact_by(s: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> Result<(), String> {
-    let mut got = 0;
-    while got < buf.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err("no complete handshake in time".into());
-        }
-        s.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
-        match s.read(&mut buf[got..]) {
-            Ok(0) => return Err("peer closed the connection during the handshake".into()),
-            Ok(n) => got += n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) => {}
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@
 //! a peer that stopped reading.
 
 use std::collections::VecDeque;
-use std::io::{self, ErrorKind, IoSlice, Read, Write};
+use std::io::{self, ErrorKind, IoSlice, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -538,41 +538,21 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// Reads the peer's handshake, which must arrive whole within `limit`
-    /// however it trickles in (a per-read timeout alone would let one byte
-    /// every few seconds hold this worker indefinitely).
+    /// Reads the peer's handshake (whole within `limit`, see
+    /// [`wire::read_handshake`]).
     fn read_handshake(
         &mut self,
         buf: &mut [u8; HANDSHAKE_LEN],
         limit: Duration,
     ) -> Result<(), Close> {
-        let deadline = Instant::now() + limit;
-        let mut got = 0;
-        while got < buf.len() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Close::Quiet(format!(
-                    "no complete handshake within {} s ({got} of {HANDSHAKE_LEN} bytes)",
-                    limit.as_secs_f32()
-                )));
+        match wire::read_handshake(&mut self.stream, limit) {
+            Ok(h) => {
+                *buf = h;
+                Ok(())
             }
-            self.stream.set_read_timeout(Some(left))?;
-            match self.stream.read(&mut buf[got..]) {
-                Ok(0) => {
-                    return Err(Close::Quiet(
-                        "peer closed the connection during the handshake".into(),
-                    ))
-                }
-                Ok(n) => got += n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                    ) => {}
-                Err(e) => return Err(e.into()),
-            }
+            Err(wire::HandshakeReadError::Io(e)) => Err(e.into()),
+            Err(e) => Err(Close::Quiet(e.to_string())),
         }
-        Ok(())
     }
 
     fn poll_control(&mut self) -> Result<(), Close> {
@@ -1662,6 +1642,7 @@ fn readable(m: &Message<'_>) -> String {
 mod tests {
     use super::*;
     use crossbeam_channel::unbounded;
+    use std::io::Read;
     use std::net::TcpListener;
     use std::thread;
 

@@ -109,6 +109,21 @@ pub fn started_event(meta: &Metainfo) -> String {
         .finish()
 }
 
+/// `text` with its control characters (newlines above all) shown
+/// escaped, so an error stays one line whatever a link, a file name or a
+/// peer put in it.
+pub fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// `tget verify --json`: one object.
 pub fn verify_json(r: &crate::verify::Report) -> String {
     let files = r.files.iter().map(|(p, bad)| {

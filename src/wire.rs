@@ -64,6 +64,73 @@ pub fn max_message_len(num_pieces: u32) -> u32 {
     bitfield.max(9 + MAX_REQUEST_LEN).max(MAX_EXTENDED_LEN)
 }
 
+/// Why [`read_handshake`] got no handshake.
+#[derive(Debug)]
+pub enum HandshakeReadError {
+    /// The time ran out with `got` of the 68 bytes read.
+    TimedOut {
+        limit: std::time::Duration,
+        got: usize,
+    },
+    /// The peer closed the connection first.
+    Closed,
+    /// The socket failed.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for HandshakeReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HandshakeReadError::TimedOut { limit, got } => write!(
+                f,
+                "no complete handshake within {} s ({got} of {HANDSHAKE_LEN} bytes)",
+                limit.as_secs_f32()
+            ),
+            HandshakeReadError::Closed => {
+                write!(f, "peer closed the connection during the handshake")
+            }
+            HandshakeReadError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for HandshakeReadError {}
+
+/// Reads the peer's 68-byte handshake, which must arrive whole within
+/// `limit` however it trickles in (a per-read timeout alone would let one
+/// byte every few seconds hold a thread indefinitely). Leaves the socket's
+/// read timeout set to whatever was left.
+pub fn read_handshake(
+    stream: &mut std::net::TcpStream,
+    limit: std::time::Duration,
+) -> Result<[u8; HANDSHAKE_LEN], HandshakeReadError> {
+    let deadline = std::time::Instant::now() + limit;
+    let mut buf = [0u8; HANDSHAKE_LEN];
+    let mut got = 0;
+    while got < buf.len() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(HandshakeReadError::TimedOut { limit, got });
+        }
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(HandshakeReadError::Io)?;
+        match stream.read(&mut buf[got..]) {
+            Ok(0) => return Err(HandshakeReadError::Closed),
+            Ok(n) => got += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(HandshakeReadError::Io(e)),
+        }
+    }
+    Ok(buf)
+}
+
 /// The 68-byte handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Handshake {

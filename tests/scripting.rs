@@ -342,6 +342,16 @@ fn bad_input_from_a_url_or_stdin_or_a_magnet_exits_3() {
     assert!(run.stderr.contains("invalid magnet link"), "{}", run.stderr);
 }
 
+/// Whatever the input holds, the error is one line: a newline in a file
+/// name is shown escaped.
+#[test]
+fn an_error_naming_a_file_with_a_newline_is_one_line() {
+    let run = run_with_limit(tget().args(["info", "/nonexistent/a\nb.torrent"]), LIMIT);
+    assert_eq!(run.status.code(), Some(3), "{}", run.stderr);
+    assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+    assert!(run.stderr.contains("a\\nb.torrent"), "{}", run.stderr);
+}
+
 #[test]
 fn a_valid_magnet_whose_metadata_cannot_be_fetched_exits_6() {
     let link = "magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a&dn=x";

@@ -231,6 +231,54 @@ impl Dht {
     }
 }
 
+/// A lookup for one info-hash, repeated: what a torrent (or a magnet
+/// link's metadata fetch) keeps per DHT node.
+#[derive(Debug)]
+pub struct Search {
+    info_hash: [u8; 20],
+    /// Peers of the running lookup (`None` between lookups).
+    found: Option<Receiver<Vec<SocketAddr>>>,
+    /// When the last lookup began.
+    last: Option<Instant>,
+}
+
+impl Search {
+    /// No lookup yet; the first `poll` starts one.
+    pub fn new(info_hash: [u8; 20]) -> Search {
+        Search {
+            info_hash,
+            found: None,
+            last: None,
+        }
+    }
+
+    /// Adds the running lookup's peers to `out`, and starts the next lookup
+    /// on `dht` (announcing `announce_port`, if given) once the last one
+    /// ended and `every` has passed since it began.
+    pub fn poll(
+        &mut self,
+        dht: &Dht,
+        every: Duration,
+        announce_port: Option<u16>,
+        out: &mut Vec<SocketAddr>,
+    ) {
+        if let Some(rx) = &self.found {
+            loop {
+                match rx.try_recv() {
+                    Ok(batch) => out.extend(batch),
+                    Err(crossbeam_channel::TryRecvError::Empty) => return,
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => break,
+                }
+            }
+            self.found = None;
+        }
+        if self.last.is_none_or(|t| t.elapsed() >= every) {
+            self.found = Some(dht.get_peers(self.info_hash, announce_port));
+            self.last = Some(Instant::now());
+        }
+    }
+}
+
 impl Drop for Dht {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);

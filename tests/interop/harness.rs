@@ -866,16 +866,36 @@ impl Swarm {
     /// Starts libtorrent downloading `t` into a fresh folder, with peers from
     /// the tracker and the given 127.0.0.1 ports.
     pub fn leech_libtorrent(&mut self, t: &Torrent, peers: &[u16]) -> Leecher {
+        let file = t.file.clone();
+        self.python_leecher(
+            "lt_leech.py",
+            file.as_os_str(),
+            "libtorrent leecher",
+            t,
+            peers,
+        )
+    }
+
+    /// Starts `script SOURCE <fresh folder> <free port> [--peer ...]`, a
+    /// libtorrent helper that downloads `t`.
+    fn python_leecher(
+        &mut self,
+        script_name: &str,
+        source: &std::ffi::OsStr,
+        name: &str,
+        t: &Torrent,
+        peers: &[u16],
+    ) -> Leecher {
         let out = self.subdir("lt-leech");
         let mut cmd = Command::new(PYTHON);
-        cmd.arg(script("lt_leech.py"))
-            .arg(&t.file)
+        cmd.arg(script(script_name))
+            .arg(source)
             .arg(&out)
             .arg(free_port().to_string());
         for p in peers {
             cmd.arg("--peer").arg(format!("127.0.0.1:{p}"));
         }
-        let proc = self.spawn("libtorrent leecher", &mut cmd);
+        let proc = self.spawn(name, &mut cmd);
         Leecher {
             proc,
             out,
@@ -888,10 +908,24 @@ impl Swarm {
     /// Runs `tget download` into a fresh folder and asserts that it exits 0
     /// within DOWNLOAD_TIMEOUT and that the content matches the seeded bytes.
     pub fn tget_download(&mut self, t: &Torrent, extra: &[&str]) {
+        let file = t.file.clone();
+        self.run_tget_download("tget download", tget_command(), t, file.as_os_str(), extra);
+    }
+
+    /// Runs `cmd` (the tget binary, with its global flags) as `download
+    /// <source> --dir <fresh folder> --port <free> -v <extra...>`, and
+    /// asserts that it exits 0 within DOWNLOAD_TIMEOUT with `t`'s content.
+    fn run_tget_download(
+        &mut self,
+        what: &str,
+        mut cmd: Command,
+        t: &Torrent,
+        source: &std::ffi::OsStr,
+        extra: &[&str],
+    ) {
         let out = self.subdir("tget-out");
-        let mut cmd = tget_command();
         cmd.arg("download")
-            .arg(&t.file)
+            .arg(source)
             .arg("--dir")
             .arg(&out)
             .arg("--port")
@@ -899,16 +933,14 @@ impl Swarm {
             .arg("-v")
             .args(extra);
         let start = Instant::now();
-        let mut proc = self.spawn("tget download", &mut cmd);
+        let mut proc = self.spawn(what, &mut cmd);
         match proc.wait_for(DOWNLOAD_TIMEOUT) {
-            None => {
-                panic!("interop: tget download did not finish within {DOWNLOAD_TIMEOUT:?}; killed")
-            }
-            Some(status) if !status.success() => panic!("interop: tget download failed: {status}"),
+            None => panic!("interop: {what} did not finish within {DOWNLOAD_TIMEOUT:?}; killed"),
+            Some(status) if !status.success() => panic!("interop: {what} failed: {status}"),
             Some(_) => {}
         }
         eprintln!(
-            "interop: tget downloaded {} in {:.2?}",
+            "interop: {what}: {} in {:.2?}",
             t.name().to_string_lossy(),
             start.elapsed()
         );
@@ -1070,21 +1102,9 @@ impl Swarm {
     /// the given 127.0.0.1 ports only; its log gets the timings that
     /// [`lt_timings`] reads.
     pub fn leech_libtorrent_timed(&mut self, t: &Torrent, peers: &[u16]) -> Leecher {
-        let out = self.subdir("lt-timed");
-        let mut cmd = Command::new(PYTHON);
-        cmd.arg(script("lt_timed_leech.py"))
-            .arg(&t.file)
-            .arg(&out)
-            .arg(free_port().to_string());
-        for p in peers {
-            cmd.arg("--peer").arg(format!("127.0.0.1:{p}"));
-        }
-        let proc = self.spawn("libtorrent timed leecher", &mut cmd);
-        Leecher {
-            proc,
-            out,
-            content: t.content.clone(),
-        }
+        let file = t.file.clone();
+        let name = "libtorrent timed leecher";
+        self.python_leecher("lt_timed_leech.py", file.as_os_str(), name, t, peers)
     }
 }
 
@@ -1154,49 +1174,15 @@ impl Swarm {
     /// Runs `tget download <link>` into a fresh folder and checks that it
     /// exits 0 with `t`'s content.
     pub fn tget_download_link(&mut self, t: &Torrent, link: &str, extra: &[&str]) {
-        let out = self.subdir("tget-magnet");
-        let mut cmd = tget_command();
-        cmd.arg("download")
-            .arg(link)
-            .arg("--dir")
-            .arg(&out)
-            .arg("--port")
-            .arg(free_port().to_string())
-            .arg("-v")
-            .args(extra);
-        let start = Instant::now();
-        let mut proc = self.spawn("tget download (magnet)", &mut cmd);
-        match proc.wait_for(DOWNLOAD_TIMEOUT) {
-            None => {
-                panic!("interop: tget magnet download did not finish within {DOWNLOAD_TIMEOUT:?}")
-            }
-            Some(status) if !status.success() => {
-                panic!("interop: tget magnet download failed: {status}")
-            }
-            Some(_) => {}
-        }
-        eprintln!("interop: tget fetched a magnet in {:.2?}", start.elapsed());
-        assert_same_content(&t.content, &out.join(t.name()));
+        let what = "tget download (magnet)";
+        self.run_tget_download(what, tget_command(), t, link.as_ref(), extra);
     }
 
     /// Starts libtorrent on a magnet link, asking the given 127.0.0.1 ports
     /// for the metadata and the content.
     pub fn leech_libtorrent_magnet(&mut self, t: &Torrent, link: &str, peers: &[u16]) -> Leecher {
-        let out = self.subdir("lt-magnet");
-        let mut cmd = Command::new(PYTHON);
-        cmd.arg(script("lt_magnet.py"))
-            .arg(link)
-            .arg(&out)
-            .arg(free_port().to_string());
-        for p in peers {
-            cmd.arg("--peer").arg(format!("127.0.0.1:{p}"));
-        }
-        let proc = self.spawn("libtorrent magnet leecher", &mut cmd);
-        Leecher {
-            proc,
-            out,
-            content: t.content.clone(),
-        }
+        let name = "libtorrent magnet leecher";
+        self.python_leecher("lt_magnet.py", link.as_ref(), name, t, peers)
     }
 
     /// Starts aria2c on a magnet link (peers from the link's tracker).
@@ -1238,34 +1224,16 @@ impl Swarm {
     /// Runs `tget download <link>` with the DHT on, joined through
     /// `bootstrap` (127.0.0.1 ports) only, and checks the content.
     pub fn tget_download_by_dht(&mut self, t: &Torrent, link: &str, bootstrap: &[u16]) {
-        let out = self.subdir("tget-dht");
-        let mut cmd = Command::new(TGET);
-        cmd.arg("download")
-            .arg(link)
-            .arg("--dir")
-            .arg(&out)
-            .arg("--port")
-            .arg(free_port().to_string())
-            .arg("--dht-port")
-            .arg(free_port().to_string())
-            .args(["--timeout", "90s", "-v"]);
-        for p in bootstrap {
-            cmd.arg("--dht-bootstrap").arg(format!("127.0.0.1:{p}"));
+        let dht_port = free_port().to_string();
+        let mut extra = vec!["--dht-port", &dht_port, "--timeout", "90s"];
+        let nodes: Vec<String> = bootstrap.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        for n in &nodes {
+            extra.extend(["--dht-bootstrap", n.as_str()]);
         }
-        let start = Instant::now();
-        let mut proc = self.spawn("tget download (DHT)", &mut cmd);
-        match proc.wait_for(DOWNLOAD_TIMEOUT) {
-            None => panic!("interop: tget DHT download did not finish within {DOWNLOAD_TIMEOUT:?}"),
-            Some(status) if !status.success() => {
-                panic!("interop: tget DHT download failed: {status}")
-            }
-            Some(_) => {}
-        }
-        eprintln!(
-            "interop: tget found its seeder by DHT in {:.2?}",
-            start.elapsed()
-        );
-        assert_same_content(&t.content, &out.join(t.name()));
+        // The DHT on: the binary without --no-dht, joined through loopback
+        // nodes only.
+        let what = "tget download (DHT)";
+        self.run_tget_download(what, Command::new(TGET), t, link.as_ref(), &extra);
     }
 }
 
