@@ -28,7 +28,7 @@
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, IoSlice, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -76,11 +76,14 @@ const MAX_UNANNOUNCED_REQUESTS: u32 = 16;
 /// keeps up to 500 requests outstanding with a peer, and on loopback a
 /// pipeline cut to 250 halves what it gets from us (docs/SEEDING.md).
 pub const MAX_PEER_REQUESTS: usize = 500;
-/// Bytes of piece buffers all workers together hold for pieces in flight:
-/// the in-flight part of the memory budget (docs/ARCHITECTURE.md). A worker
-/// asks the coordinator only for pieces whose buffers fit; a worker holding
-/// none may always take one, so every connection can make progress.
-pub const IN_FLIGHT_BUDGET: u64 = 6 << 20;
+/// Bytes of piece buffers all workers together hold: the piece-buffer part
+/// of the memory budget (docs/ARCHITECTURE.md). A piece takes its buffer
+/// when its first block arrives, not when it is requested, so requests can
+/// run deep (`MAX_DEPTH`) while a peer that sends pieces in the order asked
+/// keeps about one buffer filling. A worker holding no buffer may always
+/// take one, so every connection can make progress; a block for another
+/// piece that finds no room is dropped and asked for again later.
+pub const BUFFER_BUDGET: u64 = 4 << 20;
 /// Pieces longer than this are not held whole: a window of
 /// `STREAM_WINDOW` blocks trails the first block not yet hashed, and
 /// hashed blocks go to the file in groups of `STREAM_GROUP` as they come
@@ -98,8 +101,6 @@ pub fn streams_piece(layout: &Layout, piece: u32) -> bool {
 
 /// Piece buffers kept for reuse by all workers together.
 const POOLED_BUFS: usize = 64;
-/// How long a worker waits before asking again when the budget is spent.
-const BUDGET_WAIT: Duration = Duration::from_millis(5);
 /// How often a worker reports the bytes it moved to the coordinator.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// Rejects in a row (no block between them) after which we give up on a peer.
@@ -255,7 +256,8 @@ struct InFlight {
     /// Blocks before this one are hashed.
     hashed_blocks: u32,
     hasher: Sha1,
-    /// Bytes of the in-flight budget this piece holds.
+    /// Bytes of the buffer budget this piece holds: 0 until its first
+    /// block arrives (and `buf` is empty until then).
     reserved: u64,
     /// Streamed (large) pieces: the blocks `buf` holds, as a ring indexed
     /// by block number; 0 when `buf` holds the whole piece.
@@ -277,6 +279,16 @@ impl InFlight {
     /// Whether some block still has to be requested.
     fn has_blocks_to_request(&self) -> bool {
         !self.retry.is_empty() || self.next_request < self.request_limit()
+    }
+
+    /// The bytes of this piece's buffer: the piece, or a streamed piece's
+    /// window.
+    fn buffer_len(&self, layout: &Layout) -> usize {
+        if self.window == 0 {
+            layout.piece_len(self.index) as usize
+        } else {
+            (self.window * BLOCK_SIZE) as usize
+        }
     }
 
     /// Where block `b` lives in `buf`.
@@ -695,24 +707,13 @@ impl<'a> Connection<'a> {
                 let blocks_per_piece = self.layout.num_blocks(0).max(1) as usize;
                 let missing = self.depth - self.requests.len();
                 let count = missing.div_ceil(blocks_per_piece).clamp(1, 16) as u32;
-                let piece_len = self.buffer_len();
-                let granted = self.reserve(count, piece_len);
-                if granted == 0 {
-                    self.next_ask = Instant::now() + BUDGET_WAIT;
-                    break;
-                }
-                let got = self.ask_pieces(granted, choked)?;
-                let unused = granted.saturating_sub(got.len() as u32) as u64 * piece_len;
-                self.ctx
-                    .shared
-                    .in_flight
-                    .fetch_sub(unused, Ordering::Relaxed);
+                let got = self.ask_pieces(count, choked)?;
                 if got.is_empty() {
                     self.next_ask = Instant::now() + Duration::from_millis(100);
                     break;
                 }
                 for index in got {
-                    self.start_piece(index, piece_len);
+                    self.start_piece(index);
                 }
                 continue;
             };
@@ -733,68 +734,27 @@ impl<'a> Connection<'a> {
         Ok(())
     }
 
-    /// Takes room in the in-flight budget for up to `count` pieces of
-    /// `piece_len` bytes; returns how many it got. A worker with no piece in
-    /// flight always gets one.
-    fn reserve(&mut self, count: u32, piece_len: u64) -> u32 {
-        let budget = &self.ctx.shared.in_flight;
-        let mut cur = budget.load(Ordering::Relaxed);
-        loop {
-            let room = IN_FLIGHT_BUDGET.saturating_sub(cur) / piece_len.max(1);
-            let mut n = (room.min(count as u64)) as u32;
-            if n == 0 && self.pieces.is_empty() {
-                n = 1;
-            }
-            if n == 0 {
-                return 0;
-            }
-            match budget.compare_exchange_weak(
-                cur,
-                cur + n as u64 * piece_len,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return n,
-                Err(now) => cur = now,
-            }
-        }
-    }
-
     /// A piece's buffer is done with: back to the pool, and its room in
     /// the budget given back.
     fn retire(&mut self, buf: Vec<u8>, reserved: u64) {
         let shared = &self.ctx.shared;
-        shared.in_flight.fetch_sub(reserved, Ordering::Relaxed);
-        shared.buffers.give(buf);
-    }
-
-    /// The bytes of one piece's buffer: the piece, or a streamed piece's
-    /// window.
-    fn buffer_len(&self) -> u64 {
-        if streams_piece(self.layout, 0) {
-            (STREAM_WINDOW * BLOCK_SIZE) as u64
-        } else {
-            self.layout.piece_length()
+        shared.buffered.fetch_sub(reserved, Ordering::Relaxed);
+        if buf.capacity() > 0 {
+            shared.buffers.give(buf);
         }
     }
 
-    /// Starts fetching piece `index`, holding `reserved` bytes of the budget.
-    fn start_piece(&mut self, index: u32, reserved: u64) {
+    /// Starts fetching piece `index` (its buffer comes with its first block).
+    fn start_piece(&mut self, index: u32) {
         let window = if streams_piece(self.layout, index) {
             STREAM_WINDOW
         } else {
             0
         };
-        let len = if window > 0 {
-            (window * BLOCK_SIZE) as usize
-        } else {
-            self.layout.piece_len(index) as usize
-        };
-        let buf = self.ctx.shared.buffers.take(len);
         let num_blocks = self.layout.num_blocks(index);
         self.pieces.push(InFlight {
             index,
-            buf,
+            buf: Vec::new(),
             num_blocks,
             next_request: 0,
             retry: Vec::new(),
@@ -802,7 +762,7 @@ impl<'a> Connection<'a> {
             received_count: 0,
             hashed_blocks: 0,
             hasher: Sha1::new(),
-            reserved,
+            reserved: 0,
             window,
             written_blocks: 0,
         });
@@ -1446,17 +1406,36 @@ impl<'a> Connection<'a> {
                     match self.requests.iter().position(|&r| r == block) {
                         Some(pos) => {
                             self.requests.remove(pos);
-                            let p = self
+                            let at = self
                                 .pieces
-                                .iter_mut()
-                                .find(|p| p.index == index)
+                                .iter()
+                                .position(|p| p.index == index)
                                 .ok_or_else(|| bad("block for a piece not in flight"))?;
                             let block = begin / BLOCK_SIZE;
+                            let p = &self.pieces[at];
                             if block >= p.request_limit() || block < p.hashed_blocks {
                                 // Only a block we asked for twice (a retry
                                 // answered late) can fall outside the window.
                                 continue;
                             }
+                            if p.reserved == 0 {
+                                let want = p.buffer_len(self.layout);
+                                let budget = &self.ctx.shared.buffered;
+                                if !take_room(budget, &self.pieces, want as u64) {
+                                    // No room for another buffer: ask again
+                                    // once the pieces filling now are done.
+                                    trace!("{}: no buffer for piece {index} yet", self.addr);
+                                    self.pieces[at].retry.push(block);
+                                    self.last_block = Instant::now();
+                                    self.report_down += len as u64;
+                                    continue;
+                                }
+                                let buf = self.ctx.shared.buffers.take(want);
+                                let p = &mut self.pieces[at];
+                                p.buf = buf;
+                                p.reserved = want as u64;
+                            }
+                            let p = &mut self.pieces[at];
                             let b = block as usize;
                             let at = p.slot(block);
                             p.buf[at..at + data.len()].copy_from_slice(data);
@@ -1576,6 +1555,23 @@ impl<'a> Connection<'a> {
     }
 }
 
+/// Takes room in the buffer budget (`budget`, the bytes all workers hold)
+/// for one buffer of `len` bytes for a worker fetching `pieces`; returns
+/// whether it got it. A worker holding no buffer always does.
+fn take_room(budget: &AtomicU64, pieces: &[InFlight], len: u64) -> bool {
+    let holding = pieces.iter().any(|p| p.reserved > 0);
+    let mut cur = budget.load(Ordering::Relaxed);
+    loop {
+        if holding && cur + len > BUFFER_BUDGET {
+            return false;
+        }
+        match budget.compare_exchange_weak(cur, cur + len, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(now) => cur = now,
+        }
+    }
+}
+
 /// `write_all` for a list of slices: writes them all, in order, with as
 /// few `writev` calls as the socket allows.
 fn write_all_vectored(w: &mut impl Write, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
@@ -1645,6 +1641,40 @@ mod tests {
     use std::io::Read;
     use std::net::TcpListener;
     use std::thread;
+
+    fn in_flight(index: u32, reserved: u64) -> InFlight {
+        InFlight {
+            index,
+            buf: Vec::new(),
+            num_blocks: 1,
+            next_request: 0,
+            retry: Vec::new(),
+            received: vec![false],
+            received_count: 0,
+            hashed_blocks: 0,
+            hasher: Sha1::new(),
+            reserved,
+            window: 0,
+            written_blocks: 0,
+        }
+    }
+
+    #[test]
+    fn a_buffer_is_taken_within_the_budget_or_by_a_worker_holding_none() {
+        let piece = 1 << 20;
+        let budget = AtomicU64::new(BUFFER_BUDGET - piece / 2);
+        // Pieces only requested hold nothing: this worker may go over.
+        let requested = [in_flight(0, 0), in_flight(1, 0)];
+        assert!(take_room(&budget, &requested, piece));
+        assert_eq!(budget.load(Ordering::Relaxed), BUFFER_BUDGET + piece / 2);
+        // A worker already filling a piece must wait for room.
+        let filling = [in_flight(0, piece), in_flight(1, 0)];
+        assert!(!take_room(&budget, &filling, piece));
+        assert_eq!(budget.load(Ordering::Relaxed), BUFFER_BUDGET + piece / 2);
+        budget.store(BUFFER_BUDGET - piece, Ordering::Relaxed);
+        assert!(take_room(&budget, &filling, piece));
+        assert_eq!(budget.load(Ordering::Relaxed), BUFFER_BUDGET);
+    }
 
     /// A worker context over a 3-piece torrent in a temporary file, with its
     /// channels' other ends.

@@ -195,8 +195,8 @@ pub struct Shared {
     /// Set when the session is ending; every thread looks at it.
     pub stopping: AtomicBool,
     /// Bytes of piece buffers the workers hold for pieces in flight
-    /// (bounded by `peer::IN_FLIGHT_BUDGET`).
-    pub in_flight: AtomicU64,
+    /// (bounded by `peer::BUFFER_BUDGET`).
+    pub buffered: AtomicU64,
     /// Piece buffers not in use, shared by the workers.
     pub buffers: crate::peer::BufPool,
 }

@@ -159,6 +159,12 @@ pub struct Storage {
     memory: Mutex<std::collections::BTreeMap<u64, Vec<u8>>>,
     /// Which file is in memory, if any.
     memory_file: Option<usize>,
+    /// Whether each file is a side file (only ever written at piece
+    /// edges, so never a whole region at a time).
+    side: Vec<bool>,
+    /// Where whole regions are mapped for writing, one at a time (`None`
+    /// where the address space could not be reserved).
+    window: Mutex<Option<RegionWindow>>,
 }
 
 impl Storage {
@@ -191,7 +197,9 @@ impl Storage {
         let mut preexisting = false;
         let mut unallocated = 0u64;
         let mut memory_file = None;
+        let mut sides = Vec::with_capacity(slots.len());
         for (i, slot) in slots.into_iter().enumerate() {
+            sides.push(matches!(slot, Slot::Side(_)));
             let (path, side) = match slot {
                 Slot::File(p) => (p, false),
                 Slot::Side(p) => (p, true),
@@ -246,6 +254,8 @@ impl Storage {
             unallocated,
             memory: Default::default(),
             memory_file,
+            side: sides,
+            window: Mutex::new(RegionWindow::reserve()),
         };
         let mut opened = 0;
         for i in 0..storage.kept.len() {
@@ -497,37 +507,157 @@ impl Storage {
             }
             let file = self.file(span.file)?;
             self.dirty[span.file].store(true, Ordering::Relaxed);
-            self.reserve(span.file, &file, span.offset, span.len)?;
-            // SAFETY: the map covers a range inside the file (the file was
-            // sized to its full length at open). Nothing else in this process
-            // maps the same range for writing at the same time, except
-            // endgame copies of a small piece, which write the same verified
-            // bytes (a streamed piece is handed to one worker at a time, and
-            // pieces do not overlap). `reserve`
-            // just checked the file still covers the range and allocated its
-            // blocks, so neither a shortened file nor a full disk turns the
-            // copy into SIGBUS; only another process truncating the file in
-            // the instant between that check and the copy still could, a
-            // risk every mmap user shares. The map lives only for this copy.
-            let mut map = unsafe {
-                MmapOptions::new()
-                    .offset(span.offset)
-                    .len(len)
-                    .map_mut(&*file)
+            // Region by region: a part that fills no whole region of a
+            // real file inside its length goes through a map of its own.
+            let mut pos = span.offset;
+            while pos < span.offset + span.len {
+                let region = pos - pos % REGION;
+                let upto = (span.offset + span.len).min(region + REGION);
+                let part = &chunk[(pos - span.offset) as usize..(upto - span.offset) as usize];
+                let whole_region =
+                    !self.side[span.file] && region + REGION <= self.layout.file_length(span.file);
+                if !(whole_region && self.write_in_region(span.file, &file, region, pos, part)?) {
+                    self.write_mapped(span.file, &file, pos, part)?;
+                }
+                pos = upto;
             }
-            .map_err(|e| self.error("map", span.file, e))?;
-            // No read-ahead (MADV_RANDOM): the range is about to be overwritten
-            // whole, and reading (zero-filling) the pages around it is wasted
-            // work; without it, populating below triggered read-ahead that
-            // took half the CPU. Then fault the range in writable with one
-            // call (MADV_POPULATE_WRITE, Linux 5.14+; ignored where missing)
-            // instead of one trap per 4 KiB page during the copy.
-            let _ = map.advise(memmap2::Advice::Random);
-            let _ = map.advise(memmap2::Advice::PopulateWrite);
-            map.copy_from_slice(chunk);
-            drop(map);
         }
         Ok(())
+    }
+
+    /// Copies `data` to `offset` of file `file` through a map of just that
+    /// range, which lives only for the copy.
+    fn write_mapped(
+        &self,
+        file: usize,
+        f: &File,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), StorageError> {
+        // SAFETY: the map covers a range inside the file (the file was
+        // sized to its full length at open). Nothing else in this process
+        // maps the same range for writing at the same time, except endgame
+        // copies of a small piece, which write the same verified bytes (a
+        // streamed piece is handed to one worker at a time, and pieces do
+        // not overlap). Nothing touches the map before `populated` has made
+        // every page of it present and writable, with its disk space
+        // reserved, so neither a shortened file nor a full disk turns the
+        // copy into SIGBUS; only another process truncating the file in the
+        // instant between that and the copy still could, a risk every mmap
+        // user shares.
+        let mut map = unsafe { MmapOptions::new().offset(offset).len(data.len()).map_mut(f) }
+            .map_err(|e| self.error("map", file, e))?;
+        // No read-ahead (MADV_RANDOM): the range is about to be overwritten
+        // whole, and reading (zero-filling) the pages around it is wasted
+        // work that also makes each page's write fault walk a large folio.
+        let _ = map.advise(memmap2::Advice::Random);
+        let populate = map.advise(memmap2::Advice::PopulateWrite);
+        self.populated(file, f, offset, data.len() as u64, populate)?;
+        map.copy_from_slice(data);
+        Ok(())
+    }
+
+    /// Copies `data` to `offset` of file `file`, which lies in the whole
+    /// [`REGION`] starting at `region`, through a map of that region at the
+    /// reserved, aligned window, so the kernel can back it with one huge
+    /// page: one fault, one page-cache entry and one dirty mark per 2 MiB
+    /// instead of per 4 KiB (measured: about 0.5 instead of 1.5 to 2 CPU-s
+    /// per GiB written). Where the filesystem or kernel gives no huge pages
+    /// this costs what a map of the range alone would. Returns `false`,
+    /// having written nothing, when there is no window.
+    fn write_in_region(
+        &self,
+        file: usize,
+        f: &File,
+        region: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<bool, StorageError> {
+        let Ok(mut guard) = self.window.lock() else {
+            return Ok(false);
+        };
+        let Some(window) = guard.as_ref() else {
+            return Ok(false);
+        };
+        let base = window
+            .map(f, region)
+            .map_err(|e| self.error("map", file, e))?;
+        let page = page_size();
+        let inside = (offset - region) as usize;
+        let first = inside - inside % page;
+        let last = (inside + data.len()).div_ceil(page) * page;
+        // Huge pages where the kernel has them (ignored where not), no
+        // read-ahead beyond this region, then only the pages written made
+        // present: with huge pages that is the whole region in one fault,
+        // without them no page outside `data`.
+        let _ = advise(base, REGION as usize, libc::MADV_HUGEPAGE);
+        let _ = advise(base, REGION as usize, libc::MADV_RANDOM);
+        // SAFETY: `first..last` lies inside the region just mapped.
+        let populate = advise(
+            unsafe { base.add(first) },
+            last - first,
+            libc::MADV_POPULATE_WRITE,
+        );
+        let outcome = self
+            .populated(
+                file,
+                f,
+                region + first as u64,
+                (last - first) as u64,
+                populate,
+            )
+            .map(|()| {
+                // SAFETY: `base` maps REGION bytes of the file, inside its
+                // length (the caller checked), readable and writable, and
+                // `inside + data.len() <= REGION`. The window's lock is held,
+                // so no other thread maps over it during the copy; the pages
+                // were made present and writable with their disk space
+                // reserved, as in `write_mapped` (same caveat about another
+                // process truncating the file). The copy's source is a
+                // buffer of ours, which cannot overlap a fresh file map.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(data.as_ptr(), base.add(inside), data.len())
+                };
+                true
+            });
+        if window.unmap().is_err() {
+            // The file's map stays until the window is dropped here; the
+            // range is never mapped over again.
+            guard.take();
+        }
+        outcome
+    }
+
+    /// Turns the result of `MADV_POPULATE_WRITE` on `len` bytes at `offset`
+    /// of file `file` into the go-ahead for copying into them. The advice
+    /// (Linux 5.14+) makes every page present and writable before anything
+    /// touches it, so the copy cannot fault, and it reports what would have
+    /// been SIGBUS (a full disk, a shortened file) as EFAULT, which becomes
+    /// an error naming the cause. It also reserves the blocks (delayed
+    /// allocation), which is much cheaper than `fallocate`: blocks allocated
+    /// up front are "unwritten" extents that must be converted again when
+    /// written back. Kernels without the advice fall back to
+    /// [`Storage::reserve`].
+    fn populated(
+        &self,
+        file: usize,
+        f: &File,
+        offset: u64,
+        len: u64,
+        populate: io::Result<()>,
+    ) -> Result<(), StorageError> {
+        match populate {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EFAULT) => {
+                self.reserve(file, f, offset, len)?;
+                // The file is long enough and fallocate found the space, yet
+                // the pages could not be made writable.
+                Err(self.error("write", file, e))
+            }
+            // EINVAL: a kernel older than the advice; anything else
+            // (ENOMEM, EINTR): take the slow, safe way.
+            Err(_) => self.reserve(file, f, offset, len),
+        }
     }
 
     /// Makes sure `len` bytes at `offset` of file `file` exist and have disk
@@ -744,6 +874,137 @@ impl UploadWindow {
     }
 }
 
+/// How much of a file is mapped at once for writing: the size of a huge
+/// page (a PMD on x86-64, and on arm64 with 4 KiB pages).
+const REGION: u64 = 2 << 20;
+
+/// [`REGION`] bytes of address space, aligned to their size, reserved once
+/// (inaccessible) so that a region of a file can be mapped exactly there for
+/// writing: a huge-page mapping needs that alignment, and a map placed
+/// wherever the kernel likes rarely has it. One window per storage, used
+/// under its lock, keeps the bytes mapped at once (and so resident) to one
+/// region.
+struct RegionWindow {
+    addr: *mut libc::c_void,
+}
+
+// SAFETY: the window is a range of address space owned by this value alone;
+// it holds no thread-bound state, and `Storage` only uses it under a mutex.
+unsafe impl Send for RegionWindow {}
+
+impl RegionWindow {
+    /// Reserves an aligned window, or `None` if the address space is
+    /// refused (writes then map each range on its own).
+    fn reserve() -> Option<RegionWindow> {
+        let size = 2 * REGION as usize;
+        // SAFETY: an anonymous, inaccessible mapping at an address of the
+        // kernel's choice touches no existing memory.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return None;
+        }
+        let start = raw as usize;
+        let aligned = start.next_multiple_of(REGION as usize);
+        let end = start + size;
+        let keep_end = aligned + REGION as usize;
+        // SAFETY: both trimmed pieces lie inside the reservation just made,
+        // which nothing else uses; the aligned middle stays reserved.
+        unsafe {
+            if aligned > start {
+                libc::munmap(raw, aligned - start);
+            }
+            if end > keep_end {
+                libc::munmap(keep_end as *mut libc::c_void, end - keep_end);
+            }
+        }
+        Some(RegionWindow {
+            addr: aligned as *mut libc::c_void,
+        })
+    }
+
+    /// Maps the [`REGION`] bytes of `f` from `offset` (a multiple of the
+    /// region size) over the window, readable and writable, shared.
+    fn map(&self, f: &File, offset: u64) -> io::Result<*mut u8> {
+        // SAFETY: MAP_FIXED replaces only the window, which this value owns
+        // (its holder has the lock); the descriptor is open for the call.
+        let p = unsafe {
+            libc::mmap(
+                self.addr,
+                REGION as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                f.as_raw_fd(),
+                offset as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(p as *mut u8)
+    }
+
+    /// Puts the inaccessible reservation back over the window, unmapping
+    /// the file region mapped there (its dirty pages stay in the page
+    /// cache, as after any `munmap`).
+    fn unmap(&self) -> io::Result<()> {
+        // SAFETY: as in `map`: only the window is replaced.
+        let p = unsafe {
+            libc::mmap(
+                self.addr,
+                REGION as usize,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RegionWindow {
+    fn drop(&mut self) {
+        // SAFETY: the window is ours and nothing refers into it once its
+        // owner is dropped.
+        unsafe { libc::munmap(self.addr, REGION as usize) };
+    }
+}
+
+/// The size of a memory page.
+fn page_size() -> usize {
+    // SAFETY: sysconf only reads a system constant.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 {
+        n as usize
+    } else {
+        4096
+    }
+}
+
+/// `madvise` on `len` bytes at `addr`.
+fn advise(addr: *mut u8, len: usize, advice: libc::c_int) -> io::Result<()> {
+    // SAFETY: madvise only changes how the kernel handles the range (the
+    // advice given here never discards data); callers pass ranges of their
+    // own live maps.
+    if unsafe { libc::madvise(addr as *mut libc::c_void, len, advice) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Free bytes for unprivileged users on the filesystem holding `f`, if the
 /// filesystem can tell.
 fn free_space(f: &File) -> Option<u64> {
@@ -924,6 +1185,36 @@ mod tests {
         f.write_all_at(b"X", 5).unwrap();
         let have = st.check_all(&hashes, 1, &|_| {}).unwrap();
         assert!(have.get(0) && !have.get(1) && have.get(2));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn pieces_crossing_regions_and_file_ends_land_exactly() {
+        // Two files of a few regions each with odd ends, and pieces of an
+        // odd length, so writes start mid-region, cross region boundaries,
+        // end mid-region and reach into the last (partial) region of each
+        // file, which must go through a map of its own. Written out of
+        // order, and one piece twice (an endgame copy).
+        let dir = tmp("regions");
+        let lens = [5 * REGION + 12_345, 3 * REGION - 7];
+        let layout = Layout::new(768 * 1024 + 5, &lens);
+        let files: Vec<Vec<String>> = (0..2).map(|i| vec![format!("f{i}")]).collect();
+        let paths = file_paths(&dir, "t", true, &files);
+        let st = Storage::open(layout.clone(), paths.clone()).unwrap();
+        let total = layout.total_length() as usize;
+        let content: Vec<u8> = (0..total).map(|i| (i * 31 % 251) as u8).collect();
+        let n = layout.num_pieces();
+        let mut order: Vec<u32> = (0..n).map(|i| (i * 7) % n).collect();
+        order.push(3);
+        for p in order {
+            let s = layout.piece_offset(p) as usize;
+            let e = s + layout.piece_len(p) as usize;
+            st.write_piece(p, &content[s..e]).unwrap();
+        }
+        st.sync().unwrap();
+        let a = lens[0] as usize;
+        assert!(fs::read(&paths[0]).unwrap() == content[..a]);
+        assert!(fs::read(&paths[1]).unwrap() == content[a..]);
         fs::remove_dir_all(&dir).unwrap();
     }
 

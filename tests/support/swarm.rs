@@ -3,7 +3,7 @@
 //! with a time limit. Hostile peers are in `hostile.rs`.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -242,6 +242,17 @@ pub struct SlowSeeder {
 
 impl SlowSeeder {
     pub fn start(content: &Content, delay: Duration) -> SlowSeeder {
+        SlowSeeder::serve(content, delay, false)
+    }
+
+    /// A seeder that answers the requests it has read (up to 256 at a time,
+    /// gathered for 2 ms) in reverse order, so blocks of later pieces come
+    /// before those of earlier ones, many pieces interleaved.
+    pub fn scrambled(content: &Content) -> SlowSeeder {
+        SlowSeeder::serve(content, Duration::ZERO, true)
+    }
+
+    fn serve(content: &Content, delay: Duration, reverse: bool) -> SlowSeeder {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -257,7 +268,8 @@ impl SlowSeeder {
                     Ok((sock, _)) => {
                         let (path, s3) = (path.clone(), s2.clone());
                         thread::spawn(move || {
-                            let _ = slow_conn(sock, info_hash, n, piece_len, &path, delay, &s3);
+                            let how = (delay, reverse);
+                            let _ = slow_conn(sock, info_hash, n, piece_len, &path, how, &s3);
                         });
                     }
                     Err(_) => thread::sleep(Duration::from_millis(10)),
@@ -280,10 +292,9 @@ fn slow_conn(
     n: u32,
     piece_len: u64,
     path: &Path,
-    delay: Duration,
+    (delay, reverse): (Duration, bool),
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
     let file = fs::File::open(path)?;
     s.set_nonblocking(false)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -303,7 +314,25 @@ fn slow_conn(
     out.extend(msg(5, &bits));
     out.extend(msg(1, &[]));
     s.write_all(&out)?;
+    let mut pending: Vec<(u64, u64, usize)> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
+        if reverse && !pending.is_empty() {
+            // Gather what else is coming for a moment, then answer backwards.
+            s.set_read_timeout(Some(Duration::from_millis(2)))?;
+            let ready = s.peek(&mut [0u8; 1]);
+            s.set_read_timeout(Some(Duration::from_secs(30)))?;
+            match ready {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    while let Some((index, begin, blen)) = pending.pop() {
+                        send_block(&mut s, &file, piece_len, index, begin, blen)?;
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let mut len = [0u8; 4];
         s.read_exact(&mut len)?;
         let len = u32::from_be_bytes(len) as usize;
@@ -313,15 +342,38 @@ fn slow_conn(
             let index = u32::from_be_bytes(body[1..5].try_into().unwrap()) as u64;
             let begin = u32::from_be_bytes(body[5..9].try_into().unwrap()) as u64;
             let blen = u32::from_be_bytes(body[9..13].try_into().unwrap()) as usize;
-            let mut payload = body[1..9].to_vec();
-            let at = payload.len();
-            payload.resize(at + blen, 0);
-            file.read_exact_at(&mut payload[at..], index * piece_len + begin)?;
+            if reverse {
+                pending.push((index, begin, blen));
+                if pending.len() >= 256 {
+                    while let Some((index, begin, blen)) = pending.pop() {
+                        send_block(&mut s, &file, piece_len, index, begin, blen)?;
+                    }
+                }
+                continue;
+            }
             thread::sleep(delay);
-            s.write_all(&msg(7, &payload))?;
+            send_block(&mut s, &file, piece_len, index, begin, blen)?;
         }
     }
     Ok(())
+}
+
+/// Sends the `blen` bytes at `begin` of piece `index`, read from `file`.
+fn send_block(
+    s: &mut TcpStream,
+    file: &fs::File,
+    piece_len: u64,
+    index: u64,
+    begin: u64,
+    blen: usize,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut payload = Vec::with_capacity(8 + blen);
+    payload.extend_from_slice(&(index as u32).to_be_bytes());
+    payload.extend_from_slice(&(begin as u32).to_be_bytes());
+    payload.resize(8 + blen, 0);
+    file.read_exact_at(&mut payload[8..], index * piece_len + begin)?;
+    s.write_all(&msg(7, &payload))
 }
 
 /// A running tget whose `-v` log is collected line by line, so a test can
