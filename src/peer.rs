@@ -67,6 +67,8 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 const MIN_DEPTH: usize = 8;
 const START_DEPTH: usize = 32;
 const MAX_DEPTH: usize = 256;
+/// Blocks answered before the pipeline is refilled (at most half the depth).
+const REFILL_BATCH: usize = 16;
 /// Requests for pieces we do not have that a Fast peer may make (each
 /// rejected) before it is dropped.
 const MAX_UNANNOUNCED_REQUESTS: u32 = 16;
@@ -691,6 +693,12 @@ impl<'a> Connection<'a> {
     fn fill_pipeline(&mut self) -> Result<(), Close> {
         let choked = self.peer_choking;
         if !self.am_interested || (choked && !self.allowed_fast_useful()) {
+            return Ok(());
+        }
+        // Requests go out in batches: one send (and one wake-up of the
+        // peer) per `REFILL_BATCH` blocks answered, not one per block.
+        let batch = REFILL_BATCH.min(self.depth / 2).max(1);
+        if !self.requests.is_empty() && self.requests.len() + batch > self.depth {
             return Ok(());
         }
         while self.requests.len() < self.depth {

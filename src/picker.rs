@@ -84,6 +84,11 @@ pub struct Picker {
     /// When streaming: only pieces in this range are picked, its first
     /// piece before any other.
     window: Option<std::ops::Range<u32>>,
+    /// Pieces per extent (a stretch of the torrent written through one
+    /// storage map); 1 turns extent affinity off.
+    extent: u32,
+    /// The extent of the last rarest-first pick.
+    last_extent: Option<u32>,
     rng: Rng,
 }
 
@@ -184,8 +189,21 @@ impl Picker {
             busy: Vec::new(),
             pos,
             window: None,
+            extent: 1,
+            last_extent: None,
             rng,
         }
+    }
+
+    /// Sets how many consecutive pieces make one extent. Among pieces
+    /// equally rare, a pick then prefers the extent of the last pick, so
+    /// the workers fill one stretch of the file at a time and the storage
+    /// writes it through one map (docs/ARCHITECTURE.md) instead of
+    /// scattering writes over the whole torrent. Rarest-first still
+    /// decides: a piece of that extent is taken only if it is as rare as
+    /// the piece the pick found.
+    pub fn set_extent(&mut self, pieces: u32) {
+        self.extent = pieces.max(1);
     }
 
     /// Restricts picking to `window` (streaming), or lifts the restriction.
@@ -292,6 +310,11 @@ impl Picker {
                 Probe::GaveUp => self.scan(peer, range, random_phase),
             }
         };
+        if let Some(i) = best {
+            if !random_phase && self.window.is_none() {
+                best = Some(self.with_affinity(peer, i));
+            }
+        }
         if best.is_none() {
             best = self.pick_endgame(peer, holding);
         }
@@ -299,6 +322,28 @@ impl Picker {
             self.assign(i);
         }
         best
+    }
+
+    /// `found` (a free piece the peer has, from rarest-first), or a piece
+    /// as rare of the last pick's extent, if one is free and the peer has
+    /// it; remembers the extent of what it returns.
+    fn with_affinity(&mut self, peer: &Bitfield, found: u32) -> u32 {
+        if self.extent <= 1 {
+            return found;
+        }
+        let rarity = self.availability[found as usize];
+        if let Some(e) = self.last_extent {
+            let n = self.have.len();
+            let from = e.saturating_mul(self.extent).min(n);
+            let to = from.saturating_add(self.extent).min(n);
+            for j in from..to {
+                if self.is_free(j) && peer.get(j) && self.availability[j as usize] <= rarity {
+                    return j;
+                }
+            }
+        }
+        self.last_extent = Some(found / self.extent);
+        found
     }
 
     /// Looks for a free piece the peer has in the buckets, rarest first
@@ -609,6 +654,37 @@ mod tests {
     }
 
     #[test]
+    fn equally_rare_pieces_are_taken_an_extent_at_a_time() {
+        let n = 4 + 64;
+        let mut p = picker_past_random_phase(n);
+        p.set_extent(8);
+        let everyone = bits(n, &(0..n).collect::<Vec<_>>());
+        p.add_peer(&everyone);
+        // All equally rare: after the first pick, the rest of its extent
+        // comes first, then the next extent is started where the pick lands.
+        let first = p.pick(&everyone, &[]).unwrap();
+        let extent = first / 8;
+        let mut taken = vec![first];
+        let left = (extent * 8..extent * 8 + 8).filter(|&i| i >= 4).count();
+        for _ in 1..left {
+            let i = p.pick(&everyone, &[]).unwrap();
+            assert_eq!(i / 8, extent, "{i} left extent {extent} after {taken:?}");
+            taken.push(i);
+        }
+        let next = p.pick(&everyone, &[]).unwrap();
+        assert_ne!(next / 8, extent);
+        // A rarer piece elsewhere still wins over the extent.
+        let mut p = picker_past_random_phase(n);
+        p.set_extent(8);
+        p.add_peer(&everyone);
+        p.add_peer(&bits(n, &(0..n - 1).collect::<Vec<_>>()));
+        let first = p.pick(&everyone, &[]).unwrap();
+        assert_eq!(first, n - 1, "the rarest piece");
+        let second = p.pick(&everyone, &[]).unwrap();
+        assert_eq!(second / 8, (n - 1) / 8, "then its extent");
+    }
+
+    #[test]
     fn only_pieces_the_peer_has_and_we_lack() {
         let mut p = picker_past_random_phase(8);
         let peer = bits(8, &[2, 3, 6]);
@@ -790,6 +866,8 @@ mod tests {
         let n = 3000;
         let mut rng = Rng::new(99);
         let mut p = picker_past_random_phase(n);
+        // Extent affinity must never override rarest-first.
+        p.set_extent(8);
         let mut peers: Vec<Bitfield> = Vec::new();
         let mut held: Vec<u32> = Vec::new();
         for step in 0..4000 {

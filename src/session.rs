@@ -499,7 +499,9 @@ impl Session {
             if !initial_peers.is_empty() {
                 let _ = coord_events.send(Event::Peers(initial_peers));
             }
-            let picker = Picker::with_wanted(have, wanted, Rng::from_entropy());
+            let mut picker = Picker::with_wanted(have, wanted, Rng::from_entropy());
+            let piece_len = storage.layout().piece_length().max(1);
+            picker.set_extent((crate::storage::REGION / piece_len) as u32);
             let coordinator = Coordinator::new(
                 picker,
                 storage,

@@ -568,7 +568,7 @@ impl Storage {
     fn write_in_region(
         &self,
         file: usize,
-        f: &File,
+        f: &Arc<File>,
         region: u64,
         offset: u64,
         data: &[u8],
@@ -576,23 +576,20 @@ impl Storage {
         let Ok(mut guard) = self.window.lock() else {
             return Ok(false);
         };
-        let Some(window) = guard.as_ref() else {
+        let Some(window) = guard.as_mut() else {
             return Ok(false);
         };
         let base = window
-            .map(f, region)
+            .map(file, f, region)
             .map_err(|e| self.error("map", file, e))?;
         let page = page_size();
         let inside = (offset - region) as usize;
         let first = inside - inside % page;
         let last = (inside + data.len()).div_ceil(page) * page;
-        // Huge pages where the kernel has them (ignored where not), no
-        // read-ahead beyond this region, then only the pages written made
-        // present: with huge pages that is the whole region in one fault,
-        // without them no page outside `data`.
-        let _ = advise(base, REGION as usize, libc::MADV_HUGEPAGE);
-        let _ = advise(base, REGION as usize, libc::MADV_RANDOM);
-        // SAFETY: `first..last` lies inside the region just mapped.
+        // Only the pages written are made present: with huge pages that is
+        // the whole region in one fault (none at all while the region stays
+        // mapped and dirty), without them no page outside `data`.
+        // SAFETY: `first..last` lies inside the region mapped.
         let populate = advise(
             unsafe { base.add(first) },
             last - first,
@@ -614,13 +611,13 @@ impl Storage {
                 // were made present and writable with their disk space
                 // reserved, as in `write_mapped` (same caveat about another
                 // process truncating the file). The copy's source is a
-                // buffer of ours, which cannot overlap a fresh file map.
+                // buffer of ours, which cannot overlap a file map.
                 unsafe {
                     std::ptr::copy_nonoverlapping(data.as_ptr(), base.add(inside), data.len())
                 };
                 true
             });
-        if window.unmap().is_err() {
+        if outcome.is_err() && window.unmap().is_err() {
             // The file's map stays until the window is dropped here; the
             // range is never mapped over again.
             guard.take();
@@ -876,7 +873,7 @@ impl UploadWindow {
 
 /// How much of a file is mapped at once for writing: the size of a huge
 /// page (a PMD on x86-64, and on arm64 with 4 KiB pages).
-const REGION: u64 = 2 << 20;
+pub const REGION: u64 = 2 << 20;
 
 /// [`REGION`] bytes of address space, aligned to their size, reserved once
 /// (inaccessible) so that a region of a file can be mapped exactly there for
@@ -886,6 +883,12 @@ const REGION: u64 = 2 << 20;
 /// region.
 struct RegionWindow {
     addr: *mut libc::c_void,
+    /// What is mapped there now: file index, region offset, and the open
+    /// file it was mapped from (a file closed and opened again since is
+    /// mapped again). The map stays between writes, so the next piece of
+    /// the same region (the picker keeps workers on one extent) costs no
+    /// map, no fault and no dirty mark.
+    mapped: Option<(usize, u64, Arc<File>)>,
 }
 
 // SAFETY: the window is a range of address space owned by this value alone;
@@ -928,14 +931,23 @@ impl RegionWindow {
         }
         Some(RegionWindow {
             addr: aligned as *mut libc::c_void,
+            mapped: None,
         })
     }
 
-    /// Maps the [`REGION`] bytes of `f` from `offset` (a multiple of the
-    /// region size) over the window, readable and writable, shared.
-    fn map(&self, f: &File, offset: u64) -> io::Result<*mut u8> {
-        // SAFETY: MAP_FIXED replaces only the window, which this value owns
-        // (its holder has the lock); the descriptor is open for the call.
+    /// The window with the [`REGION`] bytes of file `file` (open as `f`)
+    /// from `offset` (a multiple of the region size) mapped there, readable
+    /// and writable, shared: mapped now unless it already was.
+    fn map(&mut self, file: usize, f: &Arc<File>, offset: u64) -> io::Result<*mut u8> {
+        if let Some((i, at, open)) = &self.mapped {
+            if *i == file && *at == offset && Arc::ptr_eq(open, f) {
+                return Ok(self.addr as *mut u8);
+            }
+        }
+        self.mapped = None;
+        // SAFETY: MAP_FIXED replaces only the window (and whatever file
+        // region was mapped there), which this value owns (its holder has
+        // the lock); the descriptor is open for the call.
         let p = unsafe {
             libc::mmap(
                 self.addr,
@@ -947,15 +959,26 @@ impl RegionWindow {
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
+            let e = io::Error::last_os_error();
+            // A failed MAP_FIXED may have unmapped the old region: put the
+            // reservation back (if that fails too, the next map fails).
+            let _ = self.unmap();
+            return Err(e);
         }
-        Ok(p as *mut u8)
+        let base = p as *mut u8;
+        // Huge pages where the kernel has them (ignored where not), and no
+        // read-ahead beyond this region: it is about to be overwritten.
+        let _ = advise(base, REGION as usize, libc::MADV_HUGEPAGE);
+        let _ = advise(base, REGION as usize, libc::MADV_RANDOM);
+        self.mapped = Some((file, offset, f.clone()));
+        Ok(base)
     }
 
     /// Puts the inaccessible reservation back over the window, unmapping
     /// the file region mapped there (its dirty pages stay in the page
     /// cache, as after any `munmap`).
-    fn unmap(&self) -> io::Result<()> {
+    fn unmap(&mut self) -> io::Result<()> {
+        self.mapped = None;
         // SAFETY: as in `map`: only the window is replaced.
         let p = unsafe {
             libc::mmap(

@@ -153,13 +153,23 @@ impl Client {
                 v.push(port.to_string().into());
             }
             Client::Rqbit => {
-                // Not run here (rqbit was not installed): the flags are
-                // rqbit's documented ones, check them against `rqbit --help`.
+                // rqbit 9.1: no DHT, LSD or UPnP, a port of the bench's
+                // choosing, no HTTP API, exit when done.
                 v.push("rqbit".into());
-                for a in ["--disable-dht", "--disable-dht-persistence"] {
+                for a in [
+                    "--disable-dht",
+                    "--disable-dht-persistence",
+                    "--disable-upnp-port-forward",
+                    "--disable-lsd",
+                    "-v",
+                    "warn",
+                    "--listen-port",
+                ] {
                     v.push(a.into());
                 }
+                v.push(port.to_string().into());
                 v.push("download".into());
+                v.push("--disable-http-api".into());
                 v.push("--exit-on-finish".into());
                 v.push("--output-folder".into());
                 v.push(out.into());
