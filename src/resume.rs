@@ -233,12 +233,17 @@ impl Saver {
     }
 }
 
-/// Syncs the data, then records `pieces` with the files' current stamps.
+/// Records `pieces` with the files' stamps, taken before their data is
+/// synced: every piece of `pieces` was written before the stamps are read
+/// (so the sync makes it durable), and any write after that changes a file's
+/// modification time, so a later state of the files never matches a
+/// resume state that lacks its pieces (the restart then checks the data
+/// instead of fetching pieces it already has).
 fn save(storage: &Storage, info_hash: [u8; 20], pieces: Bitfield, path: &Path) -> io::Result<()> {
+    let files = storage.stamps()?;
     storage
         .sync()
         .map_err(|e| io::Error::other(e.to_string()))?;
-    let files = storage.stamps()?;
     let state = ResumeState {
         info_hash,
         pieces,
