@@ -1482,6 +1482,24 @@ impl<'a> Connection<'a> {
         }
     }
 
+    /// Writing piece `index` failed: its buffer goes back, the piece goes
+    /// back to the coordinator with the error (which ends the download),
+    /// and the connection closes.
+    fn disk_failed(
+        &mut self,
+        index: u32,
+        (buf, reserved): (Vec<u8>, u64),
+        e: crate::storage::StorageError,
+    ) -> Close {
+        self.retire(buf, reserved);
+        let _ = self.ctx.events.send(Event::Released {
+            worker: self.ctx.id,
+            pieces: vec![index],
+        });
+        let _ = self.ctx.events.send(Event::DiskError(e));
+        Close::Quiet("disk write failed".into())
+    }
+
     /// Hashes the blocks that are now contiguous and, when the piece is whole,
     /// checks it and writes it.
     fn advance_piece(&mut self, index: u32) -> Result<(), Close> {
@@ -1517,13 +1535,7 @@ impl<'a> Connection<'a> {
         }
         if let Err(e) = streamed {
             let p = self.pieces.swap_remove(pos);
-            self.retire(p.buf, p.reserved);
-            let _ = self.ctx.events.send(Event::Released {
-                worker: self.ctx.id,
-                pieces: vec![index],
-            });
-            let _ = self.ctx.events.send(Event::DiskError(e));
-            return Err(Close::Quiet("disk write failed".into()));
+            return Err(self.disk_failed(index, (p.buf, p.reserved), e));
         }
         if p.received_count < p.num_blocks {
             return Ok(());
@@ -1538,13 +1550,7 @@ impl<'a> Connection<'a> {
                 self.ctx.storage.write_piece(index, &p.buf)
             };
             if let Err(e) = written {
-                self.retire(p.buf, p.reserved);
-                let _ = self.ctx.events.send(Event::Released {
-                    worker: self.ctx.id,
-                    pieces: vec![index],
-                });
-                let _ = self.ctx.events.send(Event::DiskError(e));
-                return Err(Close::Quiet("disk write failed".into()));
+                return Err(self.disk_failed(index, (p.buf, p.reserved), e));
             }
             self.ours.set(index);
             let _ = self.ctx.events.send(Event::PieceDone {
