@@ -282,7 +282,6 @@ pub struct Coordinator {
     stream: Option<Stream>,
     /// Pieces completed since the resume state was last queued for saving.
     unsaved: bool,
-    last_save: Instant,
     conns: Vec<Option<Conn>>,
     known: HashMap<SocketAddr, Known>,
     idle: usize,
@@ -350,7 +349,6 @@ impl Coordinator {
             notices,
             stream,
             unsaved: false,
-            last_save: Instant::now(),
             known: HashMap::new(),
             last_need_peers: None,
             policy: SeedPolicy::default(),
@@ -1087,14 +1085,13 @@ impl Coordinator {
     fn tick(&mut self) {
         // The stream reader moves on by itself: follow it.
         self.advance_stream();
-        // At most once a second, record the pieces completed since the last
-        // save (the saver syncs their bytes to disk first).
-        if self.unsaved && self.last_save.elapsed() >= Duration::from_secs(1) {
+        // Each tick, hand the saver the pieces completed since the last
+        // snapshot (it syncs their bytes to disk first, and paces itself).
+        if self.unsaved {
             if let Some(saver) = &self.saver {
                 saver.save(self.picker.have().clone());
             }
             self.unsaved = false;
-            self.last_save = Instant::now();
         }
         self.start_connections();
         if Instant::now() >= self.next_choke {

@@ -35,7 +35,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{unbounded, Sender};
+use std::time::Instant;
+
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use log::{debug, warn};
 
 use crate::bencode::{self, Value};
@@ -43,6 +45,8 @@ use crate::storage::{FileStamp, Storage};
 use crate::wire::Bitfield;
 
 const VERSION: i64 = 2;
+/// After a save, the saver waits this many times as long as it took.
+const SAVE_PAUSE: u32 = 3;
 /// Bytes per file in `stamps`.
 const STAMP_LEN: usize = 16;
 
@@ -199,15 +203,11 @@ impl Saver {
             .name("resume".into())
             .stack_size(256 * 1024)
             .spawn(move || {
-                while let Ok(mut pieces) = rx.recv() {
-                    // Only the newest snapshot matters.
-                    while let Ok(newer) = rx.try_recv() {
-                        pieces = newer;
-                    }
+                run(rx, |pieces| {
                     if let Err(e) = save(&storage, info_hash, pieces, &path) {
                         warn!("cannot save resume state {}: {e}", path.display());
                     }
-                }
+                })
             })?;
         Ok(Saver {
             tx: Some(tx),
@@ -229,6 +229,47 @@ impl Saver {
         self.tx.take();
         if let Some(h) = self.handle.take() {
             let _ = h.join();
+        }
+    }
+}
+
+/// The saver's loop: saves the newest snapshot from `rx` as soon as it
+/// comes, but after a save that took `d`, waits `SAVE_PAUSE × d` before
+/// the next (newer snapshots replace the waiting one), so saving takes at
+/// most a quarter of a core however slow the disk or however many files
+/// the torrent has. Syncing often keeps the data not yet on disk small,
+/// so the final sync when the download completes is short. When the
+/// sender is dropped, the last snapshot is saved at once.
+fn run(rx: Receiver<Bitfield>, mut save: impl FnMut(Bitfield)) {
+    let mut pending: Option<Bitfield> = None;
+    let mut quiet_until = Instant::now();
+    loop {
+        let next = if pending.is_some() {
+            rx.recv_deadline(quiet_until)
+        } else {
+            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        };
+        let last = match next {
+            Ok(pieces) => {
+                pending = Some(pieces);
+                if Instant::now() < quiet_until {
+                    continue;
+                }
+                false
+            }
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => true,
+        };
+        while let Ok(newer) = rx.try_recv() {
+            pending = Some(newer);
+        }
+        if let Some(pieces) = pending.take() {
+            let started = Instant::now();
+            save(pieces);
+            quiet_until = Instant::now() + started.elapsed() * SAVE_PAUSE;
+        }
+        if last {
+            return;
         }
     }
 }
@@ -257,6 +298,7 @@ fn save(storage: &Storage, info_hash: [u8; 20], pieces: Bitfield, path: &Path) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn sample() -> ResumeState {
         let mut pieces = Bitfield::new(10);
@@ -366,5 +408,75 @@ mod tests {
             .count();
         assert_eq!(leftovers, 0, "temporary files left behind");
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A save the test saver made: the snapshot's piece count, and when the
+    /// save started and ended.
+    type Saved = (u32, Instant, Instant);
+
+    /// Runs the saver loop with a save that takes `took` and records which
+    /// snapshot (its count of pieces) it saved, and when it started and ended.
+    fn paced_saver(took: Duration) -> (Sender<Bitfield>, JoinHandle<()>, Receiver<Saved>) {
+        let (tx, rx) = unbounded::<Bitfield>();
+        let (done_tx, done_rx) = unbounded();
+        let handle = std::thread::spawn(move || {
+            run(rx, |pieces| {
+                let started = Instant::now();
+                std::thread::sleep(took);
+                let _ = done_tx.send((pieces.count(), started, Instant::now()));
+            })
+        });
+        (tx, handle, done_rx)
+    }
+
+    fn snapshot(count: u32) -> Bitfield {
+        let mut b = Bitfield::new(16);
+        for i in 0..count {
+            b.set(i);
+        }
+        b
+    }
+
+    #[test]
+    fn after_a_save_the_saver_waits_three_times_as_long_and_keeps_the_newest() {
+        let took = Duration::from_millis(40);
+        let (tx, handle, saved) = paced_saver(took);
+        tx.send(snapshot(1)).unwrap();
+        let (n, _, first_end) = saved.recv().unwrap();
+        assert_eq!(n, 1);
+        // Three snapshots during the pause: only the newest is saved, and
+        // not before the pause is over.
+        for count in 2..=4 {
+            tx.send(snapshot(count)).unwrap();
+        }
+        let (n, second_start, _) = saved.recv().unwrap();
+        assert_eq!(n, 4);
+        assert!(
+            second_start.duration_since(first_end) >= took * SAVE_PAUSE,
+            "saved again after {:?}",
+            second_start.duration_since(first_end)
+        );
+        drop(tx);
+        handle.join().unwrap();
+        assert!(saved.try_recv().is_err(), "nothing more to save");
+    }
+
+    #[test]
+    fn the_last_snapshot_is_saved_at_once_when_the_sender_goes() {
+        let took = Duration::from_millis(100);
+        let (tx, handle, saved) = paced_saver(took);
+        tx.send(snapshot(1)).unwrap();
+        let (_, _, first_end) = saved.recv().unwrap();
+        tx.send(snapshot(7)).unwrap();
+        drop(tx);
+        handle.join().unwrap();
+        let (n, start, _) = saved.recv().unwrap();
+        assert_eq!(n, 7);
+        // Within the pause that would otherwise apply (300 ms).
+        assert!(
+            start.duration_since(first_end) < took * SAVE_PAUSE,
+            "the final save waited {:?}",
+            start.duration_since(first_end)
+        );
     }
 }
