@@ -48,7 +48,8 @@ pub enum Event {
     },
     /// The worker's peer announced a piece (already range-checked).
     Have { worker: usize, piece: u32 },
-    /// The worker wants up to `count` more pieces; it waits for `Assign`.
+    /// The worker wants up to `count` more pieces, answered with `Assign`
+    /// (it goes on with its peer meanwhile).
     WantPieces { worker: usize, count: u32 },
     /// The worker verified and wrote a piece.
     PieceDone { worker: usize, piece: u32 },
@@ -88,7 +89,7 @@ pub enum Event {
     /// The worker's peer lets us fetch `piece` while it chokes us (BEP 6).
     AllowedFast { worker: usize, piece: u32 },
     /// Like `WantPieces`, while the peer chokes us: only pieces it allows
-    /// fast. The worker waits for `Assign`.
+    /// fast. Answered with `Assign`.
     WantAllowedPieces { worker: usize, count: u32 },
     /// A peer told us its DHT port (BEP 5 `port` message).
     DhtNode(SocketAddr),
