@@ -1750,10 +1750,15 @@ mod tests {
     }
 
     fn rig(tag: &str) -> Rig {
+        rig_with(tag, Layout::new(16384, &[40000]))
+    }
+
+    /// A rig over `layout`, in one file (hashes all zero until set).
+    fn rig_with(tag: &str, layout: Layout) -> Rig {
         let dir = std::env::temp_dir().join(format!("tget-peer-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let layout = Layout::new(16384, &[40000]);
+        let pieces = layout.num_pieces() as usize;
         let storage = Storage::open(layout, vec![dir.join("f")]).unwrap();
         let (events_tx, events) = unbounded();
         let (control, control_rx) = unbounded();
@@ -1762,7 +1767,7 @@ mod tests {
             id: 0,
             info_hash: [3; 20],
             our_id: [4; 20],
-            hashes: Arc::new(vec![[0; 20]; 3]),
+            hashes: Arc::new(vec![[0; 20]; pieces]),
             storage: Arc::new(storage),
             shared: Arc::new(Shared::default()),
             events: events_tx,
@@ -1925,6 +1930,109 @@ mod tests {
             }
         });
         peer.join().unwrap();
+    }
+
+    #[test]
+    fn a_block_that_finds_no_buffer_is_asked_for_again_and_lands() {
+        // Two pieces of two blocks; the budget is already spent by other
+        // workers, so this worker may hold one buffer and no more.
+        let mut r = rig_with("budget", Layout::new(32768, &[65536]));
+        let data: Vec<u8> = (0..65536u32).map(|i| (i * 7 % 251) as u8).collect();
+        let hashes = data
+            .chunks(32768)
+            .map(|c| Sha1::digest(c).into())
+            .collect::<Vec<[u8; 20]>>();
+        r.ctx.hashes = Arc::new(hashes);
+        r.ctx
+            .shared
+            .buffered
+            .store(BUFFER_BUDGET, Ordering::Relaxed);
+        r.control
+            .send(ToWorker::Accept {
+                ours: Bitfield::new(2),
+            })
+            .unwrap();
+        let (stream, mut theirs) = pair();
+        let addr = stream.peer_addr().unwrap();
+        let served = data.clone();
+        let peer = thread::spawn(move || {
+            let data = served;
+            let mut h = Handshake::new([3; 20], [5; 20]).encode().to_vec();
+            h.extend([0, 0, 0, 2, 5, 0b1100_0000, 0, 0, 0, 1, 1]);
+            theirs.write_all(&h).unwrap();
+            let mut shake = [0u8; HANDSHAKE_LEN];
+            theirs.read_exact(&mut shake).unwrap();
+            let mut reader = MessageReader::new(1 << 20);
+            let mut asked: Vec<(u32, u32)> = Vec::new();
+            let mut answered = 0;
+            let answer = |theirs: &mut TcpStream, (index, begin): (u32, u32)| {
+                let at = (index * 32768 + begin) as usize;
+                let mut out = Vec::new();
+                let data = &data[at..at + 16384];
+                Message::Piece { index, begin, data }.encode_into(&mut out);
+                theirs.write_all(&out).unwrap();
+            };
+            while matches!(reader.fill(&mut theirs), Ok(n) if n > 0) {
+                while let Ok(Some(m)) = reader.next_message() {
+                    if let Message::Request { index, begin, .. } = m {
+                        asked.push((index, begin));
+                    }
+                }
+                if answered == 0 && asked.len() >= 4 {
+                    // Piece 0's first block, then all of piece 1 (no room
+                    // for it), and piece 0's last block a moment later.
+                    for b in [(0, 0), (1, 0), (1, 16384)] {
+                        answer(&mut theirs, b);
+                    }
+                    thread::sleep(Duration::from_millis(100));
+                    answer(&mut theirs, (0, 16384));
+                    answered = 4;
+                }
+                // Anything asked again is answered at once.
+                while answered >= 4 && answered < asked.len() {
+                    answer(&mut theirs, asked[answered]);
+                    answered += 1;
+                }
+            }
+            asked
+        });
+        let done = thread::scope(|s| {
+            let worker = s.spawn(|| {
+                let mut conn = Connection::new(&r.ctx, stream, addr, false);
+                conn.run().unwrap_err()
+            });
+            let mut done = Vec::new();
+            let mut first = true;
+            while done.len() < 2 {
+                match r.events.recv_timeout(Duration::from_secs(5)) {
+                    Ok(Event::WantPieces { .. }) => {
+                        let pieces = if first { vec![0, 1] } else { vec![] };
+                        first = false;
+                        r.control.send(ToWorker::Assign(pieces)).unwrap();
+                    }
+                    Ok(Event::PieceDone { piece, .. }) => done.push(piece),
+                    Ok(Event::PieceFailed { piece, .. }) => panic!("piece {piece} failed"),
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            r.control.send(ToWorker::Disconnect).unwrap();
+            worker.join().unwrap();
+            done
+        });
+        let asked = peer.join().unwrap();
+        assert_eq!(done, vec![0, 1]);
+        // Piece 1's blocks were dropped for want of room and asked again.
+        for block in [(1, 0), (1, 16384)] {
+            let times = asked.iter().filter(|&&b| b == block).count();
+            assert!(times >= 2, "{block:?} asked {times} time(s): {asked:?}");
+        }
+        let mut back = vec![0u8; 65536];
+        r.ctx.storage.read(0, 0, &mut back[..32768]).unwrap();
+        r.ctx.storage.read(1, 0, &mut back[32768..]).unwrap();
+        assert!(back == data, "the pieces on disk differ from the peer's");
+        // Every buffer went back.
+        assert_eq!(r.ctx.shared.buffered.load(Ordering::Relaxed), BUFFER_BUDGET);
     }
 
     fn request(index: u32) -> Vec<u8> {
