@@ -428,6 +428,14 @@ fn python_baseline_mib(dir: &Path) -> f64 {
 /// One download by `client` into a fresh folder, once the machine is quiet;
 /// checks the bytes and prints the figures.
 fn one_run(sw: &mut Swarm, t: &Torrent, client: Client, tag: &str, seeders: &[u32]) -> Usage {
+    // Nothing written before (the content just made, above all: 4 GiB of
+    // dirty pages the kernel would write back during the first runs) may
+    // be flushed while a client is timed.
+    let synced = Command::new("sync").status();
+    assert!(
+        synced.as_ref().is_ok_and(|s| s.success()),
+        "bench: sync failed: {synced:?}"
+    );
     wait_for_quiet(seeders);
     let out: PathBuf = sw.subdir(&format!("{}-out", client.name()));
     let argv = client.argv(t, &out, harness::free_port());
