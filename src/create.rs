@@ -433,7 +433,7 @@ mod tests {
         assert_eq!(m.info.files[0].path, vec!["movie.bin"]);
         assert_eq!(m.info.total_length(), 40000);
         assert_eq!(m.info.piece_length, 16384);
-        assert_eq!(m.info.pieces, expected_pieces(&content, 16384));
+        assert_eq!(*m.info.pieces, expected_pieces(&content, 16384));
         assert_eq!(m.announce.as_deref(), Some("http://127.0.0.1:1/announce"));
         assert!(m.announce_list.is_empty());
         assert_eq!(
@@ -488,7 +488,7 @@ mod tests {
         );
         // Pieces span file boundaries.
         let all = [a, b, c].concat();
-        assert_eq!(m.info.pieces, expected_pieces(&all, 16384));
+        assert_eq!(*m.info.pieces, expected_pieces(&all, 16384));
         check_hash(&bytes, &m);
     }
 

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
 use std::path::Path;
+use std::sync::Arc;
 
 use sha1::{Digest, Sha1};
 
@@ -30,8 +31,9 @@ pub const MAX_TORRENT_FILE_SIZE: u64 = 128 * 1024 * 1024;
 pub struct Metainfo {
     /// SHA-1 of the raw info dictionary bytes exactly as they appear in the file.
     pub info_hash: [u8; 20],
-    /// The raw bencoded info dictionary, as it appears in the file.
-    pub info_bytes: Vec<u8>,
+    /// The raw bencoded info dictionary, as it appears in the file (shared
+    /// with the workers, which serve it to magnet users, not copied).
+    pub info_bytes: Arc<Vec<u8>>,
     /// The validated info dictionary.
     pub info: Info,
     /// The `announce` URL, if any.
@@ -56,8 +58,9 @@ pub struct Info {
     pub name: String,
     /// Bytes per piece; the last piece may be shorter.
     pub piece_length: u64,
-    /// SHA-1 of each piece, in order.
-    pub pieces: Vec<[u8; 20]>,
+    /// SHA-1 of each piece, in order (shared with the workers, not copied:
+    /// 20 MB for a million pieces).
+    pub pieces: Arc<Vec<[u8; 20]>>,
     /// The files in order; a single-file torrent has one entry whose path is
     /// `[name]`.
     pub files: Vec<FileInfo>,
@@ -338,7 +341,7 @@ impl Metainfo {
 
         Ok(Metainfo {
             info_hash,
-            info_bytes,
+            info_bytes: Arc::new(info_bytes),
             info,
             announce,
             announce_list,
@@ -534,7 +537,7 @@ impl Info {
         Ok(Info {
             name,
             piece_length,
-            pieces,
+            pieces: Arc::new(pieces),
             files,
             multi_file,
             private,
@@ -782,7 +785,7 @@ mod tests {
         assert_eq!(m.announce.as_deref(), Some("http://t/a"));
         assert!(!m.info.private);
         let span = bencode::dict_entry_span(&bytes, b"info").unwrap().unwrap();
-        assert_eq!(m.info_bytes, &bytes[span.clone()]);
+        assert_eq!(m.info_bytes.as_slice(), &bytes[span.clone()]);
         let want: [u8; 20] = Sha1::digest(&bytes[span]).into();
         assert_eq!(m.info_hash, want);
     }
@@ -1260,7 +1263,7 @@ mod tests {
         bytes.extend_from_slice(raw_info);
         bytes.push(b'e');
         let m = Metainfo::from_bytes(&bytes).unwrap();
-        assert_eq!(m.info_bytes, raw_info);
+        assert_eq!(m.info_bytes.as_slice(), raw_info);
         let want: [u8; 20] = Sha1::digest(raw_info).into();
         assert_eq!(m.info_hash, want);
         let reencoded: [u8; 20] = Sha1::digest(bencode::decode(raw_info).unwrap().encode()).into();

@@ -341,8 +341,9 @@ impl Session {
             _ => Vec::new(),
         };
         let our_id = new_peer_id();
-        let hashes = Arc::new(info.pieces.clone());
-        let info_bytes = Arc::new(meta.info_bytes.clone());
+        // Shared with the torrent's own copy, not duplicated.
+        let hashes = info.pieces.clone();
+        let info_bytes = meta.info_bytes.clone();
         let (events_tx, events_rx) = unbounded::<Event>();
         let (notice_tx, notice_rx) = bounded::<Notice>(NOTICE_BACKLOG);
         let coord_notices = notice_tx.clone();

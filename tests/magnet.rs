@@ -497,7 +497,7 @@ fn tget_serves_its_metadata_and_tells_its_peers() {
     let at = SocketAddr::from(([127, 0, 0, 1], port));
     let pieces = metadata::piece_count(content.meta.info_bytes.len() as u64);
     let (info, pex, theirs) = ask_tget(at, content.meta.info_hash, pieces, Duration::from_secs(20));
-    assert_eq!(info, content.meta.info_bytes);
+    assert_eq!(info, *content.meta.info_bytes);
     assert_eq!(
         theirs.metadata_size,
         Some(content.meta.info_bytes.len() as u64)
