@@ -1,0 +1,403 @@
+//! Running a download or a seed (part of the binary): signals, the
+//! session's configuration from the command line, and the loop that
+//! prints the status line or `--json` events until the session ends.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tget::coordinator::Outcome;
+use tget::metainfo::Metainfo;
+use tget::session::{Config, DhtSettings, Session, StreamConfig};
+use tget::{report, select, storage};
+
+use crate::cli::{exit, NetArgs, OutArgs, PickArgs, ShareArgs};
+use crate::loading::{dht_bootstrap, load_any, resolve_peers, MagnetSources};
+use crate::{fail, session_failure, Failure};
+
+/// Signals: the first SIGINT/SIGTERM asks for a clean stop; a second one
+/// exits at once (the verified pieces are already on disk).
+pub(crate) struct Signals {
+    pub(crate) flag: Arc<AtomicBool>,
+    pub(crate) which: Arc<AtomicUsize>,
+}
+
+impl Signals {
+    pub(crate) fn install() -> Signals {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let flag = Arc::new(AtomicBool::new(false));
+        let which = Arc::new(AtomicUsize::new(0));
+        for (sig, code) in [(SIGINT, exit::SIGINT), (SIGTERM, exit::SIGTERM)] {
+            let _ =
+                signal_hook::flag::register_conditional_shutdown(sig, code as i32, flag.clone());
+            let _ = signal_hook::flag::register(sig, flag.clone());
+            let _ = signal_hook::flag::register_usize(sig, which.clone(), sig as usize);
+        }
+        Signals { flag, which }
+    }
+
+    pub(crate) fn received(&self) -> Option<u8> {
+        if !self.flag.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(
+            if self.which.load(Ordering::Relaxed) == signal_hook::consts::SIGTERM as usize {
+                exit::SIGTERM
+            } else {
+                exit::SIGINT
+            },
+        )
+    }
+}
+
+/// What `download` is asked to do.
+pub(crate) enum Role {
+    /// `tget download`: which files, and whether to seed afterwards.
+    Download { pick: PickArgs, seed: bool },
+    /// `tget seed`: never download; refuse incomplete data unless `partial`.
+    Seed { partial: bool },
+}
+
+pub(crate) fn download(
+    torrent: &str,
+    net: &NetArgs,
+    out: &OutArgs,
+    share: &ShareArgs,
+    role: Role,
+    no_dht: bool,
+    quiet: bool,
+) -> Result<(), Failure> {
+    let signals = Signals::install();
+    let dht = if no_dht {
+        None
+    } else {
+        Some(DhtSettings {
+            port: net.dht_port.unwrap_or(net.port),
+            bootstrap: dht_bootstrap(&net.dht_bootstrap)?,
+        })
+    };
+    let sources = MagnetSources {
+        peers: resolve_peers(&net.peers)?,
+        dht: dht.clone(),
+        port: net.port,
+        workers: net.max_peers as usize,
+        timeout: out.timeout,
+        cache_dir: Some(net.dir.clone()),
+    };
+    let (meta, found, magnet_select) = load_any(torrent, sources, &signals, out.json, quiet)?;
+    let seed = matches!(role, Role::Seed { .. } | Role::Download { seed: true, .. });
+    let mut config = Config {
+        dir: net.dir.clone(),
+        port: net.port,
+        peers: resolve_peers(&net.peers)?,
+        max_peers: net.max_peers as usize,
+        seed,
+        force_check: seed,
+        ..Config::default()
+    };
+    config.peers.extend(found);
+    share.apply(&mut config);
+    config.dht = dht;
+    let mut streamer = None;
+    if let Role::Seed { partial } = role {
+        config.serve_only = true;
+        config.partial = partial;
+        if !partial {
+            check_files_exist(&meta, &net.dir)?;
+        }
+    }
+    if let Role::Download { pick, .. } = &role {
+        let names: Vec<String> = meta.info.files.iter().map(|f| f.path.join("/")).collect();
+        config.selected =
+            select::select(&names, &pick.files_matching, pick.file_indexes.as_deref())
+                .map_err(|e| fail(exit::USAGE, e))?;
+        // The magnet link's `so` (BEP 53), unless the command line chose.
+        if let (None, Some(so)) = (&config.selected, magnet_select) {
+            let mask =
+                select::from_indexes(names.len(), &so).map_err(|e| fail(exit::BAD_INPUT, e))?;
+            config.selected = Some(mask);
+        }
+        let to_stdout = pick.stdout || pick.output.is_some();
+        if let Some(o) = pick.output.as_deref().filter(|o| *o != "-") {
+            return Err(fail(
+                exit::USAGE,
+                format!("-O {o}: only `-O -` (standard output) is supported"),
+            ));
+        }
+        if to_stdout {
+            let chosen: Vec<usize> = match &config.selected {
+                Some(sel) => (0..sel.len()).filter(|&i| sel[i]).collect(),
+                None => (0..meta.info.files.len()).collect(),
+            };
+            let [file] = chosen[..] else {
+                return Err(fail(
+                    exit::USAGE,
+                    "-O - needs a single-file torrent or exactly one file chosen with --file or --files",
+                ));
+            };
+            config.stream = Some(StreamConfig {
+                file,
+                window: pick.window,
+            });
+            config.no_save = pick.no_save;
+            streamer = Some(Streamer::new(file, meta.info.files[file].length));
+        }
+    }
+    let ui = if out.json {
+        Ui::Json
+    } else if !quiet && std::io::stderr().is_terminal() {
+        Ui::Status
+    } else {
+        Ui::Silent
+    };
+    if ui == Ui::Json {
+        emit(&report::started_event(&meta)).map_err(|_| reader_gone())?;
+    }
+    let result = Session::start(&meta, config)
+        .map_err(session_failure)
+        .and_then(|s| run_session(s, &signals, ui, out.timeout, streamer.as_mut()));
+    match &result {
+        Ok(done) if ui == Ui::Json => {
+            let _ = emit(&report::done_event(done.seconds, done.bytes));
+        }
+        Ok(done) if !quiet => eprintln!(
+            "{}: complete, {} in {:.1} s ({}/s)",
+            meta.info.name,
+            report::human(done.bytes),
+            done.seconds,
+            report::human((done.bytes as f64 / done.seconds.max(0.001)) as u64)
+        ),
+        Err(f) if ui == Ui::Json && f.code != exit::OK => {
+            let _ = emit(&report::error_event(f.code, &f.message));
+        }
+        _ => {}
+    }
+    result.map(|_| ())
+}
+
+/// `tget seed` without --partial: a missing file means incomplete data; say
+/// so before opening (which would create it).
+pub(crate) fn check_files_exist(meta: &Metainfo, dir: &Path) -> Result<(), Failure> {
+    let i = &meta.info;
+    let files: Vec<Vec<String>> = i.files.iter().map(|f| f.path.clone()).collect();
+    for (p, f) in storage::file_paths(dir, &i.name, i.multi_file, &files)
+        .iter()
+        .zip(&i.files)
+    {
+        if f.length > 0 && !p.is_file() {
+            return Err(fail(
+                exit::DISK,
+                format!(
+                    "incomplete data: {} is missing; use --partial to seed what is here",
+                    p.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// How progress is shown.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ui {
+    /// Nothing (stderr is not a terminal, or -q).
+    Silent,
+    /// The status line on stderr.
+    Status,
+    /// JSON events on stdout.
+    Json,
+}
+
+/// Writes `bytes` to stdout; a reader that went away is not an error.
+pub(crate) fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(fail(exit::INTERNAL, format!("stdout: {e}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Writes one line to stdout. An error means the reader went away.
+pub(crate) fn emit(line: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()
+}
+
+/// The reader of our stdout left (`| head`): like other Unix tools, stop
+/// quietly with success.
+pub(crate) fn reader_gone() -> Failure {
+    fail(exit::OK, "")
+}
+
+/// What a completed run achieved.
+pub(crate) struct Done {
+    pub(crate) seconds: f64,
+    pub(crate) bytes: u64,
+}
+
+/// Follows the session until it ends: status line or JSON events, signals,
+/// `--timeout`. Maps the outcome to an exit.
+pub(crate) fn run_session(
+    session: Session,
+    signals: &Signals,
+    ui: Ui,
+    timeout: Option<Duration>,
+    mut streamer: Option<&mut Streamer>,
+) -> Result<Done, Failure> {
+    let started = Instant::now();
+    let mut rates = report::Rates::default();
+    let mut last_shown: Option<Instant> = None;
+    let mut stop_reason: Option<Failure> = None;
+    let mut progress_mark = (Instant::now(), 0u64);
+    while !session.is_finished() {
+        if stop_reason.is_none() {
+            if let Some(code) = signals.received() {
+                stop_reason = Some(fail(code, "interrupted"));
+                session.stop();
+            }
+        }
+        let stats = session.stats();
+        if stats.verified != progress_mark.1 || stats.checking.is_some() {
+            progress_mark = (Instant::now(), stats.verified);
+        }
+        if let Some(limit) = timeout {
+            if stop_reason.is_none() && progress_mark.0.elapsed() >= limit {
+                stop_reason = Some(fail(
+                    exit::NO_PROGRESS,
+                    format!(
+                        "no progress for {} s ({} peers connected, {} known)",
+                        limit.as_secs(),
+                        stats.peers_connected,
+                        stats.peers_known
+                    ),
+                ));
+                session.stop();
+            }
+        }
+        if ui == Ui::Json {
+            for n in session.notices().try_iter() {
+                if emit(&report::notice_event(&n)).is_err() && stop_reason.is_none() {
+                    stop_reason = Some(reader_gone());
+                    session.stop();
+                }
+            }
+        }
+        if let Some(st) = streamer.as_deref_mut() {
+            if let Err(f) = st.pump(&session, session.stream_ready()) {
+                if stop_reason.is_none() {
+                    stop_reason = Some(f);
+                    session.stop();
+                }
+            }
+        }
+        // The status line at most 4 times a second, JSON progress once a second.
+        let every = if ui == Ui::Json { 1000 } else { 250 };
+        if last_shown.is_none_or(|t| t.elapsed() >= Duration::from_millis(every)) {
+            last_shown = Some(Instant::now());
+            rates.sample(&stats);
+            match ui {
+                Ui::Status => status_line(&report::status_text(&stats, &rates), false),
+                Ui::Json => {
+                    if emit(&report::progress_event(&stats, &rates)).is_err()
+                        && stop_reason.is_none()
+                    {
+                        stop_reason = Some(reader_gone());
+                        session.stop();
+                    }
+                }
+                Ui::Silent => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stats = session.stats();
+    if ui == Ui::Status {
+        rates.sample(&stats);
+        status_line(&report::status_text(&stats, &rates), true);
+    }
+    if let (Some(st), None) = (streamer, &stop_reason) {
+        // The rest of what is ready (all of it when the download completed).
+        st.pump(&session, session.stream_ready())?;
+    }
+    let outcome = session.wait().map_err(session_failure)?;
+    match (outcome, stop_reason) {
+        (Outcome::SeedingEnded, _) => Ok(Done {
+            seconds: started.elapsed().as_secs_f64(),
+            bytes: stats.verified,
+        }),
+        (Outcome::Complete, None) => Ok(Done {
+            seconds: started.elapsed().as_secs_f64(),
+            bytes: stats.total,
+        }),
+        (Outcome::Complete, Some(f)) if f.code != exit::NO_PROGRESS => Ok(Done {
+            seconds: started.elapsed().as_secs_f64(),
+            bytes: stats.total,
+        }),
+        (_, Some(mut f)) => {
+            if f.message == "interrupted" {
+                f.message = format!(
+                    "interrupted: {} of {} pieces verified and saved; run again to resume",
+                    stats.pieces_done, stats.pieces
+                );
+            }
+            Err(f)
+        }
+        (Outcome::Stopped, None) => Err(fail(exit::INTERNAL, "stopped before completion")),
+    }
+}
+
+/// Copies the streamed file to stdout as its bytes become ready.
+pub(crate) struct Streamer {
+    file: usize,
+    pos: u64,
+    len: u64,
+    buf: Vec<u8>,
+}
+
+impl Streamer {
+    fn new(file: usize, len: u64) -> Streamer {
+        Streamer {
+            file,
+            pos: 0,
+            len,
+            buf: vec![0; 1 << 20],
+        }
+    }
+
+    /// Writes the bytes in `pos..ready` to stdout and tells the session they
+    /// were passed on. A reader that went away is a quiet success; a read
+    /// error is a disk error.
+    fn pump(&mut self, session: &Session, ready: u64) -> Result<(), Failure> {
+        let ready = ready.min(self.len);
+        if self.pos >= ready {
+            return Ok(());
+        }
+        let mut out = std::io::stdout().lock();
+        while self.pos < ready {
+            let n = (ready - self.pos).min(self.buf.len() as u64) as usize;
+            let chunk = &mut self.buf[..n];
+            session
+                .read_file(self.file, self.pos, chunk)
+                .map_err(|e| fail(exit::DISK, e))?;
+            out.write_all(chunk).map_err(|_| reader_gone())?;
+            self.pos += n as u64;
+            session.release_stream(self.pos);
+        }
+        out.flush().map_err(|_| reader_gone())
+    }
+}
+
+/// Redraws the status line on stderr (`last` ends it with a newline).
+pub(crate) fn status_line(text: &str, last: bool) {
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "\r\x1b[2K{text}");
+    if last {
+        let _ = writeln!(err);
+    }
+    let _ = err.flush();
+}
