@@ -1796,6 +1796,19 @@ mod tests {
         (ours, theirs)
     }
 
+    /// The coordinator's verdict for the rig's worker (accepted, with
+    /// `ours` as our pieces) and a connected peer that has sent its
+    /// handshake and then `after`: (our end, the peer's end, its address).
+    fn greeted(r: &Rig, ours: Bitfield, after: &[u8]) -> (TcpStream, TcpStream, SocketAddr) {
+        r.control.send(ToWorker::Accept { ours }).unwrap();
+        let (stream, mut theirs) = pair();
+        let addr = stream.peer_addr().unwrap();
+        let mut h = Handshake::new([3; 20], [5; 20]).encode().to_vec();
+        h.extend_from_slice(after);
+        theirs.write_all(&h).unwrap();
+        (stream, theirs, addr)
+    }
+
     #[test]
     fn a_trickled_handshake_must_arrive_whole_before_the_deadline() {
         let r = rig("trickle");
@@ -1847,13 +1860,8 @@ mod tests {
         for &p in ours_have {
             ours.set(p);
         }
-        r.control.send(ToWorker::Accept { ours }).unwrap();
-        let (stream, mut theirs) = pair();
-        let addr = stream.peer_addr().unwrap();
+        let (stream, mut theirs, addr) = greeted(&r, ours, &after_handshake);
         let peer = thread::spawn(move || {
-            let mut h = Handshake::new([3; 20], [5; 20]).encode().to_vec();
-            h.extend(after_handshake);
-            theirs.write_all(&h).unwrap();
             // Read until we are dropped, then close.
             let _ = theirs.set_read_timeout(Some(Duration::from_millis(300)));
             let mut sink = [0u8; 1024];
@@ -1872,18 +1880,10 @@ mod tests {
         let piece = vec![9u8; 16384];
         let digest: [u8; 20] = Sha1::digest(&piece).into();
         r.ctx.hashes = Arc::new(vec![digest; 3]);
-        r.control
-            .send(ToWorker::Accept {
-                ours: Bitfield::new(3),
-            })
-            .unwrap();
-        let (stream, mut theirs) = pair();
-        let addr = stream.peer_addr().unwrap();
         // The peer has everything, unchokes, and answers every request.
+        let have_all_unchoke = [0, 0, 0, 2, 5, 0b1110_0000, 0, 0, 0, 1, 1];
+        let (stream, mut theirs, addr) = greeted(&r, Bitfield::new(3), &have_all_unchoke);
         let peer = thread::spawn(move || {
-            let mut h = Handshake::new([3; 20], [5; 20]).encode().to_vec();
-            h.extend([0, 0, 0, 2, 5, 0b1110_0000, 0, 0, 0, 1, 1]);
-            theirs.write_all(&h).unwrap();
             let mut shake = [0u8; HANDSHAKE_LEN];
             theirs.read_exact(&mut shake).unwrap();
             let mut reader = MessageReader::new(1 << 20);
@@ -1947,19 +1947,11 @@ mod tests {
             .shared
             .buffered
             .store(BUFFER_BUDGET, Ordering::Relaxed);
-        r.control
-            .send(ToWorker::Accept {
-                ours: Bitfield::new(2),
-            })
-            .unwrap();
-        let (stream, mut theirs) = pair();
-        let addr = stream.peer_addr().unwrap();
+        let have_all_unchoke = [0, 0, 0, 2, 5, 0b1100_0000, 0, 0, 0, 1, 1];
+        let (stream, mut theirs, addr) = greeted(&r, Bitfield::new(2), &have_all_unchoke);
         let served = data.clone();
         let peer = thread::spawn(move || {
             let data = served;
-            let mut h = Handshake::new([3; 20], [5; 20]).encode().to_vec();
-            h.extend([0, 0, 0, 2, 5, 0b1100_0000, 0, 0, 0, 1, 1]);
-            theirs.write_all(&h).unwrap();
             let mut shake = [0u8; HANDSHAKE_LEN];
             theirs.read_exact(&mut shake).unwrap();
             let mut reader = MessageReader::new(1 << 20);
@@ -2067,17 +2059,9 @@ mod tests {
     fn first_words(tag: &str, may_download: bool) -> Vec<u8> {
         let mut r = rig(tag);
         r.ctx.may_download = may_download;
-        r.control
-            .send(ToWorker::Accept {
-                ours: Bitfield::new(3),
-            })
-            .unwrap();
-        let (stream, mut theirs) = pair();
-        let addr = stream.peer_addr().unwrap();
+        let all_three = [0, 0, 0, 2, 5, 0b1110_0000]; // bitfield: all 3 pieces
+        let (stream, mut theirs, addr) = greeted(&r, Bitfield::new(3), &all_three);
         let peer = thread::spawn(move || {
-            let mut h = Handshake::new([3; 20], [5; 20]).encode().to_vec();
-            h.extend([0, 0, 0, 2, 5, 0b1110_0000]); // bitfield: all 3 pieces
-            theirs.write_all(&h).unwrap();
             let _ = theirs.set_read_timeout(Some(Duration::from_millis(50)));
             let mut got = Vec::new();
             let mut buf = [0u8; 1024];
