@@ -99,6 +99,45 @@ fn a_disk_filling_up_midway_ends_with_code_5_and_keeps_verified_pieces() {
 
 #[test]
 #[ignore = "needs root to mount a tmpfs: run by .ci/run"]
+fn a_disk_filling_up_under_huge_pages_ends_with_code_5_and_keeps_verified_pieces() {
+    // The storage writes whole 2 MiB regions through a huge-page map; a
+    // tmpfs with huge=always backs them with 2 MiB pages, so a full disk
+    // shows up when a whole region's page cannot be had. Eight regions:
+    // the first pieces fill one or two (the picker keeps to an extent),
+    // and the rest find no room.
+    let tmp = TempDir::new("fills-huge");
+    let c = single_file(tmp.path(), 16 * 1024 * 1024, 32 * 1024, &[]);
+    let out = tmp.path().join("small");
+    let _m = Mount::tmpfs(&out, "size=18m,huge=always");
+    let slow = SlowSeeder::start(&c, Duration::from_millis(2));
+    let w = Logged::spawn(&mut download_from(&c, &out, &slow.addr.to_string()));
+    w.wait_verified(10, LIMIT);
+    // Someone else takes all the room that is left.
+    let filler = out.join("filler");
+    let _ = std::fs::write(&filler, vec![1u8; 18 * 1024 * 1024]);
+    let (status, lines) = w.finish(LIMIT);
+    assert_eq!(status.code(), Some(5), "{lines:#?}");
+    let last = lines.last().unwrap();
+    assert!(
+        last.contains("file.bin") && last.contains("No space left"),
+        "{last}"
+    );
+    let before = verified_pieces(&lines);
+    std::fs::remove_file(&filler).unwrap();
+    let s = seeder(&c, false);
+    let run = run_with_limit(&mut download_from(&c, &out, &addr_of(&s)), LIMIT);
+    assert!(run.status.success(), "{}", run.stderr);
+    let lines: Vec<String> = run.stderr.lines().map(String::from).collect();
+    let after = verified_pieces(&lines);
+    assert!(
+        after.iter().all(|p| !before.contains(p)),
+        "refetched verified pieces"
+    );
+    assert_same_tree(&c.root.join("file.bin"), &out.join("file.bin"));
+}
+
+#[test]
+#[ignore = "needs root to mount a tmpfs: run by .ci/run"]
 fn a_read_only_folder_is_a_one_line_error_with_code_5() {
     let tmp = TempDir::new("ro");
     let c = single_file(tmp.path(), 100_000, 16 * 1024, &[]);
