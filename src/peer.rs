@@ -726,7 +726,7 @@ impl<'a> Connection<'a> {
     /// Asks the coordinator for more pieces while this worker still has
     /// blocks to request: the answer comes back on the control channel
     /// while the peer goes on sending, so the pipeline does not wait for
-    /// the coordinator (a round trip per piece, waited for, cost a fifth
+    /// the coordinator (a round trip per piece, waited for, cost a tenth
     /// of the wall time with three seeders on two cores). The worker keeps
     /// about half a pipeline of blocks assigned but not yet requested.
     fn ask_ahead(&mut self, choked: bool) {
