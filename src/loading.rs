@@ -19,7 +19,7 @@ pub(crate) fn load(torrent: &str) -> Result<Metainfo, Failure> {
     tget::source::load(torrent).map_err(|e| load_failure(torrent, e))
 }
 
-pub(crate) fn load_failure(torrent: &str, e: tget::source::LoadError) -> Failure {
+fn load_failure(torrent: &str, e: tget::source::LoadError) -> Failure {
     use tget::source::LoadError;
     let code = match e {
         LoadError::Invalid(_) => exit::BAD_INPUT,

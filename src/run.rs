@@ -179,7 +179,7 @@ pub(crate) fn download(
 
 /// `tget seed` without --partial: a missing file means incomplete data; say
 /// so before opening (which would create it).
-pub(crate) fn check_files_exist(meta: &Metainfo, dir: &Path) -> Result<(), Failure> {
+fn check_files_exist(meta: &Metainfo, dir: &Path) -> Result<(), Failure> {
     let i = &meta.info;
     let files: Vec<Vec<String>> = i.files.iter().map(|f| f.path.clone()).collect();
     for (p, f) in storage::file_paths(dir, &i.name, i.multi_file, &files)
