@@ -23,7 +23,7 @@ pub(crate) mod exit {
 }
 
 pub(crate) const EXIT_CODES: &str = "Exit codes:
-  0    complete: every piece verified and on disk (or the reader of -O -/--json left)
+  0    complete: every piece verified and written (or the reader of -O -/--json left)
   1    internal error
   2    usage error (bad flags or arguments)
   3    bad input: unreadable or invalid torrent (or magnet link)
@@ -168,7 +168,7 @@ pub(crate) struct PickArgs {
 
 #[derive(Subcommand)]
 pub(crate) enum Command {
-    /// Download a torrent; exits 0 once every piece is verified and on disk.
+    /// Download a torrent; exits 0 once every piece is verified and written.
     Download {
         /// The .torrent: a path, `-` for standard input, an http(s) URL, or
         /// a magnet link (its metadata is fetched from peers first).

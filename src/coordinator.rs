@@ -303,7 +303,7 @@ pub struct Coordinator {
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Every piece verified and on disk.
+    /// Every piece verified and written.
     Complete,
     /// Stopped before completion (Ctrl+C or `Session::stop`).
     Stopped,
@@ -498,7 +498,8 @@ impl Coordinator {
                 Err(_) => break,
             }
         }
-        // Sync the data and record every verified piece before leaving.
+        // Record every verified piece before leaving (as unsynced when its
+        // bytes have not been synced yet: see `resume`'s rules).
         if let Some(saver) = self.saver.take() {
             saver.finish(self.picker.have().clone());
         }
@@ -1087,7 +1088,8 @@ impl Coordinator {
         // The stream reader moves on by itself: follow it.
         self.advance_stream();
         // Each tick, hand the saver the pieces completed since the last
-        // snapshot (it syncs their bytes to disk first, and paces itself).
+        // snapshot (it records them, syncs the data when a sync is due, and
+        // paces itself).
         if self.unsaved {
             if let Some(saver) = &self.saver {
                 saver.save(self.picker.have().clone());

@@ -1,4 +1,4 @@
-//! Resume state: which pieces are verified and on disk, so a restarted
+//! Resume state: which pieces are verified and written, so a restarted
 //! download does not fetch or re-hash them.
 //!
 //! The state lives next to the data, in `DIR/.tget/<info-hash hex>.resume`,
@@ -6,25 +6,38 @@
 //!
 //! ```text
 //! d
-//!   7:version   i2e
+//!   7:version   i3e
 //!   9:info-hash 20:<the torrent's info-hash, raw>
-//!   6:pieces    <bitfield, high bit first, as on the wire>
+//!   6:pieces    <bitfield, high bit first, as on the wire: verified pieces
+//!               whose bytes were synced to the disk>
+//!   8:unsynced  <bitfield: verified pieces written to the page cache but
+//!               not yet known to be on the disk>
+//!   4:boot      <the boot the state was written in (Linux's boot id);
+//!               absent when unknown>
 //!   6:stamps    <16 bytes per file: length, then mtime in ns since the
 //!               epoch, each a big-endian u64>
 //! e
 //! ```
 //!
-//! (Version 1 kept the stamps as a list of `length`/`mtime` dictionaries,
-//! one per file: a tree of 100 000 dictionaries for 100 000 files, built
-//! every second. It is still read.)
+//! (Version 2 had no `unsynced` or `boot`, and version 1 kept the stamps as
+//! a list of `length`/`mtime` dictionaries, one per file: a tree of 100 000
+//! dictionaries for 100 000 files, built every second. Both are still read.)
 //!
 //! It is trusted only when the info-hash and piece count match and every
 //! file still has the recorded length and modification time; otherwise the
-//! data is re-checked. Two rules keep it honest:
+//! data is re-checked. Three rules keep it honest:
 //!
-//! - A piece is recorded only after its bytes were flushed: the saver syncs
-//!   the files (`fdatasync`) and only then writes a state naming pieces whose
-//!   writes had finished before the sync began.
+//! - A piece is recorded in `pieces` only after its bytes were flushed: the
+//!   saver syncs the files (`fdatasync`) and only then writes a state naming
+//!   pieces whose writes had finished before the sync began.
+//! - A piece in `unsynced` is in the page cache, which outlives this process
+//!   (a crash or SIGKILL loses none of it) but not the machine: a restart in
+//!   the same boot trusts it, a restart after a reboot hashes it again. So
+//!   the data need not be synced before the download ends, and the saver
+//!   syncs it only every [`SYNC_EVERY`]: a sync while pieces are being
+//!   written stalls the writers (on ext4, block allocation at writeback
+//!   holds the inode's lock that their page faults need), and the kernel
+//!   writes the pages back within half a minute anyway.
 //! - The file is replaced atomically: written to a temporary file, synced,
 //!   renamed over the old one, and the folder synced. A crash at any moment
 //!   leaves either the old state or the new one, never a torn or empty file.
@@ -35,7 +48,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use log::{debug, warn};
@@ -44,7 +57,11 @@ use crate::bencode::{self, Value};
 use crate::storage::{FileStamp, Storage};
 use crate::wire::Bitfield;
 
-const VERSION: i64 = 2;
+const VERSION: i64 = 3;
+/// The saver syncs the data at most this often (the kernel's own writeback
+/// starts on pages dirty for 30 s, so by then most of it is on the disk
+/// and the sync is short).
+pub const SYNC_EVERY: Duration = Duration::from_secs(30);
 /// After a save, the saver waits this many times as long as it took.
 const SAVE_PAUSE: u32 = 3;
 /// Bytes per file in `stamps`.
@@ -63,6 +80,11 @@ pub struct ResumeState {
     pub info_hash: [u8; 20],
     /// Verified pieces whose bytes were synced before this state was written.
     pub pieces: Bitfield,
+    /// Verified pieces whose bytes were written but not synced: good in the
+    /// boot `boot`, to be hashed again in any other.
+    pub unsynced: Bitfield,
+    /// The boot this state was written in ([`boot_id`]), if known.
+    pub boot: Option<Vec<u8>>,
     /// Each file's length and modification time when the state was written.
     pub files: Vec<FileStamp>,
 }
@@ -75,13 +97,17 @@ impl ResumeState {
             stamps.extend_from_slice(&f.length.to_be_bytes());
             stamps.extend_from_slice(&f.mtime_ns.to_be_bytes());
         }
-        Value::dict([
+        let mut fields = vec![
             ("version", Value::Int(VERSION)),
             ("info-hash", Value::bytes(self.info_hash.to_vec())),
             ("pieces", Value::bytes(self.pieces.as_bytes().to_vec())),
+            ("unsynced", Value::bytes(self.unsynced.as_bytes().to_vec())),
             ("stamps", Value::Bytes(stamps)),
-        ])
-        .encode()
+        ];
+        if let Some(boot) = &self.boot {
+            fields.push(("boot", Value::bytes(boot.clone())));
+        }
+        Value::dict(fields).encode()
     }
 
     /// Parses a resume file for a torrent of `num_pieces` pieces. Any
@@ -89,7 +115,7 @@ impl ResumeState {
     pub fn decode(bytes: &[u8], num_pieces: u32) -> Result<ResumeState, String> {
         let v = bencode::decode(bytes).map_err(|e| e.to_string())?;
         let version = v.get(b"version").and_then(Value::as_int);
-        if version != Some(VERSION) && version != Some(1) {
+        if !matches!(version, Some(1..=VERSION)) {
             return Err("unknown version".into());
         }
         let info_hash: [u8; 20] = v
@@ -102,8 +128,18 @@ impl ResumeState {
             .and_then(Value::as_bytes)
             .ok_or("no pieces")?;
         let pieces = Bitfield::from_wire(bits, num_pieces)?;
-        let mut files = Vec::new();
+        let mut unsynced = Bitfield::new(num_pieces);
+        let mut boot = None;
         if version == Some(VERSION) {
+            let bits = v
+                .get(b"unsynced")
+                .and_then(Value::as_bytes)
+                .ok_or("no unsynced")?;
+            unsynced = Bitfield::from_wire(bits, num_pieces)?;
+            boot = v.get(b"boot").and_then(Value::as_bytes).map(<[u8]>::to_vec);
+        }
+        let mut files = Vec::new();
+        if version != Some(1) {
             let stamps = v
                 .get(b"stamps")
                 .and_then(Value::as_bytes)
@@ -121,6 +157,8 @@ impl ResumeState {
             return Ok(ResumeState {
                 info_hash,
                 pieces,
+                unsynced,
+                boot,
                 files,
             });
         }
@@ -141,8 +179,27 @@ impl ResumeState {
         Ok(ResumeState {
             info_hash,
             pieces,
+            unsynced,
+            boot,
             files,
         })
+    }
+
+    /// The pieces a restart in boot `boot` can trust as they are, and those
+    /// it must hash again: the unsynced ones when the machine has restarted
+    /// since (or either boot is unknown), since their bytes may never have
+    /// reached the disk.
+    pub fn trusted(&self, boot: Option<&[u8]>) -> (Bitfield, Vec<u32>) {
+        let mut have = self.pieces.clone();
+        let same_boot = boot.is_some() && boot == self.boot.as_deref();
+        if same_boot {
+            for p in self.unsynced.ones() {
+                have.set(p);
+            }
+            return (have, Vec::new());
+        }
+        let recheck = self.unsynced.ones().filter(|&p| !have.get(p)).collect();
+        (have, recheck)
     }
 
     /// Reads the state at `path` if it exists, belongs to `info_hash`, and the
@@ -203,8 +260,10 @@ impl Saver {
             .name("resume".into())
             .stack_size(256 * 1024)
             .spawn(move || {
+                let mut synced = Synced::new(storage.layout().num_pieces(), SYNC_EVERY);
+                let boot = boot_id();
                 run(rx, |pieces| {
-                    if let Err(e) = save(&storage, info_hash, pieces, &path) {
+                    if let Err(e) = save(&storage, info_hash, pieces, &path, &mut synced, &boot) {
                         warn!("cannot save resume state {}: {e}", path.display());
                     }
                 })
@@ -223,7 +282,8 @@ impl Saver {
         }
     }
 
-    /// Saves `pieces` and waits until it is on disk.
+    /// Saves `pieces` (the state file, not the data: see the module's
+    /// rules) and waits until the state is on disk.
     pub fn finish(mut self, pieces: Bitfield) {
         self.save(pieces);
         self.tx.take();
@@ -237,9 +297,8 @@ impl Saver {
 /// comes, but after a save that took `d`, waits `SAVE_PAUSE × d` before
 /// the next (newer snapshots replace the waiting one), so saving takes at
 /// most a quarter of a core however slow the disk or however many files
-/// the torrent has. Syncing often keeps the data not yet on disk small,
-/// so the final sync when the download completes is short. When the
-/// sender is dropped, the last snapshot is saved at once.
+/// the torrent has. When the sender is dropped, the last snapshot is saved
+/// at once.
 fn run(rx: Receiver<Bitfield>, mut save: impl FnMut(Bitfield)) {
     let mut pending: Option<Bitfield> = None;
     let mut quiet_until = Instant::now();
@@ -274,25 +333,81 @@ fn run(rx: Receiver<Bitfield>, mut save: impl FnMut(Bitfield)) {
     }
 }
 
-/// Records `pieces` with the files' stamps, taken before their data is
-/// synced: every piece of `pieces` was written before the stamps are read
-/// (so the sync makes it durable), and any write after that changes a file's
-/// modification time, so a later state of the files never matches a
-/// resume state that lacks its pieces (the restart then checks the data
-/// instead of fetching pieces it already has).
-fn save(storage: &Storage, info_hash: [u8; 20], pieces: Bitfield, path: &Path) -> io::Result<()> {
+/// What the saver has synced, and when it may sync again.
+struct Synced {
+    /// Pieces whose bytes are known to be on the disk.
+    pieces: Bitfield,
+    /// When the next sync is due.
+    next: Instant,
+    every: Duration,
+}
+
+impl Synced {
+    /// Nothing synced yet; the first sync is due `every` from now.
+    fn new(num_pieces: u32, every: Duration) -> Synced {
+        Synced {
+            pieces: Bitfield::new(num_pieces),
+            next: Instant::now() + every,
+            every,
+        }
+    }
+}
+
+/// Records `pieces` with the files' stamps. When a sync is due, the data is
+/// synced first and every piece of `pieces` counts as synced; the others
+/// are recorded as unsynced. The stamps are taken before the sync: every
+/// piece of `pieces` was written before they are read (so the sync makes it
+/// durable), and any write after that changes a file's modification time,
+/// so a later state of the files never matches a resume state that lacks
+/// its pieces (the restart then checks the data instead of fetching pieces
+/// it already has).
+fn save(
+    storage: &Storage,
+    info_hash: [u8; 20],
+    pieces: Bitfield,
+    path: &Path,
+    synced: &mut Synced,
+    boot: &Option<Vec<u8>>,
+) -> io::Result<()> {
     let files = storage.stamps()?;
-    storage
-        .sync()
-        .map_err(|e| io::Error::other(e.to_string()))?;
+    if Instant::now() >= synced.next {
+        storage
+            .sync()
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        synced.pieces = pieces.clone();
+        synced.next = Instant::now() + synced.every;
+    }
+    let mut on_disk = Bitfield::new(pieces.len());
+    let mut unsynced = Bitfield::new(pieces.len());
+    for p in pieces.ones() {
+        if synced.pieces.get(p) {
+            on_disk.set(p);
+        } else {
+            unsynced.set(p);
+        }
+    }
     let state = ResumeState {
         info_hash,
-        pieces,
+        pieces: on_disk,
+        unsynced,
+        boot: boot.clone(),
         files,
     };
     write_atomic(path, &state.encode())?;
-    debug!("resume state saved: {} pieces", state.pieces.count());
+    debug!(
+        "resume state saved: {} pieces synced, {} not yet",
+        state.pieces.count(),
+        state.unsynced.count()
+    );
     Ok(())
+}
+
+/// This boot's id (Linux: `/proc/sys/kernel/random/boot_id`), which changes
+/// at every boot; `None` where the system has none.
+pub fn boot_id() -> Option<Vec<u8>> {
+    let id = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = id.trim();
+    (!id.is_empty()).then(|| id.as_bytes().to_vec())
 }
 
 #[cfg(test)]
@@ -307,6 +422,8 @@ mod tests {
         ResumeState {
             info_hash: [7; 20],
             pieces,
+            unsynced: Bitfield::new(10),
+            boot: None,
             files: vec![
                 FileStamp {
                     length: 100,
@@ -320,10 +437,115 @@ mod tests {
         }
     }
 
+    /// `sample` with piece 4 written but not synced, in boot "boot-a".
+    fn sample_unsynced() -> ResumeState {
+        let mut s = sample();
+        s.unsynced.set(4);
+        s.boot = Some(b"boot-a".to_vec());
+        s
+    }
+
     #[test]
     fn round_trips() {
+        for s in [sample(), sample_unsynced()] {
+            assert_eq!(ResumeState::decode(&s.encode(), 10).unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn unsynced_pieces_are_trusted_in_the_same_boot_and_rechecked_after_a_reboot() {
+        let s = sample_unsynced();
+        let (have, recheck) = s.trusted(Some(b"boot-a"));
+        assert_eq!(have.ones().collect::<Vec<_>>(), vec![0, 4, 9]);
+        assert!(recheck.is_empty());
+        for other in [Some(&b"boot-b"[..]), None] {
+            let (have, recheck) = s.trusted(other);
+            assert_eq!(have.ones().collect::<Vec<_>>(), vec![0, 9]);
+            assert_eq!(recheck, vec![4]);
+        }
+        // A state written where the boot was unknown trusts no unsynced piece.
+        let mut unknown = s.clone();
+        unknown.boot = None;
+        assert_eq!(unknown.trusted(None).1, vec![4]);
+    }
+
+    #[test]
+    fn a_version_2_state_is_still_read() {
         let s = sample();
-        assert_eq!(ResumeState::decode(&s.encode(), 10).unwrap(), s);
+        let mut stamps = Vec::new();
+        for f in &s.files {
+            stamps.extend_from_slice(&f.length.to_be_bytes());
+            stamps.extend_from_slice(&f.mtime_ns.to_be_bytes());
+        }
+        let v2 = Value::dict([
+            ("version", Value::Int(2)),
+            ("info-hash", Value::bytes(vec![7; 20])),
+            ("pieces", Value::bytes(s.pieces.as_bytes().to_vec())),
+            ("stamps", Value::Bytes(stamps)),
+        ])
+        .encode();
+        assert_eq!(ResumeState::decode(&v2, 10).unwrap(), s);
+    }
+
+    /// A storage of one file of `pieces` 16 KiB pieces in a fresh folder,
+    /// with every piece written.
+    fn written_storage(name: &str, pieces: u32) -> (PathBuf, Storage) {
+        let dir = std::env::temp_dir().join(format!("tget-saver-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let layout = crate::layout::Layout::new(16384, &[16384 * pieces as u64]);
+        let storage = Storage::open(layout, vec![dir.join("data")]).unwrap();
+        for p in 0..pieces {
+            storage.write_piece(p, &[p as u8; 16384]).unwrap();
+        }
+        (dir, storage)
+    }
+
+    #[test]
+    fn the_data_is_synced_only_when_a_sync_is_due() {
+        let (dir, storage) = written_storage("due", 4);
+        let path = dir.join("state");
+        let boot = Some(b"this-boot".to_vec());
+        let read = || ResumeState::decode(&fs::read(&path).unwrap(), 4).unwrap();
+        // Not due: everything is recorded as unsynced, with the boot.
+        let mut synced = Synced::new(4, Duration::from_secs(3600));
+        save(
+            &storage,
+            [1; 20],
+            snapshot_of(4, 2),
+            &path,
+            &mut synced,
+            &boot,
+        )
+        .unwrap();
+        let s = read();
+        assert_eq!((s.pieces.count(), s.unsynced.count()), (0, 2));
+        assert_eq!(s.boot, boot);
+        // Due: the pieces of the snapshot are synced and recorded as such;
+        // pieces verified after it are not.
+        synced.next = Instant::now();
+        save(
+            &storage,
+            [1; 20],
+            snapshot_of(4, 3),
+            &path,
+            &mut synced,
+            &boot,
+        )
+        .unwrap();
+        save(
+            &storage,
+            [1; 20],
+            snapshot_of(4, 4),
+            &path,
+            &mut synced,
+            &boot,
+        )
+        .unwrap();
+        let s = read();
+        assert_eq!(s.pieces.ones().collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(s.unsynced.ones().collect::<Vec<_>>(), vec![3]);
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -430,7 +652,12 @@ mod tests {
     }
 
     fn snapshot(count: u32) -> Bitfield {
-        let mut b = Bitfield::new(16);
+        snapshot_of(16, count)
+    }
+
+    /// `len` pieces, the first `count` of them verified.
+    fn snapshot_of(len: u32, count: u32) -> Bitfield {
+        let mut b = Bitfield::new(len);
         for i in 0..count {
             b.set(i);
         }

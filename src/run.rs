@@ -18,7 +18,7 @@ use crate::loading::{dht_bootstrap, load_any, resolve_peers, MagnetSources};
 use crate::{fail, session_failure, Failure};
 
 /// Signals: the first SIGINT/SIGTERM asks for a clean stop; a second one
-/// exits at once (the verified pieces are already on disk).
+/// exits at once (the verified pieces are already written).
 pub(crate) struct Signals {
     pub(crate) flag: Arc<AtomicBool>,
     pub(crate) which: Arc<AtomicUsize>,

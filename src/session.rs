@@ -188,7 +188,7 @@ pub struct Shared {
     /// Whether the start-up check is running.
     pub checking: AtomicBool,
     /// When streaming: bytes of the streamed file, from its start, that are
-    /// verified and on disk.
+    /// verified and written.
     pub stream_ready: AtomicU64,
     /// When streaming: bytes of the streamed file the reader has passed on.
     pub stream_consumed: AtomicU64,
@@ -415,15 +415,31 @@ impl Session {
             } else {
                 ResumeState::load_matching(&state_path, &info_hash, n, &stamps)
             };
+            let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
             let have = match resumed {
                 Ok(state) => {
-                    info!("resume: {} of {n} pieces recorded", state.pieces.count());
-                    state.pieces
+                    let (mut have, recheck) = state.trusted(resume::boot_id().as_deref());
+                    info!(
+                        "resume: {} of {n} pieces recorded, {} to check again (written before a reboot, never synced)",
+                        have.count() + recheck.len() as u32,
+                        recheck.len()
+                    );
+                    if !recheck.is_empty() {
+                        shared.checking.store(true, Ordering::Relaxed);
+                        let good = storage.check_pieces(&hashes, &recheck, threads, &|_| {
+                            shared.checked.fetch_add(1, Ordering::Relaxed);
+                        })?;
+                        shared.checking.store(false, Ordering::Relaxed);
+                        info!("check: {} of {} still good", good.count(), recheck.len());
+                        for p in good.ones() {
+                            have.set(p);
+                        }
+                    }
+                    have
                 }
                 Err(why) if storage.had_data() || config.force_check => {
                     info!("checking existing data ({why})");
                     shared.checking.store(true, Ordering::Relaxed);
-                    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
                     let have = storage.check_all(&hashes, threads, &|_| {
                         shared.checked.fetch_add(1, Ordering::Relaxed);
                     })?;
@@ -562,7 +578,7 @@ impl Session {
     }
 
     /// When streaming: how many bytes of the streamed file, from its start,
-    /// are verified and on disk (safe to read and pass on).
+    /// are verified and written (safe to read and pass on).
     pub fn stream_ready(&self) -> u64 {
         self.shared.stream_ready.load(Ordering::Relaxed)
     }

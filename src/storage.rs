@@ -782,7 +782,31 @@ impl Storage {
         threads: usize,
         progress: &(dyn Fn(u32) + Sync),
     ) -> Result<Bitfield, StorageError> {
-        let n = self.layout.num_pieces();
+        self.check_each(hashes, self.layout.num_pieces(), &|k| k, threads, progress)
+    }
+
+    /// Like [`Storage::check_all`], for the pieces in `pieces` alone.
+    pub fn check_pieces(
+        &self,
+        hashes: &[[u8; 20]],
+        pieces: &[u32],
+        threads: usize,
+        progress: &(dyn Fn(u32) + Sync),
+    ) -> Result<Bitfield, StorageError> {
+        let count = pieces.len() as u32;
+        self.check_each(hashes, count, &|k| pieces[k as usize], threads, progress)
+    }
+
+    /// Checks piece `piece(k)` for every `k` below `count`, on `threads`
+    /// threads that take the next `k` in turn.
+    fn check_each(
+        &self,
+        hashes: &[[u8; 20]],
+        count: u32,
+        piece: &(dyn Fn(u32) -> u32 + Sync),
+        threads: usize,
+        progress: &(dyn Fn(u32) + Sync),
+    ) -> Result<Bitfield, StorageError> {
         let next = std::sync::atomic::AtomicU32::new(0);
         let threads = threads.clamp(1, 64);
         let results: Vec<Result<Vec<u32>, StorageError>> = std::thread::scope(|s| {
@@ -792,10 +816,11 @@ impl Storage {
                         let mut good = Vec::new();
                         let mut buf = Vec::new();
                         loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            if i >= n {
+                            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            if k >= count {
                                 return Ok(good);
                             }
+                            let i = piece(k);
                             if self.check_piece(i, &hashes[i as usize], &mut buf)? {
                                 good.push(i);
                             }
@@ -809,7 +834,7 @@ impl Storage {
                 .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
                 .collect()
         });
-        let mut have = Bitfield::new(n);
+        let mut have = Bitfield::new(self.layout.num_pieces());
         for r in results {
             for i in r? {
                 have.set(i);

@@ -103,7 +103,38 @@ fn damage_then_rerun(damage: impl FnOnce(&Path, &Path)) -> (Vec<u32>, String) {
 fn a_finished_download_run_again_fetches_nothing() {
     let (fetched, log) = damage_then_rerun(|_, _| {});
     assert!(fetched.is_empty(), "{fetched:?}");
-    assert!(log.contains("resume: 128 of 128"), "{log}");
+    // Nothing is hashed again either: the pieces not synced yet are in
+    // the page cache of this same boot.
+    assert!(
+        log.contains("resume: 128 of 128 pieces recorded, 0 to check again"),
+        "{log}"
+    );
+    assert!(!log.contains("check: "), "{log}");
+}
+
+#[test]
+fn after_a_reboot_the_pieces_never_synced_are_hashed_again() {
+    let (fetched, log) = damage_then_rerun(|file, state| {
+        // The download took far less than `SYNC_EVERY`: no piece was synced.
+        let mut s = tget::resume::ResumeState::decode(&std::fs::read(state).unwrap(), 128).unwrap();
+        assert_eq!((s.pieces.count(), s.unsynced.count()), (0, 128));
+        assert_eq!(s.boot, tget::resume::boot_id());
+        // As if the machine lost power before piece 77 reached the disk
+        // and restarted: the file keeps its length and time, the state
+        // names another boot.
+        let mtime = std::fs::metadata(file).unwrap().modified().unwrap();
+        let mut bytes = std::fs::read(file).unwrap();
+        bytes[77 * 32 * 1024..78 * 32 * 1024].fill(0);
+        std::fs::write(file, bytes).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+        f.set_modified(mtime).unwrap();
+        s.boot = Some(b"an earlier boot".to_vec());
+        std::fs::write(state, s.encode()).unwrap();
+    });
+    assert_eq!(fetched, vec![77]);
+    assert!(log.contains("128 to check again"), "{log}");
+    assert!(log.contains("check: 127 of 128 still good"), "{log}");
+    assert!(!log.contains("checking existing data"), "{log}");
 }
 
 #[test]
