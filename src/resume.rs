@@ -248,22 +248,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// The thread that syncs the data and writes the state, off the
 /// coordinator's thread (a sync can take a while on a slow disk).
 pub struct Saver {
-    tx: Option<Sender<Bitfield>>,
+    tx: Option<Sender<Snapshot>>,
     handle: Option<JoinHandle<()>>,
 }
 
 impl Saver {
     /// Starts the saver for the torrent stored in `storage`.
     pub fn spawn(storage: Arc<Storage>, info_hash: [u8; 20], path: PathBuf) -> io::Result<Saver> {
-        let (tx, rx) = unbounded::<Bitfield>();
+        let (tx, rx) = unbounded::<Snapshot>();
         let handle = std::thread::Builder::new()
             .name("resume".into())
             .stack_size(256 * 1024)
             .spawn(move || {
                 let mut synced = Synced::new(storage.layout().num_pieces(), SYNC_EVERY);
                 let boot = boot_id();
-                run(rx, |pieces| {
-                    if let Err(e) = save(&storage, info_hash, pieces, &path, &mut synced, &boot) {
+                run(rx, |pieces, last| {
+                    let sync = synced.due(last);
+                    if let Err(e) =
+                        save(&storage, info_hash, pieces, &path, &mut synced, sync, &boot)
+                    {
                         warn!("cannot save resume state {}: {e}", path.display());
                     }
                 })
@@ -278,15 +281,16 @@ impl Saver {
     /// been written (its `write_piece` returned) before this call.
     pub fn save(&self, pieces: Bitfield) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(pieces);
+            let _ = tx.send((pieces, false));
         }
     }
 
-    /// Saves `pieces` (the state file, not the data: see the module's
-    /// rules) and waits until the state is on disk.
+    /// Saves `pieces` at once, without syncing the data (see the module's
+    /// rules), and waits until the state is on disk.
     pub fn finish(mut self, pieces: Bitfield) {
-        self.save(pieces);
-        self.tx.take();
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send((pieces, true));
+        }
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
@@ -297,9 +301,10 @@ impl Saver {
 /// comes, but after a save that took `d`, waits `SAVE_PAUSE × d` before
 /// the next (newer snapshots replace the waiting one), so saving takes at
 /// most a quarter of a core however slow the disk or however many files
-/// the torrent has. When the sender is dropped, the last snapshot is saved
-/// at once.
-fn run(rx: Receiver<Bitfield>, mut save: impl FnMut(Bitfield)) {
+/// the torrent has. The last snapshot (marked so, or the one waiting when
+/// the sender is dropped) is saved at once, with `save`'s second argument
+/// true.
+fn run(rx: Receiver<Snapshot>, mut save: impl FnMut(Bitfield, bool)) {
     let mut pending: Option<Bitfield> = None;
     let mut quiet_until = Instant::now();
     loop {
@@ -308,23 +313,24 @@ fn run(rx: Receiver<Bitfield>, mut save: impl FnMut(Bitfield)) {
         } else {
             rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
         };
-        let last = match next {
-            Ok(pieces) => {
+        let mut last = match next {
+            Ok((pieces, last)) => {
                 pending = Some(pieces);
-                if Instant::now() < quiet_until {
+                if !last && Instant::now() < quiet_until {
                     continue;
                 }
-                false
+                last
             }
             Err(RecvTimeoutError::Timeout) => false,
             Err(RecvTimeoutError::Disconnected) => true,
         };
-        while let Ok(newer) = rx.try_recv() {
+        while let Ok((newer, is_last)) = rx.try_recv() {
             pending = Some(newer);
+            last |= is_last;
         }
         if let Some(pieces) = pending.take() {
             let started = Instant::now();
-            save(pieces);
+            save(pieces, last);
             quiet_until = Instant::now() + started.elapsed() * SAVE_PAUSE;
         }
         if last {
@@ -351,11 +357,21 @@ impl Synced {
             every,
         }
     }
+
+    /// Whether the data is to be synced before saving a snapshot: when
+    /// `every` has passed since the last sync, but never for the last
+    /// snapshot (the download does not wait for the disk).
+    fn due(&self, last: bool) -> bool {
+        !last && Instant::now() >= self.next
+    }
 }
 
-/// Records `pieces` with the files' stamps. When a sync is due, the data is
-/// synced first and every piece of `pieces` counts as synced; the others
-/// are recorded as unsynced. The stamps are taken before the sync: every
+/// A snapshot of the verified pieces, and whether it is the last.
+type Snapshot = (Bitfield, bool);
+
+/// Records `pieces` with the files' stamps. With `sync`, the data is synced
+/// first and every piece of `pieces` counts as synced; the others are
+/// recorded as unsynced. The stamps are taken before the sync: every
 /// piece of `pieces` was written before they are read (so the sync makes it
 /// durable), and any write after that changes a file's modification time,
 /// so a later state of the files never matches a resume state that lacks
@@ -367,10 +383,11 @@ fn save(
     pieces: Bitfield,
     path: &Path,
     synced: &mut Synced,
+    sync: bool,
     boot: &Option<Vec<u8>>,
 ) -> io::Result<()> {
     let files = storage.stamps()?;
-    if Instant::now() >= synced.next {
+    if sync {
         storage
             .sync()
             .map_err(|e| io::Error::other(e.to_string()))?;
@@ -507,44 +524,30 @@ mod tests {
         let path = dir.join("state");
         let boot = Some(b"this-boot".to_vec());
         let read = || ResumeState::decode(&fs::read(&path).unwrap(), 4).unwrap();
-        // Not due: everything is recorded as unsynced, with the boot.
         let mut synced = Synced::new(4, Duration::from_secs(3600));
-        save(
-            &storage,
-            [1; 20],
-            snapshot_of(4, 2),
-            &path,
-            &mut synced,
-            &boot,
-        )
-        .unwrap();
+        assert!(!synced.due(false), "due before `every` has passed");
+        let save_with = |synced: &mut Synced, count, sync| {
+            let pieces = snapshot_of(4, count);
+            save(&storage, [1; 20], pieces, &path, synced, sync, &boot).unwrap();
+        };
+        // No sync: everything is recorded as unsynced, with the boot.
+        save_with(&mut synced, 2, false);
         let s = read();
         assert_eq!((s.pieces.count(), s.unsynced.count()), (0, 2));
         assert_eq!(s.boot, boot);
-        // Due: the pieces of the snapshot are synced and recorded as such;
+        // A sync: the pieces of the snapshot are recorded as on the disk;
         // pieces verified after it are not.
-        synced.next = Instant::now();
-        save(
-            &storage,
-            [1; 20],
-            snapshot_of(4, 3),
-            &path,
-            &mut synced,
-            &boot,
-        )
-        .unwrap();
-        save(
-            &storage,
-            [1; 20],
-            snapshot_of(4, 4),
-            &path,
-            &mut synced,
-            &boot,
-        )
-        .unwrap();
+        save_with(&mut synced, 3, true);
+        save_with(&mut synced, 4, false);
         let s = read();
         assert_eq!(s.pieces.ones().collect::<Vec<_>>(), vec![0, 1, 2]);
         assert_eq!(s.unsynced.ones().collect::<Vec<_>>(), vec![3]);
+        // A sync becomes due once `every` has passed since the last one,
+        // but never for the last snapshot.
+        assert!(!synced.due(false), "due again at once");
+        synced.next = Instant::now();
+        assert!(synced.due(false));
+        assert!(!synced.due(true));
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -632,27 +635,27 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// A save the test saver made: the snapshot's piece count, and when the
-    /// save started and ended.
-    type Saved = (u32, Instant, Instant);
+    /// A save the test saver made: the snapshot's piece count, when the
+    /// save started and ended, and whether it was marked the last.
+    type Saved = (u32, Instant, Instant, bool);
 
-    /// Runs the saver loop with a save that takes `took` and records which
-    /// snapshot (its count of pieces) it saved, and when it started and ended.
-    fn paced_saver(took: Duration) -> (Sender<Bitfield>, JoinHandle<()>, Receiver<Saved>) {
-        let (tx, rx) = unbounded::<Bitfield>();
+    /// Runs the saver loop with a save that takes `took` and records each
+    /// save (see [`Saved`]).
+    fn paced_saver(took: Duration) -> (Sender<Snapshot>, JoinHandle<()>, Receiver<Saved>) {
+        let (tx, rx) = unbounded::<Snapshot>();
         let (done_tx, done_rx) = unbounded();
         let handle = std::thread::spawn(move || {
-            run(rx, |pieces| {
+            run(rx, |pieces, last| {
                 let started = Instant::now();
                 std::thread::sleep(took);
-                let _ = done_tx.send((pieces.count(), started, Instant::now()));
+                let _ = done_tx.send((pieces.count(), started, Instant::now(), last));
             })
         });
         (tx, handle, done_rx)
     }
 
-    fn snapshot(count: u32) -> Bitfield {
-        snapshot_of(16, count)
+    fn snapshot(count: u32) -> Snapshot {
+        (snapshot_of(16, count), false)
     }
 
     /// `len` pieces, the first `count` of them verified.
@@ -669,14 +672,14 @@ mod tests {
         let took = Duration::from_millis(40);
         let (tx, handle, saved) = paced_saver(took);
         tx.send(snapshot(1)).unwrap();
-        let (n, _, first_end) = saved.recv().unwrap();
+        let (n, _, first_end, _) = saved.recv().unwrap();
         assert_eq!(n, 1);
         // Three snapshots during the pause: only the newest is saved, and
         // not before the pause is over.
         for count in 2..=4 {
             tx.send(snapshot(count)).unwrap();
         }
-        let (n, second_start, _) = saved.recv().unwrap();
+        let (n, second_start, _, _) = saved.recv().unwrap();
         assert_eq!(n, 4);
         assert!(
             second_start.duration_since(first_end) >= took * SAVE_PAUSE,
@@ -693,17 +696,37 @@ mod tests {
         let took = Duration::from_millis(100);
         let (tx, handle, saved) = paced_saver(took);
         tx.send(snapshot(1)).unwrap();
-        let (_, _, first_end) = saved.recv().unwrap();
+        let (_, _, first_end, _) = saved.recv().unwrap();
         tx.send(snapshot(7)).unwrap();
         drop(tx);
         handle.join().unwrap();
-        let (n, start, _) = saved.recv().unwrap();
-        assert_eq!(n, 7);
+        let (n, start, _, last) = saved.recv().unwrap();
+        assert_eq!((n, last), (7, true));
         // Within the pause that would otherwise apply (300 ms).
         assert!(
             start.duration_since(first_end) < took * SAVE_PAUSE,
             "the final save waited {:?}",
             start.duration_since(first_end)
         );
+    }
+
+    #[test]
+    fn a_snapshot_marked_last_is_saved_at_once_and_ends_the_saver() {
+        let took = Duration::from_millis(100);
+        let (tx, handle, saved) = paced_saver(took);
+        tx.send(snapshot(1)).unwrap();
+        let (_, _, first_end, last) = saved.recv().unwrap();
+        assert!(!last);
+        // What `Saver::finish` sends; the sender stays alive.
+        tx.send((snapshot_of(16, 9), true)).unwrap();
+        handle.join().unwrap();
+        let (n, start, _, last) = saved.recv().unwrap();
+        assert_eq!((n, last), (9, true));
+        assert!(
+            start.duration_since(first_end) < took * SAVE_PAUSE,
+            "the final save waited {:?}",
+            start.duration_since(first_end)
+        );
+        drop(tx);
     }
 }
