@@ -63,7 +63,10 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(150);
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(90);
 /// How long the coordinator may take to answer a worker.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pipeline depth: blocks requested and not yet received.
+/// Pipeline depth: blocks requested and not yet received. It starts at
+/// `START_DEPTH` and, until the first rate measurement a second later,
+/// grows by one for every block received (a slow start: it doubles every
+/// round trip while the peer keeps up); after that it follows the rate.
 const MIN_DEPTH: usize = 8;
 const START_DEPTH: usize = 32;
 const MAX_DEPTH: usize = 256;
@@ -356,6 +359,8 @@ struct Connection<'a> {
     last_send: Instant,
     rate_mark: Instant,
     rate_bytes: u64,
+    /// In the slow start (see `START_DEPTH`).
+    ramping: bool,
     /// Both sides advertised the Fast extension.
     fast: bool,
     /// Both sides advertised the extension protocol (BEP 10).
@@ -434,6 +439,7 @@ impl<'a> Connection<'a> {
             last_send: now,
             rate_mark: now,
             rate_bytes: 0,
+            ramping: true,
             fast: false,
             extensions: false,
             peer_dht: false,
@@ -951,6 +957,7 @@ impl<'a> Connection<'a> {
                 .min(self.max_depth);
             self.rate_mark = now;
             self.rate_bytes = 0;
+            self.ramping = false;
         }
         // An upload window idle for a second is unmapped (its pages count
         // in our resident memory while mapped).
@@ -1510,6 +1517,9 @@ impl<'a> Connection<'a> {
                             self.last_block = Instant::now();
                             self.last_useful = self.last_block;
                             self.rate_bytes += len as u64;
+                            if self.ramping && self.depth < self.max_depth {
+                                self.depth += 1;
+                            }
                             self.report_down += len as u64;
                             self.rejects = 0;
                             self.ctx
@@ -1943,6 +1953,95 @@ mod tests {
             }
         });
         peer.join().unwrap();
+    }
+
+    #[test]
+    fn the_pipeline_deepens_by_one_request_per_block_in_the_first_second() {
+        // 64 pieces of 16 blocks, all alike.
+        let piece_len = 16 * 16384;
+        let mut r = rig_with("ramp", Layout::new(piece_len, &[64 * piece_len]));
+        let block = vec![9u8; 16384];
+        let digest: [u8; 20] = Sha1::digest(vec![9u8; piece_len as usize]).into();
+        r.ctx.hashes = Arc::new(vec![digest; 64]);
+        let mut have_all_unchoke = vec![0, 0, 0, 9, 5];
+        have_all_unchoke.extend_from_slice(&[0xff; 8]);
+        have_all_unchoke.extend_from_slice(&[0, 0, 0, 1, 1]);
+        let (stream, mut theirs, addr) = greeted(&r, Bitfield::new(64), &have_all_unchoke);
+        // The peer lets requests pile up until none came for 50 ms (the
+        // pipeline is full), notes how many are waiting and since when it
+        // was first asked, then answers them all.
+        let peer = thread::spawn(move || {
+            let mut shake = [0u8; HANDSHAKE_LEN];
+            theirs.read_exact(&mut shake).unwrap();
+            theirs
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            let mut reader = MessageReader::new(1 << 20);
+            let mut waiting = Vec::new();
+            let mut rounds = Vec::new();
+            let mut first: Option<Instant> = None;
+            loop {
+                match reader.fill(&mut theirs) {
+                    Ok(0) => return rounds,
+                    Ok(_) => {
+                        while let Ok(Some(m)) = reader.next_message() {
+                            if let Message::Request { index, begin, .. } = m {
+                                first.get_or_insert_with(Instant::now);
+                                waiting.push((index, begin));
+                            }
+                        }
+                    }
+                    Err(e)
+                        if e.kind() == io::ErrorKind::WouldBlock
+                            || e.kind() == io::ErrorKind::TimedOut =>
+                    {
+                        if let Some(t0) = first.filter(|_| !waiting.is_empty()) {
+                            rounds.push((t0.elapsed(), waiting.len()));
+                            let mut out = Vec::new();
+                            for (index, begin) in waiting.drain(..) {
+                                let data = &block[..];
+                                Message::Piece { index, begin, data }.encode_into(&mut out);
+                            }
+                            if theirs.write_all(&out).is_err() {
+                                return rounds;
+                            }
+                        }
+                    }
+                    Err(_) => return rounds,
+                }
+            }
+        });
+        thread::scope(|s| {
+            let worker = s.spawn(|| {
+                let mut conn = Connection::new(&r.ctx, stream, addr, false);
+                conn.run().unwrap_err()
+            });
+            // The coordinator hands out pieces in order as asked, for 800 ms.
+            let mut next = 0u32;
+            let until = Instant::now() + Duration::from_millis(800);
+            while let Ok(e) = r.events.recv_deadline(until) {
+                if let Event::WantPieces { count, .. } = e {
+                    let end = (next + count).min(64);
+                    r.control
+                        .send(ToWorker::Assign((next..end).collect()))
+                        .unwrap();
+                    next = end;
+                }
+            }
+            r.control.send(ToWorker::Disconnect).unwrap();
+            worker.join().unwrap();
+        });
+        let rounds = peer.join().unwrap();
+        // Within the first second (before the rate decides), each round of
+        // answers deepens the pipeline: 32, 64, 128, 256.
+        let early: Vec<usize> = rounds
+            .iter()
+            .filter(|(t, _)| *t < Duration::from_millis(700))
+            .map(|&(_, n)| n)
+            .collect();
+        assert!(early.len() >= 4, "{rounds:?}");
+        assert!(early[0] <= START_DEPTH, "{rounds:?}");
+        assert!(early.iter().max() >= Some(&(4 * START_DEPTH)), "{rounds:?}");
     }
 
     #[test]
