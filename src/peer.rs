@@ -659,7 +659,7 @@ impl<'a> Connection<'a> {
         let Some(pos) = self.pieces.iter().position(|p| p.index == piece) else {
             return;
         };
-        let p = self.pieces.swap_remove(pos);
+        let p = self.pieces.remove(pos);
         self.retire(p.buf, p.reserved);
         let (ours, others): (VecDeque<_>, VecDeque<_>) =
             self.requests.drain(..).partition(|&(i, _)| i == piece);
@@ -1600,13 +1600,13 @@ impl<'a> Connection<'a> {
             p.written_blocks = end;
         }
         if let Err(e) = streamed {
-            let p = self.pieces.swap_remove(pos);
+            let p = self.pieces.remove(pos);
             return Err(self.disk_failed(index, (p.buf, p.reserved), e));
         }
         if p.received_count < p.num_blocks {
             return Ok(());
         }
-        let p = self.pieces.swap_remove(pos);
+        let p = self.pieces.remove(pos);
         let digest = p.hasher.finalize();
         let good = digest.as_slice() == self.ctx.hashes[index as usize];
         if good {
@@ -2042,6 +2042,74 @@ mod tests {
         assert!(early.len() >= 4, "{rounds:?}");
         assert!(early[0] <= START_DEPTH, "{rounds:?}");
         assert!(early.iter().max() >= Some(&(4 * START_DEPTH)), "{rounds:?}");
+    }
+
+    #[test]
+    fn blocks_are_requested_in_the_order_the_pieces_were_handed_out() {
+        // Eight pieces of 16 blocks, handed out at once, from a peer that
+        // answers every request at once. When piece 0 is done the pipeline
+        // has reached piece 3; piece 4 must come next, not the last one
+        // handed out (the picker hands out a 2 MiB extent in order, and
+        // the storage writes one extent at a time best).
+        let piece_len = 16 * 16384;
+        let mut r = rig_with("order", Layout::new(piece_len, &[8 * piece_len]));
+        let block = vec![9u8; 16384];
+        let digest: [u8; 20] = Sha1::digest(vec![9u8; piece_len as usize]).into();
+        r.ctx.hashes = Arc::new(vec![digest; 8]);
+        let have_all_unchoke = [0, 0, 0, 2, 5, 0xff, 0, 0, 0, 1, 1];
+        let (stream, mut theirs, addr) = greeted(&r, Bitfield::new(8), &have_all_unchoke);
+        // The pieces in the order their first block was requested.
+        let peer = thread::spawn(move || {
+            let mut shake = [0u8; HANDSHAKE_LEN];
+            theirs.read_exact(&mut shake).unwrap();
+            let mut reader = MessageReader::new(1 << 20);
+            let mut order = Vec::new();
+            let mut answers = Vec::new();
+            while matches!(reader.fill(&mut theirs), Ok(n) if n > 0) {
+                while let Ok(Some(m)) = reader.next_message() {
+                    if let Message::Request { index, begin, .. } = m {
+                        if !order.contains(&index) {
+                            order.push(index);
+                        }
+                        let data = &block[..];
+                        Message::Piece { index, begin, data }.encode_into(&mut answers);
+                    }
+                }
+                if theirs.write_all(&answers).is_err() {
+                    break;
+                }
+                answers.clear();
+            }
+            order
+        });
+        thread::scope(|s| {
+            let worker = s.spawn(|| {
+                let mut conn = Connection::new(&r.ctx, stream, addr, false);
+                conn.run().unwrap_err()
+            });
+            let mut handed = false;
+            let mut done = 0;
+            while let Ok(e) = r.events.recv_timeout(Duration::from_secs(5)) {
+                match e {
+                    Event::WantPieces { .. } if !handed => {
+                        handed = true;
+                        r.control.send(ToWorker::Assign((0..8).collect())).unwrap();
+                    }
+                    Event::WantPieces { .. } => r.control.send(ToWorker::Assign(vec![])).unwrap(),
+                    Event::PieceDone { .. } => {
+                        done += 1;
+                        if done == 8 {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            assert_eq!(done, 8);
+            r.control.send(ToWorker::Disconnect).unwrap();
+            worker.join().unwrap();
+        });
+        assert_eq!(peer.join().unwrap(), (0..8).collect::<Vec<u32>>());
     }
 
     #[test]
