@@ -419,11 +419,15 @@ impl Session {
             let have = match resumed {
                 Ok(state) => {
                     let (mut have, recheck) = state.trusted(resume::boot_id().as_deref());
-                    info!(
-                        "resume: {} of {n} pieces recorded, {} to check again (written before a reboot, never synced)",
-                        have.count() + recheck.len() as u32,
-                        recheck.len()
-                    );
+                    let recorded = have.count() + recheck.len() as u32;
+                    if recheck.is_empty() {
+                        info!("resume: {recorded} of {n} pieces recorded");
+                    } else {
+                        info!(
+                            "resume: {recorded} of {n} pieces recorded, {} to check again (not synced before a reboot)",
+                            recheck.len()
+                        );
+                    }
                     if !recheck.is_empty() {
                         shared.checking.store(true, Ordering::Relaxed);
                         let good = storage.check_pieces(&hashes, &recheck, threads, &|_| {
