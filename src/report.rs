@@ -67,8 +67,8 @@ impl Rates {
 
 /// The status line's text (without the carriage return).
 pub fn status_text(s: &Stats, r: &Rates) -> String {
-    if let Some(done) = s.checking {
-        return format!("checking {done}/{} pieces", s.pieces);
+    if let Some((done, of)) = s.checking {
+        return format!("checking {done}/{of} pieces");
     }
     let pct = if s.total == 0 {
         100.0
@@ -313,6 +313,24 @@ mod tests {
         assert_eq!(human(3 << 30), "3.0 GiB");
         assert_eq!(clock(75), "1:15");
         assert_eq!(clock(3725), "1:02:05");
+    }
+
+    #[test]
+    fn the_check_counts_the_pieces_it_covers() {
+        // A restart after a reboot checks the 40 unsynced pieces of 4096.
+        let s = Stats {
+            total: 4096 << 18,
+            verified: 0,
+            downloaded: 0,
+            uploaded: 0,
+            pieces: 4096,
+            pieces_done: 0,
+            pieces_failed: 0,
+            peers_connected: 0,
+            peers_known: 0,
+            checking: Some((12, 40)),
+        };
+        assert_eq!(status_text(&s, &Rates::default()), "checking 12/40 pieces");
     }
 
     #[test]

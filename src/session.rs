@@ -185,6 +185,9 @@ pub struct Shared {
     pub listen_port: AtomicU64,
     /// Pieces checked so far by the start-up check.
     pub checked: AtomicU64,
+    /// Pieces the start-up check covers: all of them, or the ones a resume
+    /// state recorded unsynced before a reboot.
+    pub to_check: AtomicU64,
     /// Whether the start-up check is running.
     pub checking: AtomicBool,
     /// When streaming: bytes of the streamed file, from its start, that are
@@ -222,8 +225,8 @@ pub struct Stats {
     pub peers_connected: u64,
     /// Known addresses.
     pub peers_known: u64,
-    /// Whether the start-up check is running, and how far it got.
-    pub checking: Option<u64>,
+    /// Whether the start-up check is running: pieces checked, of how many.
+    pub checking: Option<(u64, u64)>,
 }
 
 /// Things worth telling the user as they happen (the `--json` stream).
@@ -429,6 +432,9 @@ impl Session {
                         );
                     }
                     if !recheck.is_empty() {
+                        shared
+                            .to_check
+                            .store(recheck.len() as u64, Ordering::Relaxed);
                         shared.checking.store(true, Ordering::Relaxed);
                         let good = storage.check_pieces(&hashes, &recheck, threads, &|_| {
                             shared.checked.fetch_add(1, Ordering::Relaxed);
@@ -443,6 +449,7 @@ impl Session {
                 }
                 Err(why) if storage.had_data() || config.force_check => {
                     info!("checking existing data ({why})");
+                    shared.to_check.store(n as u64, Ordering::Relaxed);
                     shared.checking.store(true, Ordering::Relaxed);
                     let have = storage.check_all(&hashes, threads, &|_| {
                         shared.checked.fetch_add(1, Ordering::Relaxed);
@@ -577,7 +584,10 @@ impl Session {
             pieces_failed: ld(&s.pieces_failed),
             peers_connected: ld(&s.peers_connected),
             peers_known: ld(&s.peers_known),
-            checking: s.checking.load(Ordering::Relaxed).then(|| ld(&s.checked)),
+            checking: s
+                .checking
+                .load(Ordering::Relaxed)
+                .then(|| (ld(&s.checked), ld(&s.to_check))),
         }
     }
 
