@@ -430,8 +430,6 @@ impl Session {
                             "resume: {recorded} of {n} pieces recorded, {} to check again (not synced before a reboot)",
                             recheck.len()
                         );
-                    }
-                    if !recheck.is_empty() {
                         shared
                             .to_check
                             .store(recheck.len() as u64, Ordering::Relaxed);
