@@ -37,7 +37,10 @@
 //!   syncs it only every [`SYNC_EVERY`]: a sync while pieces are being
 //!   written stalls the writers (on ext4, block allocation at writeback
 //!   holds the inode's lock that their page faults need), and the kernel
-//!   writes the pages back within half a minute anyway.
+//!   writes the pages back within half a minute anyway. (One case this
+//!   does not catch: a removable disk pulled out without unmounting and
+//!   mounted again in the same boot, when the files' lengths and times
+//!   survived but some unsynced pages did not.)
 //! - The file is replaced atomically: written to a temporary file, synced,
 //!   renamed over the old one, and the folder synced. A crash at any moment
 //!   leaves either the old state or the new one, never a torn or empty file.
