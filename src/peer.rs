@@ -1897,6 +1897,33 @@ mod tests {
         end
     }
 
+    /// The peer's side after `greeted`: reads our handshake, then answers
+    /// every request at once with `block` (telling `asked` the piece),
+    /// until we close the connection.
+    fn answer_every_request(theirs: &mut TcpStream, block: &[u8], mut asked: impl FnMut(u32)) {
+        let mut shake = [0u8; HANDSHAKE_LEN];
+        theirs.read_exact(&mut shake).unwrap();
+        let mut reader = MessageReader::new(1 << 20);
+        let mut answers = Vec::new();
+        while matches!(reader.fill(theirs), Ok(n) if n > 0) {
+            while let Ok(Some(m)) = reader.next_message() {
+                if let Message::Request { index, begin, .. } = m {
+                    asked(index);
+                    Message::Piece {
+                        index,
+                        begin,
+                        data: block,
+                    }
+                    .encode_into(&mut answers);
+                }
+            }
+            if theirs.write_all(&answers).is_err() {
+                break;
+            }
+            answers.clear();
+        }
+    }
+
     #[test]
     fn blocks_keep_coming_while_the_coordinator_has_not_answered() {
         let mut r = rig("ahead");
@@ -1906,22 +1933,7 @@ mod tests {
         // The peer has everything, unchokes, and answers every request.
         let have_all_unchoke = [0, 0, 0, 2, 5, 0b1110_0000, 0, 0, 0, 1, 1];
         let (stream, mut theirs, addr) = greeted(&r, Bitfield::new(3), &have_all_unchoke);
-        let peer = thread::spawn(move || {
-            let mut shake = [0u8; HANDSHAKE_LEN];
-            theirs.read_exact(&mut shake).unwrap();
-            let mut reader = MessageReader::new(1 << 20);
-            let mut answers = Vec::new();
-            while matches!(reader.fill(&mut theirs), Ok(n) if n > 0) {
-                while let Ok(Some(m)) = reader.next_message() {
-                    if let Message::Request { index, begin, .. } = m {
-                        let data = &piece[..];
-                        Message::Piece { index, begin, data }.encode_into(&mut answers);
-                    }
-                }
-                theirs.write_all(&answers).unwrap();
-                answers.clear();
-            }
-        });
+        let peer = thread::spawn(move || answer_every_request(&mut theirs, &piece, |_| {}));
         thread::scope(|s| {
             let worker = s.spawn(|| {
                 let mut conn = Connection::new(&r.ctx, stream, addr, false);
@@ -2060,26 +2072,12 @@ mod tests {
         let (stream, mut theirs, addr) = greeted(&r, Bitfield::new(8), &have_all_unchoke);
         // The pieces in the order their first block was requested.
         let peer = thread::spawn(move || {
-            let mut shake = [0u8; HANDSHAKE_LEN];
-            theirs.read_exact(&mut shake).unwrap();
-            let mut reader = MessageReader::new(1 << 20);
             let mut order = Vec::new();
-            let mut answers = Vec::new();
-            while matches!(reader.fill(&mut theirs), Ok(n) if n > 0) {
-                while let Ok(Some(m)) = reader.next_message() {
-                    if let Message::Request { index, begin, .. } = m {
-                        if !order.contains(&index) {
-                            order.push(index);
-                        }
-                        let data = &block[..];
-                        Message::Piece { index, begin, data }.encode_into(&mut answers);
-                    }
+            answer_every_request(&mut theirs, &block, |index| {
+                if !order.contains(&index) {
+                    order.push(index);
                 }
-                if theirs.write_all(&answers).is_err() {
-                    break;
-                }
-                answers.clear();
-            }
+            });
             order
         });
         thread::scope(|s| {

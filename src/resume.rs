@@ -695,41 +695,33 @@ mod tests {
     }
 
     #[test]
-    fn the_last_snapshot_is_saved_at_once_when_the_sender_goes() {
+    fn the_last_snapshot_is_saved_at_once_marked_or_when_the_sender_goes() {
         let took = Duration::from_millis(100);
-        let (tx, handle, saved) = paced_saver(took);
-        tx.send(snapshot(1)).unwrap();
-        let (_, _, first_end, _) = saved.recv().unwrap();
-        tx.send(snapshot(7)).unwrap();
-        drop(tx);
-        handle.join().unwrap();
-        let (n, start, _, last) = saved.recv().unwrap();
-        assert_eq!((n, last), (7, true));
-        // Within the pause that would otherwise apply (300 ms).
-        assert!(
-            start.duration_since(first_end) < took * SAVE_PAUSE,
-            "the final save waited {:?}",
-            start.duration_since(first_end)
-        );
-    }
-
-    #[test]
-    fn a_snapshot_marked_last_is_saved_at_once_and_ends_the_saver() {
-        let took = Duration::from_millis(100);
-        let (tx, handle, saved) = paced_saver(took);
-        tx.send(snapshot(1)).unwrap();
-        let (_, _, first_end, last) = saved.recv().unwrap();
-        assert!(!last);
-        // What `Saver::finish` sends; the sender stays alive.
-        tx.send((snapshot_of(16, 9), true)).unwrap();
-        handle.join().unwrap();
-        let (n, start, _, last) = saved.recv().unwrap();
-        assert_eq!((n, last), (9, true));
-        assert!(
-            start.duration_since(first_end) < took * SAVE_PAUSE,
-            "the final save waited {:?}",
-            start.duration_since(first_end)
-        );
-        drop(tx);
+        // Two ways to end: a snapshot marked last, as `Saver::finish`
+        // sends it (the sender stays alive), or the sender dropped with a
+        // snapshot waiting out the pause.
+        for marked in [true, false] {
+            let (tx, handle, saved) = paced_saver(took);
+            tx.send(snapshot(1)).unwrap();
+            let (_, _, first_end, last) = saved.recv().unwrap();
+            assert!(!last);
+            tx.send((snapshot_of(16, 7), marked)).unwrap();
+            let kept = if marked {
+                Some(tx)
+            } else {
+                drop(tx);
+                None
+            };
+            handle.join().unwrap();
+            let (n, start, _, last) = saved.recv().unwrap();
+            assert_eq!((n, last), (7, true));
+            // Within the pause that would otherwise apply (300 ms).
+            assert!(
+                start.duration_since(first_end) < took * SAVE_PAUSE,
+                "the final save waited {:?}",
+                start.duration_since(first_end)
+            );
+            drop(kept);
+        }
     }
 }
