@@ -161,6 +161,12 @@ pub(crate) struct PickArgs {
     /// disk; nothing is seeded or saved for resuming.
     #[arg(long, requires = "output")]
     pub(crate) no_save: bool,
+    /// Create new files sparse, their disk blocks allocated as pieces
+    /// arrive, instead of all at once at the start (the default where the
+    /// filesystem can): less disk used until the end, a little more CPU per
+    /// byte, and another program can still fill the disk midway (exit 5).
+    #[arg(long)]
+    pub(crate) sparse: bool,
     /// While streaming, fetch at most this many pieces ahead.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub(crate) window: u32,

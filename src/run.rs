@@ -109,6 +109,9 @@ pub(crate) fn download(
         }
     }
     if let Role::Download { pick, .. } = &role {
+        if pick.sparse {
+            config.allocation = storage::Allocation::Sparse;
+        }
         let names: Vec<String> = meta.info.files.iter().map(|f| f.path.join("/")).collect();
         config.selected =
             select::select(&names, &pick.files_matching, pick.file_indexes.as_deref())

@@ -26,7 +26,7 @@ use crate::peer::{self, WorkerCtx};
 use crate::picker::{Picker, Rng};
 use crate::ratelimit::Limits;
 use crate::resume::{self, ResumeState};
-use crate::storage::{self, Slot, Storage, StorageError};
+use crate::storage::{self, Allocation, Slot, Storage, StorageError};
 use crate::tracker;
 
 /// Stack size of worker, listener and coordinator threads: they keep their
@@ -76,6 +76,9 @@ pub struct Config {
     /// The DHT (BEP 5), or `None` for no DHT. Never used for private
     /// torrents (BEP 27).
     pub dht: Option<DhtSettings>,
+    /// How new files get their disk blocks: all at once (the default) or
+    /// as pieces arrive (`--sparse`).
+    pub allocation: Allocation,
 }
 
 /// How to run the DHT for a session.
@@ -117,6 +120,7 @@ impl Default for Config {
             serve_only: false,
             partial: false,
             dht: None,
+            allocation: Allocation::Full,
         }
     }
 }
@@ -328,7 +332,12 @@ impl Session {
                 }
             })
             .collect();
-        let storage = Arc::new(Storage::open_in(&config.dir, layout.clone(), slots)?);
+        let storage = Arc::new(Storage::open_in(
+            &config.dir,
+            layout.clone(),
+            slots,
+            config.allocation,
+        )?);
         let session_storage = storage.clone();
         storage.check_space()?;
         let listener = bind_listener(config.port)?;

@@ -19,7 +19,7 @@ use peakmem_alloc::{PeakMemAlloc, PeakMemAllocTrait, INSTRUMENTED_SYSTEM};
 use tget::layout::Layout;
 use tget::metainfo::Metainfo;
 use tget::picker::{Picker, Rng};
-use tget::storage::{self, Slot, Storage};
+use tget::storage::{self, Allocation, Slot, Storage};
 use tget::wire::Bitfield;
 
 #[global_allocator]
@@ -160,7 +160,7 @@ fn start(title: &str, bytes: &[u8], dir: &Path) -> Duration {
             .collect::<Vec<_>>()
     });
     let st = s.run("Storage::open_in", || {
-        Storage::open_in(dir, layout.clone(), slots).unwrap()
+        Storage::open_in(dir, layout.clone(), slots, Allocation::Full).unwrap()
     });
     s.run("check_space", || st.check_space().unwrap());
     s.run("stamps", || st.stamps().unwrap().len());
