@@ -352,8 +352,8 @@ impl Storage {
     /// of blocks) all `want` bytes of its blocks at once, growing it to
     /// that length. Returns its length after: `want`, or 0 where the
     /// filesystem cannot allocate (no `fallocate`, no room), leaving the
-    /// file to be grown sparsely; [`Storage::check_space`] then says what
-    /// room is missing.
+    /// file empty, to be grown sparsely; [`Storage::check_space`] then says
+    /// what room is missing.
     fn allocate(&self, i: usize, f: &File, want: u64, allocated: u64) -> u64 {
         let Ok(len) = i64::try_from(want) else {
             return 0;
@@ -366,6 +366,10 @@ impl Storage {
                 self.paths[i].display(),
                 io::Error::last_os_error()
             );
+            // Out of room, ext4 keeps what it did allocate (and the length
+            // that covers it): give it back, so a download refused for lack
+            // of room leaves no full file behind. The file held nothing.
+            let _ = f.set_len(0);
             return 0;
         }
         let need = want.saturating_sub(allocated);

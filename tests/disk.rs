@@ -2,12 +2,14 @@
 //! shortened underneath us. Each ends the download with a one-line error
 //! naming the file and exit code 5, keeps what was verified, and never panics.
 //!
-//! The filesystem cases mount a small tmpfs and so need root: they are
+//! The filesystem cases mount a small tmpfs (or an ext4 image through a
+//! loop device) and so need root: they are
 //! `#[ignore]`d in plain `cargo test` and run by `.ci/run` (which runs as
 //! root) with `--include-ignored`.
 
 mod support;
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -30,6 +32,33 @@ impl Mount {
         assert!(
             ok.success(),
             "mounting a tmpfs failed: these tests need root (run by .ci/run)"
+        );
+        Mount(at.to_path_buf())
+    }
+
+    /// A `bytes`-byte ext4 filesystem made in the file `image`, mounted
+    /// at `at` through a loop device (freed when it is unmounted).
+    fn ext4(image: &Path, at: &Path, bytes: u64) -> Mount {
+        std::fs::File::create(image)
+            .unwrap()
+            .set_len(bytes)
+            .unwrap();
+        let made = Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(image)
+            .status()
+            .expect("cannot run mkfs.ext4 (e2fsprogs)");
+        assert!(made.success(), "mkfs.ext4 failed");
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(image)
+            .arg(at)
+            .status()
+            .expect("cannot run mount");
+        assert!(
+            ok.success(),
+            "mounting an ext4 image failed: these tests need root (run by .ci/run)"
         );
         Mount(at.to_path_buf())
     }
@@ -60,6 +89,30 @@ fn not_enough_free_space_is_refused_at_start_saying_how_much_is_missing() {
         line.starts_with("tget: ") && line.contains("missing"),
         "{line}"
     );
+}
+
+#[test]
+#[ignore = "needs root to mount a filesystem: run by .ci/run"]
+fn a_download_refused_for_lack_of_room_leaves_no_blocks_behind() {
+    // Out of room, ext4's fallocate keeps the blocks it found: the refused
+    // download must give them back, not leave the disk full of an empty
+    // file, and the error must count the room as it was.
+    let tmp = TempDir::new("refused");
+    let c = single_file(tmp.path(), 16 << 20, 256 << 10, &[]);
+    let out = tmp.path().join("small");
+    let _m = Mount::ext4(&tmp.path().join("fs.img"), &out, 8 << 20);
+    let run = run_with_limit(&mut download_from(&c, &out, "127.0.0.1:1"), LIMIT);
+    assert_eq!(run.status.code(), Some(5), "{}", run.stderr);
+    let line = last_line(&run.stderr);
+    let free: u64 = line
+        .split(" bytes needed, ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no free space figure in: {line}"));
+    assert!(free > 4 << 20, "{line}");
+    let blocks = std::fs::metadata(out.join("file.bin")).unwrap().blocks() * 512;
+    assert!(blocks < 1 << 20, "{blocks} bytes left allocated");
 }
 
 /// Downloads a `len`-byte file of `piece`-byte pieces, sparse (`--sparse`:
