@@ -18,22 +18,29 @@ use support::swarm::*;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-/// A tmpfs mounted for one test, unmounted on drop.
+/// A filesystem mounted for one test, unmounted on drop.
 struct Mount(PathBuf);
 
 impl Mount {
-    fn tmpfs(at: &Path, options: &str) -> Mount {
+    /// Mounts at `at` with `mount ARGS... AT` (`what` names it in the
+    /// failure).
+    fn new(what: &str, args: &[&std::ffi::OsStr], at: &Path) -> Mount {
         std::fs::create_dir_all(at).unwrap();
         let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .args(args)
             .arg(at)
             .status()
             .expect("cannot run mount");
         assert!(
             ok.success(),
-            "mounting a tmpfs failed: these tests need root (run by .ci/run)"
+            "mounting {what} failed: these tests need root (run by .ci/run)"
         );
         Mount(at.to_path_buf())
+    }
+
+    fn tmpfs(at: &Path, options: &str) -> Mount {
+        let args = ["-t", "tmpfs", "-o", options, "tmpfs"].map(std::ffi::OsStr::new);
+        Mount::new("a tmpfs", &args, at)
     }
 
     /// A `bytes`-byte ext4 filesystem made in the file `image`, mounted
@@ -49,18 +56,8 @@ impl Mount {
             .status()
             .expect("cannot run mkfs.ext4 (e2fsprogs)");
         assert!(made.success(), "mkfs.ext4 failed");
-        std::fs::create_dir_all(at).unwrap();
-        let ok = Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(image)
-            .arg(at)
-            .status()
-            .expect("cannot run mount");
-        assert!(
-            ok.success(),
-            "mounting an ext4 image failed: these tests need root (run by .ci/run)"
-        );
-        Mount(at.to_path_buf())
+        let args = ["-o".as_ref(), "loop".as_ref(), image.as_os_str()];
+        Mount::new("an ext4 image", &args, at)
     }
 }
 
