@@ -1897,6 +1897,17 @@ mod tests {
         end
     }
 
+    /// A rig for `count` pieces of 16 blocks, every block the same 16 KiB,
+    /// with their hashes; and that block.
+    fn rig_of_alike_pieces(tag: &str, count: u64) -> (Rig, Vec<u8>) {
+        let piece_len = 16 * 16384;
+        let mut r = rig_with(tag, Layout::new(piece_len, &[count * piece_len]));
+        let block = vec![9u8; 16384];
+        let digest: [u8; 20] = Sha1::digest(block.repeat(16)).into();
+        r.ctx.hashes = Arc::new(vec![digest; count as usize]);
+        (r, block)
+    }
+
     /// The peer's side after `greeted`: reads our handshake, then answers
     /// every request at once with `block` (telling `asked` the piece),
     /// until we close the connection.
@@ -1969,12 +1980,7 @@ mod tests {
 
     #[test]
     fn the_pipeline_deepens_by_one_request_per_block_in_the_first_second() {
-        // 64 pieces of 16 blocks, all alike.
-        let piece_len = 16 * 16384;
-        let mut r = rig_with("ramp", Layout::new(piece_len, &[64 * piece_len]));
-        let block = vec![9u8; 16384];
-        let digest: [u8; 20] = Sha1::digest(vec![9u8; piece_len as usize]).into();
-        r.ctx.hashes = Arc::new(vec![digest; 64]);
+        let (r, block) = rig_of_alike_pieces("ramp", 64);
         let mut have_all_unchoke = vec![0, 0, 0, 9, 5];
         have_all_unchoke.extend_from_slice(&[0xff; 8]);
         have_all_unchoke.extend_from_slice(&[0, 0, 0, 1, 1]);
@@ -2063,11 +2069,7 @@ mod tests {
         // has reached piece 3; piece 4 must come next, not the last one
         // handed out (the picker hands out a 2 MiB extent in order, and
         // the storage writes one extent at a time best).
-        let piece_len = 16 * 16384;
-        let mut r = rig_with("order", Layout::new(piece_len, &[8 * piece_len]));
-        let block = vec![9u8; 16384];
-        let digest: [u8; 20] = Sha1::digest(vec![9u8; piece_len as usize]).into();
-        r.ctx.hashes = Arc::new(vec![digest; 8]);
+        let (r, block) = rig_of_alike_pieces("order", 8);
         let have_all_unchoke = [0, 0, 0, 2, 5, 0xff, 0, 0, 0, 1, 1];
         let (stream, mut theirs, addr) = greeted(&r, Bitfield::new(8), &have_all_unchoke);
         // The pieces in the order their first block was requested.

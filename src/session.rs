@@ -272,6 +272,23 @@ pub fn new_peer_id() -> [u8; 20] {
     id
 }
 
+/// Runs a start-up hash check of `of` pieces (`check`, given the progress
+/// callback) with the status line's counters (`Shared::checking`,
+/// `checked`, `to_check`) kept up to date.
+fn start_up_check<T>(
+    shared: &Shared,
+    of: usize,
+    check: impl FnOnce(&(dyn Fn(u32) + Sync)) -> T,
+) -> T {
+    shared.to_check.store(of as u64, Ordering::Relaxed);
+    shared.checking.store(true, Ordering::Relaxed);
+    let done = check(&|_| {
+        shared.checked.fetch_add(1, Ordering::Relaxed);
+    });
+    shared.checking.store(false, Ordering::Relaxed);
+    done
+}
+
 fn bind_listener(port: u16) -> Result<TcpListener, SessionError> {
     match TcpListener::bind(("0.0.0.0", port)) {
         Ok(l) => Ok(l),
@@ -439,14 +456,9 @@ impl Session {
                             "resume: {recorded} of {n} pieces recorded, {} to check again (not synced before a reboot)",
                             recheck.len()
                         );
-                        shared
-                            .to_check
-                            .store(recheck.len() as u64, Ordering::Relaxed);
-                        shared.checking.store(true, Ordering::Relaxed);
-                        let good = storage.check_pieces(&hashes, &recheck, threads, &|_| {
-                            shared.checked.fetch_add(1, Ordering::Relaxed);
+                        let good = start_up_check(&shared, recheck.len(), |progress| {
+                            storage.check_pieces(&hashes, &recheck, threads, progress)
                         })?;
-                        shared.checking.store(false, Ordering::Relaxed);
                         info!("check: {} of {} still good", good.count(), recheck.len());
                         for p in good.ones() {
                             have.set(p);
@@ -456,12 +468,9 @@ impl Session {
                 }
                 Err(why) if storage.had_data() || config.force_check => {
                     info!("checking existing data ({why})");
-                    shared.to_check.store(n as u64, Ordering::Relaxed);
-                    shared.checking.store(true, Ordering::Relaxed);
-                    let have = storage.check_all(&hashes, threads, &|_| {
-                        shared.checked.fetch_add(1, Ordering::Relaxed);
+                    let have = start_up_check(&shared, n as usize, |progress| {
+                        storage.check_all(&hashes, threads, progress)
                     })?;
-                    shared.checking.store(false, Ordering::Relaxed);
                     info!("check: {} of {n} pieces already here", have.count());
                     have
                 }

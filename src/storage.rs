@@ -88,7 +88,7 @@ pub enum Slot {
 }
 
 /// How a new file gets its disk blocks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Allocation {
     /// All at once when the file is created (`fallocate`), where the
     /// filesystem can: the room is the download's from the start (another
@@ -98,7 +98,6 @@ pub enum Allocation {
     /// CPU-s less per GiB, docs/PERFORMANCE.md). On a filesystem without
     /// `fallocate` (FAT, NFSv3) or when there is no room, the file is left
     /// sparse, as with [`Allocation::Sparse`].
-    #[default]
     Full,
     /// As pieces are written: the file is sparse until it is complete.
     Sparse,
