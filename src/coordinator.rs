@@ -22,13 +22,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, info, warn};
 
+use crate::ban::Bans;
 use crate::choker::{self, Mode, PeerRow};
 use crate::picker::{Picker, Rng};
 use crate::resume::Saver;
 use crate::session::{Notice, SessionError, Shared};
 use crate::storage::Storage;
 use crate::tracker;
-use crate::wire::Bitfield;
+use crate::wire::{Bitfield, HANDSHAKE_LEN};
 
 /// What workers, the listener, the announcer and the session tell the coordinator.
 pub enum Event {
@@ -69,8 +70,9 @@ pub enum Event {
         misbehaved: bool,
         reason: String,
     },
-    /// The listener accepted a connection.
-    Inbound(TcpStream, SocketAddr),
+    /// The listener accepted a connection and read its handshake (for our
+    /// torrent), given here.
+    Inbound(TcpStream, SocketAddr, [u8; HANDSHAKE_LEN]),
     /// Addresses to try (from trackers, the command line, inbound peers).
     Peers(Vec<SocketAddr>),
     /// A storage failure a worker could not recover from.
@@ -130,8 +132,8 @@ pub enum ToWorker {
 pub enum Job {
     /// Connect to this address.
     Connect(SocketAddr),
-    /// Run this accepted connection.
-    Inbound(TcpStream, SocketAddr),
+    /// Run this accepted connection, whose handshake the listener read.
+    Inbound(TcpStream, SocketAddr, [u8; HANDSHAKE_LEN]),
 }
 
 /// Streaming state: the first piece of the streamed file not yet verified,
@@ -165,8 +167,6 @@ struct DhtSearch {
     search: crate::dht::Search,
 }
 
-/// Bad pieces after which a peer is banned.
-const BAN_AFTER_BAD_PIECES: u32 = 2;
 /// Most addresses we remember.
 const MAX_KNOWN_PEERS: usize = 4000;
 /// How often workers get our connected set for peer exchange (each sends
@@ -191,6 +191,7 @@ pub struct SeedPolicy {
 struct Known {
     fails: u32,
     next_try: Instant,
+    /// Never dialled again: it is ourselves (a ban is by IP, in `bans`).
     banned: bool,
     busy: bool,
 }
@@ -211,7 +212,6 @@ struct Conn {
     interesting: bool,
     peer_interested: bool,
     unchoked: bool,
-    bad_pieces: u32,
     /// The choker's view of the peer.
     slot: SlotState,
 }
@@ -285,6 +285,8 @@ pub struct Coordinator {
     unsaved: bool,
     conns: Vec<Option<Conn>>,
     known: HashMap<SocketAddr, Known>,
+    /// Addresses never talked to again, and bad pieces counted against others.
+    bans: Bans,
     idle: usize,
     last_need_peers: Option<Instant>,
     /// Seeding limits and serve-only mode.
@@ -351,6 +353,7 @@ impl Coordinator {
             stream,
             unsaved: false,
             known: HashMap::new(),
+            bans: Bans::default(),
             last_need_peers: None,
             policy: SeedPolicy::default(),
             seeding_since: None,
@@ -579,19 +582,19 @@ impl Coordinator {
                 self.picker.release(piece);
                 if let Some(c) = self.conns[worker].as_mut() {
                     c.assigned.retain(|&p| p != piece);
-                    c.bad_pieces += 1;
-                    warn!("piece {piece} from {} failed its hash check", c.addr);
+                    let addr = c.addr;
+                    warn!("piece {piece} from {addr} failed its hash check");
                     let _ = self.notices.try_send(Notice::PieceFailed {
                         index: piece,
-                        peer: c.addr,
+                        peer: addr,
                     });
-                    if c.bad_pieces >= BAN_AFTER_BAD_PIECES {
-                        warn!("banning {}: {} bad pieces", c.addr, c.bad_pieces);
-                        let addr = c.addr;
-                        if let Some(k) = self.known.get_mut(&addr) {
-                            k.banned = true;
-                        }
-                        self.send(worker, ToWorker::Disconnect);
+                    if self.bans.bad_piece(addr.ip()) {
+                        warn!(
+                            "banning {}: {} bad pieces",
+                            addr.ip(),
+                            crate::ban::BAN_AFTER_BAD_PIECES
+                        );
+                        self.drop_banned(addr.ip());
                     }
                 }
                 self.shared.pieces_failed.fetch_add(1, Ordering::Relaxed);
@@ -670,10 +673,12 @@ impl Coordinator {
                 misbehaved,
                 reason,
             } => self.on_closed(worker, addr, connected, misbehaved, &reason),
-            Event::Inbound(stream, addr) => {
-                if self.idle > 0 && !self.shared.stopping.load(Ordering::Relaxed) {
+            Event::Inbound(stream, addr, handshake) => {
+                if self.bans.is_banned(addr.ip()) {
+                    debug!("{addr}: inbound connection refused, banned");
+                } else if self.idle > 0 && !self.shared.stopping.load(Ordering::Relaxed) {
                     self.idle -= 1;
-                    let _ = self.jobs.send(Job::Inbound(stream, addr));
+                    let _ = self.jobs.send(Job::Inbound(stream, addr, handshake));
                 } else {
                     debug!("{addr}: inbound connection refused, no idle worker");
                 }
@@ -704,8 +709,27 @@ impl Coordinator {
         }
     }
 
+    /// Every connection to `ip` ends (it was just banned), and its
+    /// addresses are never dialled again.
+    fn drop_banned(&mut self, ip: std::net::IpAddr) {
+        let ip = ip.to_canonical();
+        for w in 0..self.conns.len() {
+            if self.conns[w]
+                .as_ref()
+                .is_some_and(|c| c.addr.ip().to_canonical() == ip)
+            {
+                self.send(w, ToWorker::Disconnect);
+            }
+        }
+        self.known
+            .retain(|a, k| k.busy || a.ip().to_canonical() != ip);
+    }
+
     fn add_known(&mut self, addr: SocketAddr) {
         if addr.port() == 0 || self.known.len() >= MAX_KNOWN_PEERS {
+            return;
+        }
+        if self.bans.is_banned(addr.ip()) {
             return;
         }
         if addr.port() == self.shared.listen_port.load(Ordering::Relaxed) as u16
@@ -723,7 +747,8 @@ impl Coordinator {
 
     fn on_handshake(&mut self, worker: usize, addr: SocketAddr, peer_id: [u8; 20], inbound: bool) {
         let duplicate = self.conns.iter().flatten().any(|c| c.peer_id == peer_id);
-        let banned = self.known.get(&addr).is_some_and(|k| k.banned);
+        let banned =
+            self.bans.is_banned(addr.ip()) || self.known.get(&addr).is_some_and(|k| k.banned);
         if peer_id == self.our_id || duplicate || banned {
             debug!(
                 "{addr}: rejected ({})",
@@ -754,7 +779,6 @@ impl Coordinator {
             interesting: false,
             peer_interested: false,
             unchoked: false,
-            bad_pieces: 0,
             slot: SlotState::new(Instant::now()),
         });
         self.shared.peers_connected.fetch_add(1, Ordering::Relaxed);
@@ -839,11 +863,12 @@ impl Coordinator {
             }
         }
         debug!("{addr}: closed: {reason}");
+        if misbehaved && self.bans.ban(addr.ip()) {
+            warn!("banning {}: {reason}", addr.ip());
+            self.drop_banned(addr.ip());
+        }
         if let Some(k) = self.known.get_mut(&addr) {
             k.busy = false;
-            if misbehaved {
-                k.banned = true;
-            }
             if connected {
                 k.fails = 0;
                 k.next_try = Instant::now() + Duration::from_secs(10);
@@ -1064,7 +1089,9 @@ impl Coordinator {
         let mut ready: Vec<SocketAddr> = self
             .known
             .iter()
-            .filter(|(_, k)| !k.busy && !k.banned && k.next_try <= now)
+            .filter(|(a, k)| {
+                !k.busy && !k.banned && k.next_try <= now && !self.bans.is_banned(a.ip())
+            })
             .map(|(a, _)| *a)
             .collect();
         ready.sort_by_key(|a| self.known[a].fails);

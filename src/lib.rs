@@ -4,6 +4,7 @@
 //! per part of the protocol. `docs/ARCHITECTURE.md` has the map.
 #![deny(unsafe_code)]
 
+pub mod ban;
 pub mod bencode;
 pub mod choker;
 pub mod coordinator;
@@ -14,6 +15,7 @@ pub mod extension;
 pub mod fast;
 pub mod json;
 pub mod layout;
+pub mod listener;
 pub mod magnet;
 pub mod metadata;
 pub mod metainfo;
@@ -27,6 +29,7 @@ pub mod rng;
 pub mod select;
 pub mod session;
 pub mod source;
+pub mod statedir;
 pub mod storage;
 pub mod tracker;
 pub mod units;

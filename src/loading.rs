@@ -70,13 +70,19 @@ pub(crate) fn load_any(
             false,
         );
     }
+    // The fetched .torrent and the DHT tables are kept in DIR/.tget,
+    // which must be a real folder (see tget::statedir).
+    let state_dir = match &sources.cache_dir {
+        Some(d) => Some(tget::statedir::ensure(d).map_err(|e| fail(exit::DISK, e))?),
+        None => None,
+    };
     let cfg = tget::metadata::FetchConfig {
         info_hash: m.info_hash,
         peers: sources.peers,
         trackers: Vec::new(),
         dht: sources.dht.map(|settings| {
-            let dir = sources.cache_dir.clone().unwrap_or_else(|| ".".into());
-            (settings, dir.join(".tget"))
+            let dir = state_dir.clone().unwrap_or_else(|| ".tget".into());
+            (settings, dir)
         }),
         port: sources.port,
         workers: sources.workers,

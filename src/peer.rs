@@ -180,18 +180,18 @@ pub(crate) fn run(ctx: WorkerCtx) {
         if ctx.shared.stopping.load(Ordering::Relaxed) {
             break;
         }
-        let (addr, inbound, result) = match job {
+        let (addr, theirs, result) = match job {
             Job::Connect(addr) => (
                 addr,
-                false,
+                None,
                 TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT),
             ),
-            Job::Inbound(stream, addr) => (addr, true, Ok(stream)),
+            Job::Inbound(stream, addr, theirs) => (addr, Some(theirs), Ok(stream)),
         };
         let (connected, misbehaved, reason) = match result {
             Err(e) => (false, false, format!("connect failed: {e}")),
             Ok(stream) => {
-                let mut conn = Connection::new(&ctx, stream, addr, inbound);
+                let mut conn = Connection::new(&ctx, stream, addr, theirs);
                 let r = conn.run();
                 conn.release_all();
                 if conn.refused > 0 {
@@ -329,6 +329,9 @@ struct Connection<'a> {
     stream: TcpStream,
     addr: SocketAddr,
     inbound: bool,
+    /// The peer's handshake, read by the listener before the connection
+    /// reached this worker (inbound only; taken by `handshake`).
+    received: Option<[u8; HANDSHAKE_LEN]>,
     /// Whether the socket is in non-blocking mode (while uploads are queued).
     nonblocking: bool,
     reader: MessageReader,
@@ -384,6 +387,8 @@ struct Connection<'a> {
     rejects: u32,
     /// Requests from the peer we refused.
     refused: u64,
+    /// Pieces from this peer that failed their hash check.
+    bad_pieces: u32,
     /// Requests for pieces we never announced (Fast peers get a reject).
     unannounced: u32,
     /// Bytes moved since the last report to the coordinator.
@@ -401,11 +406,13 @@ struct Connection<'a> {
 }
 
 impl<'a> Connection<'a> {
+    /// A connection on `stream`; `theirs` is the peer's handshake when the
+    /// listener already read it (an inbound connection).
     fn new(
         ctx: &'a WorkerCtx,
         stream: TcpStream,
         addr: SocketAddr,
-        inbound: bool,
+        theirs: Option<[u8; HANDSHAKE_LEN]>,
     ) -> Connection<'a> {
         let layout = ctx.storage.layout();
         let n = layout.num_pieces();
@@ -415,7 +422,8 @@ impl<'a> Connection<'a> {
             layout,
             stream,
             addr,
-            inbound,
+            inbound: theirs.is_some(),
+            received: theirs,
             nonblocking: false,
             reader: MessageReader::new(wire::max_message_len(n)),
             out: Vec::with_capacity(64 * 1024),
@@ -452,6 +460,7 @@ impl<'a> Connection<'a> {
             allowed: Vec::new(),
             rejects: 0,
             refused: 0,
+            bad_pieces: 0,
             unannounced: 0,
             report_down: 0,
             report_up: 0,
@@ -552,8 +561,14 @@ impl<'a> Connection<'a> {
             ours.reserved[wire::DHT_BYTE] |= wire::DHT_BIT;
         }
         self.stream.write_all(&ours.encode())?;
-        let mut theirs = [0u8; HANDSHAKE_LEN];
-        self.read_handshake(&mut theirs, HANDSHAKE_TIMEOUT)?;
+        let theirs = match self.received.take() {
+            Some(theirs) => theirs,
+            None => {
+                let mut theirs = [0u8; HANDSHAKE_LEN];
+                self.read_handshake(&mut theirs, HANDSHAKE_TIMEOUT)?;
+                theirs
+            }
+        };
         let h = Handshake::decode(&theirs).map_err(|e| bad(e.to_string()))?;
         if h.info_hash != self.ctx.info_hash {
             return Err(bad("handshake for another torrent (wrong info-hash)"));
@@ -1629,8 +1644,17 @@ impl<'a> Connection<'a> {
                 worker: self.ctx.id,
                 piece: index,
             });
+            self.bad_pieces += 1;
         }
         self.retire(p.buf, p.reserved);
+        // The connection ends at once, rather than when the coordinator's
+        // ban reaches it, so pieces already here fail no more.
+        if self.bad_pieces >= crate::ban::BAN_AFTER_BAD_PIECES {
+            return Err(bad(format!(
+                "{} pieces failed their hash check",
+                self.bad_pieces
+            )));
+        }
         Ok(())
     }
 }
@@ -1837,7 +1861,7 @@ mod tests {
         let r = rig("trickle");
         let (ours, mut theirs) = pair();
         let addr = ours.peer_addr().unwrap();
-        let mut conn = Connection::new(&r.ctx, ours, addr, false);
+        let mut conn = Connection::new(&r.ctx, ours, addr, None);
         let peer = thread::spawn(move || {
             // One byte every 50 ms: 68 bytes would take 3.4 s.
             for b in Handshake::new([3; 20], [5; 20]).encode() {
@@ -1860,7 +1884,7 @@ mod tests {
         peer.join().unwrap();
         // The same handshake in a few quick pieces is fine.
         let (ours, mut theirs) = pair();
-        let mut conn = Connection::new(&r.ctx, ours, addr, false);
+        let mut conn = Connection::new(&r.ctx, ours, addr, None);
         let peer = thread::spawn(move || {
             let h = Handshake::new([3; 20], [5; 20]).encode();
             for chunk in h.chunks(20) {
@@ -1890,7 +1914,7 @@ mod tests {
             let mut sink = [0u8; 1024];
             while matches!(theirs.read(&mut sink), Ok(n) if n > 0) {}
         });
-        let mut conn = Connection::new(&r.ctx, stream, addr, false);
+        let mut conn = Connection::new(&r.ctx, stream, addr, None);
         let end = conn.run().unwrap_err();
         drop(conn);
         peer.join().unwrap();
@@ -1947,7 +1971,7 @@ mod tests {
         let peer = thread::spawn(move || answer_every_request(&mut theirs, &piece, |_| {}));
         thread::scope(|s| {
             let worker = s.spawn(|| {
-                let mut conn = Connection::new(&r.ctx, stream, addr, false);
+                let mut conn = Connection::new(&r.ctx, stream, addr, None);
                 conn.run().unwrap_err()
             });
             // Piece 0 for the first question; no answer to the next.
@@ -2031,7 +2055,7 @@ mod tests {
         });
         thread::scope(|s| {
             let worker = s.spawn(|| {
-                let mut conn = Connection::new(&r.ctx, stream, addr, false);
+                let mut conn = Connection::new(&r.ctx, stream, addr, None);
                 conn.run().unwrap_err()
             });
             // The coordinator hands out pieces in order as asked, for 800 ms.
@@ -2084,7 +2108,7 @@ mod tests {
         });
         thread::scope(|s| {
             let worker = s.spawn(|| {
-                let mut conn = Connection::new(&r.ctx, stream, addr, false);
+                let mut conn = Connection::new(&r.ctx, stream, addr, None);
                 conn.run().unwrap_err()
             });
             let mut handed = false;
@@ -2182,7 +2206,7 @@ mod tests {
         });
         let done = thread::scope(|s| {
             let worker = s.spawn(|| {
-                let mut conn = Connection::new(&r.ctx, stream, addr, false);
+                let mut conn = Connection::new(&r.ctx, stream, addr, None);
                 conn.run().unwrap_err()
             });
             let mut done = Vec::new();
@@ -2267,7 +2291,7 @@ mod tests {
             }
             got // dropping `theirs` ends the connection
         });
-        let mut conn = Connection::new(&r.ctx, stream, addr, false);
+        let mut conn = Connection::new(&r.ctx, stream, addr, None);
         let _ = conn.run();
         drop(conn);
         peer.join().unwrap()

@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! d
-//!   7:version   i3e
+//!   7:version   i4e
+//!   8:checksum  20:<SHA-1 of the dictionary's bencoding without this key>
 //!   9:info-hash 20:<the torrent's info-hash, raw>
 //!   6:pieces    <bitfield, high bit first, as on the wire: verified pieces
 //!               whose bytes were synced to the disk>
@@ -19,14 +20,24 @@
 //! e
 //! ```
 //!
-//! (Version 2 had no `unsynced` or `boot`, and version 1 kept the stamps as
-//! a list of `length`/`mtime` dictionaries, one per file: a tree of 100 000
-//! dictionaries for 100 000 files, built every second. Both are still read.)
+//! (Version 3 had no `checksum`, version 2 no `unsynced` or `boot`, and
+//! version 1 kept the stamps as a list of `length`/`mtime` dictionaries, one
+//! per file: a tree of 100 000 dictionaries for 100 000 files, built every
+//! second. All are still read, but a record without a checksum vouches for
+//! nothing: its pieces are only the ones to hash first, see
+//! [`ResumeState::trusted`].)
 //!
-//! It is trusted only when the info-hash and piece count match and every
-//! file still has the recorded length and modification time; otherwise the
-//! data is re-checked. Three rules keep it honest:
+//! It is trusted only when its checksum holds, the info-hash and piece count
+//! match and every file still has the recorded length and modification time;
+//! otherwise the data is re-checked. Four rules keep it honest:
 //!
+//! - The record checks itself: any change to its content (bit rot, an
+//!   editor, a sync tool merging folders) breaks the checksum, and a record
+//!   whose checksum fails is treated like a missing one. (It is not a
+//!   signature: whoever can write the folder can forge it, as they could
+//!   change the data itself; the start-up spot check in `session.rs` hashes
+//!   a few trusted pieces to catch a forged record claiming pieces that are
+//!   not there.)
 //! - A piece is recorded in `pieces` only after its bytes were flushed: the
 //!   saver syncs the files (`fdatasync`) and only then writes a state naming
 //!   pieces whose writes had finished before the sync began.
@@ -45,8 +56,8 @@
 //!   renamed over the old one, and the folder synced. A crash at any moment
 //!   leaves either the old state or the new one, never a torn or empty file.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -55,18 +66,24 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use log::{debug, warn};
+use sha1::{Digest, Sha1};
 
 use crate::bencode::{self, Value};
 use crate::storage::{FileStamp, Storage};
 use crate::wire::Bitfield;
 
-const VERSION: i64 = 3;
+const VERSION: i64 = 4;
+/// The key of the record's own checksum.
+const CHECKSUM: &[u8] = b"checksum";
 /// The saver syncs the data at most this often (the kernel's own writeback
 /// starts on pages dirty for 30 s, so by then most of it is on the disk
 /// and the sync is short).
 pub const SYNC_EVERY: Duration = Duration::from_secs(30);
 /// After a save, the saver waits this many times as long as it took.
 const SAVE_PAUSE: u32 = 3;
+/// The largest record read: the stamps of the most files a torrent may
+/// list and the bitfields of the most pieces, with room to spare.
+const MAX_RECORD_BYTES: u64 = 64 << 20;
 /// Bytes per file in `stamps`.
 const STAMP_LEN: usize = 16;
 
@@ -90,6 +107,10 @@ pub struct ResumeState {
     pub boot: Option<Vec<u8>>,
     /// Each file's length and modification time when the state was written.
     pub files: Vec<FileStamp>,
+    /// Whether the record carried a checksum that held (every record tget
+    /// writes now does). One without (an older version) names pieces to
+    /// hash, not pieces to trust.
+    pub sealed: bool,
 }
 
 impl ResumeState {
@@ -110,16 +131,31 @@ impl ResumeState {
         if let Some(boot) = &self.boot {
             fields.push(("boot", Value::bytes(boot.clone())));
         }
-        Value::dict(fields).encode()
+        let mut v = Value::dict(fields);
+        let sum = checksum(&v);
+        if let Value::Dict(d) = &mut v {
+            d.insert(CHECKSUM.to_vec(), Value::bytes(sum.to_vec()));
+        }
+        v.encode()
     }
 
     /// Parses a resume file for a torrent of `num_pieces` pieces. Any
     /// damage (truncation, random bytes, a zero-length file) is an error.
     pub fn decode(bytes: &[u8], num_pieces: u32) -> Result<ResumeState, String> {
-        let v = bencode::decode(bytes).map_err(|e| e.to_string())?;
+        let mut v = bencode::decode(bytes).map_err(|e| e.to_string())?;
         let version = v.get(b"version").and_then(Value::as_int);
         if !matches!(version, Some(1..=VERSION)) {
             return Err("unknown version".into());
+        }
+        let sealed = version == Some(VERSION);
+        if sealed {
+            let Value::Dict(d) = &mut v else {
+                return Err("not a dictionary".into());
+            };
+            let recorded = d.remove(CHECKSUM).ok_or("no checksum")?;
+            if recorded.as_bytes() != Some(&checksum(&v)[..]) {
+                return Err("its checksum does not match (changed outside tget)".into());
+            }
         }
         let info_hash: [u8; 20] = v
             .get(b"info-hash")
@@ -133,7 +169,7 @@ impl ResumeState {
         let pieces = Bitfield::from_wire(bits, num_pieces)?;
         let mut unsynced = Bitfield::new(num_pieces);
         let mut boot = None;
-        if version == Some(VERSION) {
+        if version >= Some(3) {
             let bits = v
                 .get(b"unsynced")
                 .and_then(Value::as_bytes)
@@ -163,6 +199,7 @@ impl ResumeState {
                 unsynced,
                 boot,
                 files,
+                sealed,
             });
         }
         for f in v.get(b"files").and_then(Value::as_list).ok_or("no files")? {
@@ -185,14 +222,23 @@ impl ResumeState {
             unsynced,
             boot,
             files,
+            sealed,
         })
     }
 
     /// The pieces a restart in boot `boot` can trust as they are, and those
     /// it must hash again: the unsynced ones when the machine has restarted
     /// since (or either boot is unknown), since their bytes may never have
-    /// reached the disk.
+    /// reached the disk. A record without a checksum trusts nothing: every
+    /// piece it names is to be hashed.
     pub fn trusted(&self, boot: Option<&[u8]>) -> (Bitfield, Vec<u32>) {
+        if !self.sealed {
+            let mut named = self.pieces.clone();
+            for p in self.unsynced.ones() {
+                named.set(p);
+            }
+            return (Bitfield::new(self.pieces.len()), named.ones().collect());
+        }
         let mut have = self.pieces.clone();
         let same_boot = boot.is_some() && boot == self.boot.as_deref();
         if same_boot {
@@ -213,7 +259,9 @@ impl ResumeState {
         num_pieces: u32,
         current: &[FileStamp],
     ) -> Result<ResumeState, String> {
-        let bytes = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let bytes = crate::statedir::read(path, MAX_RECORD_BYTES)
+            .and_then(|b| b.ok_or_else(|| io::ErrorKind::NotFound.into()))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         let state = ResumeState::decode(&bytes, num_pieces)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         if &state.info_hash != info_hash {
@@ -226,27 +274,8 @@ impl ResumeState {
     }
 }
 
-/// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync
-/// of the folder.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    // A name of its own, so two sessions sharing a folder (the demo's
-    // seeders) never rename each other's half-written file.
-    let tag = crate::rng::Rng::from_entropy().next_u64();
-    let tmp = path.with_extension(format!("resume.tmp.{tag:016x}"));
-    let written = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written?;
-    File::open(dir)?.sync_all()
-}
+/// Writes `bytes` to `path` atomically (see [`crate::statedir::write_atomic`]).
+pub use crate::statedir::write_atomic;
 
 /// The thread that syncs the data and writes the state, off the
 /// coordinator's thread (a sync can take a while on a slow disk).
@@ -412,6 +441,7 @@ fn save(
         unsynced,
         boot: boot.clone(),
         files,
+        sealed: true,
     };
     write_atomic(path, &state.encode())?;
     debug!(
@@ -420,6 +450,37 @@ fn save(
         state.unsynced.count()
     );
     Ok(())
+}
+
+/// The SHA-1 of `v`'s bencoding: the record's checksum, over the record
+/// without its `checksum` key.
+fn checksum(v: &Value) -> [u8; 20] {
+    Sha1::digest(v.encode()).into()
+}
+
+/// At most this many trusted pieces are hashed at start-up to catch a
+/// forged record ([`spot_sample`]).
+pub const SPOT_CHECK_PIECES: usize = 8;
+/// ... and at most about this many bytes of them.
+pub const SPOT_CHECK_BYTES: u64 = 32 << 20;
+
+/// Up to [`SPOT_CHECK_PIECES`] pieces of `have` drawn at random (at most
+/// [`SPOT_CHECK_BYTES`] of pieces of `piece_len`, at least one): the
+/// pieces a resumed run hashes before trusting a record. A record claiming
+/// a share `s` of pieces that are not there is caught with probability
+/// `1 - (1 - s)^n`: certainly when it claims them all, likely when it
+/// claims a few percent, rarely for one piece in thousands (the checksum is
+/// what catches an accidental one-bit change).
+pub fn spot_sample(have: &Bitfield, piece_len: u64, rng: &mut crate::rng::Rng) -> Vec<u32> {
+    let n = (SPOT_CHECK_BYTES / piece_len.max(1)).clamp(1, SPOT_CHECK_PIECES as u64) as usize;
+    let mut ones: Vec<u32> = have.ones().collect();
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n && !ones.is_empty() {
+        let i = rng.below(ones.len() as u64) as usize;
+        out.push(ones.swap_remove(i));
+    }
+    out.sort_unstable();
+    out
 }
 
 /// This boot's id (Linux: `/proc/sys/kernel/random/boot_id`), which changes
@@ -454,6 +515,15 @@ mod tests {
                     mtime_ns: 5,
                 },
             ],
+            sealed: true,
+        }
+    }
+
+    /// `sample` as an older version without a checksum reads it.
+    fn unsealed() -> ResumeState {
+        ResumeState {
+            sealed: false,
+            ..sample()
         }
     }
 
@@ -504,7 +574,7 @@ mod tests {
             ("stamps", Value::Bytes(stamps)),
         ])
         .encode();
-        assert_eq!(ResumeState::decode(&v2, 10).unwrap(), s);
+        assert_eq!(ResumeState::decode(&v2, 10).unwrap(), unsealed());
     }
 
     /// A storage of one file of `pieces` 16 KiB pieces in a fresh folder,
@@ -575,7 +645,7 @@ mod tests {
             ),
         ])
         .encode();
-        assert_eq!(ResumeState::decode(&v1, 10).unwrap(), sample());
+        assert_eq!(ResumeState::decode(&v1, 10).unwrap(), unsealed());
     }
 
     #[test]
@@ -599,6 +669,64 @@ mod tests {
         ])
         .encode();
         assert!(ResumeState::decode(&torn, 10).is_err());
+    }
+
+    #[test]
+    fn any_change_to_a_record_breaks_its_checksum() {
+        let bytes = sample_unsynced().encode();
+        assert!(ResumeState::decode(&bytes, 10).is_ok());
+        // Every single-bit change anywhere in the record is refused (most
+        // break the bencoding; those that keep it break the checksum).
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut b = bytes.clone();
+                b[i] ^= 1 << bit;
+                assert!(
+                    ResumeState::decode(&b, 10).is_err(),
+                    "bit {bit} of byte {i} flipped and still trusted"
+                );
+            }
+        }
+        // The case that was reported: a missing piece set in `pieces`.
+        let v = bencode::decode(&bytes).unwrap();
+        let mut d = v.as_dict().unwrap().clone();
+        let mut bits = sample().pieces;
+        bits.set(5);
+        d.insert(b"pieces".to_vec(), Value::bytes(bits.as_bytes().to_vec()));
+        let edited = Value::Dict(d).encode();
+        let why = ResumeState::decode(&edited, 10).unwrap_err();
+        assert!(why.contains("checksum"), "{why}");
+    }
+
+    #[test]
+    fn a_record_without_a_checksum_names_pieces_to_hash_and_trusts_none() {
+        let mut s = sample_unsynced();
+        s.sealed = false;
+        let (have, recheck) = s.trusted(Some(b"boot-a"));
+        assert_eq!(have.count(), 0);
+        assert_eq!(recheck, vec![0, 4, 9]);
+    }
+
+    #[test]
+    fn the_spot_check_draws_distinct_trusted_pieces_within_its_bounds() {
+        let mut rng = crate::rng::Rng::new(7);
+        let mut have = Bitfield::new(1000);
+        for p in (0..1000).step_by(3) {
+            have.set(p);
+        }
+        let small = spot_sample(&have, 256 << 10, &mut rng);
+        assert_eq!(small.len(), SPOT_CHECK_PIECES);
+        assert!(small.windows(2).all(|w| w[0] < w[1]), "{small:?}");
+        assert!(small.iter().all(|&p| have.get(p)));
+        // 16 MiB pieces: two fit in the byte budget; 256 MiB: still one.
+        assert_eq!(spot_sample(&have, 16 << 20, &mut rng).len(), 2);
+        assert_eq!(spot_sample(&have, 256 << 20, &mut rng).len(), 1);
+        // Fewer trusted pieces than the sample: all of them.
+        let mut two = Bitfield::new(10);
+        two.set(3);
+        two.set(8);
+        assert_eq!(spot_sample(&two, 16384, &mut rng), vec![3, 8]);
+        assert!(spot_sample(&Bitfield::new(10), 16384, &mut rng).is_empty());
     }
 
     #[test]

@@ -357,6 +357,13 @@ impl Session {
         )?);
         let session_storage = storage.clone();
         storage.check_space()?;
+        // tget's own folder, checked like the content's paths before
+        // anything is kept in it.
+        let state_dir = if no_save && config.dht.is_none() {
+            None
+        } else {
+            Some(crate::statedir::ensure(&config.dir)?)
+        };
         let listener = bind_listener(config.port)?;
         let port = listener.local_addr().map_err(SessionError::Listen)?.port();
         let shared = Arc::new(Shared::default());
@@ -366,7 +373,9 @@ impl Session {
         // The DHT: off for private torrents (BEP 27). Its state is kept
         // beside the resume state so later runs start with a warm table.
         let dht = match &config.dht {
-            Some(d) if !meta.info.private => start_dht(d, &config.dir.join(".tget"))?,
+            Some(d) if !meta.info.private => {
+                start_dht(d, state_dir.as_deref().unwrap_or(&config.dir))?
+            }
             _ => Vec::new(),
         };
         let our_id = new_peer_id();
@@ -406,7 +415,10 @@ impl Session {
         {
             let events = events_tx.clone();
             let shared = shared.clone();
-            spawn("listener".into(), move || listen(listener, events, shared))?;
+            let info_hash = meta.info_hash;
+            spawn("listener".into(), move || {
+                crate::listener::run(listener, info_hash, events, shared)
+            })?;
         }
 
         let tiers = if config.use_trackers {
@@ -445,6 +457,14 @@ impl Session {
                 ResumeState::load_matching(&state_path, &info_hash, n, &stamps)
             };
             let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let check_all = |why: &str| {
+                info!("checking existing data ({why})");
+                let have = start_up_check(&shared, n as usize, |progress| {
+                    storage.check_all(&hashes, threads, progress)
+                })?;
+                info!("check: {} of {n} pieces already here", have.count());
+                Ok::<_, SessionError>(have)
+            };
             let have = match resumed {
                 Ok(state) => {
                     let (mut have, recheck) = state.trusted(resume::boot_id().as_deref());
@@ -453,8 +473,13 @@ impl Session {
                         info!("resume: {recorded} of {n} pieces recorded");
                     } else {
                         info!(
-                            "resume: {recorded} of {n} pieces recorded, {} to check again (not synced before a reboot)",
-                            recheck.len()
+                            "resume: {recorded} of {n} pieces recorded, {} to check again ({})",
+                            recheck.len(),
+                            if state.sealed {
+                                "not synced before a reboot"
+                            } else {
+                                "an older record without a checksum"
+                            }
                         );
                         let good = start_up_check(&shared, recheck.len(), |progress| {
                             storage.check_pieces(&hashes, &recheck, threads, progress)
@@ -464,16 +489,23 @@ impl Session {
                             have.set(p);
                         }
                     }
-                    have
+                    // A few trusted pieces are hashed: a record forged to
+                    // claim pieces that are not there is not trusted.
+                    let piece_len = storage.layout().piece_length();
+                    let spot = resume::spot_sample(&have, piece_len, &mut Rng::from_entropy());
+                    let good = storage.check_pieces(&hashes, &spot, threads, &|_| {})?;
+                    if (good.count() as usize) < spot.len() {
+                        warn!(
+                            "resume: {} of {} pieces sampled from the record fail their hash",
+                            spot.len() - good.count() as usize,
+                            spot.len()
+                        );
+                        check_all("the resume record names pieces that are not there")?
+                    } else {
+                        have
+                    }
                 }
-                Err(why) if storage.had_data() || config.force_check => {
-                    info!("checking existing data ({why})");
-                    let have = start_up_check(&shared, n as usize, |progress| {
-                        storage.check_all(&hashes, threads, progress)
-                    })?;
-                    info!("check: {} of {n} pieces already here", have.count());
-                    have
-                }
+                Err(why) if storage.had_data() || config.force_check => check_all(&why)?,
                 Err(_) => crate::wire::Bitfield::new(n),
             };
             if config.serve_only && !config.partial && !have.is_full() {
@@ -713,34 +745,4 @@ fn dht_port(nodes: &[Dht], v6: bool) -> Option<u16> {
         .iter()
         .find(|d| d.local_addr().is_ipv6() == v6)
         .map(|d| d.local_addr().port())
-}
-
-/// The listener thread: accepts peers and passes them to the coordinator,
-/// which hands each to an idle worker or closes it. The socket is polled
-/// (non-blocking, 50 ms naps) so the thread ends with the session.
-fn listen(listener: TcpListener, events: Sender<Event>, shared: Arc<Shared>) {
-    if let Err(e) = listener.set_nonblocking(true) {
-        warn!("listener: {e}");
-        return;
-    }
-    while !shared.stopping.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((stream, addr)) => {
-                debug!("{addr}: inbound connection");
-                if stream.set_nonblocking(false).is_err() {
-                    continue;
-                }
-                if events.send(Event::Inbound(stream, addr)).is_err() {
-                    return;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => {
-                debug!("listener: {e}");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
 }

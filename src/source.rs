@@ -84,10 +84,12 @@ pub fn load_magnet(
     stop: &AtomicBool,
 ) -> Result<(Metainfo, Vec<SocketAddr>), LoadError> {
     if let Some(path) = cache {
-        match Metainfo::from_file(path) {
-            Ok(meta) if meta.info_hash == m.info_hash => return Ok((meta, m.peers.clone())),
-            Ok(_) => log::warn!("{}: another torrent; fetching again", path.display()),
-            Err(_) => {}
+        let kept = crate::statedir::read(path, crate::metainfo::MAX_TORRENT_FILE_SIZE);
+        match kept.ok().flatten().map(|b| Metainfo::from_bytes(&b)) {
+            None => {}
+            Some(Ok(meta)) if meta.info_hash == m.info_hash => return Ok((meta, m.peers.clone())),
+            Some(Ok(_)) => log::warn!("{}: another torrent; fetching again", path.display()),
+            Some(Err(_)) => {}
         }
     }
     cfg.info_hash = m.info_hash;

@@ -775,6 +775,9 @@ fn symlink_inside_the_download_folder_is_never_written_through() {
             out.join("multi"),
             outside.clone(),
         ),
+        // tget's own folder: the resume record (and side files, DHT
+        // tables, a magnet's .torrent) would be written outside.
+        ("the .tget folder", out.join(".tget"), outside.clone()),
     ];
     for (what, link, target) in cases {
         let _ = std::fs::remove_dir_all(&out);
@@ -834,4 +837,89 @@ fn a_peer_answering_out_of_order_still_completes_the_download() {
     let d = download(&content.torrent, &out, &peers, &[]);
     assert_healthy("out-of-order seeder", &d, POOL);
     assert_same_tree(&content.root.join("file.bin"), &out.join("file.bin"));
+}
+
+// ---------------------------------------------------------------------------
+// 6. Bans that hold, and no lockouts
+// ---------------------------------------------------------------------------
+
+/// A peer sends wrong data for every block and, once dropped, comes back
+/// to tget's listening port from a new source port, forty times. Bans are
+/// by address: after the ban no reconnection gets a handshake, and few
+/// pieces ever fail (it was hundreds when bans were by address and port).
+#[test]
+fn a_banned_peer_reconnecting_from_new_ports_is_refused() {
+    let tmp = TempDir::new("evader");
+    let content = single_file(tmp.path(), 4 * 1024 * 1024, PIECE, &[]);
+    // A slow honest seeder, so the evader is asked for pieces meanwhile.
+    let honest = SlowSeeder::start(&content, Duration::from_millis(10));
+    let out = tmp.path().join("out");
+    let w = start_download(&content.torrent, &out, &[honest.addr.to_string()], &[]);
+    let port = w.listen_port(Duration::from_secs(20));
+    let target = SocketAddr::from(([127, 0, 0, 1], port));
+    let evader_ip = hostile_ip();
+    let evader = Evader::start(target, evader_ip, &content.meta, 40);
+    let t0 = Instant::now();
+    let (run, peak) = w.finish(LIMIT);
+    let (attempts, answered) = evader.finish();
+    let d = Done {
+        run,
+        peak,
+        took: t0.elapsed(),
+    };
+    assert_healthy("ban evader", &d, POOL);
+    assert_same_tree(&content.root.join("file.bin"), &out.join("file.bin"));
+    // The coordinator's line for each failed piece ("piece N from ADDR
+    // failed its hash check"; the worker logs its own at -v).
+    let failed = d
+        .run
+        .stderr
+        .lines()
+        .filter(|l| l.contains(" from ") && l.contains("failed its hash check"))
+        .count();
+    assert!(
+        d.run.stderr.contains(&format!("banning {evader_ip}")),
+        "{}",
+        d.run.stderr
+    );
+    assert!(
+        (2..=3).contains(&failed),
+        "{failed} pieces failed before the ban held"
+    );
+    assert_eq!(
+        answered, 1,
+        "{answered} of {attempts} connections were answered"
+    );
+    assert!(attempts >= 5, "the evader came back only {attempts} times");
+}
+
+/// 200 connections that never send a handshake, renewed as fast as the
+/// seeder closes them, against a seeder with 8 workers: the silent sockets
+/// wait in the listener, never in a worker, so an honest downloader that
+/// arrives meanwhile is served at once. (When every socket went to a
+/// worker for the 10 s handshake deadline, the downloader was refused,
+/// backed off, and gave up at `--timeout`.)
+#[test]
+fn silent_sockets_do_not_lock_an_honest_downloader_out_of_a_seeder() {
+    let tmp = TempDir::new("silent");
+    let content = single_file(tmp.path(), SIZE, PIECE, &[]);
+    let seed = seeder(&content, false);
+    let target: SocketAddr = addr_of(&seed).parse().unwrap();
+    let flood = SilentFlood::start(target, hostile_ip(), 200, 400);
+    // Let the flood fill every slot the seeder has.
+    let settle = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < settle {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = tmp.path().join("out");
+    let d = download(
+        &content.torrent,
+        &out,
+        &[target.to_string()],
+        &["--timeout", "8s"],
+    );
+    let opened = flood.finish();
+    assert_healthy("honest downloader beside a silent flood", &d, POOL);
+    assert_same_tree(&content.root.join("file.bin"), &out.join("file.bin"));
+    assert!(opened >= 200, "the flood opened only {opened} connections");
 }

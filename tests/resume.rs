@@ -202,3 +202,62 @@ fn a_second_ctrl_c_exits_at_once_and_the_state_still_holds() {
     assert_disjoint(&before, &after);
     assert_eq!(before.len() + after.len(), 128);
 }
+
+/// Zeroes the pieces of `file` (32 KiB each) that `keep` refuses, keeping
+/// the file's length and modification time: as if those pieces had never
+/// been downloaded into an allocated file.
+fn zero_pieces_keeping_the_stamp(file: &Path, keep: impl Fn(usize) -> bool) {
+    let mtime = std::fs::metadata(file).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(file).unwrap();
+    for (p, piece) in bytes.chunks_mut(32 * 1024).enumerate() {
+        if !keep(p) {
+            piece.fill(0);
+        }
+    }
+    std::fs::write(file, bytes).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    f.set_modified(mtime).unwrap();
+}
+
+#[test]
+fn a_resume_record_changed_outside_tget_is_not_trusted() {
+    // The reported case: piece 77 is missing (zeros in the allocated
+    // file) and the record says so; then one bit of the record is changed
+    // to claim it. The record's checksum no longer holds, so the data is
+    // checked and piece 77 fetched (it was trusted and left as zeros).
+    let (fetched, log) = damage_then_rerun(|file, state| {
+        zero_pieces_keeping_the_stamp(file, |p| p != 77);
+        let mut s = tget::resume::ResumeState::decode(&std::fs::read(state).unwrap(), 128).unwrap();
+        s.unsynced = tget::wire::Bitfield::new(128);
+        for p in (0..128).filter(|&p| p != 77) {
+            s.unsynced.set(p);
+        }
+        let mut bytes = s.encode();
+        let key = b"8:unsynced16:";
+        let at = bytes.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+        bytes[at + 77 / 8] |= 0x80 >> (77 % 8);
+        std::fs::write(state, bytes).unwrap();
+    });
+    assert_eq!(fetched, vec![77]);
+    assert!(log.contains("checksum does not match"), "{log}");
+    assert!(log.contains("checking existing data"), "{log}");
+}
+
+#[test]
+fn a_forged_record_claiming_every_piece_is_caught_by_the_spot_check() {
+    // A record with a valid checksum that claims all 128 pieces, over a
+    // file holding only the first ten: the pieces sampled at start-up fail
+    // their hash, the whole file is checked, and the rest fetched.
+    let (mut fetched, log) = damage_then_rerun(|file, state| {
+        zero_pieces_keeping_the_stamp(file, |p| p < 10);
+        let s = tget::resume::ResumeState::decode(&std::fs::read(state).unwrap(), 128).unwrap();
+        assert_eq!(s.pieces.count() + s.unsynced.count(), 128);
+    });
+    fetched.sort();
+    assert_eq!(fetched, (10..128).collect::<Vec<u32>>());
+    assert!(log.contains("sampled from the record fail"), "{log}");
+    assert!(
+        log.contains("check: 10 of 128 pieces already here"),
+        "{log}"
+    );
+}

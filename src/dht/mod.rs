@@ -24,8 +24,7 @@ pub mod store;
 pub mod table;
 pub mod token;
 
-use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -379,12 +378,7 @@ pub fn save_state(path: &Path, id: &NodeId, nodes: &[NodeInfo]) -> io::Result<()
         ("nodes", Value::Bytes(v4)),
         ("nodes6", Value::Bytes(v6)),
     ]);
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("dat.tmp");
-    fs::write(&tmp, v.encode())?;
-    fs::rename(&tmp, path)
+    crate::statedir::write_atomic(path, &v.encode())
 }
 
 /// A state file that cannot be used.
@@ -417,18 +411,12 @@ impl std::error::Error for StateError {}
 
 /// Reads a state file: `Ok(None)` when there is none.
 pub fn load_state(path: &Path) -> Result<Option<(NodeId, Vec<NodeInfo>)>, StateError> {
-    let file = match fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+    let bytes = match crate::statedir::read(path, MAX_STATE_BYTES) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => return Err(StateError::TooLarge),
         Err(e) => return Err(StateError::Io(e)),
     };
-    let mut bytes = Vec::new();
-    file.take(MAX_STATE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(StateError::Io)?;
-    if bytes.len() as u64 > MAX_STATE_BYTES {
-        return Err(StateError::TooLarge);
-    }
     let v = bencode::decode(&bytes).map_err(StateError::Bencode)?;
     let id: NodeId = v
         .get(b"id")
@@ -458,6 +446,7 @@ fn hex(id: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn tmpdir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("tget-dht-{name}-{}", std::process::id()));

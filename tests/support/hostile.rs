@@ -57,8 +57,18 @@ pub enum Behaviour {
     HangUp,
 }
 
-/// A peer on 127.0.0.1 that misbehaves in one way. Counts its connections
-/// and records, for each, how long after the accept `tget` closed it.
+/// A loopback address of its own for a hostile peer (127.0.0.2 onwards, in
+/// turn): tget bans by address, so a hostile peer must not share 127.0.0.1
+/// with the honest seeders of the same test.
+pub fn hostile_ip() -> std::net::IpAddr {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % 250;
+    std::net::IpAddr::from([127, 0, 0, 2 + n as u8])
+}
+
+/// A peer on an address of its own ([`hostile_ip`]) that misbehaves in one
+/// way. Counts its connections and records, for each, how long after the
+/// accept `tget` closed it.
 pub struct HostilePeer {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -68,7 +78,7 @@ pub struct HostilePeer {
 
 impl HostilePeer {
     pub fn start(meta: &Metainfo, how: Behaviour) -> HostilePeer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = TcpListener::bind((hostile_ip(), 0)).unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -872,5 +882,170 @@ impl Drop for Watched {
             let _ = c.wait();
         }
         self.done.store(true, Ordering::Relaxed);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Peers that connect to tget from an address of their own
+// ---------------------------------------------------------------------------
+
+/// A TCP connection to `target` from `ip` (a new source port each time).
+pub fn connect_from(ip: std::net::IpAddr, target: SocketAddr) -> io::Result<TcpStream> {
+    let domain = if ip.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+    s.bind(&SocketAddr::new(ip, 0).into())?;
+    s.connect_timeout(&target.into(), Duration::from_secs(2))?;
+    Ok(s.into())
+}
+
+/// The ban evader: connects to tget from one address, a new source port
+/// each time, up to `limit` times, and answers every request with wrong
+/// bytes. Counts its connections and those tget answered with a handshake.
+pub struct Evader {
+    stop: Arc<AtomicBool>,
+    attempts: Arc<AtomicUsize>,
+    answered: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Evader {
+    pub fn start(
+        target: SocketAddr,
+        from: std::net::IpAddr,
+        meta: &Metainfo,
+        limit: usize,
+    ) -> Evader {
+        let stop = Arc::new(AtomicBool::new(false));
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let answered = Arc::new(AtomicUsize::new(0));
+        let (s2, t2, a2) = (stop.clone(), attempts.clone(), answered.clone());
+        let info_hash = meta.info_hash;
+        let n = meta.info.num_pieces() as u32;
+        let thread = thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            for _ in 0..limit {
+                if s2.load(Ordering::Relaxed) || Instant::now() > deadline {
+                    break;
+                }
+                let Ok(sock) = connect_from(from, target) else {
+                    thread::sleep(Duration::from_millis(50));
+                    continue;
+                };
+                t2.fetch_add(1, Ordering::Relaxed);
+                let _ = sock.set_nodelay(true);
+                let mut c = Conn {
+                    s: sock,
+                    stop: s2.clone(),
+                    until: Instant::now() + CONN_LIFETIME,
+                };
+                let mut hello = handshake(&info_hash);
+                hello.extend(msg(5, &full_bitfield(n)));
+                hello.extend(msg(1, &[]));
+                if c.write(&hello).is_ok() {
+                    let mut theirs = [0u8; 68];
+                    if c.read_exact(&mut theirs).is_ok() {
+                        a2.fetch_add(1, Ordering::Relaxed);
+                        answer_requests(c, Behaviour::WrongData);
+                    }
+                }
+                thread::sleep(Duration::from_millis(30));
+            }
+        });
+        Evader {
+            stop,
+            attempts,
+            answered,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops; returns (connections made, connections tget answered).
+    pub fn finish(mut self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        (
+            self.attempts.load(Ordering::Relaxed),
+            self.answered.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Drop for Evader {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Keeps about `count` connections from `from` to `target` open that never
+/// send a byte, opening a new one (at most `per_second` a second) for each
+/// that tget closes. Bounded by a stop flag (set on drop) and two minutes.
+pub struct SilentFlood {
+    stop: Arc<AtomicBool>,
+    opened: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SilentFlood {
+    pub fn start(
+        target: SocketAddr,
+        from: std::net::IpAddr,
+        count: usize,
+        per_second: u32,
+    ) -> SilentFlood {
+        let stop = Arc::new(AtomicBool::new(false));
+        let opened = Arc::new(AtomicUsize::new(0));
+        let (s2, o2) = (stop.clone(), opened.clone());
+        let thread = thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let gap = Duration::from_secs(1) / per_second.max(1);
+            let mut open: Vec<TcpStream> = Vec::new();
+            let mut next = Instant::now();
+            let mut buf = [0u8; 64];
+            while !s2.load(Ordering::Relaxed) && Instant::now() < deadline {
+                // Forget the sockets tget closed.
+                open.retain(|s| {
+                    let _ = s.set_nonblocking(true);
+                    match (&*s).read(&mut buf) {
+                        Ok(0) => false,
+                        Ok(_) => true,
+                        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+                    }
+                });
+                while open.len() < count && Instant::now() >= next {
+                    if let Ok(s) = connect_from(from, target) {
+                        o2.fetch_add(1, Ordering::Relaxed);
+                        open.push(s);
+                    }
+                    next += gap;
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        });
+        SilentFlood {
+            stop,
+            opened,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops; returns how many connections it opened.
+    pub fn finish(mut self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.opened.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for SilentFlood {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }

@@ -1,0 +1,334 @@
+//! The listener thread: accepts inbound peers and holds each one until its
+//! handshake has arrived; only then does the connection go to the
+//! coordinator, and from it to an idle worker.
+//!
+//! Why hold them here: a worker is one of a fixed few. If every accepted
+//! socket went to a worker at once, sockets that never send a handshake
+//! would each keep a worker for the whole handshake deadline, and fifty of
+//! them every ten seconds would keep every honest peer out. Here a silent
+//! socket costs a slot in a bounded table ([`HalfOpen`]): at most
+//! [`MAX_HALF_OPEN`] in all and [`MAX_HALF_OPEN_PER_IP`] from one address,
+//! each for at most [`HALF_OPEN_DEADLINE`]; when a table is full the oldest
+//! half-open connection is closed to make room, so a newcomer (whose
+//! handshake comes within a round trip) always gets its turn.
+//!
+//! The sockets are non-blocking and polled: the thread accepts what is
+//! waiting, reads what each half-open socket sent, closes the late ones and
+//! naps ([`NAP_IDLE`], or [`NAP_BUSY`] while some are half-open), so it
+//! ends with the session and never blocks on one peer.
+
+use std::io::{self, Read};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use log::debug;
+
+use crate::coordinator::Event;
+use crate::session::Shared;
+use crate::wire::{Handshake, HANDSHAKE_LEN, PROTOCOL};
+
+/// Half-open connections held at once, from all addresses.
+pub const MAX_HALF_OPEN: usize = 128;
+/// Half-open connections held at once from one address.
+pub const MAX_HALF_OPEN_PER_IP: usize = 8;
+/// How long an inbound peer has to send its whole handshake.
+pub const HALF_OPEN_DEADLINE: Duration = Duration::from_secs(5);
+/// The nap between polls with nothing half-open (the delay before a new
+/// connection is accepted).
+const NAP_IDLE: Duration = Duration::from_millis(50);
+/// The nap between polls while connections are half-open.
+const NAP_BUSY: Duration = Duration::from_millis(10);
+
+/// Half-open connections in the order they arrived, bounded in all and per
+/// address (generic over the connection, so the rules are tested without
+/// sockets).
+#[derive(Debug)]
+pub struct HalfOpen<C> {
+    entries: Vec<Entry<C>>,
+    max: usize,
+    max_per_ip: usize,
+}
+
+/// What [`HalfOpen::sweep`] does with one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Keep waiting for it.
+    Hold,
+    /// Take it out and pass it on.
+    Pass,
+    /// Take it out and close it.
+    Close,
+}
+
+#[derive(Debug)]
+struct Entry<C> {
+    ip: IpAddr,
+    since: Instant,
+    conn: C,
+}
+
+impl<C> HalfOpen<C> {
+    /// An empty table holding at most `max`, and `max_per_ip` per address.
+    pub fn new(max: usize, max_per_ip: usize) -> HalfOpen<C> {
+        HalfOpen {
+            entries: Vec::new(),
+            max: max.max(1),
+            max_per_ip: max_per_ip.max(1),
+        }
+    }
+
+    /// Takes in `conn` from `ip`; returns the connection closed to make
+    /// room, if one was: the oldest from `ip` when `ip` has its share, else
+    /// the oldest of all when the table is full.
+    pub fn admit(&mut self, ip: IpAddr, now: Instant, conn: C) -> Option<C> {
+        let ip = ip.to_canonical();
+        let from_ip = self.entries.iter().filter(|e| e.ip == ip).count();
+        let evict = if from_ip >= self.max_per_ip {
+            self.entries.iter().position(|e| e.ip == ip)
+        } else if self.entries.len() >= self.max {
+            Some(0)
+        } else {
+            None
+        };
+        let evicted = evict.map(|i| self.entries.remove(i).conn);
+        self.entries.push(Entry {
+            ip,
+            since: now,
+            conn,
+        });
+        evicted
+    }
+
+    /// Looks at every connection held: one older than `deadline` is
+    /// closed, the others get `verdict` (which may read from them).
+    /// Returns the connections passed on, in arrival order.
+    pub fn sweep(
+        &mut self,
+        now: Instant,
+        deadline: Duration,
+        mut verdict: impl FnMut(&mut C) -> Verdict,
+    ) -> Vec<C> {
+        let mut passed = Vec::new();
+        let mut i = 0;
+        while i < self.entries.len() {
+            let e = &mut self.entries[i];
+            let v = if now.duration_since(e.since) >= deadline {
+                Verdict::Close
+            } else {
+                verdict(&mut e.conn)
+            };
+            match v {
+                Verdict::Hold => i += 1,
+                Verdict::Pass => passed.push(self.entries.remove(i).conn),
+                Verdict::Close => drop(self.entries.remove(i)),
+            }
+        }
+        passed
+    }
+
+    /// How many are held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether none are held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// An inbound socket whose handshake is on its way.
+struct Arriving {
+    stream: TcpStream,
+    addr: SocketAddr,
+    handshake: [u8; HANDSHAKE_LEN],
+    got: usize,
+}
+
+/// What became of a read from an arriving socket.
+enum Progress {
+    /// More to come.
+    Waiting,
+    /// The whole handshake, for our torrent.
+    Ready,
+    /// Closed, failed, or not a handshake for our torrent.
+    Refused(String),
+}
+
+impl Arriving {
+    /// Reads what the peer sent so far (never past the handshake).
+    fn read(&mut self, info_hash: &[u8; 20]) -> Progress {
+        loop {
+            match self.stream.read(&mut self.handshake[self.got..]) {
+                Ok(0) => return Progress::Refused("closed before its handshake".into()),
+                Ok(n) => self.got += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Waiting,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Progress::Refused(e.to_string()),
+            }
+            // The protocol string is checked as soon as it is here: a peer
+            // that speaks something else is closed without waiting.
+            let head = self.got.min(1 + PROTOCOL.len());
+            let speaks_bittorrent = self.handshake[..head].iter().enumerate().all(|(i, &b)| {
+                b == if i == 0 {
+                    PROTOCOL.len() as u8
+                } else {
+                    PROTOCOL[i - 1]
+                }
+            });
+            if !speaks_bittorrent {
+                return Progress::Refused("not a BitTorrent handshake".into());
+            }
+            if self.got == HANDSHAKE_LEN {
+                return match Handshake::decode(&self.handshake) {
+                    Ok(h) if &h.info_hash == info_hash => Progress::Ready,
+                    Ok(_) => Progress::Refused("a handshake for another torrent".into()),
+                    Err(e) => Progress::Refused(e.to_string()),
+                };
+            }
+        }
+    }
+}
+
+/// The listener thread's body: accepts, holds half-open connections, and
+/// sends each whose handshake arrived whole to the coordinator
+/// ([`Event::Inbound`]). Ends when the session stops.
+pub(crate) fn run(
+    listener: TcpListener,
+    info_hash: [u8; 20],
+    events: Sender<Event>,
+    shared: Arc<Shared>,
+) {
+    if let Err(e) = listener.set_nonblocking(true) {
+        log::warn!("listener: {e}");
+        return;
+    }
+    let mut half_open: HalfOpen<Arriving> = HalfOpen::new(MAX_HALF_OPEN, MAX_HALF_OPEN_PER_IP);
+    while !shared.stopping.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        loop {
+            match listener.accept() {
+                Ok((stream, addr)) => {
+                    debug!("{addr}: inbound connection");
+                    if stream.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    let conn = Arriving {
+                        stream,
+                        addr,
+                        handshake: [0; HANDSHAKE_LEN],
+                        got: 0,
+                    };
+                    if let Some(old) = half_open.admit(addr.ip(), now, conn) {
+                        debug!("{}: closed to make room (no handshake yet)", old.addr);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    debug!("listener: {e}");
+                    break;
+                }
+            }
+        }
+        let ready = half_open.sweep(now, HALF_OPEN_DEADLINE, |c| match c.read(&info_hash) {
+            Progress::Waiting => Verdict::Hold,
+            Progress::Ready => Verdict::Pass,
+            Progress::Refused(why) => {
+                debug!("{}: inbound connection closed: {why}", c.addr);
+                Verdict::Close
+            }
+        });
+        for c in ready {
+            if c.stream.set_nonblocking(false).is_err() {
+                continue;
+            }
+            if events
+                .send(Event::Inbound(c.stream, c.addr, c.handshake))
+                .is_err()
+            {
+                return;
+            }
+        }
+        std::thread::sleep(if half_open.is_empty() {
+            NAP_IDLE
+        } else {
+            NAP_BUSY
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, last])
+    }
+
+    #[test]
+    fn one_address_is_held_to_its_share_and_its_oldest_goes_first() {
+        let now = Instant::now();
+        let mut t = HalfOpen::new(10, 3);
+        for c in 0..3 {
+            assert_eq!(t.admit(ip(2), now, c), None);
+        }
+        assert_eq!(t.admit(ip(3), now, 100), None);
+        // A fourth from 127.0.0.2 closes its own oldest, not 127.0.0.3's.
+        assert_eq!(t.admit(ip(2), now, 3), Some(0));
+        assert_eq!(t.admit(ip(2), now, 4), Some(1));
+        assert_eq!(t.len(), 4);
+        let mut held = Vec::new();
+        t.sweep(now, HALF_OPEN_DEADLINE, |c| {
+            held.push(*c);
+            Verdict::Hold
+        });
+        assert_eq!(held, vec![2, 100, 3, 4]);
+    }
+
+    #[test]
+    fn a_full_table_closes_its_oldest_so_a_newcomer_always_gets_in() {
+        let now = Instant::now();
+        let mut t = HalfOpen::new(4, 4);
+        for c in 0..4u8 {
+            assert_eq!(t.admit(ip(10 + c), now, c), None);
+        }
+        assert_eq!(t.admit(ip(50), now, 50), Some(0));
+        assert_eq!(t.admit(ip(51), now, 51), Some(1));
+        assert_eq!(t.len(), 4);
+    }
+
+    #[test]
+    fn late_connections_are_closed_and_the_rest_held_passed_or_closed_as_told() {
+        let start = Instant::now();
+        let mut t = HalfOpen::new(10, 10);
+        t.admit(ip(2), start, 1);
+        for c in 2..=4 {
+            t.admit(ip(2), start + Duration::from_secs(3), c);
+        }
+        let later = start + Duration::from_secs(6);
+        let mut seen = Vec::new();
+        let passed = t.sweep(later, Duration::from_secs(5), |c| {
+            seen.push(*c);
+            match *c {
+                2 => Verdict::Hold,
+                3 => Verdict::Pass,
+                _ => Verdict::Close,
+            }
+        });
+        // 1 was past the deadline (not even looked at).
+        assert_eq!(seen, vec![2, 3, 4]);
+        assert_eq!(passed, vec![3]);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn ipv4_through_a_dual_stack_socket_counts_as_the_same_address() {
+        let now = Instant::now();
+        let mut t = HalfOpen::new(10, 1);
+        t.admit("10.0.0.1".parse().unwrap(), now, 1);
+        assert_eq!(t.admit("::ffff:10.0.0.1".parse().unwrap(), now, 2), Some(1));
+    }
+}
