@@ -3,7 +3,11 @@
 
 use std::fmt::Write;
 
-/// Appends `s` to `out` as a JSON string literal.
+/// Appends `s` to `out` as a JSON string literal. The text is kept exact:
+/// the C0 controls must be escaped (RFC 8259), and DEL and the C1 controls
+/// are escaped too (`\u007f`, `\u009b`) so a stream read on a terminal
+/// cannot drive it; other characters, bidi and format ones included, are
+/// written as they are, for the programs that read JSON (docs/JSON.md).
 pub fn string_into(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
@@ -13,7 +17,7 @@ pub fn string_into(out: &mut String, s: &str) {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
+            c if c.is_control() => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
@@ -111,5 +115,9 @@ mod tests {
         );
         assert_eq!(Object::new().finish(), "{}");
         assert_eq!(array(Vec::new()), "[]");
+        // DEL and C1 escaped; a bidi override kept as it is.
+        let mut s = String::new();
+        string_into(&mut s, "\u{7f}\u{9b}\u{202e}");
+        assert_eq!(s, "\"\\u007f\\u009b\u{202e}\"");
     }
 }

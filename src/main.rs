@@ -42,6 +42,29 @@ fn session_failure(e: SessionError) -> Failure {
     fail(code, e)
 }
 
+/// One log line, as env_logger writes it by default (`[time LEVEL target]
+/// message`, coloured on a terminal), but with the message [`report::Escaped`]:
+/// whatever a peer, tracker or torrent put in it, every log line stays one
+/// line and cannot drive the terminal.
+fn log_line(buf: &mut env_logger::fmt::Formatter, record: &log::Record) -> std::io::Result<()> {
+    use env_logger::fmt::style::{AnsiColor, Style};
+    let level = buf.default_level_style(record.level());
+    // The brackets are dim when colours are on (the level has a style).
+    let dim = if level == Style::new() {
+        Style::new()
+    } else {
+        AnsiColor::BrightBlack.on_default()
+    };
+    writeln!(
+        buf,
+        "{dim}[{dim:#}{} {level}{:<5}{level:#} {}{dim}]{dim:#} {}",
+        buf.timestamp_millis(),
+        record.level(),
+        record.target(),
+        report::Escaped(&record.args().to_string())
+    )
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -64,7 +87,7 @@ fn main() -> ExitCode {
         }
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp_millis()
+        .format(log_line)
         .init();
     let quiet = cli.quiet;
     let no_dht = cli.no_dht;
@@ -277,11 +300,8 @@ fn demo_cmd(size: u64, peers: usize, quiet: bool) -> Result<(), Failure> {
         let (download, all) = (mark.new_threads_since(&now), mark.process_since(&now));
         let gib = (done.bytes as f64 / (1u64 << 30) as f64).max(1e-9);
         eprintln!(
-            "{}: complete, {} in {:.1} s ({}/s)",
-            demo.meta.info.name,
-            report::human(done.bytes),
-            done.seconds,
-            report::human((done.bytes as f64 / done.seconds.max(0.001)) as u64),
+            "{}",
+            report::complete_text(&demo.meta.info.name, done.bytes, done.seconds)
         );
         eprintln!(
             "demo: CPU meanwhile: {all:.2} s for the whole process ({peers} seeders and the \

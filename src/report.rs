@@ -92,6 +92,17 @@ pub fn status_text(s: &Stats, r: &Rates) -> String {
     )
 }
 
+/// The line a completed download ends with: the torrent's name
+/// ([`Escaped`]), its size, the time it took and the average rate.
+pub fn complete_text(name: &str, bytes: u64, seconds: f64) -> String {
+    format!(
+        "{}: complete, {} in {seconds:.1} s ({}/s)",
+        Escaped(name),
+        human(bytes),
+        human((bytes as f64 / seconds.max(0.001)) as u64)
+    )
+}
+
 fn event(name: &str) -> Object {
     Object::new()
         .str("event", name)
@@ -109,19 +120,63 @@ pub fn started_event(meta: &Metainfo) -> String {
         .finish()
 }
 
-/// `text` with its control characters (newlines above all) shown
-/// escaped, so an error stays one line whatever a link, a file name or a
-/// peer put in it.
+/// Whether `c` must not reach a terminal raw: the control characters (C0,
+/// DEL and C1, which move the cursor, end lines or start escape sequences),
+/// the line and paragraph separators, and the invisible format characters
+/// (Unicode category Cf as of Unicode 16), among them the bidi controls
+/// (U+061C, U+200E, U+200F, U+202A..U+202E, U+2066..U+2069) that reorder
+/// what follows and zero-width ones such as U+200B and U+FEFF.
+pub fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c as u32,
+            0x00AD
+                | 0x0600..=0x0605
+                | 0x061C
+                | 0x06DD
+                | 0x070F
+                | 0x0890..=0x0891
+                | 0x08E2
+                | 0x180E
+                | 0x200B..=0x200F
+                | 0x2028..=0x202E
+                | 0x2060..=0x2064
+                | 0x2066..=0x206F
+                | 0xFEFF
+                | 0xFFF9..=0xFFFB
+                | 0x110BD
+                | 0x110CD
+                | 0x13430..=0x1343F
+                | 0x1BCA0..=0x1BCA3
+                | 0x1D173..=0x1D17A
+                | 0xE0001
+                | 0xE0020..=0xE007F
+        )
+}
+
+/// Text from the network or a torrent file, shown safely: every
+/// [`is_hidden`] character is written escaped (`\r`, `\n`, `\t`,
+/// `\u{202e}`), so the text stays on one line, cannot move the cursor or
+/// reorder the line, and the reader sees that something was there. Other
+/// characters (`é`, CJK, the backslash itself) are written as they are.
+pub struct Escaped<'a>(pub &'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut rest = self.0;
+        while let Some((at, c)) = rest.char_indices().find(|&(_, c)| is_hidden(c)) {
+            f.write_str(&rest[..at])?;
+            write!(f, "{}", c.escape_default())?;
+            rest = &rest[at + c.len_utf8()..];
+        }
+        f.write_str(rest)
+    }
+}
+
+/// `text` as one line that is safe to print ([`Escaped`]): used for every
+/// error, whatever a link, a file name or a peer put in it.
 pub fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    Escaped(text).to_string()
 }
 
 /// `tget verify --json`: one object.
@@ -149,13 +204,14 @@ pub fn verify_json(r: &crate::verify::Report) -> String {
 pub fn verify_text(r: &crate::verify::Report) -> String {
     let mut out = format!(
         "{}: {} of {} pieces good ({:.1}%)\n",
-        r.name,
+        Escaped(&r.name),
         r.pieces_good,
         r.pieces,
         r.pieces_good as f64 * 100.0 / r.pieces.max(1) as f64
     );
     for (p, bad) in r.files.iter().filter(|(_, bad)| *bad > 0) {
-        out.push_str(&format!("  {}: {bad} bad or missing pieces\n", p.display()));
+        let p = p.display().to_string();
+        out.push_str(&format!("  {}: {bad} bad or missing pieces\n", Escaped(&p)));
     }
     out
 }
@@ -260,11 +316,11 @@ pub fn info_json(meta: &Metainfo) -> String {
     o.finish()
 }
 
-/// `tget info`'s text.
+/// `tget info`'s text; what the torrent says is shown [`Escaped`].
 pub fn info_text(meta: &Metainfo) -> String {
     let i = &meta.info;
     let mut out = String::new();
-    out.push_str(&format!("name:       {}\n", i.name));
+    out.push_str(&format!("name:       {}\n", Escaped(&i.name)));
     out.push_str(&format!("info-hash:  {}\n", meta.info_hash_hex()));
     out.push_str(&format!(
         "size:       {} ({} bytes)\n",
@@ -281,14 +337,14 @@ pub fn info_text(meta: &Metainfo) -> String {
         if i.private { "yes" } else { "no" }
     ));
     if let Some(c) = &meta.comment {
-        out.push_str(&format!("comment:    {c}\n"));
+        out.push_str(&format!("comment:    {}\n", Escaped(c)));
     }
     if let Some(c) = &meta.created_by {
-        out.push_str(&format!("created by: {c}\n"));
+        out.push_str(&format!("created by: {}\n", Escaped(c)));
     }
     for (n, tier) in meta.tracker_tiers().iter().enumerate() {
         for url in tier {
-            out.push_str(&format!("tracker:    [tier {n}] {url}\n"));
+            out.push_str(&format!("tracker:    [tier {n}] {}\n", Escaped(url)));
         }
     }
     out.push_str(&format!("files:      {}\n", i.files.len()));
@@ -296,7 +352,7 @@ pub fn info_text(meta: &Metainfo) -> String {
         out.push_str(&format!(
             "  {n:>4}  {:>12}  {}\n",
             f.length,
-            f.path.join("/")
+            Escaped(&f.path.join("/"))
         ));
     }
     out
@@ -331,6 +387,83 @@ mod tests {
             checking: Some((12, 40)),
         };
         assert_eq!(status_text(&s, &Rates::default()), "checking 12/40 pieces");
+    }
+
+    #[test]
+    fn network_text_is_shown_escaped() {
+        // C0 (line breaks, tab, ESC, BEL, BS), DEL and C1 (CSI, NEL).
+        assert_eq!(one_line("a\rb\nc\td"), r"a\rb\nc\td");
+        assert_eq!(
+            one_line("\u{1b}[2J\u{7}\u{8}\u{7f}\u{9b}\u{85}"),
+            r"\u{1b}[2J\u{7}\u{8}\u{7f}\u{9b}\u{85}"
+        );
+        // Bidi controls and the line and paragraph separators.
+        for c in [
+            '\u{61c}', '\u{200e}', '\u{200f}', '\u{202a}', '\u{202e}', '\u{2066}', '\u{2069}',
+            '\u{2028}', '\u{2029}',
+        ] {
+            let shown = one_line(&format!("x{c}y"));
+            assert_eq!(shown, format!("x\\u{{{:x}}}y", c as u32));
+        }
+        // Invisible format characters (category Cf).
+        for c in [
+            '\u{ad}',
+            '\u{200b}',
+            '\u{200c}',
+            '\u{200d}',
+            '\u{2060}',
+            '\u{2064}',
+            '\u{feff}',
+            '\u{e0001}',
+            '\u{e007f}',
+        ] {
+            assert!(is_hidden(c), "{c:?}");
+            assert!(!one_line(&c.to_string()).contains(c), "{c:?}");
+        }
+        // Plain text, accents, CJK, emoji, the backslash and quotes stay.
+        for text in ["plain.iso", "é à ü", "日本語のファイル", "😀 \\ \"'"] {
+            assert_eq!(one_line(text), text);
+        }
+        assert_eq!(Escaped("ä\u{202e}b").to_string(), r"ä\u{202e}b");
+    }
+
+    #[test]
+    fn info_and_verify_text_escape_what_the_torrent_says() {
+        let evil = "a\rb\nc\u{202e}d";
+        let s = |t: &str| format!("{}:{t}", t.len());
+        let torrent = format!(
+            "d8:announce{}7:comment{}10:created by{}4:infod5:filesld6:lengthi1e4:pathl{}{}eee\
+             4:name{}12:piece lengthi16384e6:pieces20:{}ee",
+            s(evil),
+            s(evil),
+            s(evil),
+            s(evil),
+            s(evil),
+            s(evil),
+            "x".repeat(20)
+        );
+        let meta = Metainfo::from_bytes(torrent.as_bytes()).expect("a torrent");
+        let text = info_text(&meta);
+        assert!(!text.contains(['\r', '\u{202e}']), "{text:?}");
+        // Name, comment, created by, tracker, and the file's two components.
+        assert_eq!(text.matches(r"a\rb\nc\u{202e}d").count(), 6, "{text}");
+        let r = crate::verify::Report {
+            name: evil.into(),
+            info_hash: String::new(),
+            pieces: 1,
+            pieces_good: 0,
+            bytes: 1,
+            bytes_good: 0,
+            files: vec![(evil.into(), 1)],
+        };
+        let text = complete_text(evil, 1536, 2.0);
+        assert_eq!(
+            text,
+            r"a\rb\nc\u{202e}d: complete, 1.5 KiB in 2.0 s (768 B/s)"
+        );
+        let text = verify_text(&r);
+        assert!(!text.contains(['\r', '\u{202e}']), "{text:?}");
+        assert_eq!(text.lines().count(), 2, "{text}");
     }
 
     #[test]

@@ -166,11 +166,8 @@ pub(crate) fn download(
             let _ = emit(&report::done_event(done.seconds, done.bytes));
         }
         Ok(done) if !quiet => eprintln!(
-            "{}: complete, {} in {:.1} s ({}/s)",
-            meta.info.name,
-            report::human(done.bytes),
-            done.seconds,
-            report::human((done.bytes as f64 / done.seconds.max(0.001)) as u64)
+            "{}",
+            report::complete_text(&meta.info.name, done.bytes, done.seconds)
         ),
         Err(f) if ui == Ui::Json && f.code != exit::OK => {
             let _ = emit(&report::error_event(f.code, &f.message));
@@ -395,10 +392,12 @@ impl Streamer {
     }
 }
 
-/// Redraws the status line on stderr (`last` ends it with a newline).
+/// Redraws the status line on stderr (`last` ends it with a newline). The
+/// text is shown [`report::Escaped`]: a torrent's name in it cannot break
+/// or drive the line.
 pub(crate) fn status_line(text: &str, last: bool) {
     let mut err = std::io::stderr().lock();
-    let _ = write!(err, "\r\x1b[2K{text}");
+    let _ = write!(err, "\r\x1b[2K{}", report::Escaped(text));
     if last {
         let _ = writeln!(err);
     }

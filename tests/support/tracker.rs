@@ -396,7 +396,14 @@ pub enum HostileHttp {
     EndlessFlood,
     /// Accepts the connection, reads the request, never answers.
     Silent,
+    /// Refuses every announce with [`CONTROL_TEXT`] as the `failure reason`.
+    ControlText,
 }
+
+/// A `failure reason` made to wreck a terminal: a carriage return that
+/// overwrites the line, a newline that forges a second one, a right-to-left
+/// override, a zero-width space, and an escape sequence.
+pub const CONTROL_TEXT: &str = "bad\rFORGED\ntget: fake line \u{202e}txt.exe\u{200b}\u{1b}[31m";
 
 /// An HTTP "tracker" on 127.0.0.1 that misbehaves in one way. Each
 /// connection runs on its own thread until the tracker is dropped or a
@@ -489,6 +496,7 @@ fn serve_hostile_http(mut stream: TcpStream, how: HostileHttp, url: &str, stop: 
             b"<html><body><h1>503 Service Unavailable</h1></body></html>",
         ),
         HostileHttp::WrongTypes => whole(&mut stream, b"d8:interval4:soon5:peersi42ee"),
+        HostileHttp::ControlText => whole(&mut stream, &failure_body(CONTROL_TEXT)),
         HostileHttp::PortZeroAndSelf => {
             let port = query_params(target)
                 .get("port")
