@@ -729,7 +729,7 @@ impl Coordinator {
         if addr.port() == 0 || self.known.len() >= MAX_KNOWN_PEERS {
             return;
         }
-        if self.bans.is_banned(addr.ip()) {
+        if self.bans.is_banned(addr.ip()) || crate::addr::unusable(addr).is_some() {
             return;
         }
         if addr.port() == self.shared.listen_port.load(Ordering::Relaxed) as u16

@@ -4,6 +4,7 @@
 //! per part of the protocol. `docs/ARCHITECTURE.md` has the map.
 #![deny(unsafe_code)]
 
+pub mod addr;
 pub mod ban;
 pub mod bencode;
 pub mod choker;

@@ -1085,7 +1085,14 @@ impl<'a> Connection<'a> {
             extension::UT_METADATA_ID => self.on_metadata(payload)?,
             extension::UT_PEX_ID if !self.ctx.private => match PexMessage::decode(payload) {
                 Ok(m) => {
-                    let peers: Vec<SocketAddr> = m.added.into_iter().map(|(a, _)| a).collect();
+                    // Only addresses this peer may name (crate::addr).
+                    let from = self.addr.ip();
+                    let peers: Vec<SocketAddr> = m
+                        .added
+                        .into_iter()
+                        .map(|(a, _)| a)
+                        .filter(|&a| crate::addr::allowed_from(a, from))
+                        .collect();
                     debug!("{}: peer exchange gave {} peers", self.addr, peers.len());
                     if !peers.is_empty() {
                         let _ = self.ctx.events.send(Event::Peers(peers));

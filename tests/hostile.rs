@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use support::hostile::*;
 use support::swarm::*;
-use support::tracker::{HostileHttp, HostileHttpTracker, HostileUdp, HostileUdpTracker};
+use support::tracker::{
+    HostileHttp, HostileHttpTracker, HostileUdp, HostileUdpTracker, SPECIAL_PEERS,
+};
 use tget::bencode::Value;
 use tget::tracker::{announce, AnnounceRequest, AnnounceResponse, TrackerError};
 
@@ -532,6 +534,26 @@ fn http_peers_with_port_0_or_our_own_address_are_never_dialled() {
         "tget dialled itself:\n{}",
         d.run.stderr
     );
+}
+
+#[test]
+fn http_peers_with_broadcast_multicast_or_reserved_addresses_are_never_dialled() {
+    let t = HostileHttpTracker::start(HostileHttp::SpecialAddresses);
+    let (r, _) = announce_once(&t.url);
+    assert_eq!(
+        r.unwrap().peers,
+        vec!["127.0.0.1:6881".parse::<SocketAddr>().unwrap()]
+    );
+    let d = download_with_tracker(&t.url, false);
+    for special in SPECIAL_PEERS {
+        let ip = special.split(':').next().unwrap();
+        assert!(
+            !d.run.stderr.contains(ip),
+            "{special} was dialled:
+{}",
+            d.run.stderr
+        );
+    }
 }
 
 #[test]

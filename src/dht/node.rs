@@ -503,7 +503,12 @@ impl Node {
             let nodes: Vec<NodeInfo> = response
                 .nodes
                 .iter()
-                .filter(|n| n.id != own && reachable(&n.addr) && n.addr.is_ipv6() == ipv6)
+                .filter(|n| {
+                    n.id != own
+                        && reachable(&n.addr)
+                        && n.addr.is_ipv6() == ipv6
+                        && crate::addr::allowed_from(n.addr, from.ip())
+                })
                 .copied()
                 .collect();
             run.lookup
@@ -511,7 +516,7 @@ impl Node {
             let fresh: Vec<SocketAddr> = response
                 .values
                 .iter()
-                .filter(|a| reachable(a))
+                .filter(|a| reachable(a) && crate::addr::allowed_from(**a, from.ip()))
                 .copied()
                 .filter(|a| run.found.len() < MAX_FOUND && run.found.insert(*a))
                 .collect();

@@ -410,9 +410,10 @@ fn set_bit(id: &mut NodeId, bit: usize, on: bool) {
     }
 }
 
-/// An address we could send to: not port 0, not an unspecified address.
+/// An address we could send to: not port 0, not unspecified, broadcast,
+/// multicast or reserved ([`crate::addr::unusable`]).
 pub fn reachable(addr: &SocketAddr) -> bool {
-    addr.port() != 0 && !addr.ip().is_unspecified()
+    crate::addr::unusable(*addr).is_none()
 }
 
 #[cfg(test)]

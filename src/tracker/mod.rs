@@ -172,16 +172,39 @@ fn scheme_of(url: &str) -> Option<Scheme> {
 
 /// Announces once to the tracker at `url` (`http://`, `https://` or `udp://`),
 /// giving up after `timeout`.
+///
+/// The peers it returns are only those the tracker may name
+/// ([`crate::addr::allowed_from`]): never broadcast, multicast or reserved
+/// addresses, and loopback or private ones only from a tracker on that
+/// network (its host is looked up only when the reply names such peers).
 pub fn announce(
     url: &str,
     req: &AnnounceRequest,
     timeout: Duration,
 ) -> Result<AnnounceResponse, TrackerError> {
-    match scheme_of(url) {
+    let mut response = match scheme_of(url) {
         Some(Scheme::Http) => http::announce(url, req, timeout),
         Some(Scheme::Udp) => udp::announce(url, req, timeout),
         None => Err(TrackerError::UnsupportedUrl(url.to_string())),
+    }?;
+    let local = |a: &SocketAddr| crate::addr::scope(a.ip()) != crate::addr::Scope::Global;
+    let source = if response.peers.iter().any(local) {
+        crate::addr::tracker_source(url)
+    } else {
+        None
+    };
+    let before = response.peers.len();
+    response.peers.retain(|&a| match source {
+        Some(from) => crate::addr::allowed_from(a, from),
+        None => !local(&a) && crate::addr::unusable(a).is_none(),
+    });
+    if response.peers.len() < before {
+        log::debug!(
+            "tracker: {url}: {} peers left out (addresses it may not name)",
+            before - response.peers.len()
+        );
     }
+    Ok(response)
 }
 
 /// A random number (not for cryptography), from [`crate::rng::Rng`].

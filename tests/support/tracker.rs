@@ -377,6 +377,14 @@ fn serve_udp(socket: &UdpSocket, swarms: &Swarms, connects: &AtomicUsize, stop: 
 /// How long one hostile tracker connection may live, whatever happens.
 const HOSTILE_LIFETIME: Duration = Duration::from_secs(60);
 
+/// Addresses that are never a peer, whoever names them.
+pub const SPECIAL_PEERS: [&str; 4] = [
+    "255.255.255.255:6881",
+    "224.0.0.1:6881",
+    "240.0.0.1:6881",
+    "0.1.2.3:6881",
+];
+
 /// How a [`HostileHttpTracker`] misbehaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostileHttp {
@@ -388,6 +396,9 @@ pub enum HostileHttp {
     TenMillionPeers,
     /// A valid reply whose peers are 127.0.0.1 port 0 and the announcer itself.
     PortZeroAndSelf,
+    /// A valid reply naming [`SPECIAL_PEERS`] (broadcast, multicast,
+    /// reserved, "this network") and 127.0.0.1:6881.
+    SpecialAddresses,
     /// A 302 redirect to itself, forever.
     RedirectLoop,
     /// 200 OK, then a body that never ends: one byte every 100 ms.
@@ -497,6 +508,12 @@ fn serve_hostile_http(mut stream: TcpStream, how: HostileHttp, url: &str, stop: 
         ),
         HostileHttp::WrongTypes => whole(&mut stream, b"d8:interval4:soon5:peersi42ee"),
         HostileHttp::ControlText => whole(&mut stream, &failure_body(CONTROL_TEXT)),
+        HostileHttp::SpecialAddresses => {
+            let mut peers: Vec<SocketAddr> =
+                SPECIAL_PEERS.iter().map(|a| a.parse().unwrap()).collect();
+            peers.push(SocketAddr::from(([127, 0, 0, 1], 6881)));
+            whole(&mut stream, &http_body(&peers));
+        }
         HostileHttp::PortZeroAndSelf => {
             let port = query_params(target)
                 .get("port")
