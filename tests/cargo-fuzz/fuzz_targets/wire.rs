@@ -3,7 +3,8 @@
 //! arrives in chunks of one size, with timeouts between them.
 //!
 //! Input: two bytes of piece count (big-endian), one byte choosing the chunk
-//! size and whether reads time out, then the stream.
+//! size, whether reads time out and whether the reader is metered (as the
+//! rate limit does, `fill_at_most`), then the stream.
 #![no_main]
 
 use std::io::{self, Read};
@@ -87,7 +88,12 @@ fuzz_target!(|data: &[u8]| {
     let mut seen = 0usize;
     // Each read that is not a timeout takes at least one byte.
     'reading: for _ in 0..2 * stream.len() + 4 {
-        match reader.fill(&mut src) {
+        let filled = if how & 0x40 != 0 {
+            reader.fill_at_most(&mut src, usize::from(how & 0x3f))
+        } else {
+            reader.fill(&mut src)
+        };
+        match filled {
             Ok(0) => break,
             Ok(_) => {}
             Err(_) => continue,
