@@ -286,6 +286,8 @@ pub struct FetchConfig {
     pub workers: usize,
     /// Give up after this long.
     pub timeout: Duration,
+    /// Addresses never dialled (`--blocklist`).
+    pub blocklist: Arc<crate::blocklist::Blocklist>,
 }
 
 /// The fetched metadata and the peers we know of by then.
@@ -478,6 +480,7 @@ pub fn fetch(cfg: &FetchConfig, stop: &AtomicBool) -> Result<Fetched, FetchError
         had_it: HashSet::new(),
         solo: None,
         disagreed: HashSet::new(),
+        blocklist: cfg.blocklist.clone(),
     };
     state.add_peers(&cfg.peers);
     let result = loop {
@@ -575,12 +578,18 @@ struct FetchState {
     solo: Option<Option<usize>>,
     /// Peers sent away because their size disagreed with the first offer.
     disagreed: HashSet<SocketAddr>,
+    /// Addresses never dialled.
+    blocklist: Arc<crate::blocklist::Blocklist>,
 }
 
 impl FetchState {
     fn add_peers(&mut self, peers: &[SocketAddr]) {
         for &a in peers {
             if a.port() == 0 || self.known.len() >= MAX_KNOWN || self.known.contains_key(&a) {
+                continue;
+            }
+            if self.blocklist.contains(a.ip()) {
+                debug!("{a}: not asked for the metadata, on the blocklist");
                 continue;
             }
             self.known.insert(
@@ -1054,6 +1063,7 @@ mod tests {
             port: 0,
             workers: 2,
             timeout: Duration::from_secs(60),
+            blocklist: Arc::default(),
         };
         assert_eq!(
             fetch(&cfg, &AtomicBool::new(false)).unwrap_err(),
