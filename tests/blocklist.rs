@@ -173,6 +173,7 @@ fn a_blocklist_that_cannot_be_read_is_bad_input() {
         let run = run_with_limit(
             tget()
                 .args([sub, content.torrent.to_str().unwrap(), "--port", "0"])
+                .args(["--timeout", "3s"])
                 .arg("--dir")
                 .arg(tmp.path().join("out"))
                 .arg("--blocklist")
