@@ -470,18 +470,7 @@ pub fn fetch(cfg: &FetchConfig, stop: &AtomicBool) -> Result<Fetched, FetchError
         .collect();
     drop(ev_tx);
 
-    let mut state = FetchState {
-        known: HashMap::new(),
-        order: Vec::new(),
-        assembly: None,
-        assigned: vec![Vec::new(); n],
-        ready: vec![None; n],
-        idle: n,
-        had_it: HashSet::new(),
-        solo: None,
-        disagreed: HashSet::new(),
-        blocklist: cfg.blocklist.clone(),
-    };
+    let mut state = FetchState::new(n, cfg.blocklist.clone());
     state.add_peers(&cfg.peers);
     let result = loop {
         if stop.load(Ordering::Relaxed) {
@@ -583,6 +572,22 @@ struct FetchState {
 }
 
 impl FetchState {
+    /// Nothing known yet, `n` workers idle.
+    fn new(n: usize, blocklist: Arc<crate::blocklist::Blocklist>) -> FetchState {
+        FetchState {
+            known: HashMap::new(),
+            order: Vec::new(),
+            assembly: None,
+            assigned: vec![Vec::new(); n],
+            ready: vec![None; n],
+            idle: n,
+            had_it: HashSet::new(),
+            solo: None,
+            disagreed: HashSet::new(),
+            blocklist,
+        }
+    }
+
     fn add_peers(&mut self, peers: &[SocketAddr]) {
         for &a in peers {
             if a.port() == 0 || self.known.len() >= MAX_KNOWN || self.known.contains_key(&a) {
@@ -1051,6 +1056,22 @@ mod tests {
         assert_eq!(back.tracker_tiers().concat(), trackers);
         let bare = crate::metainfo::Metainfo::from_bytes(&torrent_bytes(&meta.info_bytes, &[]));
         assert_eq!(bare.unwrap().info_hash, meta.info_hash);
+    }
+
+    #[test]
+    fn blocked_peers_are_never_asked_for_the_metadata() {
+        let list = crate::blocklist::parse("10.0.0.0/8\n2001:db8::1\n").ranges;
+        let blocklist = Arc::new(crate::blocklist::Blocklist::from_ranges(list));
+        let mut state = FetchState::new(2, blocklist);
+        let addrs: Vec<SocketAddr> = ["10.1.2.3:6881", "192.0.2.1:6881", "[2001:db8::1]:6881"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        state.add_peers(&addrs);
+        assert_eq!(state.order, vec![addrs[1]]);
+        let (jobs, dialled) = unbounded();
+        state.dispatch(&jobs);
+        assert_eq!(dialled.try_iter().collect::<Vec<_>>(), vec![addrs[1]]);
     }
 
     #[test]
