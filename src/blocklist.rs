@@ -46,12 +46,23 @@ pub struct BadLine {
 }
 
 /// The sorted, merged ranges to refuse.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Blocklist {
     v4: Vec<(u32, u32)>,
     v6: Vec<(u128, u128)>,
     /// Ranges read (good lines), before merging.
     read: usize,
+}
+
+/// Counts only: a million ranges are not worth printing.
+impl fmt::Debug for Blocklist {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Blocklist")
+            .field("v4_ranges", &self.v4.len())
+            .field("v6_ranges", &self.v6.len())
+            .field("read", &self.read)
+            .finish()
+    }
 }
 
 /// What a file gave: the ranges, and the lines that were not understood.
