@@ -26,7 +26,7 @@ pub(crate) const EXIT_CODES: &str = "Exit codes:
   0    complete: every piece verified and written (or the reader of -O -/--json left)
   1    internal error
   2    usage error (bad flags or arguments)
-  3    bad input: unreadable or invalid torrent (or magnet link)
+  3    bad input: unreadable or invalid torrent (or magnet link), unreadable --blocklist
   4    no peers or no progress before --timeout
   5    disk or file error (verify: data incomplete; seed: incomplete data without --partial)
   6    metadata could not be fetched (magnet links)
@@ -68,6 +68,12 @@ pub(crate) struct NetArgs {
     /// public routers).
     #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
     pub(crate) dht_bootstrap: Vec<String>,
+    /// A file of addresses never to talk to (repeatable): one a line, as
+    /// `name:1.2.3.0-1.2.3.255` (P2P format), `1.2.3.0-1.2.3.255`,
+    /// `10.0.0.0/8`, `2001:db8::/32` or a single address; `#` starts a
+    /// comment. Bad lines are warned about and skipped.
+    #[arg(long = "blocklist", value_name = "FILE")]
+    pub(crate) blocklists: Vec<PathBuf>,
     /// Number of worker threads, hence of simultaneous connections.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub(crate) max_peers: u16,

@@ -287,6 +287,8 @@ pub struct Coordinator {
     known: HashMap<SocketAddr, Known>,
     /// Addresses never talked to again, and bad pieces counted against others.
     bans: Bans,
+    /// Addresses never talked to (`--blocklist`).
+    blocklist: Arc<crate::blocklist::Blocklist>,
     idle: usize,
     last_need_peers: Option<Instant>,
     /// Seeding limits and serve-only mode.
@@ -354,6 +356,7 @@ impl Coordinator {
             unsaved: false,
             known: HashMap::new(),
             bans: Bans::default(),
+            blocklist: Arc::default(),
             last_need_peers: None,
             policy: SeedPolicy::default(),
             seeding_since: None,
@@ -409,6 +412,15 @@ impl Coordinator {
                 search: crate::dht::Search::new(info_hash),
             })
             .collect();
+        self
+    }
+
+    /// Refuses the addresses in `blocklist` (`--blocklist`).
+    pub(crate) fn with_blocklist(
+        mut self,
+        blocklist: Arc<crate::blocklist::Blocklist>,
+    ) -> Coordinator {
+        self.blocklist = blocklist;
         self
     }
 
@@ -730,6 +742,11 @@ impl Coordinator {
             return;
         }
         if self.bans.is_banned(addr.ip()) || crate::addr::unusable(addr).is_some() {
+            return;
+        }
+        if self.blocklist.contains(addr.ip()) {
+            debug!("{addr}: refused, on the blocklist");
+            self.shared.peers_blocked.fetch_add(1, Ordering::Relaxed);
             return;
         }
         if addr.port() == self.shared.listen_port.load(Ordering::Relaxed) as u16

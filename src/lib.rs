@@ -7,6 +7,7 @@
 pub mod addr;
 pub mod ban;
 pub mod bencode;
+pub mod blocklist;
 pub mod choker;
 pub mod coordinator;
 pub mod create;

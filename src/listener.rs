@@ -1,5 +1,5 @@
-//! The listener thread: accepts inbound peers and holds each one until its
-//! handshake has arrived; only then does the connection go to the
+//! The listener thread: accepts inbound peers (closing those on the
+//! blocklist at once) and holds each one until its handshake has arrived; only then does the connection go to the
 //! coordinator, and from it to an idle worker.
 //!
 //! Why hold them here: a worker is one of a fixed few. If every accepted
@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use log::debug;
 
+use crate::blocklist::Blocklist;
 use crate::coordinator::Event;
 use crate::session::Shared;
 use crate::wire::{Handshake, HANDSHAKE_LEN, PROTOCOL};
@@ -201,6 +202,7 @@ pub(crate) fn run(
     info_hash: [u8; 20],
     events: Sender<Event>,
     shared: Arc<Shared>,
+    blocklist: Arc<Blocklist>,
 ) {
     if let Err(e) = listener.set_nonblocking(true) {
         log::warn!("listener: {e}");
@@ -212,6 +214,14 @@ pub(crate) fn run(
         loop {
             match listener.accept() {
                 Ok((stream, addr)) => {
+                    // Closed at once: it takes no half-open slot and
+                    // never sees a byte of ours.
+                    if blocklist.contains(addr.ip()) {
+                        debug!("{addr}: inbound connection refused, on the blocklist");
+                        shared.peers_blocked.fetch_add(1, Ordering::Relaxed);
+                        drop(stream);
+                        continue;
+                    }
                     debug!("{addr}: inbound connection");
                     if stream.set_nonblocking(true).is_err() {
                         continue;

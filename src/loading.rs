@@ -5,8 +5,11 @@
 
 use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tget::blocklist::Blocklist;
 use tget::metainfo::Metainfo;
 use tget::report;
 use tget::session::DhtSettings;
@@ -43,6 +46,8 @@ pub(crate) struct MagnetSources {
     pub(crate) timeout: Option<Duration>,
     /// Where the fetched .torrent is kept for later runs.
     pub(crate) cache_dir: Option<std::path::PathBuf>,
+    /// Addresses never dialled.
+    pub(crate) blocklist: Arc<Blocklist>,
 }
 
 /// A loaded torrent, the peers found while fetching it, and a magnet
@@ -89,6 +94,7 @@ pub(crate) fn load_any(
         timeout: sources
             .timeout
             .unwrap_or(Duration::from_secs(100 * 365 * 86400)),
+        blocklist: sources.blocklist,
     };
     let cache = sources
         .cache_dir
@@ -147,4 +153,36 @@ pub(crate) fn dht_bootstrap(given: &[String]) -> Result<Vec<SocketAddr>, Failure
         }
     }
     Ok(out)
+}
+
+/// The `--blocklist` files, read into one table. A bad line is a warning
+/// naming its file and line; a file that cannot be read is bad input.
+pub(crate) fn load_blocklists(files: &[PathBuf]) -> Result<Arc<Blocklist>, Failure> {
+    if files.is_empty() {
+        return Ok(Arc::default());
+    }
+    let (list, reports) = Blocklist::load(files).map_err(|e| fail(exit::BAD_INPUT, e))?;
+    for r in &reports {
+        for b in &r.bad {
+            log::warn!(
+                "blocklist {}:{}: skipped: {}",
+                r.path.display(),
+                b.line,
+                b.why
+            );
+        }
+        if r.bad_count > r.bad.len() {
+            log::warn!(
+                "blocklist {}: {} more bad lines skipped",
+                r.path.display(),
+                r.bad_count - r.bad.len()
+            );
+        }
+    }
+    log::info!(
+        "blocklist: {} ranges from {} files",
+        list.ranges_read(),
+        files.len()
+    );
+    Ok(Arc::new(list))
 }

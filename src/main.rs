@@ -186,6 +186,7 @@ fn info(
         workers: 8,
         timeout: fetch.timeout,
         cache_dir: None,
+        blocklist: Default::default(),
     };
     // `info --json` prints one object: no metadata event before it.
     let (meta, _, _) = load_any(torrent, sources, &signals, false, quiet || json)?;

@@ -286,6 +286,8 @@ pub struct FetchConfig {
     pub workers: usize,
     /// Give up after this long.
     pub timeout: Duration,
+    /// Addresses never dialled (`--blocklist`).
+    pub blocklist: Arc<crate::blocklist::Blocklist>,
 }
 
 /// The fetched metadata and the peers we know of by then.
@@ -468,17 +470,7 @@ pub fn fetch(cfg: &FetchConfig, stop: &AtomicBool) -> Result<Fetched, FetchError
         .collect();
     drop(ev_tx);
 
-    let mut state = FetchState {
-        known: HashMap::new(),
-        order: Vec::new(),
-        assembly: None,
-        assigned: vec![Vec::new(); n],
-        ready: vec![None; n],
-        idle: n,
-        had_it: HashSet::new(),
-        solo: None,
-        disagreed: HashSet::new(),
-    };
+    let mut state = FetchState::new(n, cfg.blocklist.clone());
     state.add_peers(&cfg.peers);
     let result = loop {
         if stop.load(Ordering::Relaxed) {
@@ -575,12 +567,34 @@ struct FetchState {
     solo: Option<Option<usize>>,
     /// Peers sent away because their size disagreed with the first offer.
     disagreed: HashSet<SocketAddr>,
+    /// Addresses never dialled.
+    blocklist: Arc<crate::blocklist::Blocklist>,
 }
 
 impl FetchState {
+    /// Nothing known yet, `n` workers idle.
+    fn new(n: usize, blocklist: Arc<crate::blocklist::Blocklist>) -> FetchState {
+        FetchState {
+            known: HashMap::new(),
+            order: Vec::new(),
+            assembly: None,
+            assigned: vec![Vec::new(); n],
+            ready: vec![None; n],
+            idle: n,
+            had_it: HashSet::new(),
+            solo: None,
+            disagreed: HashSet::new(),
+            blocklist,
+        }
+    }
+
     fn add_peers(&mut self, peers: &[SocketAddr]) {
         for &a in peers {
             if a.port() == 0 || self.known.len() >= MAX_KNOWN || self.known.contains_key(&a) {
+                continue;
+            }
+            if self.blocklist.contains(a.ip()) {
+                debug!("{a}: not asked for the metadata, on the blocklist");
                 continue;
             }
             self.known.insert(
@@ -1045,6 +1059,22 @@ mod tests {
     }
 
     #[test]
+    fn blocked_peers_are_never_asked_for_the_metadata() {
+        let list = crate::blocklist::parse("10.0.0.0/8\n2001:db8::1\n").ranges;
+        let blocklist = Arc::new(crate::blocklist::Blocklist::from_ranges(list));
+        let mut state = FetchState::new(2, blocklist);
+        let addrs: Vec<SocketAddr> = ["10.1.2.3:6881", "192.0.2.1:6881", "[2001:db8::1]:6881"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        state.add_peers(&addrs);
+        assert_eq!(state.order, vec![addrs[1]]);
+        let (jobs, dialled) = unbounded();
+        state.dispatch(&jobs);
+        assert_eq!(dialled.try_iter().collect::<Vec<_>>(), vec![addrs[1]]);
+    }
+
+    #[test]
     fn nowhere_to_look_is_an_error_at_once() {
         let cfg = FetchConfig {
             info_hash: [1; 20],
@@ -1054,6 +1084,7 @@ mod tests {
             port: 0,
             workers: 2,
             timeout: Duration::from_secs(60),
+            blocklist: Arc::default(),
         };
         assert_eq!(
             fetch(&cfg, &AtomicBool::new(false)).unwrap_err(),

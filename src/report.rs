@@ -110,13 +110,15 @@ fn event(name: &str) -> Object {
 }
 
 /// `started`: what is being downloaded.
-pub fn started_event(meta: &Metainfo) -> String {
+/// `blocklist_ranges`: ranges read from `--blocklist` files (0 without).
+pub fn started_event(meta: &Metainfo, blocklist_ranges: u64) -> String {
     event("started")
         .str("name", &meta.info.name)
         .str("info_hash", &meta.info_hash_hex())
         .num("total_bytes", meta.info.total_length())
         .num("pieces", meta.info.num_pieces() as u64)
         .num("files", meta.info.files.len() as u64)
+        .num("blocklist_ranges", blocklist_ranges)
         .finish()
 }
 
@@ -259,13 +261,15 @@ pub fn notice_event(n: &Notice) -> String {
     }
 }
 
-/// `done`: the download completed.
-pub fn done_event(seconds: f64, bytes: u64) -> String {
+/// `done`: the download completed; `peers_blocked`: addresses the
+/// blocklist refused (each time one was offered or connected).
+pub fn done_event(seconds: f64, bytes: u64, peers_blocked: u64) -> String {
     let rate = (bytes as f64 / seconds.max(0.001)) as u64;
     event("done")
         .raw("seconds", &format!("{seconds:.3}"))
         .num("bytes", bytes)
         .num("average_rate", rate)
+        .num("peers_blocked", peers_blocked)
         .finish()
 }
 
@@ -384,6 +388,7 @@ mod tests {
             pieces_failed: 0,
             peers_connected: 0,
             peers_known: 0,
+            peers_blocked: 0,
             checking: Some((12, 40)),
         };
         assert_eq!(status_text(&s, &Rates::default()), "checking 12/40 pieces");
@@ -473,7 +478,7 @@ mod tests {
             e,
             r#"{"event":"error","version":1,"code":4,"message":"no \"peers\""}"#
         );
-        let d = done_event(2.0, 100);
+        let d = done_event(2.0, 100, 0);
         assert!(
             d.starts_with(r#"{"event":"done","version":1,"seconds":2.000,"bytes":100"#),
             "{d}"

@@ -14,7 +14,7 @@ use tget::session::{Config, DhtSettings, Session, StreamConfig};
 use tget::{report, select, storage};
 
 use crate::cli::{exit, NetArgs, OutArgs, PickArgs, ShareArgs};
-use crate::loading::{dht_bootstrap, load_any, resolve_peers, MagnetSources};
+use crate::loading::{dht_bootstrap, load_any, load_blocklists, resolve_peers, MagnetSources};
 use crate::{fail, session_failure, Failure};
 
 /// Signals: the first SIGINT/SIGTERM asks for a clean stop; a second one
@@ -78,6 +78,7 @@ pub(crate) fn download(
             bootstrap: dht_bootstrap(&net.dht_bootstrap)?,
         })
     };
+    let blocklist = load_blocklists(&net.blocklists)?;
     let sources = MagnetSources {
         peers: resolve_peers(&net.peers)?,
         dht: dht.clone(),
@@ -85,6 +86,7 @@ pub(crate) fn download(
         workers: net.max_peers as usize,
         timeout: out.timeout,
         cache_dir: Some(net.dir.clone()),
+        blocklist: blocklist.clone(),
     };
     let (meta, found, magnet_select) = load_any(torrent, sources, &signals, out.json, quiet)?;
     let seed = matches!(role, Role::Seed { .. } | Role::Download { seed: true, .. });
@@ -95,6 +97,7 @@ pub(crate) fn download(
         max_peers: net.max_peers as usize,
         seed,
         force_check: seed,
+        blocklist: blocklist.clone(),
         ..Config::default()
     };
     config.peers.extend(found);
@@ -156,14 +159,22 @@ pub(crate) fn download(
         Ui::Silent
     };
     if ui == Ui::Json {
-        emit(&report::started_event(&meta)).map_err(|_| reader_gone())?;
+        emit(&report::started_event(
+            &meta,
+            blocklist.ranges_read() as u64,
+        ))
+        .map_err(|_| reader_gone())?;
     }
     let result = Session::start(&meta, config)
         .map_err(session_failure)
         .and_then(|s| run_session(s, &signals, ui, out.timeout, streamer.as_mut()));
     match &result {
         Ok(done) if ui == Ui::Json => {
-            let _ = emit(&report::done_event(done.seconds, done.bytes));
+            let _ = emit(&report::done_event(
+                done.seconds,
+                done.bytes,
+                done.peers_blocked,
+            ));
         }
         Ok(done) if !quiet => eprintln!(
             "{}",
@@ -238,6 +249,8 @@ pub(crate) fn reader_gone() -> Failure {
 pub(crate) struct Done {
     pub(crate) seconds: f64,
     pub(crate) bytes: u64,
+    /// Addresses the blocklist refused.
+    pub(crate) peers_blocked: u64,
 }
 
 /// Follows the session until it ends: status line or JSON events, signals,
@@ -329,14 +342,17 @@ pub(crate) fn run_session(
         (Outcome::SeedingEnded, _) => Ok(Done {
             seconds: started.elapsed().as_secs_f64(),
             bytes: stats.verified,
+            peers_blocked: stats.peers_blocked,
         }),
         (Outcome::Complete, None) => Ok(Done {
             seconds: started.elapsed().as_secs_f64(),
             bytes: stats.total,
+            peers_blocked: stats.peers_blocked,
         }),
         (Outcome::Complete, Some(f)) if f.code != exit::NO_PROGRESS => Ok(Done {
             seconds: started.elapsed().as_secs_f64(),
             bytes: stats.total,
+            peers_blocked: stats.peers_blocked,
         }),
         (_, Some(mut f)) => {
             if f.message == "interrupted" {

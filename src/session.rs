@@ -18,6 +18,7 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use log::{debug, info, warn};
 
+use crate::blocklist::Blocklist;
 use crate::coordinator::{Coordinator, Event, Outcome, SeedPolicy};
 use crate::dht::{Dht, DhtConfig};
 use crate::layout::Layout;
@@ -79,6 +80,9 @@ pub struct Config {
     /// How new files get their disk blocks: all at once (the default) or
     /// as pieces arrive (`--sparse`).
     pub allocation: Allocation,
+    /// Addresses never talked to (`--blocklist`): refused in the peer table
+    /// and closed on accept, before their handshake.
+    pub blocklist: Arc<Blocklist>,
 }
 
 /// How to run the DHT for a session.
@@ -121,6 +125,7 @@ impl Default for Config {
             partial: false,
             dht: None,
             allocation: Allocation::Full,
+            blocklist: Arc::default(),
         }
     }
 }
@@ -185,6 +190,9 @@ pub struct Shared {
     pub peers_connected: AtomicU64,
     /// Addresses known.
     pub peers_known: AtomicU64,
+    /// Times the blocklist refused an address: offered to the peer table
+    /// or connecting to us.
+    pub peers_blocked: AtomicU64,
     /// The port we listen on.
     pub listen_port: AtomicU64,
     /// Pieces checked so far by the start-up check.
@@ -229,6 +237,9 @@ pub struct Stats {
     pub peers_connected: u64,
     /// Known addresses.
     pub peers_known: u64,
+    /// Addresses refused by the blocklist (each time one was offered or
+    /// connected).
+    pub peers_blocked: u64,
     /// Whether the start-up check is running: pieces checked, of how many.
     pub checking: Option<(u64, u64)>,
 }
@@ -416,8 +427,9 @@ impl Session {
             let events = events_tx.clone();
             let shared = shared.clone();
             let info_hash = meta.info_hash;
+            let blocklist = config.blocklist.clone();
             spawn("listener".into(), move || {
-                crate::listener::run(listener, info_hash, events, shared)
+                crate::listener::run(listener, info_hash, events, shared, blocklist)
             })?;
         }
 
@@ -599,7 +611,8 @@ impl Session {
                 time: config.seed_time,
                 serve_only: config.serve_only,
             })
-            .with_dht(dht, info_hash);
+            .with_dht(dht, info_hash)
+            .with_blocklist(config.blocklist.clone());
             coordinator.run()
         })?;
         Ok(Session {
@@ -632,6 +645,7 @@ impl Session {
             pieces_failed: ld(&s.pieces_failed),
             peers_connected: ld(&s.peers_connected),
             peers_known: ld(&s.peers_known),
+            peers_blocked: ld(&s.peers_blocked),
             checking: s
                 .checking
                 .load(Ordering::Relaxed)

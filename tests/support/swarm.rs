@@ -238,26 +238,45 @@ fn msg(id: u8, payload: &[u8]) -> Vec<u8> {
 pub struct SlowSeeder {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl SlowSeeder {
     pub fn start(content: &Content, delay: Duration) -> SlowSeeder {
-        SlowSeeder::serve(content, delay, false)
+        SlowSeeder::serve(content, delay, false, [127, 0, 0, 1].into())
+    }
+
+    /// The same seeder listening on `ip` (a loopback address of its own,
+    /// e.g. from `hostile::hostile_ip`).
+    pub fn start_on(content: &Content, ip: std::net::IpAddr, delay: Duration) -> SlowSeeder {
+        SlowSeeder::serve(content, delay, false, ip)
+    }
+
+    /// How many connections it accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// A seeder that answers the requests it has read (up to 256 at a time,
     /// gathered for 2 ms) in reverse order, so blocks of later pieces come
     /// before those of earlier ones, many pieces interleaved.
     pub fn scrambled(content: &Content) -> SlowSeeder {
-        SlowSeeder::serve(content, Duration::ZERO, true)
+        SlowSeeder::serve(content, Duration::ZERO, true, [127, 0, 0, 1].into())
     }
 
-    fn serve(content: &Content, delay: Duration, reverse: bool) -> SlowSeeder {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    fn serve(
+        content: &Content,
+        delay: Duration,
+        reverse: bool,
+        ip: std::net::IpAddr,
+    ) -> SlowSeeder {
+        let listener = TcpListener::bind((ip, 0)).unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let s2 = stop.clone();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c2 = connections.clone();
         let info_hash = content.meta.info_hash;
         let n = content.meta.info.num_pieces() as u32;
         let piece_len = content.meta.info.piece_length;
@@ -266,6 +285,7 @@ impl SlowSeeder {
             while !s2.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((sock, _)) => {
+                        c2.fetch_add(1, Ordering::Relaxed);
                         let (path, s3) = (path.clone(), s2.clone());
                         thread::spawn(move || {
                             let how = (delay, reverse);
@@ -276,7 +296,11 @@ impl SlowSeeder {
                 }
             }
         });
-        SlowSeeder { addr, stop }
+        SlowSeeder {
+            addr,
+            stop,
+            connections,
+        }
     }
 }
 
