@@ -1,6 +1,7 @@
 //! The listener thread: accepts inbound peers (closing those on the
-//! blocklist at once) and holds each one until its handshake has arrived; only then does the connection go to the
-//! coordinator, and from it to an idle worker.
+//! blocklist at once) and holds each one until its handshake has arrived;
+//! only then does the connection go to the coordinator, and from it to an
+//! idle worker.
 //!
 //! Why hold them here: a worker is one of a fixed few. If every accepted
 //! socket went to a worker at once, sockets that never send a handshake
