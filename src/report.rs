@@ -227,7 +227,7 @@ pub fn info_json(meta: &Metainfo) -> String {
     let files = i.files.iter().enumerate().map(|(n, f)| {
         Object::new()
             .num("index", n as u64)
-            .str("path", &f.path.join("/"))
+            .str("path", f.path)
             .num("length", f.length)
             .finish()
     });
@@ -293,11 +293,7 @@ pub fn info_text(meta: &Metainfo) -> String {
     }
     out.push_str(&format!("files:      {}\n", i.files.len()));
     for (n, f) in i.files.iter().enumerate() {
-        out.push_str(&format!(
-            "  {n:>4}  {:>12}  {}\n",
-            f.length,
-            f.path.join("/")
-        ));
+        out.push_str(&format!("  {n:>4}  {:>12}  {}\n", f.length, f.path));
     }
     out
 }

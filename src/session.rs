@@ -26,7 +26,7 @@ use crate::peer::{self, WorkerCtx};
 use crate::picker::{Picker, Rng};
 use crate::ratelimit::Limits;
 use crate::resume::{self, ResumeState};
-use crate::storage::{self, Allocation, Slot, Storage, StorageError};
+use crate::storage::{Allocation, Slot, Storage, StorageError};
 use crate::tracker;
 
 /// Stack size of worker, listener and coordinator threads: they keep their
@@ -317,10 +317,7 @@ impl Session {
     /// Opens the torrent's files under `config.dir` and starts its threads.
     pub fn start(meta: &Metainfo, config: Config) -> Result<Session, SessionError> {
         let info = &meta.info;
-        let lengths: Vec<u64> = info.files.iter().map(|f| f.length).collect();
-        let layout = Layout::new(info.piece_length, &lengths);
-        let file_paths: Vec<Vec<String>> = info.files.iter().map(|f| f.path.clone()).collect();
-        let paths = storage::file_paths(&config.dir, &info.name, info.multi_file, &file_paths);
+        let layout = Layout::new(info.piece_length, info.files.lengths());
         // The pieces to fetch, and where each file is kept: selected files
         // at their path, unselected ones that share a piece with a selected
         // one in a side file, the others nowhere.
@@ -333,14 +330,12 @@ impl Session {
         }
         let hex = meta.info_hash_hex();
         let no_save = config.no_save && config.stream.is_some();
-        let slots = paths
-            .into_iter()
-            .enumerate()
-            .map(|(f, path)| {
+        let slots = (0..layout.num_files())
+            .map(|f| {
                 if no_save && config.stream.is_some_and(|st| st.file == f) {
                     Slot::Memory
                 } else if selected(f) {
-                    Slot::File(path)
+                    Slot::File(info.file_path(&config.dir, f))
                 } else if layout.file_pieces(f).any(|p| wanted.get(p)) {
                     let side = config.dir.join(".tget").join(format!("{hex}.parts"));
                     Slot::Side(side.join(f.to_string()))

@@ -72,6 +72,10 @@ pub struct FileStamp {
     pub mtime_ns: u64,
 }
 
+/// The pieces' SHA-1 hashes, by piece index: a slice of them, or the
+/// torrent's own [`crate::metainfo::PieceHashes`].
+pub type Hashes = dyn std::ops::Index<usize, Output = [u8; 20]> + Sync;
+
 /// Where one of the torrent's files is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Slot {
@@ -847,7 +851,7 @@ impl Storage {
     /// each piece checked (from several threads).
     pub fn check_all(
         &self,
-        hashes: &[[u8; 20]],
+        hashes: &Hashes,
         threads: usize,
         progress: &(dyn Fn(u32) + Sync),
     ) -> Result<Bitfield, StorageError> {
@@ -857,7 +861,7 @@ impl Storage {
     /// Like [`Storage::check_all`], for the pieces in `pieces` alone.
     pub fn check_pieces(
         &self,
-        hashes: &[[u8; 20]],
+        hashes: &Hashes,
         pieces: &[u32],
         threads: usize,
         progress: &(dyn Fn(u32) + Sync),
@@ -870,7 +874,7 @@ impl Storage {
     /// threads that take the next `k` in turn.
     fn check_each(
         &self,
-        hashes: &[[u8; 20]],
+        hashes: &Hashes,
         count: u32,
         piece: &(dyn Fn(u32) -> u32 + Sync),
         threads: usize,

@@ -401,9 +401,9 @@ fn check_metainfo(bytes: &[u8]) -> Result<(), TestCaseError> {
                 i.total_length().div_ceil(i.piece_length)
             );
             prop_assert!(check_path_component(&i.name).is_ok());
-            for f in &i.files {
+            for f in i.files.iter() {
                 prop_assert!(!f.path.is_empty());
-                for c in &f.path {
+                for c in f.components() {
                     prop_assert!(check_path_component(c).is_ok(), "{:?}", c);
                 }
             }
