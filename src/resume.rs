@@ -93,24 +93,42 @@ pub struct ResumeState {
 }
 
 impl ResumeState {
-    /// The bencoded form.
+    /// The bencoded form, written straight into one buffer of the right
+    /// size (keys in sorted order): the stamps of 200 000 files are 3.2 MB,
+    /// and a tree of them would copy them twice more.
     pub fn encode(&self) -> Vec<u8> {
-        let mut stamps = Vec::with_capacity(self.files.len() * STAMP_LEN);
+        fn string(out: &mut Vec<u8>, len: usize) {
+            out.extend_from_slice(len.to_string().as_bytes());
+            out.push(b':');
+        }
+        let pieces = self.pieces.as_bytes();
+        let unsynced = self.unsynced.as_bytes();
+        let boot = self.boot.as_deref().unwrap_or_default();
+        let stamps = self.files.len() * STAMP_LEN;
+        let mut out = Vec::with_capacity(160 + boot.len() + pieces.len() + unsynced.len() + stamps);
+        out.push(b'd');
+        if self.boot.is_some() {
+            out.extend_from_slice(b"4:boot");
+            string(&mut out, boot.len());
+            out.extend_from_slice(boot);
+        }
+        out.extend_from_slice(b"9:info-hash20:");
+        out.extend_from_slice(&self.info_hash);
+        out.extend_from_slice(b"6:pieces");
+        string(&mut out, pieces.len());
+        out.extend_from_slice(pieces);
+        out.extend_from_slice(b"6:stamps");
+        string(&mut out, stamps);
         for f in &self.files {
-            stamps.extend_from_slice(&f.length.to_be_bytes());
-            stamps.extend_from_slice(&f.mtime_ns.to_be_bytes());
+            out.extend_from_slice(&f.length.to_be_bytes());
+            out.extend_from_slice(&f.mtime_ns.to_be_bytes());
         }
-        let mut fields = vec![
-            ("version", Value::Int(VERSION)),
-            ("info-hash", Value::bytes(self.info_hash.to_vec())),
-            ("pieces", Value::bytes(self.pieces.as_bytes().to_vec())),
-            ("unsynced", Value::bytes(self.unsynced.as_bytes().to_vec())),
-            ("stamps", Value::Bytes(stamps)),
-        ];
-        if let Some(boot) = &self.boot {
-            fields.push(("boot", Value::bytes(boot.clone())));
-        }
-        Value::dict(fields).encode()
+        out.extend_from_slice(b"8:unsynced");
+        string(&mut out, unsynced.len());
+        out.extend_from_slice(unsynced);
+        out.extend_from_slice(format!("7:versioni{VERSION}e").as_bytes());
+        out.push(b'e');
+        out
     }
 
     /// Parses a resume file for a torrent of `num_pieces` pieces. Any
@@ -463,6 +481,29 @@ mod tests {
         s.unsynced.set(4);
         s.boot = Some(b"boot-a".to_vec());
         s
+    }
+
+    /// The encoding written by hand is the one a tree of values gives.
+    #[test]
+    fn encodes_as_the_value_tree_would() {
+        for s in [sample(), sample_unsynced()] {
+            let stamps: Vec<u8> = s
+                .files
+                .iter()
+                .flat_map(|f| [f.length.to_be_bytes(), f.mtime_ns.to_be_bytes()].concat())
+                .collect();
+            let mut fields = vec![
+                ("version", Value::Int(VERSION)),
+                ("info-hash", Value::bytes(s.info_hash.to_vec())),
+                ("pieces", Value::bytes(s.pieces.as_bytes().to_vec())),
+                ("unsynced", Value::bytes(s.unsynced.as_bytes().to_vec())),
+                ("stamps", Value::Bytes(stamps)),
+            ];
+            if let Some(boot) = &s.boot {
+                fields.push(("boot", Value::bytes(boot.clone())));
+            }
+            assert_eq!(s.encode(), Value::dict(fields).encode());
+        }
     }
 
     #[test]

@@ -330,20 +330,18 @@ impl Session {
         }
         let hex = meta.info_hash_hex();
         let no_save = config.no_save && config.stream.is_some();
-        let slots = (0..layout.num_files())
-            .map(|f| {
-                if no_save && config.stream.is_some_and(|st| st.file == f) {
-                    Slot::Memory
-                } else if selected(f) {
-                    Slot::File(info.file_path(&config.dir, f))
-                } else if layout.file_pieces(f).any(|p| wanted.get(p)) {
-                    let side = config.dir.join(".tget").join(format!("{hex}.parts"));
-                    Slot::Side(side.join(f.to_string()))
-                } else {
-                    Slot::Skip
-                }
-            })
-            .collect();
+        let slots = (0..layout.num_files()).map(|f| {
+            if no_save && config.stream.is_some_and(|st| st.file == f) {
+                Slot::Memory
+            } else if selected(f) {
+                Slot::File(info.file_path(&config.dir, f))
+            } else if layout.file_pieces(f).any(|p| wanted.get(p)) {
+                let side = config.dir.join(".tget").join(format!("{hex}.parts"));
+                Slot::Side(side.join(f.to_string()))
+            } else {
+                Slot::Skip
+            }
+        });
         let storage = Arc::new(Storage::open_in(
             &config.dir,
             layout.clone(),
@@ -439,6 +437,8 @@ impl Session {
             } else {
                 ResumeState::load_matching(&state_path, &info_hash, n, &stamps)
             };
+            // 16 bytes a file: not kept for the whole download.
+            drop(stamps);
             let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
             let have = match resumed {
                 Ok(state) => {

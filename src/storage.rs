@@ -21,10 +21,12 @@
 
 #![allow(unsafe_code)]
 
+use std::ffi::OsStr;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -155,11 +157,57 @@ impl OpenFiles {
     }
 }
 
+/// Every file's path, in one buffer: a torrent may have hundreds of
+/// thousands of files, and a `PathBuf` each would cost some 70 bytes.
+/// Paths below `base` are kept relative to it.
+#[derive(Default)]
+struct PathTable {
+    base: PathBuf,
+    /// The paths' bytes, one after another; a path not below `base` is
+    /// kept whole, after a NUL (which no path holds).
+    bytes: Vec<u8>,
+    /// Where each path ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl PathTable {
+    fn new(base: PathBuf, files: usize) -> PathTable {
+        PathTable {
+            base,
+            bytes: Vec::new(),
+            ends: Vec::with_capacity(files),
+        }
+    }
+
+    fn push(&mut self, path: &Path) {
+        match path.strip_prefix(&self.base) {
+            Ok(rel) => self.bytes.extend_from_slice(rel.as_os_str().as_bytes()),
+            Err(_) => {
+                self.bytes.push(0);
+                self.bytes.extend_from_slice(path.as_os_str().as_bytes());
+            }
+        }
+        self.ends.push(self.bytes.len());
+    }
+
+    /// Path `i`; empty past the end.
+    fn get(&self, i: usize) -> PathBuf {
+        let Some(&end) = self.ends.get(i) else {
+            return PathBuf::new();
+        };
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        match &self.bytes[start..end] {
+            [0, whole @ ..] => PathBuf::from(OsStr::from_bytes(whole)),
+            rel => self.base.join(OsStr::from_bytes(rel)),
+        }
+    }
+}
+
 /// The files of one torrent.
 pub struct Storage {
     layout: Layout,
     /// Each file's path on disk (for a skipped file, where it would be).
-    paths: Vec<PathBuf>,
+    paths: PathTable,
     /// How each file is kept.
     kept: Vec<Kept>,
     /// Whether each file exists on disk (files beyond the first
@@ -213,18 +261,19 @@ impl Storage {
     /// would take seconds.
     fn create(
         layout: Layout,
-        slots: Vec<Slot>,
+        slots: impl IntoIterator<Item = Slot>,
         root: Option<PathBuf>,
         allocation: Allocation,
     ) -> Result<Storage, StorageError> {
-        let mut kept = Vec::with_capacity(slots.len());
-        let mut paths = Vec::with_capacity(slots.len());
-        let mut on_disk = Vec::with_capacity(slots.len());
+        let files = layout.num_files();
+        let mut kept = Vec::with_capacity(files);
+        let mut paths = PathTable::new(root.clone().unwrap_or_default(), files);
+        let mut on_disk = Vec::with_capacity(files);
         let mut folders = Folders::default();
         let mut preexisting = false;
         let mut unallocated = 0u64;
         let mut memory_file = None;
-        let mut sides = Vec::with_capacity(slots.len());
+        let mut sides = Vec::with_capacity(files);
         for (i, slot) in slots.into_iter().enumerate() {
             sides.push(matches!(slot, Slot::Side(_)));
             let (path, side) = match slot {
@@ -237,7 +286,7 @@ impl Storage {
                     } else {
                         "not selected"
                     };
-                    paths.push(PathBuf::from(format!("<file {i}, {what}>")));
+                    paths.push(Path::new(&format!("<file {i}, {what}>")));
                     kept.push(Kept::Elsewhere);
                     on_disk.push(AtomicBool::new(false));
                     continue;
@@ -265,9 +314,10 @@ impl Storage {
                 unallocated += want.saturating_sub(allocated);
             }
             kept.push(Kept::Disk);
-            paths.push(path);
+            paths.push(&path);
             on_disk.push(AtomicBool::new(meta.is_some()));
         }
+        paths.bytes.shrink_to_fit();
         let dirty = kept.iter().map(|_| AtomicBool::new(false)).collect();
         let storage = Storage {
             layout,
@@ -311,7 +361,7 @@ impl Storage {
             return Ok(f);
         }
         // Opened outside the lock: other threads' files stay usable meanwhile.
-        let path = &self.paths[i];
+        let path = &self.paths.get(i);
         let no_follow = match &self.root {
             Some(root) if path.starts_with(root) => {
                 refuse_symlinks_below(root, path, &mut Folders::default())?;
@@ -366,7 +416,7 @@ impl Storage {
         if unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len) } != 0 {
             log::debug!(
                 "{}: not allocated at once ({}); it is grown sparsely",
-                self.paths[i].display(),
+                self.paths.get(i).display(),
                 io::Error::last_os_error()
             );
             // Out of room, ext4 keeps what it did allocate (and the length
@@ -465,7 +515,9 @@ impl Storage {
         if free >= unallocated {
             return Ok(());
         }
-        let dir = self.paths[first_path]
+        let dir = self
+            .paths
+            .get(first_path)
             .parent()
             .unwrap_or(Path::new("."))
             .to_path_buf();
@@ -491,26 +543,27 @@ impl Storage {
             length: 0,
             mtime_ns: 0,
         };
-        self.kept
-            .iter()
-            .enumerate()
-            .map(|(i, k)| {
+        // Sized once: collecting `Result`s would grow it by doubling.
+        let mut stamps = Vec::with_capacity(self.kept.len());
+        for (i, k) in self.kept.iter().enumerate() {
+            stamps.push(
                 if *k != Kept::Disk || !self.on_disk[i].load(Ordering::Relaxed) {
-                    return Ok(none);
-                }
-                let m = match fs::metadata(&self.paths[i]) {
-                    Ok(m) => m,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(none),
-                    Err(e) => return Err(e),
-                };
-                Ok(FileStamp {
-                    length: m.len(),
-                    mtime_ns: (m.mtime().max(0) as u64)
-                        .saturating_mul(1_000_000_000)
-                        .saturating_add(m.mtime_nsec().max(0) as u64),
-                })
-            })
-            .collect()
+                    none
+                } else {
+                    match fs::metadata(self.paths.get(i)) {
+                        Ok(m) => FileStamp {
+                            length: m.len(),
+                            mtime_ns: (m.mtime().max(0) as u64)
+                                .saturating_mul(1_000_000_000)
+                                .saturating_add(m.mtime_nsec().max(0) as u64),
+                        },
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => none,
+                        Err(e) => return Err(e),
+                    }
+                },
+            );
+        }
+        Ok(stamps)
     }
 
     /// Like [`Storage::open`], but first refuses every path that passes
@@ -524,15 +577,10 @@ impl Storage {
     pub fn open_in(
         dir: &Path,
         layout: Layout,
-        slots: Vec<Slot>,
+        slots: impl IntoIterator<Item = Slot>,
         allocation: Allocation,
     ) -> Result<Storage, StorageError> {
-        let mut folders = Folders::default();
-        for slot in &slots {
-            if let Slot::File(path) | Slot::Side(path) = slot {
-                refuse_symlinks_below(dir, path, &mut folders)?;
-            }
-        }
+        // `create` checks each path before it creates any file.
         Storage::create(layout, slots, Some(dir.to_path_buf()), allocation)
     }
 
@@ -549,7 +597,7 @@ impl Storage {
     fn error(&self, op: &'static str, file: usize, source: io::Error) -> StorageError {
         StorageError {
             op,
-            path: self.paths[file].clone(),
+            path: self.paths.get(file),
             source,
         }
     }
@@ -776,7 +824,7 @@ impl Storage {
         if at != buf.len() {
             return Err(StorageError {
                 op: "read",
-                path: self.paths.first().cloned().unwrap_or_default(),
+                path: self.paths.get(0),
                 source: io::Error::new(io::ErrorKind::UnexpectedEof, "range past the end"),
             });
         }
