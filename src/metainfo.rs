@@ -326,8 +326,9 @@ const ROOT_KEYS: &[&str] = &[
 const INFO_KEYS: &[&str] = &["name", "name.utf-8", "piece length", "length", "private"];
 
 /// The most memory the file list may take once parsed, as estimated by
-/// [`parse_files`] (the same cap as the decoder's for a tree): a torrent of
-/// 100 000 files needs some 20 MiB; a million files is refused.
+/// [`parse_files`] (the same cap as the decoder's for a tree): about 40
+/// bytes plus twice the path's length a file, so even a million files
+/// with long paths fit.
 const MAX_FILE_LIST_BYTES: usize = bencode::MAX_STRUCTURE_BYTES;
 
 fn mistyped(field: &str, expected: &str, found: &Value) -> MetainfoError {

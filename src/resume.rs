@@ -93,42 +93,43 @@ pub struct ResumeState {
 }
 
 impl ResumeState {
-    /// The bencoded form, written straight into one buffer of the right
-    /// size (keys in sorted order): the stamps of 200 000 files are 3.2 MB,
-    /// and a tree of them would copy them twice more.
+    /// The bencoded form.
     pub fn encode(&self) -> Vec<u8> {
-        fn string(out: &mut Vec<u8>, len: usize) {
-            out.extend_from_slice(len.to_string().as_bytes());
-            out.push(b':');
-        }
-        let pieces = self.pieces.as_bytes();
-        let unsynced = self.unsynced.as_bytes();
-        let boot = self.boot.as_deref().unwrap_or_default();
-        let stamps = self.files.len() * STAMP_LEN;
-        let mut out = Vec::with_capacity(160 + boot.len() + pieces.len() + unsynced.len() + stamps);
-        out.push(b'd');
-        if self.boot.is_some() {
-            out.extend_from_slice(b"4:boot");
-            string(&mut out, boot.len());
-            out.extend_from_slice(boot);
-        }
-        out.extend_from_slice(b"9:info-hash20:");
-        out.extend_from_slice(&self.info_hash);
-        out.extend_from_slice(b"6:pieces");
-        string(&mut out, pieces.len());
-        out.extend_from_slice(pieces);
-        out.extend_from_slice(b"6:stamps");
-        string(&mut out, stamps);
-        for f in &self.files {
-            out.extend_from_slice(&f.length.to_be_bytes());
-            out.extend_from_slice(&f.mtime_ns.to_be_bytes());
-        }
-        out.extend_from_slice(b"8:unsynced");
-        string(&mut out, unsynced.len());
-        out.extend_from_slice(unsynced);
-        out.extend_from_slice(format!("7:versioni{VERSION}e").as_bytes());
-        out.push(b'e');
+        let size = 160
+            + self.boot.as_ref().map_or(0, Vec::len)
+            + 2 * self.pieces.as_bytes().len()
+            + self.files.len() * STAMP_LEN;
+        let mut out = Vec::with_capacity(size);
+        self.write_to(&mut out).expect("writing to memory");
         out
+    }
+
+    /// Writes the bencoded form to `out` field by field (keys in sorted
+    /// order), the stamps one at a time: the stamps of 200 000 files are
+    /// 3.2 MB, and the state is saved while the download runs.
+    pub fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
+        fn string(out: &mut impl Write, key: &str, len: usize) -> io::Result<()> {
+            write!(out, "{}:{key}{len}:", key.len())
+        }
+        out.write_all(b"d")?;
+        if let Some(boot) = &self.boot {
+            string(out, "boot", boot.len())?;
+            out.write_all(boot)?;
+        }
+        string(out, "info-hash", 20)?;
+        out.write_all(&self.info_hash)?;
+        let pieces = self.pieces.as_bytes();
+        string(out, "pieces", pieces.len())?;
+        out.write_all(pieces)?;
+        string(out, "stamps", self.files.len() * STAMP_LEN)?;
+        for f in &self.files {
+            out.write_all(&f.length.to_be_bytes())?;
+            out.write_all(&f.mtime_ns.to_be_bytes())?;
+        }
+        let unsynced = self.unsynced.as_bytes();
+        string(out, "unsynced", unsynced.len())?;
+        out.write_all(unsynced)?;
+        write!(out, "7:versioni{VERSION}ee")
     }
 
     /// Parses a resume file for a torrent of `num_pieces` pieces. Any
@@ -247,6 +248,15 @@ impl ResumeState {
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync
 /// of the folder.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_with(path, |f| f.write_all(bytes))
+}
+
+/// Like [`write_atomic`], with the contents written by `write` (through
+/// a buffer).
+fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut io::BufWriter<File>) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     // A name of its own, so two sessions sharing a folder (the demo's
@@ -254,8 +264,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tag = crate::rng::Rng::from_entropy().next_u64();
     let tmp = path.with_extension(format!("resume.tmp.{tag:016x}"));
     let written = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
+        let mut f = io::BufWriter::new(File::create(&tmp)?);
+        write(&mut f)?;
+        let f = f.into_inner().map_err(io::IntoInnerError::into_error)?;
         f.sync_all()?;
         fs::rename(&tmp, path)
     })();
@@ -431,7 +442,7 @@ fn save(
         boot: boot.clone(),
         files,
     };
-    write_atomic(path, &state.encode())?;
+    write_atomic_with(path, |f| state.write_to(f))?;
     debug!(
         "resume state saved: {} pieces synced, {} not yet",
         state.pieces.count(),

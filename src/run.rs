@@ -112,14 +112,16 @@ pub(crate) fn download(
         if pick.sparse {
             config.allocation = storage::Allocation::Sparse;
         }
-        let names: Vec<&str> = meta.info.files.iter().map(|f| f.path).collect();
-        config.selected =
-            select::select(&names, &pick.files_matching, pick.file_indexes.as_deref())
-                .map_err(|e| fail(exit::USAGE, e))?;
+        if !pick.files_matching.is_empty() || pick.file_indexes.is_some() {
+            let names: Vec<&str> = meta.info.files.iter().map(|f| f.path).collect();
+            config.selected =
+                select::select(&names, &pick.files_matching, pick.file_indexes.as_deref())
+                    .map_err(|e| fail(exit::USAGE, e))?;
+        }
         // The magnet link's `so` (BEP 53), unless the command line chose.
         if let (None, Some(so)) = (&config.selected, magnet_select) {
-            let mask =
-                select::from_indexes(names.len(), &so).map_err(|e| fail(exit::BAD_INPUT, e))?;
+            let mask = select::from_indexes(meta.info.files.len(), &so)
+                .map_err(|e| fail(exit::BAD_INPUT, e))?;
             config.selected = Some(mask);
         }
         let to_stdout = pick.stdout || pick.output.is_some();

@@ -423,7 +423,12 @@ impl Session {
             // a piece that is already good.
             let state_path = resume::state_path(&config.dir, &info_hash);
             let n = storage.layout().num_pieces();
-            let stamps = storage.stamps().map_err(|e| {
+            // Taken only when there is a state to compare them with.
+            let stamps = match state_path.exists() {
+                true => storage.stamps(),
+                false => Ok(Vec::new()),
+            };
+            let stamps = stamps.map_err(|e| {
                 SessionError::Storage(StorageError {
                     op: "stat",
                     path: config.dir.clone(),

@@ -167,7 +167,7 @@ struct PathTable {
     /// kept whole, after a NUL (which no path holds).
     bytes: Vec<u8>,
     /// Where each path ends in `bytes`.
-    ends: Vec<usize>,
+    ends: Vec<u32>,
 }
 
 impl PathTable {
@@ -179,7 +179,9 @@ impl PathTable {
         }
     }
 
-    fn push(&mut self, path: &Path) {
+    /// Adds `path`; an error past 4 GiB of paths (a million files of a
+    /// 4 KiB path each).
+    fn push(&mut self, path: &Path) -> Result<(), StorageError> {
         match path.strip_prefix(&self.base) {
             Ok(rel) => self.bytes.extend_from_slice(rel.as_os_str().as_bytes()),
             Err(_) => {
@@ -187,7 +189,13 @@ impl PathTable {
                 self.bytes.extend_from_slice(path.as_os_str().as_bytes());
             }
         }
-        self.ends.push(self.bytes.len());
+        let end = u32::try_from(self.bytes.len()).map_err(|_| StorageError {
+            op: "keep the path of",
+            path: path.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::OutOfMemory, "over 4 GiB of file paths"),
+        })?;
+        self.ends.push(end);
+        Ok(())
     }
 
     /// Path `i`; empty past the end.
@@ -195,8 +203,8 @@ impl PathTable {
         let Some(&end) = self.ends.get(i) else {
             return PathBuf::new();
         };
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        match &self.bytes[start..end] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        match &self.bytes[start..end as usize] {
             [0, whole @ ..] => PathBuf::from(OsStr::from_bytes(whole)),
             rel => self.base.join(OsStr::from_bytes(rel)),
         }
@@ -286,7 +294,7 @@ impl Storage {
                     } else {
                         "not selected"
                     };
-                    paths.push(Path::new(&format!("<file {i}, {what}>")));
+                    paths.push(Path::new(&format!("<file {i}, {what}>")))?;
                     kept.push(Kept::Elsewhere);
                     on_disk.push(AtomicBool::new(false));
                     continue;
@@ -314,7 +322,7 @@ impl Storage {
                 unallocated += want.saturating_sub(allocated);
             }
             kept.push(Kept::Disk);
-            paths.push(&path);
+            paths.push(&path)?;
             on_disk.push(AtomicBool::new(meta.is_some()));
         }
         paths.bytes.shrink_to_fit();

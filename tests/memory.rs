@@ -175,15 +175,15 @@ fn peak_rss_of_start_up(tag: &str, bytes: &[u8]) -> (u64, u64) {
     (info_peak.hwm_kib, peak.hwm_kib)
 }
 
-/// Issue 21: a huge torrent costs about its own size plus a constant,
-/// plus about 100 bytes a file (the file list, the storage's paths, the
-/// layout and the resume stamps), not a tree of it or copies of its hashes.
-/// Measured before the cuts: 114.5 MiB for 200 000 files (a 6.8 MiB
-/// torrent) and 61.1 MiB for a million pieces (19.1 MiB).
+/// Issue 21: a huge torrent costs its own size plus 16 MiB, plus about
+/// 40 bytes a file (the file list, the storage's paths, the layout and the
+/// resume stamps), not a tree of it or copies of its hashes. Measured
+/// before the cuts: 114.5 MiB for 200 000 files (a 6.8 MiB torrent) and
+/// 61.1 MiB for a million pieces (19.1 MiB); after: 27.1 and 32.8 MiB.
 #[test]
 #[ignore = "starts tget on two huge torrents: run by .ci/run in release mode"]
 fn huge_torrents_cost_their_size_plus_a_bound() {
-    let bound = |bytes: &[u8], files: u64| BUDGET_KIB + (bytes.len() as u64 >> 10) + files / 10;
+    let bound = |bytes: &[u8], files: u64| BUDGET_KIB + (bytes.len() as u64 >> 10) + files / 25;
     // 1 000 000 pieces of 16 KiB in one file.
     let pieces = huge_torrent("big.bin", &[(Vec::new(), 1_000_000 * 16_384)], true);
     let (info, start) = peak_rss_of_start_up("pieces", &pieces);
