@@ -424,9 +424,10 @@ impl Session {
             let state_path = resume::state_path(&config.dir, &info_hash);
             let n = storage.layout().num_pieces();
             // Taken only when there is a state to compare them with.
-            let stamps = match state_path.exists() {
-                true => storage.stamps(),
-                false => Ok(Vec::new()),
+            let stamps = if state_path.exists() {
+                storage.stamps()
+            } else {
+                Ok(Vec::new())
             };
             let stamps = stamps.map_err(|e| {
                 SessionError::Storage(StorageError {
