@@ -42,9 +42,10 @@ pub const MAX_DEPTH: usize = 64;
 /// the decoder while it builds the tree. With it, decoding `n` bytes
 /// allocates about `n` plus at most this much, whatever the input.
 ///
-/// 128 MiB admits a torrent of about 140 000 files (each costs some 900
-/// bytes of tree); a million-file `files` list (28 MB of input, 750 MB of
-/// tree) is refused.
+/// 128 MiB admits a tree of about 140 000 file entries (each costs some
+/// 900 bytes of tree); a million-file `files` list (28 MB of input, 750 MB
+/// of tree) is refused. The metainfo parser builds no such tree: it reads
+/// the list an entry at a time.
 pub const MAX_STRUCTURE_BYTES: usize = 128 * 1024 * 1024;
 
 /// Estimated cost of one list element: a `Value` slot, doubled for the

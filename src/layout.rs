@@ -28,8 +28,9 @@ pub struct Layout {
     total_length: u64,
     num_pieces: u32,
     /// Start offset of each file in the torrent's byte string, plus the total
-    /// length at the end (so `file_starts.len() == files + 1`).
-    file_starts: Vec<u64>,
+    /// length at the end (so `file_starts.len() == files + 1`). Shared by
+    /// clones: a torrent of a million files has 8 MB of them.
+    file_starts: std::sync::Arc<[u64]>,
 }
 
 impl Layout {
@@ -52,7 +53,7 @@ impl Layout {
             piece_length,
             total_length: at,
             num_pieces,
-            file_starts,
+            file_starts: file_starts.into(),
         }
     }
 

@@ -7,10 +7,9 @@
 //! is a plain relative name that cannot climb out of the download directory.
 //! Unknown keys are ignored.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sha1::{Digest, Sha1};
@@ -58,12 +57,12 @@ pub struct Info {
     pub name: String,
     /// Bytes per piece; the last piece may be shorter.
     pub piece_length: u64,
-    /// SHA-1 of each piece, in order (shared with the workers, not copied:
-    /// 20 MB for a million pieces).
-    pub pieces: Arc<Vec<[u8; 20]>>,
-    /// The files in order; a single-file torrent has one entry whose path is
-    /// `[name]`.
-    pub files: Vec<FileInfo>,
+    /// SHA-1 of each piece, in order: a view into the raw info dictionary
+    /// (20 MB for a million pieces), shared with the workers, not copied.
+    pub pieces: PieceHashes,
+    /// The files in order; a single-file torrent has one file whose path is
+    /// `name`.
+    pub files: Files,
     /// True when the info dictionary has `files` (content lives in
     /// `<dir>/<name>/<path...>`), false when it has `length` (`<dir>/<name>`).
     pub multi_file: bool,
@@ -71,14 +70,171 @@ pub struct Info {
     pub private: bool,
 }
 
-/// One file of a torrent.
-#[derive(Debug, Clone)]
-pub struct FileInfo {
-    /// Relative path components; each is a plain name (see
-    /// [`check_path_component`]).
-    pub path: Vec<String>,
+/// The SHA-1 of each piece, read in place from the raw info dictionary's
+/// `pieces` string (which the [`Metainfo`] keeps anyway, to serve magnet
+/// users): cloning shares it.
+#[derive(Clone)]
+pub struct PieceHashes {
+    /// The bytes the hashes are in.
+    bytes: Arc<Vec<u8>>,
+    /// Where the first hash starts in `bytes`.
+    start: usize,
+    /// How many hashes there are.
+    count: usize,
+}
+
+impl PieceHashes {
+    /// The number of hashes.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The hash of piece `index`, or `None` past the end.
+    pub fn get(&self, index: usize) -> Option<&[u8; 20]> {
+        if index >= self.count {
+            return None;
+        }
+        let at = self.start + 20 * index;
+        self.bytes.get(at..at + 20)?.try_into().ok()
+    }
+
+    /// The hashes in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8; 20]> + '_ {
+        (0..self.count).filter_map(|i| self.get(i))
+    }
+}
+
+impl std::ops::Index<usize> for PieceHashes {
+    type Output = [u8; 20];
+
+    fn index(&self, index: usize) -> &[u8; 20] {
+        match self.get(index) {
+            Some(h) => h,
+            None => panic!("piece {index} of {}", self.count),
+        }
+    }
+}
+
+/// Hashes held on their own (tests and tools that make them up).
+impl From<Vec<[u8; 20]>> for PieceHashes {
+    fn from(hashes: Vec<[u8; 20]>) -> PieceHashes {
+        PieceHashes {
+            count: hashes.len(),
+            bytes: Arc::new(hashes.concat()),
+            start: 0,
+        }
+    }
+}
+
+impl fmt::Debug for PieceHashes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PieceHashes({} pieces)", self.count)
+    }
+}
+
+/// A torrent's files, kept compactly (a torrent may list hundreds of
+/// thousands): every path in one string, each with its length. A path's
+/// components are joined by `/`, which no component contains.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Files {
+    /// The paths, one after another.
+    names: String,
+    /// Where each path ends in `names`.
+    ends: Vec<u32>,
+    /// Each file's length in bytes.
+    lengths: Vec<u64>,
+}
+
+/// One file of a torrent, as [`Files::iter`] gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileInfo<'a> {
+    /// Relative path, components joined by `/`; each component is a plain
+    /// name (see [`check_path_component`]).
+    pub path: &'a str,
     /// Length in bytes.
     pub length: u64,
+}
+
+impl FileInfo<'_> {
+    /// The path's components.
+    pub fn components(&self) -> std::str::Split<'_, char> {
+        self.path.split('/')
+    }
+}
+
+impl Files {
+    /// Adds a file whose path is `components` (each checked already).
+    /// Panics past 4 GiB of paths, which the parser's bound keeps far off.
+    fn push<'c>(&mut self, components: impl IntoIterator<Item = &'c str>, length: u64) {
+        for (j, c) in components.into_iter().enumerate() {
+            if j > 0 {
+                self.names.push('/');
+            }
+            self.names.push_str(c);
+        }
+        let end = u32::try_from(self.names.len()).expect("file paths over 4 GiB");
+        self.ends.push(end);
+        self.lengths.push(length);
+    }
+
+    /// Frees the room reserved for growth.
+    fn shrink_to_fit(&mut self) {
+        self.names.shrink_to_fit();
+        self.ends.shrink_to_fit();
+        self.lengths.shrink_to_fit();
+    }
+
+    /// The number of files.
+    pub fn len(&self) -> usize {
+        self.lengths.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.lengths.is_empty()
+    }
+
+    /// File `index`, or `None` past the end.
+    pub fn get(&self, index: usize) -> Option<FileInfo<'_>> {
+        let end = *self.ends.get(index)? as usize;
+        let start = match index {
+            0 => 0,
+            _ => self.ends[index - 1] as usize,
+        };
+        Some(FileInfo {
+            path: self.names.get(start..end)?,
+            length: self.lengths[index],
+        })
+    }
+
+    /// The path of file `index` (components joined by `/`). Panics past
+    /// the end.
+    pub fn path(&self, index: usize) -> &str {
+        self.get(index).map(|f| f.path).expect("file index")
+    }
+
+    /// The length of file `index`. Panics past the end.
+    pub fn length(&self, index: usize) -> u64 {
+        self.lengths[index]
+    }
+
+    /// Every file's length, in order.
+    pub fn lengths(&self) -> &[u64] {
+        &self.lengths
+    }
+
+    /// The files in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = FileInfo<'_>> + '_ {
+        (0..self.len()).map(|i| FileInfo {
+            path: self.path(i),
+            length: self.lengths[i],
+        })
+    }
 }
 
 /// A torrent that cannot be used, with the field that is wrong.
@@ -170,8 +326,9 @@ const ROOT_KEYS: &[&str] = &[
 const INFO_KEYS: &[&str] = &["name", "name.utf-8", "piece length", "length", "private"];
 
 /// The most memory the file list may take once parsed, as estimated by
-/// [`parse_files`] (the same cap as the decoder's for a tree): a torrent of
-/// 100 000 files needs some 20 MiB; a million files is refused.
+/// [`parse_files`] (the same cap as the decoder's for a tree): about 40
+/// bytes plus twice the path's length a file, so even a million files
+/// with long paths fit.
 const MAX_FILE_LIST_BYTES: usize = bencode::MAX_STRUCTURE_BYTES;
 
 fn mistyped(field: &str, expected: &str, found: &Value) -> MetainfoError {
@@ -257,12 +414,36 @@ fn length_field(v: &Value, field: &str) -> Result<u64, MetainfoError> {
 
 impl Metainfo {
     /// Parses and validates the bytes of a .torrent file.
-    ///
+    pub fn from_bytes(bytes: &[u8]) -> Result<Metainfo, MetainfoError> {
+        Metainfo::parse(bytes, |info| info.to_vec())
+    }
+
+    /// Like [`Metainfo::from_bytes`], keeping the info dictionary in the
+    /// buffer it came in (moved to its start, the rest freed) instead of a
+    /// copy: a 20 MB torrent then needs 20 MB, not 40.
+    pub fn from_vec(mut bytes: Vec<u8>) -> Result<Metainfo, MetainfoError> {
+        // Find the info dictionary and read the top level first; then move
+        // the info dictionary to the buffer's start and parse it in place.
+        let (root, span) = Metainfo::top_level(&bytes)?;
+        bytes.copy_within(span.clone(), 0);
+        bytes.truncate(span.len());
+        bytes.shrink_to_fit();
+        Metainfo::finish(root, bytes)
+    }
+
     /// No tree of the whole file is built: the top level and the info
     /// dictionary are read as raw slices, only their small fields decoded,
     /// and the `files` list is read one entry at a time (a tree of 100 000
-    /// entries would take some 90 MB).
-    pub fn from_bytes(bytes: &[u8]) -> Result<Metainfo, MetainfoError> {
+    /// entries would take some 90 MB). `copy` gives the info dictionary's
+    /// own buffer.
+    fn parse(bytes: &[u8], copy: impl FnOnce(&[u8]) -> Vec<u8>) -> Result<Metainfo, MetainfoError> {
+        let (root, span) = Metainfo::top_level(bytes)?;
+        Metainfo::finish(root, copy(&bytes[span]))
+    }
+
+    /// The top-level fields besides `info` (decoded) and where the info
+    /// dictionary is in `bytes`.
+    fn top_level(bytes: &[u8]) -> Result<(Value, std::ops::Range<usize>), MetainfoError> {
         if bytes.first() != Some(&b'd') {
             bencode::validate(bytes)?;
             return Err(mistyped_raw("torrent", "a dictionary at top level", bytes));
@@ -273,11 +454,17 @@ impl Metainfo {
             .find(|(k, _)| *k == b"info")
             .map(|(_, v)| *v)
             .ok_or_else(|| bad("info", "missing"))?;
-        let info = Info::from_raw(raw_info, MAX_FILES)?;
-        let info_bytes = raw_info.to_vec();
-        let info_hash: [u8; 20] = Sha1::digest(&info_bytes).into();
-        let root = decode_keys(&items, ROOT_KEYS)?;
-        drop(items);
+        let start = raw_info.as_ptr() as usize - bytes.as_ptr() as usize;
+        let span = start..start + raw_info.len();
+        Ok((decode_keys(&items, ROOT_KEYS)?, span))
+    }
+
+    /// Parses the info dictionary `info_bytes` and the top-level fields
+    /// `root` into a [`Metainfo`].
+    fn finish(root: Value, info_bytes: Vec<u8>) -> Result<Metainfo, MetainfoError> {
+        let info_bytes = Arc::new(info_bytes);
+        let info = Info::from_shared(&info_bytes, MAX_FILES)?;
+        let info_hash: [u8; 20] = Sha1::digest(info_bytes.as_slice()).into();
 
         let announce = utf8_field(&root, "announce", "announce")?;
 
@@ -341,7 +528,7 @@ impl Metainfo {
 
         Ok(Metainfo {
             info_hash,
-            info_bytes: Arc::new(info_bytes),
+            info_bytes,
             info,
             announce,
             announce_list,
@@ -378,7 +565,7 @@ impl Metainfo {
         if bytes.len() as u64 > MAX_TORRENT_FILE_SIZE {
             return Err(too_big());
         }
-        Metainfo::from_bytes(&bytes)
+        Metainfo::from_vec(bytes)
     }
 
     /// BEP 12 tracker tiers: the `announce-list` tiers if there are any
@@ -410,14 +597,26 @@ impl Info {
     /// Parses and validates a raw bencoded info dictionary (e.g. metadata
     /// received for a magnet link).
     pub fn from_bytes(raw_info: &[u8]) -> Result<Info, MetainfoError> {
-        Info::from_raw(raw_info, MAX_FILES)
+        Info::from_shared(&Arc::new(raw_info.to_vec()), MAX_FILES)
+    }
+
+    /// Where file `index` lives under `dir`: `dir/<name>` for a single-file
+    /// torrent, `dir/<name>/<path...>` for a multi-file one. Panics past
+    /// the end.
+    pub fn file_path(&self, dir: &Path, index: usize) -> PathBuf {
+        let mut p = dir.join(&self.name);
+        if self.multi_file {
+            p.extend(self.files.path(index).split('/'));
+        }
+        p
     }
 
     /// The sum of all file lengths.
     pub fn total_length(&self) -> u64 {
         self.files
+            .lengths()
             .iter()
-            .fold(0u64, |acc, f| acc.saturating_add(f.length))
+            .fold(0u64, |acc, &l| acc.saturating_add(l))
     }
 
     /// The number of pieces.
@@ -436,9 +635,10 @@ impl Info {
         Some(left.min(self.piece_length))
     }
 
-    /// Parses the raw info dictionary `raw`: its small fields decoded, its
-    /// hashes and files read from the raw bytes.
-    fn from_raw(raw: &[u8], max_files: usize) -> Result<Info, MetainfoError> {
+    /// Parses the raw info dictionary `shared`: its small fields decoded,
+    /// its files read from the raw bytes, its hashes left there.
+    fn from_shared(shared: &Arc<Vec<u8>>, max_files: usize) -> Result<Info, MetainfoError> {
+        let raw = shared.as_slice();
         if raw.first() != Some(&b'd') {
             bencode::validate(raw)?;
             return Err(mistyped_raw("info", "a dictionary", raw));
@@ -482,36 +682,28 @@ impl Info {
                 format!("length {} is not a multiple of 20", raw_pieces.len()),
             ));
         }
-        let pieces: Vec<[u8; 20]> = raw_pieces
-            .chunks_exact(20)
-            .map(|c| {
-                let mut h = [0u8; 20];
-                h.copy_from_slice(c);
-                h
-            })
-            .collect();
+        let pieces = PieceHashes {
+            bytes: shared.clone(),
+            start: raw_pieces.as_ptr() as usize - raw.as_ptr() as usize,
+            count: raw_pieces.len() / 20,
+        };
 
         let (files, multi_file, total_field) = match (v.get(b"length"), field(b"files")) {
             (Some(_), Some(_)) => return Err(bad("info", "has both 'length' and 'files'")),
             (None, None) => return Err(bad("info", "has neither 'length' nor 'files'")),
             (Some(len), None) => {
                 let length = length_field(len, "info.length")?;
-                (
-                    vec![FileInfo {
-                        path: vec![name.clone()],
-                        length,
-                    }],
-                    false,
-                    "info.length",
-                )
+                let mut files = Files::default();
+                files.push([name.as_str()], length);
+                (files, false, "info.length")
             }
             (None, Some(list)) => (parse_files(list, max_files)?, true, "info.files"),
         };
 
         let mut total: u64 = 0;
-        for f in &files {
+        for &length in files.lengths() {
             total = total
-                .checked_add(f.length)
+                .checked_add(length)
                 .ok_or_else(|| bad(total_field, "total length does not fit in 64 bits"))?;
         }
         if total == 0 {
@@ -537,7 +729,7 @@ impl Info {
         Ok(Info {
             name,
             piece_length,
-            pieces: Arc::new(pieces),
+            pieces,
             files,
             multi_file,
             private,
@@ -548,9 +740,10 @@ impl Info {
 /// Parses a multi-file `files` list (raw, validated bencode), rejecting
 /// unsafe paths, two files at the same path, and a file whose path is also
 /// used as a directory. BEP 47 padding files (`attr` containing `p`) may
-/// repeat. The list is read one entry at a time; the memory the result
-/// takes is estimated as it grows and capped at [`MAX_FILE_LIST_BYTES`].
-fn parse_files(list: &[u8], max_files: usize) -> Result<Vec<FileInfo>, MetainfoError> {
+/// repeat. The list is read one entry at a time into one compact
+/// [`Files`]; the memory it takes is estimated as it grows and capped at
+/// [`MAX_FILE_LIST_BYTES`].
+fn parse_files(list: &[u8], max_files: usize) -> Result<Files, MetainfoError> {
     if list.first() != Some(&b'l') {
         return Err(mistyped_raw("info.files", "a list", list));
     }
@@ -565,10 +758,9 @@ fn parse_files(list: &[u8], max_files: usize) -> Result<Vec<FileInfo>, MetainfoE
             format!("{count} entries, more than the maximum of {max_files}"),
         ));
     }
-    // A trie of the paths seen so far: (parent node, component) -> (node, is_file).
-    // Node 0 is the torrent's root directory. Components borrow the input.
-    let mut tree: HashMap<(usize, &str), (usize, bool)> = HashMap::new();
-    let mut files = Vec::new();
+    let mut files = Files::default();
+    // The entries that are not padding, to look for clashes once all are in.
+    let mut real: Vec<u32> = Vec::new();
     let mut cost = 0usize;
     for (i, entry) in entries.enumerate() {
         let field = |what: &str| format!("info.files[{i}].{what}");
@@ -625,17 +817,11 @@ fn parse_files(list: &[u8], max_files: usize) -> Result<Vec<FileInfo>, MetainfoE
                 .map_err(|m| bad(field("path"), format!("component {j} {m}")))?;
             path.push(s);
         }
-        // What this entry will hold on to: its slot in the list (twice, for
-        // the list's growth), its path's vector, each component's string
-        // and trie entry.
-        cost = cost.saturating_add(
-            2 * std::mem::size_of::<FileInfo>()
-                + 16
-                + path
-                    .iter()
-                    .map(|c| std::mem::size_of::<String>() + c.len() + 16 + 64)
-                    .sum::<usize>(),
-        );
+        // What this entry will hold on to: its path's bytes and a `/`,
+        // its end and length, and its place in `real`, each twice for the
+        // vectors' growth.
+        cost =
+            cost.saturating_add(2 * (path.iter().map(|c| c.len() + 1).sum::<usize>() + 4 + 8 + 4));
         if cost > MAX_FILE_LIST_BYTES {
             return Err(bad(
                 "info.files",
@@ -649,41 +835,46 @@ fn parse_files(list: &[u8], max_files: usize) -> Result<Vec<FileInfo>, MetainfoE
             .and_then(bencode::raw_string)
             .is_some_and(|a| a.contains(&b'p'));
         if !padding {
-            let mut node = 0usize;
-            let last = path.len() - 1;
-            for (j, comp) in path.iter().enumerate() {
-                let next_id = tree.len() + 1;
-                let is_file = j == last;
-                match tree.get(&(node, *comp)) {
-                    Some(&(_, true)) if is_file => {
-                        return Err(bad(
-                            field("path"),
-                            format!("{:?} is listed twice", path.join("/")),
-                        ))
-                    }
-                    Some(&(_, existing_is_file)) if existing_is_file != is_file => {
-                        return Err(bad(
-                            field("path"),
-                            format!(
-                                "{:?} is used both as a file and as a directory",
-                                path.get(..=j).unwrap_or_default().join("/")
-                            ),
-                        ))
-                    }
-                    Some(&(id, _)) => node = id,
-                    None => {
-                        tree.insert((node, *comp), (next_id, is_file));
-                        node = next_id;
-                    }
-                }
-            }
+            real.push(i as u32);
         }
-        files.push(FileInfo {
-            path: path.into_iter().map(str::to_owned).collect(),
-            length,
-        });
+        files.push(path, length);
+    }
+    files.shrink_to_fit();
+    if let Some((i, message)) = first_clash(&files, real) {
+        return Err(bad(format!("info.files[{i}].path"), message));
     }
     Ok(files)
+}
+
+/// The first entry (in list order) whose path clashes with an earlier
+/// one's among `entries`: the same path twice, or a file's path used as a
+/// directory. Sorting the paths component by component puts each path
+/// right before the paths below it, so only neighbours need comparing.
+fn first_clash(files: &Files, mut entries: Vec<u32>) -> Option<(usize, String)> {
+    // `/` sorts before every byte a component may hold (NUL is refused).
+    let key = |i: u32| {
+        files
+            .path(i as usize)
+            .bytes()
+            .map(|b| if b == b'/' { 0 } else { b })
+    };
+    entries.sort_unstable_by(|&a, &b| key(a).cmp(key(b)).then(a.cmp(&b)));
+    let mut first: Option<(usize, String)> = None;
+    for pair in entries.windows(2) {
+        let (a, b) = (files.path(pair[0] as usize), files.path(pair[1] as usize));
+        let message = if a == b {
+            format!("{a:?} is listed twice")
+        } else if b.strip_prefix(a).is_some_and(|rest| rest.starts_with('/')) {
+            format!("{a:?} is used both as a file and as a directory")
+        } else {
+            continue;
+        };
+        let at = pair[0].max(pair[1]) as usize;
+        if first.as_ref().is_none_or(|(f, _)| at < *f) {
+            first = Some((at, message));
+        }
+    }
+    first
 }
 
 #[cfg(test)]
@@ -776,8 +967,8 @@ mod tests {
         assert_eq!(m.info.name, "a.iso");
         assert!(!m.info.multi_file);
         assert_eq!(m.info.files.len(), 1);
-        assert_eq!(m.info.files[0].path, vec!["a.iso"]);
-        assert_eq!(m.info.files[0].length, 40000);
+        assert_eq!(m.info.files.path(0), "a.iso");
+        assert_eq!(m.info.files.length(0), 40000);
         assert_eq!(m.info.total_length(), 40000);
         assert_eq!(m.info.num_pieces(), 3);
         assert_eq!(m.info.piece_length, PL);
@@ -796,7 +987,7 @@ mod tests {
         let m = parse(info).unwrap();
         assert!(m.info.multi_file);
         assert_eq!(m.info.name, "dir");
-        let paths: Vec<_> = m.info.files.iter().map(|f| f.path.join("/")).collect();
+        let paths: Vec<_> = m.info.files.iter().map(|f| f.path).collect();
         assert_eq!(paths, ["a/b.txt", "c"]);
         assert_eq!(m.info.total_length(), 30000);
         assert_eq!(m.info.num_pieces(), 2);
@@ -817,7 +1008,7 @@ mod tests {
     fn zero_length_files() {
         let m = parse(multi("d", &[(&["empty"], 0), (&["data"], 5), (&["e2"], 0)])).unwrap();
         assert_eq!(m.info.files.len(), 3);
-        assert_eq!(m.info.files[0].length, 0);
+        assert_eq!(m.info.files.length(0), 0);
         assert_eq!(m.info.total_length(), 5);
         rejects(
             multi("d", &[(&["a"], 0), (&["b"], 0)]),
@@ -1073,7 +1264,7 @@ mod tests {
             "files",
             Some(Value::List(vec![file.clone()])),
         );
-        assert_eq!(parse(info).unwrap().info.files[0].path, vec!["ü"]);
+        assert_eq!(parse(info).unwrap().info.files.path(0), "ü");
         let no_alt = with(file, "path.utf-8", None);
         let info = with(
             multi("d", &[(&["z"], 1)]),
@@ -1280,7 +1471,7 @@ mod tests {
     fn info_from_bytes() {
         let raw = multi("d", &[(&["a"], 3)]).encode();
         let info = Info::from_bytes(&raw).unwrap();
-        assert_eq!(info.files[0].path, vec!["a"]);
+        assert_eq!(info.files.path(0), "a");
         assert_eq!(Info::from_bytes(b"i1e").unwrap_err().field, "info");
         assert_eq!(Info::from_bytes(b"d").unwrap_err().field, "bencode");
     }
@@ -1288,8 +1479,9 @@ mod tests {
     #[test]
     fn file_count_limit() {
         let info = multi("d", &[(&["a"], 1), (&["b"], 1), (&["c"], 1)]);
-        assert!(Info::from_raw(&info.encode(), 3).is_ok());
-        let e = Info::from_raw(&info.encode(), 2).unwrap_err();
+        let raw = Arc::new(info.encode());
+        assert!(Info::from_shared(&raw, 3).is_ok());
+        let e = Info::from_shared(&raw, 2).unwrap_err();
         assert_eq!(e.field, "info.files");
         assert!(e.message.contains("more than the maximum of 2"), "{e}");
     }

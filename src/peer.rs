@@ -154,7 +154,7 @@ pub(crate) struct WorkerCtx {
     pub id: usize,
     pub info_hash: [u8; 20],
     pub our_id: [u8; 20],
-    pub hashes: Arc<Vec<[u8; 20]>>,
+    pub hashes: crate::metainfo::PieceHashes,
     pub storage: Arc<Storage>,
     pub shared: Arc<Shared>,
     pub events: Sender<Event>,
@@ -1821,7 +1821,7 @@ mod tests {
             id: 0,
             info_hash: [3; 20],
             our_id: [4; 20],
-            hashes: Arc::new(vec![[0; 20]; pieces]),
+            hashes: vec![[0; 20]; pieces].into(),
             storage: Arc::new(storage),
             shared: Arc::new(Shared::default()),
             events: events_tx,
@@ -1935,7 +1935,7 @@ mod tests {
         let mut r = rig_with(tag, Layout::new(piece_len, &[count * piece_len]));
         let block = vec![9u8; 16384];
         let digest: [u8; 20] = Sha1::digest(block.repeat(16)).into();
-        r.ctx.hashes = Arc::new(vec![digest; count as usize]);
+        r.ctx.hashes = vec![digest; count as usize].into();
         (r, block)
     }
 
@@ -1971,7 +1971,7 @@ mod tests {
         let mut r = rig("ahead");
         let piece = vec![9u8; 16384];
         let digest: [u8; 20] = Sha1::digest(&piece).into();
-        r.ctx.hashes = Arc::new(vec![digest; 3]);
+        r.ctx.hashes = vec![digest; 3].into();
         // The peer has everything, unchokes, and answers every request.
         let have_all_unchoke = [0, 0, 0, 2, 5, 0b1110_0000, 0, 0, 0, 1, 1];
         let (stream, mut theirs, addr) = greeted(&r, Bitfield::new(3), &have_all_unchoke);
@@ -2153,7 +2153,7 @@ mod tests {
             .chunks(32768)
             .map(|c| Sha1::digest(c).into())
             .collect::<Vec<[u8; 20]>>();
-        r.ctx.hashes = Arc::new(hashes);
+        r.ctx.hashes = hashes.into();
         r.ctx
             .shared
             .buffered

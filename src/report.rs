@@ -287,7 +287,7 @@ pub fn info_json(meta: &Metainfo) -> String {
     let files = i.files.iter().enumerate().map(|(n, f)| {
         Object::new()
             .num("index", n as u64)
-            .str("path", &f.path.join("/"))
+            .str("path", f.path)
             .num("length", f.length)
             .finish()
     });
@@ -356,7 +356,7 @@ pub fn info_text(meta: &Metainfo) -> String {
         out.push_str(&format!(
             "  {n:>4}  {:>12}  {}\n",
             f.length,
-            Escaped(&f.path.join("/"))
+            Escaped(f.path)
         ));
     }
     out

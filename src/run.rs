@@ -115,14 +115,16 @@ pub(crate) fn download(
         if pick.sparse {
             config.allocation = storage::Allocation::Sparse;
         }
-        let names: Vec<String> = meta.info.files.iter().map(|f| f.path.join("/")).collect();
-        config.selected =
-            select::select(&names, &pick.files_matching, pick.file_indexes.as_deref())
-                .map_err(|e| fail(exit::USAGE, e))?;
+        if !pick.files_matching.is_empty() || pick.file_indexes.is_some() {
+            let names: Vec<&str> = meta.info.files.iter().map(|f| f.path).collect();
+            config.selected =
+                select::select(&names, &pick.files_matching, pick.file_indexes.as_deref())
+                    .map_err(|e| fail(exit::USAGE, e))?;
+        }
         // The magnet link's `so` (BEP 53), unless the command line chose.
         if let (None, Some(so)) = (&config.selected, magnet_select) {
-            let mask =
-                select::from_indexes(names.len(), &so).map_err(|e| fail(exit::BAD_INPUT, e))?;
+            let mask = select::from_indexes(meta.info.files.len(), &so)
+                .map_err(|e| fail(exit::BAD_INPUT, e))?;
             config.selected = Some(mask);
         }
         let to_stdout = pick.stdout || pick.output.is_some();
@@ -148,7 +150,7 @@ pub(crate) fn download(
                 window: pick.window,
             });
             config.no_save = pick.no_save;
-            streamer = Some(Streamer::new(file, meta.info.files[file].length));
+            streamer = Some(Streamer::new(file, meta.info.files.length(file)));
         }
     }
     let ui = if out.json {
@@ -192,11 +194,8 @@ pub(crate) fn download(
 /// so before opening (which would create it).
 fn check_files_exist(meta: &Metainfo, dir: &Path) -> Result<(), Failure> {
     let i = &meta.info;
-    let files: Vec<Vec<String>> = i.files.iter().map(|f| f.path.clone()).collect();
-    for (p, f) in storage::file_paths(dir, &i.name, i.multi_file, &files)
-        .iter()
-        .zip(&i.files)
-    {
+    for (n, f) in i.files.iter().enumerate() {
+        let p = i.file_path(dir, n);
         if f.length > 0 && !p.is_file() {
             return Err(fail(
                 exit::DISK,

@@ -113,7 +113,7 @@ pub fn parse_indexes(list: &str, count: usize) -> Result<Vec<usize>, String> {
 /// `None` when neither was given (everything is wanted). A pattern that
 /// matches nothing is an error, so a typo does not download nothing.
 pub fn select(
-    paths: &[String],
+    paths: &[impl AsRef<str>],
     patterns: &[String],
     indexes: Option<&str>,
 ) -> Result<Option<Vec<bool>>, String> {
@@ -126,7 +126,7 @@ pub fn select(
         let glob = Glob::new(pat);
         let mut any = false;
         for (i, path) in paths.iter().enumerate() {
-            if glob.matches(path, &mut buf) {
+            if glob.matches(path.as_ref(), &mut buf) {
                 chosen[i] = true;
                 any = true;
             }

@@ -27,7 +27,7 @@ use crate::peer::{self, WorkerCtx};
 use crate::picker::{Picker, Rng};
 use crate::ratelimit::Limits;
 use crate::resume::{self, ResumeState};
-use crate::storage::{self, Allocation, Slot, Storage, StorageError};
+use crate::storage::{Allocation, Slot, Storage, StorageError};
 use crate::tracker;
 
 /// Stack size of worker, listener and coordinator threads: they keep their
@@ -328,10 +328,7 @@ impl Session {
     /// Opens the torrent's files under `config.dir` and starts its threads.
     pub fn start(meta: &Metainfo, config: Config) -> Result<Session, SessionError> {
         let info = &meta.info;
-        let lengths: Vec<u64> = info.files.iter().map(|f| f.length).collect();
-        let layout = Layout::new(info.piece_length, &lengths);
-        let file_paths: Vec<Vec<String>> = info.files.iter().map(|f| f.path.clone()).collect();
-        let paths = storage::file_paths(&config.dir, &info.name, info.multi_file, &file_paths);
+        let layout = Layout::new(info.piece_length, info.files.lengths());
         // The pieces to fetch, and where each file is kept: selected files
         // at their path, unselected ones that share a piece with a selected
         // one in a side file, the others nowhere.
@@ -344,22 +341,18 @@ impl Session {
         }
         let hex = meta.info_hash_hex();
         let no_save = config.no_save && config.stream.is_some();
-        let slots = paths
-            .into_iter()
-            .enumerate()
-            .map(|(f, path)| {
-                if no_save && config.stream.is_some_and(|st| st.file == f) {
-                    Slot::Memory
-                } else if selected(f) {
-                    Slot::File(path)
-                } else if layout.file_pieces(f).any(|p| wanted.get(p)) {
-                    let side = config.dir.join(".tget").join(format!("{hex}.parts"));
-                    Slot::Side(side.join(f.to_string()))
-                } else {
-                    Slot::Skip
-                }
-            })
-            .collect();
+        let slots = (0..layout.num_files()).map(|f| {
+            if no_save && config.stream.is_some_and(|st| st.file == f) {
+                Slot::Memory
+            } else if selected(f) {
+                Slot::File(info.file_path(&config.dir, f))
+            } else if layout.file_pieces(f).any(|p| wanted.get(p)) {
+                let side = config.dir.join(".tget").join(format!("{hex}.parts"));
+                Slot::Side(side.join(f.to_string()))
+            } else {
+                Slot::Skip
+            }
+        });
         let storage = Arc::new(Storage::open_in(
             &config.dir,
             layout.clone(),
@@ -454,7 +447,13 @@ impl Session {
             // a piece that is already good.
             let state_path = resume::state_path(&config.dir, &info_hash);
             let n = storage.layout().num_pieces();
-            let stamps = storage.stamps().map_err(|e| {
+            // Taken only when there is a state to compare them with.
+            let stamps = if state_path.exists() {
+                storage.stamps()
+            } else {
+                Ok(Vec::new())
+            };
+            let stamps = stamps.map_err(|e| {
                 SessionError::Storage(StorageError {
                     op: "stat",
                     path: config.dir.clone(),
@@ -468,6 +467,8 @@ impl Session {
             } else {
                 ResumeState::load_matching(&state_path, &info_hash, n, &stamps)
             };
+            // 16 bytes a file: not kept for the whole download.
+            drop(stamps);
             let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
             let check_all = |why: &str| {
                 info!("checking existing data ({why})");

@@ -59,7 +59,7 @@ pub fn load(arg: &str) -> Result<Metainfo, LoadError> {
     } else {
         return Ok(Metainfo::from_file(std::path::Path::new(arg))?);
     };
-    Ok(Metainfo::from_bytes(&bytes)?)
+    Ok(Metainfo::from_vec(bytes)?)
 }
 
 /// Whether `arg` is a magnet link (to be parsed with [`Magnet::parse`]).

@@ -69,6 +69,15 @@ pub fn ensure(dir: &Path) -> Result<PathBuf, StorageError> {
 /// included, and writes through nothing), fsync of the folder. A crash at
 /// any moment leaves the old file or the new one, never a torn one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_with(path, |f| f.write_all(bytes))
+}
+
+/// Like [`write_atomic`], with the contents written by `write` through a
+/// buffer (a large record is never held whole in memory).
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut io::BufWriter<File>) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     // A name of its own, so two sessions sharing a folder (the demo's
@@ -78,8 +87,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     name.push(format!(".tmp.{tag:016x}"));
     let tmp = dir.join(name);
     let written = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        f.write_all(bytes)?;
+        let f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut f = io::BufWriter::new(f);
+        write(&mut f)?;
+        let f = f.into_inner().map_err(io::IntoInnerError::into_error)?;
         f.sync_all()?;
         fs::rename(&tmp, path)
     })();

@@ -21,10 +21,12 @@
 
 #![allow(unsafe_code)]
 
+use std::ffi::OsStr;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -71,6 +73,10 @@ pub struct FileStamp {
     /// Modification time in nanoseconds since the Unix epoch.
     pub mtime_ns: u64,
 }
+
+/// The pieces' SHA-1 hashes, by piece index: a slice of them, or the
+/// torrent's own [`crate::metainfo::PieceHashes`].
+pub type Hashes = dyn std::ops::Index<usize, Output = [u8; 20]> + Sync;
 
 /// Where one of the torrent's files is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,11 +157,65 @@ impl OpenFiles {
     }
 }
 
+/// Every file's path, in one buffer: a torrent may have hundreds of
+/// thousands of files, and a `PathBuf` each would cost some 70 bytes.
+/// Paths below `base` are kept relative to it.
+#[derive(Default)]
+struct PathTable {
+    base: PathBuf,
+    /// The paths' bytes, one after another; a path not below `base` is
+    /// kept whole, after a NUL (which no path holds).
+    bytes: Vec<u8>,
+    /// Where each path ends in `bytes`.
+    ends: Vec<u32>,
+}
+
+impl PathTable {
+    fn new(base: PathBuf, files: usize) -> PathTable {
+        PathTable {
+            base,
+            bytes: Vec::new(),
+            ends: Vec::with_capacity(files),
+        }
+    }
+
+    /// Adds `path`; an error past 4 GiB of paths (a million files of a
+    /// 4 KiB path each).
+    fn push(&mut self, path: &Path) -> Result<(), StorageError> {
+        match path.strip_prefix(&self.base) {
+            Ok(rel) => self.bytes.extend_from_slice(rel.as_os_str().as_bytes()),
+            Err(_) => {
+                self.bytes.push(0);
+                self.bytes.extend_from_slice(path.as_os_str().as_bytes());
+            }
+        }
+        let end = u32::try_from(self.bytes.len()).map_err(|_| StorageError {
+            op: "keep the path of",
+            path: path.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::OutOfMemory, "over 4 GiB of file paths"),
+        })?;
+        self.ends.push(end);
+        Ok(())
+    }
+
+    /// Path `i`; empty past the end.
+    fn get(&self, i: usize) -> PathBuf {
+        let Some(&end) = self.ends.get(i) else {
+            return PathBuf::new();
+        };
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        match &self.bytes[start..end as usize] {
+            [0, whole @ ..] => PathBuf::from(OsStr::from_bytes(whole)),
+            rel => self.base.join(OsStr::from_bytes(rel)),
+        }
+    }
+}
+
 /// The files of one torrent.
 pub struct Storage {
     layout: Layout,
     /// Each file's path on disk (for a skipped file, where it would be).
-    paths: Vec<PathBuf>,
+    paths: PathTable,
     /// How each file is kept.
     kept: Vec<Kept>,
     /// Whether each file exists on disk (files beyond the first
@@ -209,18 +269,19 @@ impl Storage {
     /// would take seconds.
     fn create(
         layout: Layout,
-        slots: Vec<Slot>,
+        slots: impl IntoIterator<Item = Slot>,
         root: Option<PathBuf>,
         allocation: Allocation,
     ) -> Result<Storage, StorageError> {
-        let mut kept = Vec::with_capacity(slots.len());
-        let mut paths = Vec::with_capacity(slots.len());
-        let mut on_disk = Vec::with_capacity(slots.len());
+        let files = layout.num_files();
+        let mut kept = Vec::with_capacity(files);
+        let mut paths = PathTable::new(root.clone().unwrap_or_default(), files);
+        let mut on_disk = Vec::with_capacity(files);
         let mut folders = Folders::default();
         let mut preexisting = false;
         let mut unallocated = 0u64;
         let mut memory_file = None;
-        let mut sides = Vec::with_capacity(slots.len());
+        let mut sides = Vec::with_capacity(files);
         for (i, slot) in slots.into_iter().enumerate() {
             sides.push(matches!(slot, Slot::Side(_)));
             let (path, side) = match slot {
@@ -233,7 +294,7 @@ impl Storage {
                     } else {
                         "not selected"
                     };
-                    paths.push(PathBuf::from(format!("<file {i}, {what}>")));
+                    paths.push(Path::new(&format!("<file {i}, {what}>")))?;
                     kept.push(Kept::Elsewhere);
                     on_disk.push(AtomicBool::new(false));
                     continue;
@@ -261,9 +322,10 @@ impl Storage {
                 unallocated += want.saturating_sub(allocated);
             }
             kept.push(Kept::Disk);
-            paths.push(path);
+            paths.push(&path)?;
             on_disk.push(AtomicBool::new(meta.is_some()));
         }
+        paths.bytes.shrink_to_fit();
         let dirty = kept.iter().map(|_| AtomicBool::new(false)).collect();
         let storage = Storage {
             layout,
@@ -307,7 +369,7 @@ impl Storage {
             return Ok(f);
         }
         // Opened outside the lock: other threads' files stay usable meanwhile.
-        let path = &self.paths[i];
+        let path = &self.paths.get(i);
         let no_follow = match &self.root {
             Some(root) if path.starts_with(root) => {
                 refuse_symlinks_below(root, path, &mut Folders::default())?;
@@ -362,7 +424,7 @@ impl Storage {
         if unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len) } != 0 {
             log::debug!(
                 "{}: not allocated at once ({}); it is grown sparsely",
-                self.paths[i].display(),
+                self.paths.get(i).display(),
                 io::Error::last_os_error()
             );
             // Out of room, ext4 keeps what it did allocate (and the length
@@ -461,7 +523,9 @@ impl Storage {
         if free >= unallocated {
             return Ok(());
         }
-        let dir = self.paths[first_path]
+        let dir = self
+            .paths
+            .get(first_path)
             .parent()
             .unwrap_or(Path::new("."))
             .to_path_buf();
@@ -487,26 +551,27 @@ impl Storage {
             length: 0,
             mtime_ns: 0,
         };
-        self.kept
-            .iter()
-            .enumerate()
-            .map(|(i, k)| {
+        // Sized once: collecting `Result`s would grow it by doubling.
+        let mut stamps = Vec::with_capacity(self.kept.len());
+        for (i, k) in self.kept.iter().enumerate() {
+            stamps.push(
                 if *k != Kept::Disk || !self.on_disk[i].load(Ordering::Relaxed) {
-                    return Ok(none);
-                }
-                let m = match fs::metadata(&self.paths[i]) {
-                    Ok(m) => m,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(none),
-                    Err(e) => return Err(e),
-                };
-                Ok(FileStamp {
-                    length: m.len(),
-                    mtime_ns: (m.mtime().max(0) as u64)
-                        .saturating_mul(1_000_000_000)
-                        .saturating_add(m.mtime_nsec().max(0) as u64),
-                })
-            })
-            .collect()
+                    none
+                } else {
+                    match fs::metadata(self.paths.get(i)) {
+                        Ok(m) => FileStamp {
+                            length: m.len(),
+                            mtime_ns: (m.mtime().max(0) as u64)
+                                .saturating_mul(1_000_000_000)
+                                .saturating_add(m.mtime_nsec().max(0) as u64),
+                        },
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => none,
+                        Err(e) => return Err(e),
+                    }
+                },
+            );
+        }
+        Ok(stamps)
     }
 
     /// Like [`Storage::open`], but first refuses every path that passes
@@ -520,15 +585,10 @@ impl Storage {
     pub fn open_in(
         dir: &Path,
         layout: Layout,
-        slots: Vec<Slot>,
+        slots: impl IntoIterator<Item = Slot>,
         allocation: Allocation,
     ) -> Result<Storage, StorageError> {
-        let mut folders = Folders::default();
-        for slot in &slots {
-            if let Slot::File(path) | Slot::Side(path) = slot {
-                refuse_symlinks_below(dir, path, &mut folders)?;
-            }
-        }
+        // `create` checks each path before it creates any file.
         Storage::create(layout, slots, Some(dir.to_path_buf()), allocation)
     }
 
@@ -545,7 +605,7 @@ impl Storage {
     fn error(&self, op: &'static str, file: usize, source: io::Error) -> StorageError {
         StorageError {
             op,
-            path: self.paths[file].clone(),
+            path: self.paths.get(file),
             source,
         }
     }
@@ -772,7 +832,7 @@ impl Storage {
         if at != buf.len() {
             return Err(StorageError {
                 op: "read",
-                path: self.paths.first().cloned().unwrap_or_default(),
+                path: self.paths.get(0),
                 source: io::Error::new(io::ErrorKind::UnexpectedEof, "range past the end"),
             });
         }
@@ -847,7 +907,7 @@ impl Storage {
     /// each piece checked (from several threads).
     pub fn check_all(
         &self,
-        hashes: &[[u8; 20]],
+        hashes: &Hashes,
         threads: usize,
         progress: &(dyn Fn(u32) + Sync),
     ) -> Result<Bitfield, StorageError> {
@@ -857,7 +917,7 @@ impl Storage {
     /// Like [`Storage::check_all`], for the pieces in `pieces` alone.
     pub fn check_pieces(
         &self,
-        hashes: &[[u8; 20]],
+        hashes: &Hashes,
         pieces: &[u32],
         threads: usize,
         progress: &(dyn Fn(u32) + Sync),
@@ -870,7 +930,7 @@ impl Storage {
     /// threads that take the next `k` in turn.
     fn check_each(
         &self,
-        hashes: &[[u8; 20]],
+        hashes: &Hashes,
         count: u32,
         piece: &(dyn Fn(u32) -> u32 + Sync),
         threads: usize,

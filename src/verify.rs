@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::layout::Layout;
 use crate::metainfo::Metainfo;
-use crate::storage::{self, Storage, StorageError};
+use crate::storage::{Storage, StorageError};
 
 /// What a check found.
 #[derive(Debug, Clone)]
@@ -63,10 +63,8 @@ pub fn check(
     progress: &(dyn Fn(u32) + Sync),
 ) -> Result<Report, VerifyError> {
     let i = &meta.info;
-    let lengths: Vec<u64> = i.files.iter().map(|f| f.length).collect();
-    let layout = Layout::new(i.piece_length, &lengths);
-    let files: Vec<Vec<String>> = i.files.iter().map(|f| f.path.clone()).collect();
-    let paths = storage::file_paths(dir, &i.name, i.multi_file, &files);
+    let layout = Layout::new(i.piece_length, i.files.lengths());
+    let paths: Vec<PathBuf> = (0..i.files.len()).map(|n| i.file_path(dir, n)).collect();
     if let Some(p) = paths.iter().find(|p| !p.exists()) {
         return Err(VerifyError::Missing(p.clone()));
     }

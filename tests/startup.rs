@@ -19,7 +19,7 @@ use peakmem_alloc::{PeakMemAlloc, PeakMemAllocTrait, INSTRUMENTED_SYSTEM};
 use tget::layout::Layout;
 use tget::metainfo::Metainfo;
 use tget::picker::{Picker, Rng};
-use tget::storage::{self, Allocation, Slot, Storage};
+use tget::storage::{Allocation, Slot, Storage};
 use tget::wire::Bitfield;
 
 #[global_allocator]
@@ -145,18 +145,15 @@ fn start(title: &str, bytes: &[u8], dir: &Path) -> Duration {
     });
     let info = &meta.info;
     let layout = s.run("Layout::new", || {
-        let lengths: Vec<u64> = info.files.iter().map(|f| f.length).collect();
-        Layout::new(info.piece_length, &lengths)
+        Layout::new(info.piece_length, info.files.lengths())
     });
     s.run("select (--file 'd05*/**')", || {
-        let names: Vec<String> = info.files.iter().map(|f| f.path.join("/")).collect();
+        let names: Vec<&str> = info.files.iter().map(|f| f.path).collect();
         tget::select::select(&names, &["d05*/**".to_string()], None).ok()
     });
     let slots = s.run("file_paths + slots", || {
-        let files: Vec<Vec<String>> = info.files.iter().map(|f| f.path.clone()).collect();
-        storage::file_paths(dir, &info.name, info.multi_file, &files)
-            .into_iter()
-            .map(Slot::File)
+        (0..info.files.len())
+            .map(|f| Slot::File(info.file_path(dir, f)))
             .collect::<Vec<_>>()
     });
     let st = s.run("Storage::open_in", || {
