@@ -24,7 +24,13 @@ fuzz_target!(|data: &[u8]| {
         let again = ResumeState::decode(&s.encode(), pieces).expect("a record tget wrote");
         assert!(again.sealed);
         assert_eq!(
-            (&again.info_hash, &again.pieces, &again.unsynced, &again.boot, &again.files),
+            (
+                &again.info_hash,
+                &again.pieces,
+                &again.unsynced,
+                &again.boot,
+                &again.files
+            ),
             (&s.info_hash, &s.pieces, &s.unsynced, &s.boot, &s.files)
         );
     }
