@@ -738,10 +738,10 @@ impl Coordinator {
     }
 
     fn add_known(&mut self, addr: SocketAddr) {
-        if addr.port() == 0 || self.known.len() >= MAX_KNOWN_PEERS {
-            return;
-        }
-        if self.bans.is_banned(addr.ip()) || crate::addr::unusable(addr).is_some() {
+        if self.known.len() >= MAX_KNOWN_PEERS
+            || crate::addr::unusable(addr).is_some()
+            || self.bans.is_banned(addr.ip())
+        {
             return;
         }
         if self.blocklist.contains(addr.ip()) {

@@ -481,29 +481,9 @@ impl Session {
             let have = match resumed {
                 Ok(state) => {
                     let (mut have, recheck) = state.trusted(resume::boot_id().as_deref());
-                    let recorded = have.count() + recheck.len() as u32;
-                    if recheck.is_empty() {
-                        info!("resume: {recorded} of {n} pieces recorded");
-                    } else {
-                        info!(
-                            "resume: {recorded} of {n} pieces recorded, {} to check again ({})",
-                            recheck.len(),
-                            if state.sealed {
-                                "not synced before a reboot"
-                            } else {
-                                "an older record without a checksum"
-                            }
-                        );
-                        let good = start_up_check(&shared, recheck.len(), |progress| {
-                            storage.check_pieces(&hashes, &recheck, threads, progress)
-                        })?;
-                        info!("check: {} of {} still good", good.count(), recheck.len());
-                        for p in good.ones() {
-                            have.set(p);
-                        }
-                    }
-                    // A few trusted pieces are hashed: a record forged to
-                    // claim pieces that are not there is not trusted.
+                    // A few of the pieces trusted unhashed are hashed: a
+                    // record forged to claim pieces that are not there is
+                    // not trusted.
                     let piece_len = storage.layout().piece_length();
                     let spot = resume::spot_sample(&have, piece_len, &mut Rng::from_entropy());
                     let good = storage.check_pieces(&hashes, &spot, threads, &|_| {})?;
@@ -515,6 +495,27 @@ impl Session {
                         );
                         check_all("the resume record names pieces that are not there")?
                     } else {
+                        let recorded = have.count() + recheck.len() as u32;
+                        if recheck.is_empty() {
+                            info!("resume: {recorded} of {n} pieces recorded");
+                        } else {
+                            info!(
+                                "resume: {recorded} of {n} pieces recorded, {} to check again ({})",
+                                recheck.len(),
+                                if state.sealed {
+                                    "not synced before a reboot"
+                                } else {
+                                    "an older record without a checksum"
+                                }
+                            );
+                            let good = start_up_check(&shared, recheck.len(), |progress| {
+                                storage.check_pieces(&hashes, &recheck, threads, progress)
+                            })?;
+                            info!("check: {} of {} still good", good.count(), recheck.len());
+                            for p in good.ones() {
+                                have.set(p);
+                            }
+                        }
                         have
                     }
                 }
