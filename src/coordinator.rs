@@ -14,7 +14,7 @@
 //! ends at `--seed-ratio` or `--seed-time` ([`SeedPolicy`]).
 
 use std::collections::{HashMap, HashSet};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,117 +24,13 @@ use log::{debug, info, warn};
 
 use crate::ban::Bans;
 use crate::choker::{self, Mode, PeerRow};
+use crate::messages::{Event, Job, ToWorker};
+use crate::messages::{Notice, Shared};
 use crate::picker::{Picker, Rng};
 use crate::resume::Saver;
-use crate::session::{Notice, SessionError, Shared};
 use crate::storage::Storage;
 use crate::tracker;
-use crate::wire::{Bitfield, HANDSHAKE_LEN};
-
-/// What workers, the listener, the announcer and the session tell the coordinator.
-pub enum Event {
-    /// A worker finished a handshake; it waits for `Accept` or `Reject`.
-    Handshaked {
-        worker: usize,
-        addr: SocketAddr,
-        peer_id: [u8; 20],
-        inbound: bool,
-    },
-    /// The worker's peer sent its bitfield (already validated); the worker
-    /// told the peer it is interested if it lacks some of those pieces.
-    Bitfield {
-        worker: usize,
-        bits: Bitfield,
-        interested: bool,
-    },
-    /// The worker's peer announced a piece (already range-checked).
-    Have { worker: usize, piece: u32 },
-    /// The worker wants up to `count` more pieces, answered with `Assign`
-    /// (it goes on with its peer meanwhile).
-    WantPieces { worker: usize, count: u32 },
-    /// The worker verified and wrote a piece.
-    PieceDone { worker: usize, piece: u32 },
-    /// A piece from the worker's peer failed its hash check.
-    PieceFailed { worker: usize, piece: u32 },
-    /// The worker gave pieces back unfinished (choked, timed out).
-    Released { worker: usize, pieces: Vec<u32> },
-    /// The worker's peer became interested or not interested in us.
-    PeerInterest { worker: usize, interested: bool },
-    /// The worker's connection ended (or never started); the worker is idle.
-    Closed {
-        worker: usize,
-        addr: SocketAddr,
-        /// Whether the handshake had completed.
-        connected: bool,
-        /// Whether the peer misbehaved (it will not be tried again).
-        misbehaved: bool,
-        reason: String,
-    },
-    /// The listener accepted a connection and read its handshake (for our
-    /// torrent), given here.
-    Inbound(TcpStream, SocketAddr, [u8; HANDSHAKE_LEN]),
-    /// Addresses to try (from trackers, the command line, inbound peers).
-    Peers(Vec<SocketAddr>),
-    /// A storage failure a worker could not recover from.
-    DiskError(crate::storage::StorageError),
-    /// Payload bytes the worker moved since its last report (sent at most
-    /// once a second, when something moved or the peer's choke changed).
-    Transferred {
-        worker: usize,
-        /// Block bytes received from the peer.
-        downloaded: u64,
-        /// Block bytes sent to the peer.
-        uploaded: u64,
-        /// Whether the peer unchokes us.
-        unchoking_us: bool,
-    },
-    /// The worker's peer lets us fetch `piece` while it chokes us (BEP 6).
-    AllowedFast { worker: usize, piece: u32 },
-    /// Like `WantPieces`, while the peer chokes us: only pieces it allows
-    /// fast. Answered with `Assign`.
-    WantAllowedPieces { worker: usize, count: u32 },
-    /// A peer told us its DHT port (BEP 5 `port` message).
-    DhtNode(SocketAddr),
-    /// The worker's peer listens on `port` (its extended handshake's `p`):
-    /// where others can reach it, for peer exchange.
-    ListenPort { worker: usize, port: u16 },
-    /// Stop: save, announce `stopped`, end.
-    Stop,
-}
-
-/// What the coordinator tells one worker.
-#[derive(Debug)]
-pub enum ToWorker {
-    /// The handshake is accepted; here is what we have.
-    Accept { ours: Bitfield },
-    /// Drop this connection (self-connection or duplicate).
-    Reject,
-    /// Pieces to fetch (possibly none), answering `WantPieces`.
-    Assign(Vec<u32>),
-    /// Whether to be interested in the peer.
-    Interest(bool),
-    /// Unchoke the peer (it may download from us).
-    Unchoke,
-    /// Choke the peer.
-    Choke,
-    /// We now have this piece: tell the peer.
-    Have(u32),
-    /// Another worker completed this piece: cancel its requests.
-    Cancel(u32),
-    /// End the connection (the peer is banned).
-    Disconnect,
-    /// Our connected set, for peer exchange (BEP 11): the worker sends the
-    /// peer what changed since it last sent one.
-    Pex(Arc<Vec<SocketAddr>>),
-}
-
-/// A connection for an idle worker to run.
-pub enum Job {
-    /// Connect to this address.
-    Connect(SocketAddr),
-    /// Run this accepted connection, whose handshake the listener read.
-    Inbound(TcpStream, SocketAddr, [u8; HANDSHAKE_LEN]),
-}
+use crate::wire::Bitfield;
 
 /// Streaming state: the first piece of the streamed file not yet verified,
 /// which moves the picker's window and tells the reader how far it may read.
@@ -448,7 +344,7 @@ impl Coordinator {
     }
 
     /// Runs until complete (unless seeding) or stopped.
-    pub(crate) fn run(mut self) -> Result<Outcome, SessionError> {
+    pub(crate) fn run(mut self) -> Result<Outcome, crate::storage::StorageError> {
         self.advance_stream();
         let mut completed_announced = self.picker.is_complete();
         let mut next_tick = Instant::now();
@@ -469,7 +365,7 @@ impl Coordinator {
             let wait = next_tick.saturating_duration_since(Instant::now());
             match self.events.recv_timeout(wait) {
                 Ok(Event::Stop) => break Ok(Outcome::Stopped),
-                Ok(Event::DiskError(e)) => break Err(SessionError::Storage(e)),
+                Ok(Event::DiskError(e)) => break Err(e),
                 Ok(ev) => self.handle(ev),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break Ok(Outcome::Stopped),

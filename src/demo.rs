@@ -248,10 +248,21 @@ mod tests {
     fn the_cpu_of_a_new_thread_is_counted_and_old_threads_are_not() {
         let before = CpuMark::now();
         let spin = std::thread::spawn(|| {
+            // Spin until this thread has used 0.3 CPU-s by its own count
+            // (a busy machine may give it less than its wall time), for at
+            // most 30 s.
+            let own = || {
+                fs::read_to_string("/proc/thread-self/stat")
+                    .ok()
+                    .and_then(|l| stat_ticks(&l))
+                    .unwrap_or(0)
+            };
             let t = std::time::Instant::now();
             let mut x = 0u64;
-            while t.elapsed() < std::time::Duration::from_millis(400) {
-                x = x.wrapping_mul(31).wrapping_add(1);
+            while own() < 30 && t.elapsed() < std::time::Duration::from_secs(30) {
+                for _ in 0..100_000 {
+                    x = x.wrapping_mul(31).wrapping_add(1);
+                }
             }
             let after = CpuMark::now();
             std::hint::black_box(x);

@@ -19,6 +19,7 @@ pub mod json;
 pub mod layout;
 pub mod listener;
 pub mod magnet;
+pub mod messages;
 pub mod metadata;
 pub mod metainfo;
 pub mod peer;

@@ -28,8 +28,8 @@ use crossbeam_channel::Sender;
 use log::debug;
 
 use crate::blocklist::Blocklist;
-use crate::coordinator::Event;
-use crate::session::Shared;
+use crate::messages::Event;
+use crate::messages::Shared;
 use crate::wire::{Handshake, HANDSHAKE_LEN, PROTOCOL};
 
 /// Half-open connections held at once, from all addresses.

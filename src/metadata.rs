@@ -279,7 +279,7 @@ pub struct FetchConfig {
     /// Tracker URLs to announce to (`tr`).
     pub trackers: Vec<String>,
     /// The DHT, if on, and the folder its tables are kept in.
-    pub dht: Option<(crate::session::DhtSettings, PathBuf)>,
+    pub dht: Option<(crate::dht::DhtSettings, PathBuf)>,
     /// The port we will listen on (told to trackers and peers; 0 = unknown).
     pub port: u16,
     /// Threads connecting to peers (the pool is fixed; at most 8 are used).
@@ -404,7 +404,7 @@ pub fn fetch(cfg: &FetchConfig, stop: &AtomicBool) -> Result<Fetched, FetchError
     }
     let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
-    let our_id = crate::session::new_peer_id();
+    let our_id = crate::wire::new_peer_id();
     let (ev_tx, ev_rx) = unbounded::<Ev>();
     let (job_tx, job_rx) = unbounded::<SocketAddr>();
     let n = cfg.workers.clamp(1, MAX_FETCH_WORKERS);
@@ -458,7 +458,7 @@ pub fn fetch(cfg: &FetchConfig, stop: &AtomicBool) -> Result<Fetched, FetchError
         threads.push(t);
     }
     let dht = match &cfg.dht {
-        Some((settings, dir)) => crate::session::start_dht(settings, dir).unwrap_or_else(|e| {
+        Some((settings, dir)) => crate::dht::start_nodes(settings, dir).unwrap_or_else(|e| {
             log::warn!("metadata: DHT not started: {e}");
             Vec::new()
         }),

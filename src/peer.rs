@@ -36,14 +36,14 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use log::{debug, trace};
 use sha1::{Digest, Sha1};
 
-use crate::coordinator::{Event, Job, ToWorker};
 use crate::extension::{self, ExtHandshake};
 use crate::fast;
 use crate::layout::{Layout, BLOCK_SIZE};
+use crate::messages::Shared;
+use crate::messages::{Event, Job, ToWorker};
 use crate::metadata::{self, MetaMessage};
 use crate::pex::{PexMessage, PexSent};
 use crate::ratelimit::Limits;
-use crate::session::Shared;
 use crate::storage::{Storage, UploadWindow};
 use crate::wire::{self, Bitfield, Handshake, Message, MessageReader, HANDSHAKE_LEN};
 
@@ -104,9 +104,6 @@ const STREAM_GROUP: u32 = 16;
 pub fn streams_piece(layout: &Layout, piece: u32) -> bool {
     layout.piece_len(piece) > STREAM_ABOVE
 }
-
-/// Piece buffers kept for reuse by all workers together.
-const POOLED_BUFS: usize = 64;
 /// How often a worker reports the bytes it moved to the coordinator.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// Rejects in a row (no block between them) after which we give up on a peer.
@@ -117,37 +114,6 @@ const UPLOAD_BURST: usize = 16;
 const UPLOAD_WINDOW: u64 = 1 << 20;
 /// An upload window unused for this long is unmapped.
 const WINDOW_IDLE: Duration = Duration::from_secs(1);
-
-/// Piece buffers shared by the workers: a buffer freed by one is taken by
-/// the next piece of any worker, so the memory they use is what the
-/// in-flight budget allows, allocated once, wherever the allocator would
-/// otherwise keep a freed buffer resident (one arena per thread).
-#[derive(Debug)]
-pub struct BufPool {
-    free_tx: Sender<Vec<u8>>,
-    free_rx: Receiver<Vec<u8>>,
-}
-
-impl Default for BufPool {
-    fn default() -> BufPool {
-        let (free_tx, free_rx) = crossbeam_channel::bounded(POOLED_BUFS);
-        BufPool { free_tx, free_rx }
-    }
-}
-
-impl BufPool {
-    /// A buffer of `len` bytes (contents unspecified): a pooled one if any.
-    fn take(&self, len: usize) -> Vec<u8> {
-        let mut buf = self.free_rx.try_recv().unwrap_or_default();
-        buf.resize(len, 0);
-        buf
-    }
-
-    /// Gives a buffer back (freed if the pool is full).
-    fn give(&self, buf: Vec<u8>) {
-        let _ = self.free_tx.try_send(buf);
-    }
-}
 
 /// What a worker shares with the session: read-only after start.
 pub(crate) struct WorkerCtx {

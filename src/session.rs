@@ -10,7 +10,7 @@ use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -19,9 +19,12 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use log::{debug, info, warn};
 
 use crate::blocklist::Blocklist;
-use crate::coordinator::{Coordinator, Event, Outcome, SeedPolicy};
-use crate::dht::{Dht, DhtConfig};
+use crate::coordinator::{Coordinator, Outcome, SeedPolicy};
+use crate::dht::Dht;
+pub use crate::dht::DhtSettings;
 use crate::layout::Layout;
+use crate::messages::Event;
+pub use crate::messages::{Notice, Shared};
 use crate::metainfo::Metainfo;
 use crate::peer::{self, WorkerCtx};
 use crate::picker::{Picker, Rng};
@@ -83,15 +86,6 @@ pub struct Config {
     /// Addresses never talked to (`--blocklist`): refused in the peer table
     /// and closed on accept, before their handshake.
     pub blocklist: Arc<Blocklist>,
-}
-
-/// How to run the DHT for a session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DhtSettings {
-    /// UDP port (0: any; if taken, any, logged).
-    pub port: u16,
-    /// Nodes to join through when the saved table is empty or stale.
-    pub bootstrap: Vec<SocketAddr>,
 }
 
 /// What to stream, for `-O -`.
@@ -173,49 +167,6 @@ impl From<StorageError> for SessionError {
     }
 }
 
-/// Counters shared by the session's threads, read by the caller.
-#[derive(Debug, Default)]
-pub struct Shared {
-    /// Payload bytes received (including discarded duplicates and bad pieces).
-    pub downloaded: AtomicU64,
-    /// Payload bytes sent.
-    pub uploaded: AtomicU64,
-    /// Bytes in verified pieces.
-    pub verified: AtomicU64,
-    /// Verified pieces.
-    pub pieces_done: AtomicU64,
-    /// Pieces that failed their hash check.
-    pub pieces_failed: AtomicU64,
-    /// Open peer connections.
-    pub peers_connected: AtomicU64,
-    /// Addresses known.
-    pub peers_known: AtomicU64,
-    /// Times the blocklist refused an address: offered to the peer table
-    /// or connecting to us.
-    pub peers_blocked: AtomicU64,
-    /// The port we listen on.
-    pub listen_port: AtomicU64,
-    /// Pieces checked so far by the start-up check.
-    pub checked: AtomicU64,
-    /// Pieces the start-up check covers: all of them, or the ones a resume
-    /// state recorded unsynced before a reboot.
-    pub to_check: AtomicU64,
-    /// Whether the start-up check is running.
-    pub checking: AtomicBool,
-    /// When streaming: bytes of the streamed file, from its start, that are
-    /// verified and written.
-    pub stream_ready: AtomicU64,
-    /// When streaming: bytes of the streamed file the reader has passed on.
-    pub stream_consumed: AtomicU64,
-    /// Set when the session is ending; every thread looks at it.
-    pub stopping: AtomicBool,
-    /// Bytes of piece buffers the workers hold for pieces in flight
-    /// (bounded by `peer::BUFFER_BUDGET`).
-    pub buffered: AtomicU64,
-    /// Piece buffers not in use, shared by the workers.
-    pub buffers: crate::peer::BufPool,
-}
-
 /// A snapshot of a session's progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
@@ -244,20 +195,6 @@ pub struct Stats {
     pub checking: Option<(u64, u64)>,
 }
 
-/// Things worth telling the user as they happen (the `--json` stream).
-/// Delivered through a bounded channel: if nobody reads, the oldest are kept
-/// and newer ones dropped, so an unread channel costs nothing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Notice {
-    /// A tracker answered (with how many peers) or failed (with why).
-    Tracker {
-        url: String,
-        result: Result<usize, String>,
-    },
-    /// A piece from `peer` failed its hash check.
-    PieceFailed { index: u32, peer: SocketAddr },
-}
-
 /// How many notices wait unread at most.
 const NOTICE_BACKLOG: usize = 1024;
 
@@ -270,17 +207,6 @@ pub struct Session {
     coordinator: JoinHandle<Result<Outcome, SessionError>>,
     total: u64,
     pieces: u64,
-}
-
-/// Our peer id: `-TG0001-` and twelve random alphanumerics.
-pub fn new_peer_id() -> [u8; 20] {
-    let mut id = *b"-TG0001-000000000000";
-    let mut rng = Rng::from_entropy();
-    const CHARS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
-    for b in &mut id[8..] {
-        *b = CHARS[rng.below(CHARS.len() as u64) as usize];
-    }
-    id
 }
 
 /// Runs a start-up hash check of `of` pieces (`check`, given the progress
@@ -382,7 +308,7 @@ impl Session {
             }
             _ => Vec::new(),
         };
-        let our_id = new_peer_id();
+        let our_id = crate::wire::new_peer_id();
         // Shared with the torrent's own copy, not duplicated.
         let hashes = info.pieces.clone();
         let info_bytes = meta.info_bytes.clone();
@@ -615,7 +541,7 @@ impl Session {
             })
             .with_dht(dht, info_hash)
             .with_blocklist(config.blocklist.clone());
-            coordinator.run()
+            coordinator.run().map_err(SessionError::Storage)
         })?;
         Ok(Session {
             storage: session_storage,
@@ -703,56 +629,12 @@ impl Session {
     }
 }
 
-/// Starts the DHT nodes (BEP 5, BEP 32): an IPv4 one on `settings.port`
-/// (any port if that one is taken), and an IPv6 one where the host can bind
-/// an IPv6 socket (on the same port number when it is free for IPv6 too,
-/// else any). Each gets the bootstrap addresses of its family and keeps its
-/// table in `state_dir`. An IPv6 node that cannot start is left out.
+/// Starts the DHT nodes for a session (see [`crate::dht::start_nodes`]).
 pub fn start_dht(
     settings: &DhtSettings,
     state_dir: &std::path::Path,
 ) -> Result<Vec<Dht>, SessionError> {
-    let start = |v6: bool, port: u16| {
-        let bind = if v6 {
-            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))
-        } else {
-            SocketAddr::from(([0, 0, 0, 0], port))
-        };
-        Dht::start(DhtConfig {
-            bind,
-            bootstrap: settings
-                .bootstrap
-                .iter()
-                .copied()
-                .filter(|a| a.is_ipv6() == v6)
-                .collect(),
-            state_dir: Some(state_dir.to_path_buf()),
-            node_id: None,
-        })
-    };
-    let v4 = match start(false, settings.port) {
-        Ok(d) => d,
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse && settings.port != 0 => {
-            let d = start(false, 0).map_err(SessionError::Listen)?;
-            warn!(
-                "DHT port {} is taken; using {} instead",
-                settings.port,
-                d.local_addr().port()
-            );
-            d
-        }
-        Err(e) => return Err(SessionError::Listen(e)),
-    };
-    info!("DHT node on UDP port {}", v4.local_addr().port());
-    let mut nodes = vec![v4];
-    match start(true, settings.port).or_else(|_| start(true, 0)) {
-        Ok(v6) => {
-            info!("IPv6 DHT node on UDP port {}", v6.local_addr().port());
-            nodes.push(v6);
-        }
-        Err(e) => debug!("no IPv6 DHT node: {e}"),
-    }
-    Ok(nodes)
+    crate::dht::start_nodes(settings, state_dir).map_err(SessionError::Listen)
 }
 
 /// The UDP port of the DHT node of one family, if running.

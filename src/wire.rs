@@ -601,6 +601,17 @@ impl Bitfield {
     }
 }
 
+/// Our peer id: `-TG0001-` and twelve random alphanumerics.
+pub fn new_peer_id() -> [u8; 20] {
+    let mut id = *b"-TG0001-000000000000";
+    let mut rng = crate::rng::Rng::from_entropy();
+    const CHARS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    for b in &mut id[8..] {
+        *b = CHARS[rng.below(CHARS.len() as u64) as usize];
+    }
+    id
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

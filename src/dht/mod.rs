@@ -33,7 +33,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use log::debug;
+use log::{debug, info, warn};
 
 use crate::bencode::{self, Value};
 use crate::rng::Rng;
@@ -557,4 +557,62 @@ mod tests {
         }
         assert_eq!(dht.stats().malformed, 2);
     }
+}
+
+/// How to run the DHT for a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhtSettings {
+    /// UDP port (0: any; if taken, any, logged).
+    pub port: u16,
+    /// Nodes to join through when the saved table is empty or stale.
+    pub bootstrap: Vec<SocketAddr>,
+}
+
+/// Starts the DHT nodes (BEP 5, BEP 32): an IPv4 one on `settings.port`
+/// (any port if that one is taken), and an IPv6 one where the host can bind
+/// an IPv6 socket (on the same port number when it is free for IPv6 too,
+/// else any). Each gets the bootstrap addresses of its family and keeps its
+/// table in `state_dir`. An IPv6 node that cannot start is left out.
+pub fn start_nodes(settings: &DhtSettings, state_dir: &std::path::Path) -> io::Result<Vec<Dht>> {
+    let start = |v6: bool, port: u16| {
+        let bind = if v6 {
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))
+        } else {
+            SocketAddr::from(([0, 0, 0, 0], port))
+        };
+        Dht::start(DhtConfig {
+            bind,
+            bootstrap: settings
+                .bootstrap
+                .iter()
+                .copied()
+                .filter(|a| a.is_ipv6() == v6)
+                .collect(),
+            state_dir: Some(state_dir.to_path_buf()),
+            node_id: None,
+        })
+    };
+    let v4 = match start(false, settings.port) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse && settings.port != 0 => {
+            let d = start(false, 0)?;
+            warn!(
+                "DHT port {} is taken; using {} instead",
+                settings.port,
+                d.local_addr().port()
+            );
+            d
+        }
+        Err(e) => return Err(e),
+    };
+    info!("DHT node on UDP port {}", v4.local_addr().port());
+    let mut nodes = vec![v4];
+    match start(true, settings.port).or_else(|_| start(true, 0)) {
+        Ok(v6) => {
+            info!("IPv6 DHT node on UDP port {}", v6.local_addr().port());
+            nodes.push(v6);
+        }
+        Err(e) => debug!("no IPv6 DHT node: {e}"),
+    }
+    Ok(nodes)
 }

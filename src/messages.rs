@@ -1,0 +1,216 @@
+//! The messages between threads, in one place so that every thread's module
+//! depends on them and none depends on another's internals.
+//!
+//! - [`Event`]: what workers, the listener, the tracker announcer and the
+//!   session tell the coordinator, all on one channel.
+//! - [`ToWorker`]: what the coordinator tells one worker, on that worker's
+//!   own channel.
+//! - [`Job`]: a connection for an idle worker, on the queue the pool shares.
+//! - [`Notice`]: what the coordinator tells the user (through the session).
+//!
+//! [`Shared`] is the one thing the threads share instead of sending: the
+//! counters the status line reads, and the pool of piece buffers.
+
+use std::net::{SocketAddr, TcpStream};
+
+use crossbeam_channel::{Receiver, Sender};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+
+use crate::wire::{Bitfield, HANDSHAKE_LEN};
+
+/// What workers, the listener, the announcer and the session tell the coordinator.
+pub enum Event {
+    /// A worker finished a handshake; it waits for `Accept` or `Reject`.
+    Handshaked {
+        worker: usize,
+        addr: SocketAddr,
+        peer_id: [u8; 20],
+        inbound: bool,
+    },
+    /// The worker's peer sent its bitfield (already validated); the worker
+    /// told the peer it is interested if it lacks some of those pieces.
+    Bitfield {
+        worker: usize,
+        bits: Bitfield,
+        interested: bool,
+    },
+    /// The worker's peer announced a piece (already range-checked).
+    Have { worker: usize, piece: u32 },
+    /// The worker wants up to `count` more pieces, answered with `Assign`
+    /// (it goes on with its peer meanwhile).
+    WantPieces { worker: usize, count: u32 },
+    /// The worker verified and wrote a piece.
+    PieceDone { worker: usize, piece: u32 },
+    /// A piece from the worker's peer failed its hash check.
+    PieceFailed { worker: usize, piece: u32 },
+    /// The worker gave pieces back unfinished (choked, timed out).
+    Released { worker: usize, pieces: Vec<u32> },
+    /// The worker's peer became interested or not interested in us.
+    PeerInterest { worker: usize, interested: bool },
+    /// The worker's connection ended (or never started); the worker is idle.
+    Closed {
+        worker: usize,
+        addr: SocketAddr,
+        /// Whether the handshake had completed.
+        connected: bool,
+        /// Whether the peer misbehaved (it will not be tried again).
+        misbehaved: bool,
+        reason: String,
+    },
+    /// The listener accepted a connection and read its handshake (for our
+    /// torrent), given here.
+    Inbound(TcpStream, SocketAddr, [u8; HANDSHAKE_LEN]),
+    /// Addresses to try (from trackers, the command line, inbound peers).
+    Peers(Vec<SocketAddr>),
+    /// A storage failure a worker could not recover from.
+    DiskError(crate::storage::StorageError),
+    /// Payload bytes the worker moved since its last report (sent at most
+    /// once a second, when something moved or the peer's choke changed).
+    Transferred {
+        worker: usize,
+        /// Block bytes received from the peer.
+        downloaded: u64,
+        /// Block bytes sent to the peer.
+        uploaded: u64,
+        /// Whether the peer unchokes us.
+        unchoking_us: bool,
+    },
+    /// The worker's peer lets us fetch `piece` while it chokes us (BEP 6).
+    AllowedFast { worker: usize, piece: u32 },
+    /// Like `WantPieces`, while the peer chokes us: only pieces it allows
+    /// fast. Answered with `Assign`.
+    WantAllowedPieces { worker: usize, count: u32 },
+    /// A peer told us its DHT port (BEP 5 `port` message).
+    DhtNode(SocketAddr),
+    /// The worker's peer listens on `port` (its extended handshake's `p`):
+    /// where others can reach it, for peer exchange.
+    ListenPort { worker: usize, port: u16 },
+    /// Stop: save, announce `stopped`, end.
+    Stop,
+}
+
+/// What the coordinator tells one worker.
+#[derive(Debug)]
+pub enum ToWorker {
+    /// The handshake is accepted; here is what we have.
+    Accept { ours: Bitfield },
+    /// Drop this connection (self-connection or duplicate).
+    Reject,
+    /// Pieces to fetch (possibly none), answering `WantPieces`.
+    Assign(Vec<u32>),
+    /// Whether to be interested in the peer.
+    Interest(bool),
+    /// Unchoke the peer (it may download from us).
+    Unchoke,
+    /// Choke the peer.
+    Choke,
+    /// We now have this piece: tell the peer.
+    Have(u32),
+    /// Another worker completed this piece: cancel its requests.
+    Cancel(u32),
+    /// End the connection (the peer is banned).
+    Disconnect,
+    /// Our connected set, for peer exchange (BEP 11): the worker sends the
+    /// peer what changed since it last sent one.
+    Pex(Arc<Vec<SocketAddr>>),
+}
+
+/// A connection for an idle worker to run.
+pub enum Job {
+    /// Connect to this address.
+    Connect(SocketAddr),
+    /// Run this accepted connection, whose handshake the listener read.
+    Inbound(TcpStream, SocketAddr, [u8; HANDSHAKE_LEN]),
+}
+
+/// Things worth telling the user as they happen (the `--json` stream).
+/// Delivered through a bounded channel: if nobody reads, the oldest are kept
+/// and newer ones dropped, so an unread channel costs nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A tracker answered (with how many peers) or failed (with why).
+    Tracker {
+        url: String,
+        result: Result<usize, String>,
+    },
+    /// A piece from `peer` failed its hash check.
+    PieceFailed { index: u32, peer: SocketAddr },
+}
+
+/// Counters shared by the session's threads, read by the caller.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Payload bytes received (including discarded duplicates and bad pieces).
+    pub downloaded: AtomicU64,
+    /// Payload bytes sent.
+    pub uploaded: AtomicU64,
+    /// Bytes in verified pieces.
+    pub verified: AtomicU64,
+    /// Verified pieces.
+    pub pieces_done: AtomicU64,
+    /// Pieces that failed their hash check.
+    pub pieces_failed: AtomicU64,
+    /// Open peer connections.
+    pub peers_connected: AtomicU64,
+    /// Addresses known.
+    pub peers_known: AtomicU64,
+    /// Times the blocklist refused an address: offered to the peer table
+    /// or connecting to us.
+    pub peers_blocked: AtomicU64,
+    /// The port we listen on.
+    pub listen_port: AtomicU64,
+    /// Pieces checked so far by the start-up check.
+    pub checked: AtomicU64,
+    /// Pieces the start-up check covers: all of them, or the ones a resume
+    /// state recorded unsynced before a reboot.
+    pub to_check: AtomicU64,
+    /// Whether the start-up check is running.
+    pub checking: AtomicBool,
+    /// When streaming: bytes of the streamed file, from its start, that are
+    /// verified and written.
+    pub stream_ready: AtomicU64,
+    /// When streaming: bytes of the streamed file the reader has passed on.
+    pub stream_consumed: AtomicU64,
+    /// Set when the session is ending; every thread looks at it.
+    pub stopping: AtomicBool,
+    /// Bytes of piece buffers the workers hold for pieces in flight
+    /// (bounded by `peer::BUFFER_BUDGET`).
+    pub buffered: AtomicU64,
+    /// Piece buffers not in use, shared by the workers.
+    pub buffers: BufPool,
+}
+
+/// Piece buffers kept for reuse by all workers together.
+const POOLED_BUFS: usize = 64;
+
+/// Piece buffers shared by the workers: a buffer freed by one is taken by
+/// the next piece of any worker, so the memory they use is what the
+/// in-flight budget allows, allocated once, wherever the allocator would
+/// otherwise keep a freed buffer resident (one arena per thread).
+#[derive(Debug)]
+pub struct BufPool {
+    free_tx: Sender<Vec<u8>>,
+    free_rx: Receiver<Vec<u8>>,
+}
+
+impl Default for BufPool {
+    fn default() -> BufPool {
+        let (free_tx, free_rx) = crossbeam_channel::bounded(POOLED_BUFS);
+        BufPool { free_tx, free_rx }
+    }
+}
+
+impl BufPool {
+    /// A buffer of `len` bytes (contents unspecified): a pooled one if any.
+    pub(crate) fn take(&self, len: usize) -> Vec<u8> {
+        let mut buf = self.free_rx.try_recv().unwrap_or_default();
+        buf.resize(len, 0);
+        buf
+    }
+
+    /// Gives a buffer back (freed if the pool is full).
+    pub(crate) fn give(&self, buf: Vec<u8>) {
+        let _ = self.free_tx.try_send(buf);
+    }
+}
