@@ -35,6 +35,7 @@ pub mod source;
 pub mod statedir;
 pub mod storage;
 pub mod tracker;
+pub mod transport;
 pub mod units;
 pub mod verify;
 pub mod wire;

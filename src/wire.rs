@@ -101,7 +101,7 @@ impl std::error::Error for HandshakeReadError {}
 /// byte every few seconds hold a thread indefinitely). Leaves the socket's
 /// read timeout set to whatever was left.
 pub fn read_handshake(
-    stream: &mut std::net::TcpStream,
+    stream: &mut (impl crate::transport::Transport + ?Sized),
     limit: std::time::Duration,
 ) -> Result<[u8; HANDSHAKE_LEN], HandshakeReadError> {
     let deadline = std::time::Instant::now() + limit;

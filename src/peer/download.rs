@@ -1,0 +1,471 @@
+//! Downloading from the peer: the pieces in flight, the request pipeline
+//! and its depth, blocks landing in piece buffers, hashing and writing a
+//! finished piece, and giving pieces back.
+
+use super::*;
+
+impl InFlight {
+    /// Blocks below this may be requested (the window's end when streaming).
+    pub(super) fn request_limit(&self) -> u32 {
+        if self.window == 0 {
+            self.num_blocks
+        } else {
+            self.num_blocks.min(self.hashed_blocks + self.window)
+        }
+    }
+
+    /// Whether some block still has to be requested.
+    pub(super) fn has_blocks_to_request(&self) -> bool {
+        !self.starved && (!self.retry.is_empty() || self.next_request < self.request_limit())
+    }
+
+    /// How many blocks are still to be requested (counting a streamed
+    /// piece's blocks beyond its window).
+    pub(super) fn blocks_to_request(&self) -> u32 {
+        self.retry.len() as u32 + self.num_blocks.saturating_sub(self.next_request)
+    }
+
+    /// The bytes of this piece's buffer: the piece, or a streamed piece's
+    /// window.
+    pub(super) fn buffer_len(&self, layout: &Layout) -> usize {
+        if self.window == 0 {
+            layout.piece_len(self.index) as usize
+        } else {
+            (self.window * BLOCK_SIZE) as usize
+        }
+    }
+
+    /// Where block `b` lives in `buf`.
+    pub(super) fn slot(&self, b: u32) -> usize {
+        let slot = if self.window == 0 { b } else { b % self.window };
+        (slot * BLOCK_SIZE) as usize
+    }
+
+    /// The next block to request: a rejected one first, else the next new one.
+    pub(super) fn next_block(&mut self) -> u32 {
+        self.retry.pop().unwrap_or_else(|| {
+            self.next_request += 1;
+            self.next_request - 1
+        })
+    }
+}
+
+impl Connection<'_> {
+    /// Stops fetching `piece`: cancels its outstanding requests.
+    pub(super) fn drop_piece(&mut self, piece: u32, send_cancel: bool) {
+        let Some(pos) = self.pieces.iter().position(|p| p.index == piece) else {
+            return;
+        };
+        let p = self.pieces.remove(pos);
+        self.retire(p.buf, p.reserved);
+        let (ours, others): (VecDeque<_>, VecDeque<_>) =
+            self.requests.drain(..).partition(|&(i, _)| i == piece);
+        self.requests = others;
+        for (index, begin) in ours {
+            if send_cancel {
+                let length = self.layout.block_len(index, begin / BLOCK_SIZE);
+                self.send(Message::Cancel {
+                    index,
+                    begin,
+                    length,
+                });
+            }
+            self.withdrawn.push_back((index, begin));
+        }
+        while self.withdrawn.len() > 2 * MAX_DEPTH {
+            self.withdrawn.pop_front();
+        }
+    }
+
+    /// Gives every piece back to the coordinator.
+    pub(super) fn release_all(&mut self) {
+        if self.pieces.is_empty() {
+            return;
+        }
+        let pieces: Vec<u32> = self.pieces.iter().map(|p| p.index).collect();
+        for p in &pieces {
+            self.drop_piece(*p, false);
+        }
+        let _ = self.ctx.events.send(Event::Released {
+            worker: self.ctx.id,
+            pieces,
+        });
+    }
+
+    /// Keeps `depth` requests outstanding while the peer lets us download:
+    /// unchoked, anything it has; choked, only the pieces it allows fast.
+    pub(super) fn fill_pipeline(&mut self) -> Result<(), Close> {
+        let choked = self.peer_choking;
+        if !self.am_interested || (choked && !self.allowed_fast_useful()) {
+            return Ok(());
+        }
+        // Requests go out in batches: one send (and one wake-up of the
+        // peer) per `REFILL_BATCH` blocks answered, not one per block.
+        let batch = REFILL_BATCH.min(self.depth / 2).max(1);
+        let refill = self.requests.is_empty() || self.requests.len() + batch <= self.depth;
+        while refill && self.requests.len() < self.depth {
+            // The first piece with blocks left to request.
+            let allowed = &self.allowed;
+            let Some(p) = self
+                .pieces
+                .iter_mut()
+                .find(|p| p.has_blocks_to_request() && (!choked || allowed.contains(&p.index)))
+            else {
+                break;
+            };
+            let block = p.next_block();
+            let index = p.index;
+            let begin = block * BLOCK_SIZE;
+            let length = self.layout.block_len(index, block);
+            self.send(Message::Request {
+                index,
+                begin,
+                length,
+            });
+            if self.requests.is_empty() {
+                self.last_block = Instant::now();
+            }
+            self.requests.push_back((index, begin));
+        }
+        self.ask_ahead(choked);
+        Ok(())
+    }
+
+    /// Asks the coordinator for more pieces while this worker still has
+    /// blocks to request: the answer comes back on the control channel
+    /// while the peer goes on sending, so the pipeline does not wait for
+    /// the coordinator (a round trip per piece, waited for, cost a tenth
+    /// of the wall time with three seeders on two cores). The worker keeps
+    /// about half a pipeline of blocks assigned but not yet requested.
+    pub(super) fn ask_ahead(&mut self, choked: bool) {
+        if self.asked.is_some() || Instant::now() < self.next_ask {
+            return;
+        }
+        let allowed = &self.allowed;
+        let left: usize = self
+            .pieces
+            .iter()
+            .filter(|p| !choked || allowed.contains(&p.index))
+            .map(|p| p.blocks_to_request() as usize)
+            .sum();
+        let short = self.depth.saturating_sub(self.requests.len());
+        if left >= short + self.depth / 4 {
+            return;
+        }
+        let blocks_per_piece = self.layout.num_blocks(0).max(1) as usize;
+        let want = short + self.depth / 2 - left;
+        let count = want.div_ceil(blocks_per_piece).clamp(1, 16) as u32;
+        let worker = self.ctx.id;
+        let _ = self.ctx.events.send(if choked {
+            Event::WantAllowedPieces { worker, count }
+        } else {
+            Event::WantPieces { worker, count }
+        });
+        self.asked = Some(Instant::now());
+    }
+
+    /// The coordinator's answer to `ask_ahead`.
+    pub(super) fn on_assign(&mut self, pieces: Vec<u32>) {
+        self.asked = None;
+        if pieces.is_empty() {
+            // Nothing for this peer now: ask again later, or sooner when
+            // it gets a new piece or unchokes us.
+            self.next_ask = Instant::now() + Duration::from_millis(100);
+        }
+        for index in pieces {
+            self.start_piece(index);
+        }
+        // Choked while the question was out: what the peer does not allow
+        // goes back.
+        if self.peer_choking {
+            self.release_unallowed();
+        }
+    }
+
+    /// A piece's buffer is done with: back to the pool, and its room in
+    /// the budget given back.
+    pub(super) fn retire(&mut self, buf: Vec<u8>, reserved: u64) {
+        let shared = &self.ctx.shared;
+        shared.buffered.fetch_sub(reserved, Ordering::Relaxed);
+        if buf.capacity() > 0 {
+            shared.buffers.give(buf);
+        }
+        // Room again (or no buffer held, which always gets one): pieces
+        // that found none may be asked for.
+        for p in &mut self.pieces {
+            p.starved = false;
+        }
+    }
+
+    /// Starts fetching piece `index` (its buffer comes with its first block).
+    pub(super) fn start_piece(&mut self, index: u32) {
+        let window = if streams_piece(self.layout, index) {
+            STREAM_WINDOW
+        } else {
+            0
+        };
+        let num_blocks = self.layout.num_blocks(index);
+        self.pieces.push(InFlight {
+            index,
+            buf: Vec::new(),
+            num_blocks,
+            next_request: 0,
+            retry: Vec::new(),
+            received: vec![false; num_blocks as usize],
+            received_count: 0,
+            hashed_blocks: 0,
+            hasher: Sha1::new(),
+            reserved: 0,
+            window,
+            written_blocks: 0,
+            starved: false,
+        });
+    }
+
+    /// The peer choked us. It drops our requests (BEP 3) or will reject
+    /// them one by one (BEP 6); either way, pieces it does not allow fast
+    /// go back to the coordinator. Allowed-fast pieces stay and continue.
+    pub(super) fn on_choked(&mut self) {
+        self.peer_choking = true;
+        self.release_unallowed();
+    }
+
+    /// Gives back to the coordinator the pieces the peer does not let us
+    /// fetch while it chokes us.
+    pub(super) fn release_unallowed(&mut self) {
+        let allowed = &self.allowed;
+        let pieces: Vec<u32> = self
+            .pieces
+            .iter()
+            .map(|p| p.index)
+            .filter(|i| !allowed.contains(i))
+            .collect();
+        for p in &pieces {
+            self.drop_piece(*p, false);
+        }
+        if !pieces.is_empty() {
+            let _ = self.ctx.events.send(Event::Released {
+                worker: self.ctx.id,
+                pieces,
+            });
+        }
+    }
+
+    /// The peer will not send a block we asked for: ask again later (first,
+    /// when its piece is next requested). A peer that rejects everything is
+    /// dropped after `MAX_REJECTS_IN_A_ROW`.
+    pub(super) fn on_reject(&mut self, index: u32, begin: u32) -> Result<(), Close> {
+        self.need_fast("reject-request")?;
+        let block = (index, begin);
+        if let Some(pos) = self.requests.iter().position(|&r| r == block) {
+            self.requests.remove(pos);
+            if let Some(p) = self.pieces.iter_mut().find(|p| p.index == index) {
+                p.retry.push(begin / BLOCK_SIZE);
+            }
+            self.rejects += 1;
+            if self.rejects > MAX_REJECTS_IN_A_ROW {
+                return Err(Close::Quiet(format!(
+                    "{} requests rejected in a row",
+                    self.rejects
+                )));
+            }
+        } else if let Some(pos) = self.withdrawn.iter().position(|&r| r == block) {
+            // The answer to a request we had already given up.
+            self.withdrawn.remove(pos);
+        }
+        // Otherwise a late answer to something long forgotten: ignored.
+        Ok(())
+    }
+
+    /// The peer's bitfield. BEP 3 sends it first, but aria2c (under the
+    /// Fast extension) sends another after have-none and some haves; a late
+    /// one adds to what we knew (a peer does not lose pieces).
+    pub(super) fn on_bitfield(&mut self, mut bits: Bitfield) {
+        let late = self.peer_bits.count() > 0;
+        if late {
+            for i in self.peer_bits.ones() {
+                bits.set(i);
+            }
+            if bits == self.peer_bits {
+                return;
+            }
+        }
+        self.peer_bits = bits.clone();
+        let interested = self.interest_at_once();
+        let _ = self.ctx.events.send(Event::Bitfield {
+            worker: self.ctx.id,
+            bits,
+            interested,
+        });
+    }
+
+    /// On the peer's first word about its pieces: if it has one we lack,
+    /// say we are interested now rather than after the coordinator's
+    /// answer, which reaches a worker blocked in a read only at the next
+    /// read timeout (100 ms lost at the start of every connection). The
+    /// coordinator is told, and says "not interested" if none of those
+    /// pieces is wanted (file selection). Never while only serving.
+    pub(super) fn interest_at_once(&mut self) -> bool {
+        if !self.ctx.may_download || self.am_interested {
+            return false;
+        }
+        let lacking = self.peer_bits.ones().any(|i| !self.ours.get(i));
+        if lacking {
+            self.am_interested = true;
+            self.send(Message::Interested);
+        }
+        lacking
+    }
+
+    /// Have-all: the peer is a seed (instead of a full bitfield).
+    pub(super) fn on_have_all(&mut self) -> Result<(), Close> {
+        self.need_fast("have-all")?;
+        if self.peer_bits.count() > 0 {
+            return Err(bad("have-all after pieces were announced"));
+        }
+        self.peer_bits.fill();
+        let interested = self.interest_at_once();
+        let _ = self.ctx.events.send(Event::Bitfield {
+            worker: self.ctx.id,
+            bits: self.peer_bits.clone(),
+            interested,
+        });
+        Ok(())
+    }
+
+    /// The peer lets us fetch piece `index` while it chokes us.
+    pub(super) fn on_allowed_fast(&mut self, index: u32) -> Result<(), Close> {
+        self.need_fast("allowed-fast")?;
+        if index >= self.layout.num_pieces() {
+            return Err(bad(format!("allowed-fast for piece {index}, out of range")));
+        }
+        if !self.allowed.contains(&index) && self.allowed.len() < fast::MAX_ALLOWED_FROM_PEER {
+            self.allowed.push(index);
+            let _ = self.ctx.events.send(Event::AllowedFast {
+                worker: self.ctx.id,
+                piece: index,
+            });
+            self.next_ask = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Whether the peer allows us, while choked, a piece it has and we lack.
+    pub(super) fn allowed_fast_useful(&self) -> bool {
+        self.allowed
+            .iter()
+            .any(|&p| self.peer_bits.get(p) && !self.ours.get(p))
+    }
+
+    /// Writing piece `index` failed: its buffer goes back, the piece goes
+    /// back to the coordinator with the error (which ends the download),
+    /// and the connection closes.
+    pub(super) fn disk_failed(
+        &mut self,
+        index: u32,
+        (buf, reserved): (Vec<u8>, u64),
+        e: crate::storage::StorageError,
+    ) -> Close {
+        self.retire(buf, reserved);
+        let _ = self.ctx.events.send(Event::Released {
+            worker: self.ctx.id,
+            pieces: vec![index],
+        });
+        let _ = self.ctx.events.send(Event::DiskError(e));
+        Close::Quiet("disk write failed".into())
+    }
+
+    /// Hashes the blocks that are now contiguous and, when the piece is whole,
+    /// checks it and writes it.
+    pub(super) fn advance_piece(&mut self, index: u32) -> Result<(), Close> {
+        let Some(pos) = self.pieces.iter().position(|p| p.index == index) else {
+            return Ok(());
+        };
+        let layout = self.layout;
+        let p = &mut self.pieces[pos];
+        while p.hashed_blocks < p.num_blocks && p.received[p.hashed_blocks as usize] {
+            let start = p.slot(p.hashed_blocks);
+            let len = layout.block_len(index, p.hashed_blocks) as usize;
+            p.hasher.update(&p.buf[start..start + len]);
+            p.hashed_blocks += 1;
+        }
+        // A streamed piece's hashed blocks go to the file, a group at a
+        // time (groups never wrap the ring: the window is a multiple).
+        let mut streamed = Ok(());
+        while p.window > 0 && streamed.is_ok() {
+            let end = (p.written_blocks + STREAM_GROUP).min(p.num_blocks);
+            if end > p.hashed_blocks || p.written_blocks == end {
+                break;
+            }
+            let first = p.written_blocks;
+            let bytes: usize = (first..end)
+                .map(|b| layout.block_len(index, b) as usize)
+                .sum();
+            let at = p.slot(first);
+            streamed = self
+                .ctx
+                .storage
+                .write_at(index, first * BLOCK_SIZE, &p.buf[at..at + bytes]);
+            p.written_blocks = end;
+        }
+        if let Err(e) = streamed {
+            let p = self.pieces.remove(pos);
+            return Err(self.disk_failed(index, (p.buf, p.reserved), e));
+        }
+        if p.received_count < p.num_blocks {
+            return Ok(());
+        }
+        let p = self.pieces.remove(pos);
+        let digest = p.hasher.finalize();
+        let good = digest.as_slice() == self.ctx.hashes[index as usize];
+        if good {
+            let written = if p.window > 0 {
+                Ok(()) // already in the file
+            } else {
+                self.ctx.storage.write_piece(index, &p.buf)
+            };
+            if let Err(e) = written {
+                return Err(self.disk_failed(index, (p.buf, p.reserved), e));
+            }
+            self.ours.set(index);
+            let _ = self.ctx.events.send(Event::PieceDone {
+                worker: self.ctx.id,
+                piece: index,
+            });
+        } else {
+            debug!("{}: piece {index} failed its hash check", self.addr);
+            let _ = self.ctx.events.send(Event::PieceFailed {
+                worker: self.ctx.id,
+                piece: index,
+            });
+            self.bad_pieces += 1;
+        }
+        self.retire(p.buf, p.reserved);
+        // The connection ends at once, rather than when the coordinator's
+        // ban reaches it, so pieces already here fail no more.
+        if self.bad_pieces >= crate::ban::BAN_AFTER_BAD_PIECES {
+            return Err(bad(format!(
+                "{} pieces failed their hash check",
+                self.bad_pieces
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Takes room in the buffer budget (`budget`, the bytes all workers hold)
+/// for one buffer of `len` bytes for a worker fetching `pieces`; returns
+/// whether it got it. A worker holding no buffer always does.
+pub(super) fn take_room(budget: &AtomicU64, pieces: &[InFlight], len: u64) -> bool {
+    let holding = pieces.iter().any(|p| p.reserved > 0);
+    let mut cur = budget.load(Ordering::Relaxed);
+    loop {
+        if holding && cur + len > BUFFER_BUDGET {
+            return false;
+        }
+        match budget.compare_exchange_weak(cur, cur + len, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(now) => cur = now,
+        }
+    }
+}

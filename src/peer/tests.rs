@@ -1,0 +1,572 @@
+//! The connection against a socket pair: handshakes, the pipeline, buffers,
+//! violations.
+
+use super::*;
+use crossbeam_channel::unbounded;
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::thread;
+
+fn in_flight(index: u32, reserved: u64) -> InFlight {
+    InFlight {
+        index,
+        buf: Vec::new(),
+        num_blocks: 1,
+        next_request: 0,
+        retry: Vec::new(),
+        received: vec![false],
+        received_count: 0,
+        hashed_blocks: 0,
+        hasher: Sha1::new(),
+        reserved,
+        window: 0,
+        written_blocks: 0,
+        starved: false,
+    }
+}
+
+#[test]
+fn a_buffer_is_taken_within_the_budget_or_by_a_worker_holding_none() {
+    let piece = 1 << 20;
+    let budget = AtomicU64::new(BUFFER_BUDGET - piece / 2);
+    // Pieces only requested hold nothing: this worker may go over.
+    let requested = [in_flight(0, 0), in_flight(1, 0)];
+    assert!(take_room(&budget, &requested, piece));
+    assert_eq!(budget.load(Ordering::Relaxed), BUFFER_BUDGET + piece / 2);
+    // A worker already filling a piece must wait for room.
+    let filling = [in_flight(0, piece), in_flight(1, 0)];
+    assert!(!take_room(&budget, &filling, piece));
+    assert_eq!(budget.load(Ordering::Relaxed), BUFFER_BUDGET + piece / 2);
+    budget.store(BUFFER_BUDGET - piece, Ordering::Relaxed);
+    assert!(take_room(&budget, &filling, piece));
+    assert_eq!(budget.load(Ordering::Relaxed), BUFFER_BUDGET);
+}
+
+/// A worker context over a 3-piece torrent in a temporary file, with its
+/// channels' other ends.
+struct Rig {
+    ctx: WorkerCtx,
+    control: Sender<ToWorker>,
+    events: Receiver<Event>,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn rig(tag: &str) -> Rig {
+    rig_with(tag, Layout::new(16384, &[40000]))
+}
+
+/// A rig over `layout`, in one file (hashes all zero until set).
+fn rig_with(tag: &str, layout: Layout) -> Rig {
+    let dir = std::env::temp_dir().join(format!("tget-peer-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let pieces = layout.num_pieces() as usize;
+    let storage = Storage::open(layout, vec![dir.join("f")]).unwrap();
+    let (events_tx, events) = unbounded();
+    let (control, control_rx) = unbounded();
+    let (_jobs_tx, jobs) = unbounded();
+    let ctx = WorkerCtx {
+        id: 0,
+        info_hash: [3; 20],
+        our_id: [4; 20],
+        hashes: vec![[0; 20]; pieces].into(),
+        storage: Arc::new(storage),
+        shared: Arc::new(Shared::default()),
+        events: events_tx,
+        control: control_rx,
+        jobs,
+        limits: crate::ratelimit::Limits::new(0, 0),
+        info_bytes: Arc::new(vec![7; 20000]),
+        private: false,
+        dht_port: None,
+        dht_port6: None,
+        may_download: true,
+    };
+    Rig {
+        ctx,
+        control,
+        events,
+        dir,
+    }
+}
+
+/// A connected pair: (our end, the peer's end).
+fn pair() -> (TcpStream, TcpStream) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let ours = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (theirs, _) = l.accept().unwrap();
+    (ours, theirs)
+}
+
+/// The coordinator's verdict for the rig's worker (accepted, with
+/// `ours` as our pieces) and a connected peer that has sent its
+/// handshake and then `after`: (our end, the peer's end, its address).
+fn greeted(r: &Rig, ours: Bitfield, after: &[u8]) -> (TcpStream, TcpStream, SocketAddr) {
+    r.control.send(ToWorker::Accept { ours }).unwrap();
+    let (stream, mut theirs) = pair();
+    let addr = stream.peer_addr().unwrap();
+    let mut h = Handshake::new([3; 20], [5; 20]).encode().to_vec();
+    h.extend_from_slice(after);
+    theirs.write_all(&h).unwrap();
+    (stream, theirs, addr)
+}
+
+#[test]
+fn a_trickled_handshake_must_arrive_whole_before_the_deadline() {
+    let r = rig("trickle");
+    let (ours, mut theirs) = pair();
+    let addr = ours.peer_addr().unwrap();
+    let mut conn = Connection::new(&r.ctx, Box::new(ours), addr, None);
+    let peer = thread::spawn(move || {
+        // One byte every 50 ms: 68 bytes would take 3.4 s.
+        for b in Handshake::new([3; 20], [5; 20]).encode() {
+            if theirs.write_all(&[b]).is_err() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let mut buf = [0u8; HANDSHAKE_LEN];
+    let t0 = Instant::now();
+    let r1 = conn.read_handshake(&mut buf, Duration::from_millis(500));
+    let took = t0.elapsed();
+    match r1 {
+        Err(Close::Quiet(why)) => assert!(why.contains("no complete handshake"), "{why}"),
+        other => panic!("expected a deadline, got {other:?}"),
+    }
+    assert!(took < Duration::from_millis(900), "{took:?}");
+    drop(conn);
+    peer.join().unwrap();
+    // The same handshake in a few quick pieces is fine.
+    let (ours, mut theirs) = pair();
+    let mut conn = Connection::new(&r.ctx, Box::new(ours), addr, None);
+    let peer = thread::spawn(move || {
+        let h = Handshake::new([3; 20], [5; 20]).encode();
+        for chunk in h.chunks(20) {
+            theirs.write_all(chunk).unwrap();
+            thread::sleep(Duration::from_millis(20));
+        }
+        theirs
+    });
+    conn.read_handshake(&mut buf, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(Handshake::decode(&buf).unwrap().peer_id, [5; 20]);
+    drop(peer.join().unwrap());
+}
+
+/// Runs a connection whose peer sends `after_handshake`, with `ours`
+/// as our pieces; returns how it ended.
+fn run_against(tag: &str, ours_have: &[u32], after_handshake: Vec<u8>) -> Close {
+    let r = rig(tag);
+    let mut ours = Bitfield::new(3);
+    for &p in ours_have {
+        ours.set(p);
+    }
+    let (stream, mut theirs, addr) = greeted(&r, ours, &after_handshake);
+    let peer = thread::spawn(move || {
+        // Read until we are dropped, then close.
+        let _ = theirs.set_read_timeout(Some(Duration::from_millis(300)));
+        let mut sink = [0u8; 1024];
+        while matches!(theirs.read(&mut sink), Ok(n) if n > 0) {}
+    });
+    let mut conn = Connection::new(&r.ctx, Box::new(stream), addr, None);
+    let end = conn.run().unwrap_err();
+    drop(conn);
+    peer.join().unwrap();
+    end
+}
+
+/// A rig for `count` pieces of 16 blocks, every block the same 16 KiB,
+/// with their hashes; and that block.
+fn rig_of_alike_pieces(tag: &str, count: u64) -> (Rig, Vec<u8>) {
+    let piece_len = 16 * 16384;
+    let mut r = rig_with(tag, Layout::new(piece_len, &[count * piece_len]));
+    let block = vec![9u8; 16384];
+    let digest: [u8; 20] = Sha1::digest(block.repeat(16)).into();
+    r.ctx.hashes = vec![digest; count as usize].into();
+    (r, block)
+}
+
+/// The peer's side after `greeted`: reads our handshake, then answers
+/// every request at once with `block` (telling `asked` the piece),
+/// until we close the connection.
+fn answer_every_request(theirs: &mut TcpStream, block: &[u8], mut asked: impl FnMut(u32)) {
+    let mut shake = [0u8; HANDSHAKE_LEN];
+    theirs.read_exact(&mut shake).unwrap();
+    let mut reader = MessageReader::new(1 << 20);
+    let mut answers = Vec::new();
+    while matches!(reader.fill(theirs), Ok(n) if n > 0) {
+        while let Ok(Some(m)) = reader.next_message() {
+            if let Message::Request { index, begin, .. } = m {
+                asked(index);
+                Message::Piece {
+                    index,
+                    begin,
+                    data: block,
+                }
+                .encode_into(&mut answers);
+            }
+        }
+        if theirs.write_all(&answers).is_err() {
+            break;
+        }
+        answers.clear();
+    }
+}
+
+#[test]
+fn blocks_keep_coming_while_the_coordinator_has_not_answered() {
+    let mut r = rig("ahead");
+    let piece = vec![9u8; 16384];
+    let digest: [u8; 20] = Sha1::digest(&piece).into();
+    r.ctx.hashes = vec![digest; 3].into();
+    // The peer has everything, unchokes, and answers every request.
+    let have_all_unchoke = [0, 0, 0, 2, 5, 0b1110_0000, 0, 0, 0, 1, 1];
+    let (stream, mut theirs, addr) = greeted(&r, Bitfield::new(3), &have_all_unchoke);
+    let peer = thread::spawn(move || answer_every_request(&mut theirs, &piece, |_| {}));
+    thread::scope(|s| {
+        let worker = s.spawn(|| {
+            let mut conn = Connection::new(&r.ctx, Box::new(stream), addr, None);
+            conn.run().unwrap_err()
+        });
+        // Piece 0 for the first question; no answer to the next.
+        let mut asked = 0;
+        let done = loop {
+            match r.events.recv_timeout(Duration::from_secs(5)) {
+                Ok(Event::WantPieces { .. }) => {
+                    asked += 1;
+                    if asked == 1 {
+                        r.control.send(ToWorker::Assign(vec![0])).unwrap();
+                    }
+                }
+                Ok(Event::PieceDone { piece, .. }) => break Some(piece),
+                Ok(_) => {}
+                Err(_) => break None,
+            }
+        };
+        // The worker asked ahead, and its piece was fetched and checked
+        // while that question was still out.
+        assert_eq!(done, Some(0));
+        assert_eq!(asked, 2);
+        r.control.send(ToWorker::Disconnect).unwrap();
+        match worker.join().unwrap() {
+            Close::Quiet(why) => assert!(why.contains("disconnected by us"), "{why}"),
+            other => panic!("expected our disconnect, got {other:?}"),
+        }
+    });
+    peer.join().unwrap();
+}
+
+#[test]
+fn the_pipeline_deepens_by_one_request_per_block_in_the_first_second() {
+    let (r, block) = rig_of_alike_pieces("ramp", 64);
+    let mut have_all_unchoke = vec![0, 0, 0, 9, 5];
+    have_all_unchoke.extend_from_slice(&[0xff; 8]);
+    have_all_unchoke.extend_from_slice(&[0, 0, 0, 1, 1]);
+    let (stream, mut theirs, addr) = greeted(&r, Bitfield::new(64), &have_all_unchoke);
+    // The peer lets requests pile up until none came for 50 ms (the
+    // pipeline is full), notes how many are waiting and since when it
+    // was first asked, then answers them all.
+    let peer = thread::spawn(move || {
+        let mut shake = [0u8; HANDSHAKE_LEN];
+        theirs.read_exact(&mut shake).unwrap();
+        theirs
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let mut reader = MessageReader::new(1 << 20);
+        let mut waiting = Vec::new();
+        let mut rounds = Vec::new();
+        let mut first: Option<Instant> = None;
+        loop {
+            match reader.fill(&mut theirs) {
+                Ok(0) => return rounds,
+                Ok(_) => {
+                    while let Ok(Some(m)) = reader.next_message() {
+                        if let Message::Request { index, begin, .. } = m {
+                            first.get_or_insert_with(Instant::now);
+                            waiting.push((index, begin));
+                        }
+                    }
+                }
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::TimedOut =>
+                {
+                    if let Some(t0) = first.filter(|_| !waiting.is_empty()) {
+                        rounds.push((t0.elapsed(), waiting.len()));
+                        let mut out = Vec::new();
+                        for (index, begin) in waiting.drain(..) {
+                            let data = &block[..];
+                            Message::Piece { index, begin, data }.encode_into(&mut out);
+                        }
+                        if theirs.write_all(&out).is_err() {
+                            return rounds;
+                        }
+                    }
+                }
+                Err(_) => return rounds,
+            }
+        }
+    });
+    thread::scope(|s| {
+        let worker = s.spawn(|| {
+            let mut conn = Connection::new(&r.ctx, Box::new(stream), addr, None);
+            conn.run().unwrap_err()
+        });
+        // The coordinator hands out pieces in order as asked, for 800 ms.
+        let mut next = 0u32;
+        let until = Instant::now() + Duration::from_millis(800);
+        while let Ok(e) = r.events.recv_deadline(until) {
+            if let Event::WantPieces { count, .. } = e {
+                let end = (next + count).min(64);
+                r.control
+                    .send(ToWorker::Assign((next..end).collect()))
+                    .unwrap();
+                next = end;
+            }
+        }
+        r.control.send(ToWorker::Disconnect).unwrap();
+        worker.join().unwrap();
+    });
+    let rounds = peer.join().unwrap();
+    // Within the first second (before the rate decides), each round of
+    // answers deepens the pipeline: 32, 64, 128, 256.
+    let early: Vec<usize> = rounds
+        .iter()
+        .filter(|(t, _)| *t < Duration::from_millis(700))
+        .map(|&(_, n)| n)
+        .collect();
+    assert!(early.len() >= 4, "{rounds:?}");
+    assert!(early[0] <= START_DEPTH, "{rounds:?}");
+    assert!(early.iter().max() >= Some(&(4 * START_DEPTH)), "{rounds:?}");
+}
+
+#[test]
+fn blocks_are_requested_in_the_order_the_pieces_were_handed_out() {
+    // Eight pieces of 16 blocks, handed out at once, from a peer that
+    // answers every request at once. When piece 0 is done the pipeline
+    // has reached piece 3; piece 4 must come next, not the last one
+    // handed out (the picker hands out a 2 MiB extent in order, and
+    // the storage writes one extent at a time best).
+    let (r, block) = rig_of_alike_pieces("order", 8);
+    let have_all_unchoke = [0, 0, 0, 2, 5, 0xff, 0, 0, 0, 1, 1];
+    let (stream, mut theirs, addr) = greeted(&r, Bitfield::new(8), &have_all_unchoke);
+    // The pieces in the order their first block was requested.
+    let peer = thread::spawn(move || {
+        let mut order = Vec::new();
+        answer_every_request(&mut theirs, &block, |index| {
+            if !order.contains(&index) {
+                order.push(index);
+            }
+        });
+        order
+    });
+    thread::scope(|s| {
+        let worker = s.spawn(|| {
+            let mut conn = Connection::new(&r.ctx, Box::new(stream), addr, None);
+            conn.run().unwrap_err()
+        });
+        let mut handed = false;
+        let mut done = 0;
+        while let Ok(e) = r.events.recv_timeout(Duration::from_secs(5)) {
+            match e {
+                Event::WantPieces { .. } if !handed => {
+                    handed = true;
+                    r.control.send(ToWorker::Assign((0..8).collect())).unwrap();
+                }
+                Event::WantPieces { .. } => r.control.send(ToWorker::Assign(vec![])).unwrap(),
+                Event::PieceDone { .. } => {
+                    done += 1;
+                    if done == 8 {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(done, 8);
+        r.control.send(ToWorker::Disconnect).unwrap();
+        worker.join().unwrap();
+    });
+    assert_eq!(peer.join().unwrap(), (0..8).collect::<Vec<u32>>());
+}
+
+#[test]
+fn a_block_that_finds_no_buffer_is_asked_for_again_and_lands() {
+    // Two pieces of two blocks; the budget is already spent by other
+    // workers, so this worker may hold one buffer and no more.
+    let mut r = rig_with("budget", Layout::new(32768, &[65536]));
+    let data: Vec<u8> = (0..65536u32).map(|i| (i * 7 % 251) as u8).collect();
+    let hashes = data
+        .chunks(32768)
+        .map(|c| Sha1::digest(c).into())
+        .collect::<Vec<[u8; 20]>>();
+    r.ctx.hashes = hashes.into();
+    r.ctx
+        .shared
+        .buffered
+        .store(BUFFER_BUDGET, Ordering::Relaxed);
+    let have_all_unchoke = [0, 0, 0, 2, 5, 0b1100_0000, 0, 0, 0, 1, 1];
+    let (stream, mut theirs, addr) = greeted(&r, Bitfield::new(2), &have_all_unchoke);
+    let served = data.clone();
+    let peer = thread::spawn(move || {
+        let data = served;
+        let mut shake = [0u8; HANDSHAKE_LEN];
+        theirs.read_exact(&mut shake).unwrap();
+        let mut reader = MessageReader::new(1 << 20);
+        let mut asked: Vec<(u32, u32)> = Vec::new();
+        let answer = |theirs: &mut TcpStream, (index, begin): (u32, u32)| {
+            let at = (index * 32768 + begin) as usize;
+            let mut out = Vec::new();
+            let data = &data[at..at + 16384];
+            Message::Piece { index, begin, data }.encode_into(&mut out);
+            theirs.write_all(&out).unwrap();
+        };
+        // Every request is answered at once, except piece 0's last
+        // block, held back for 150 ms: meanwhile the worker holds piece
+        // 0's buffer and has no room for piece 1.
+        let last_of_0 = (0, 16384);
+        let mut held_until = None;
+        let mut answered = 0;
+        theirs
+            .set_read_timeout(Some(Duration::from_millis(10)))
+            .unwrap();
+        loop {
+            match reader.fill(&mut theirs) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => break,
+            }
+            while let Ok(Some(m)) = reader.next_message() {
+                if let Message::Request { index, begin, .. } = m {
+                    asked.push((index, begin));
+                }
+            }
+            while answered < asked.len() {
+                let block = asked[answered];
+                answered += 1;
+                if block == last_of_0 && held_until.is_none() {
+                    held_until = Some(Instant::now() + Duration::from_millis(150));
+                } else {
+                    answer(&mut theirs, block);
+                }
+            }
+            if held_until.is_some_and(|t| Instant::now() >= t) {
+                answer(&mut theirs, last_of_0);
+                held_until = Some(Instant::now() + Duration::from_secs(3600));
+            }
+        }
+        asked
+    });
+    let done = thread::scope(|s| {
+        let worker = s.spawn(|| {
+            let mut conn = Connection::new(&r.ctx, Box::new(stream), addr, None);
+            conn.run().unwrap_err()
+        });
+        let mut done = Vec::new();
+        let mut first = true;
+        while done.len() < 2 {
+            match r.events.recv_timeout(Duration::from_secs(5)) {
+                Ok(Event::WantPieces { .. }) => {
+                    let pieces = if first { vec![0, 1] } else { vec![] };
+                    first = false;
+                    r.control.send(ToWorker::Assign(pieces)).unwrap();
+                }
+                Ok(Event::PieceDone { piece, .. }) => done.push(piece),
+                Ok(Event::PieceFailed { piece, .. }) => panic!("piece {piece} failed"),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        r.control.send(ToWorker::Disconnect).unwrap();
+        worker.join().unwrap();
+        done
+    });
+    let asked = peer.join().unwrap();
+    assert_eq!(done, vec![0, 1]);
+    // Piece 1's blocks were dropped for want of room and asked again
+    // once, after piece 0 gave its buffer back: not fetched and dropped
+    // over and over while there was no room.
+    for block in [(1, 0), (1, 16384)] {
+        let times = asked.iter().filter(|&&b| b == block).count();
+        assert_eq!(times, 2, "{block:?} asked {times} time(s): {asked:?}");
+    }
+    let mut back = vec![0u8; 65536];
+    r.ctx.storage.read(0, 0, &mut back[..32768]).unwrap();
+    r.ctx.storage.read(1, 0, &mut back[32768..]).unwrap();
+    assert!(back == data, "the pieces on disk differ from the peer's");
+    // Every buffer went back.
+    assert_eq!(r.ctx.shared.buffered.load(Ordering::Relaxed), BUFFER_BUDGET);
+}
+
+fn request(index: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    Message::Request {
+        index,
+        begin: 0,
+        length: 16384,
+    }
+    .encode_into(&mut out);
+    out
+}
+
+#[test]
+fn a_request_for_a_piece_we_never_announced_is_a_violation() {
+    match run_against("lack", &[0], request(1)) {
+        Close::Misbehaved(why) => {
+            assert!(why.contains("piece 1, which we do not have"), "{why}")
+        }
+        other => panic!("expected a violation, got {other:?}"),
+    }
+    // A request for a piece we have, while we choke, is only ignored:
+    // the connection ends when the peer leaves.
+    match run_against("have", &[0], request(0)) {
+        Close::Quiet(why) => assert!(why.contains("peer closed"), "{why}"),
+        other => panic!("expected a quiet end, got {other:?}"),
+    }
+}
+
+/// What a peer that sends a full bitfield hears from us before it hangs
+/// up, with nobody answering for the coordinator.
+fn first_words(tag: &str, may_download: bool) -> Vec<u8> {
+    let mut r = rig(tag);
+    r.ctx.may_download = may_download;
+    let all_three = [0, 0, 0, 2, 5, 0b1110_0000]; // bitfield: all 3 pieces
+    let (stream, mut theirs, addr) = greeted(&r, Bitfield::new(3), &all_three);
+    let peer = thread::spawn(move || {
+        let _ = theirs.set_read_timeout(Some(Duration::from_millis(50)));
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        let until = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < until {
+            if let Ok(n) = theirs.read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        got // dropping `theirs` ends the connection
+    });
+    let mut conn = Connection::new(&r.ctx, Box::new(stream), addr, None);
+    let _ = conn.run();
+    drop(conn);
+    peer.join().unwrap()
+}
+
+#[test]
+fn interest_is_said_at_once_on_the_bitfield_unless_only_serving() {
+    let interested = [0, 0, 0, 1, 2];
+    let heard = first_words("interest", true);
+    let after_handshake = &heard[HANDSHAKE_LEN..];
+    assert!(
+        after_handshake.windows(5).any(|w| w == interested),
+        "{after_handshake:?}"
+    );
+    let heard = first_words("serving", false);
+    assert!(!heard[HANDSHAKE_LEN..].windows(5).any(|w| w == interested));
+}

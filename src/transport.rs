@@ -1,0 +1,94 @@
+//! Transports: the byte stream a worker owns, under the peer protocol.
+//!
+//! The peer protocol (src/peer/) reads and writes a [`Transport`]: a
+//! blocking `Read + Write` with deadlines. It does not know what carries the
+//! bytes. Plain TCP is the one transport today; an encrypted stream (MSE/PE)
+//! or a uTP connection is another implementation of the same trait, chosen
+//! when the connection is made.
+//!
+//! The three knobs are the ones a blocking loop needs:
+//! - a read deadline, so a read returns (with `WouldBlock` or `TimedOut`)
+//!   when nothing came, and the worker can look at its other duties;
+//! - a write deadline, so a peer that stops reading cannot hold a worker;
+//! - non-blocking mode, so a worker with uploads queued reads only what has
+//!   already arrived and goes back to sending.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// A connected byte stream with deadlines.
+pub trait Transport: Read + Write + Send {
+    /// How long a read waits before it fails with `WouldBlock`/`TimedOut`
+    /// (`None`: for ever).
+    fn set_read_timeout(&self, limit: Option<Duration>) -> io::Result<()>;
+    /// How long a write waits for room before it fails.
+    fn set_write_timeout(&self, limit: Option<Duration>) -> io::Result<()>;
+    /// Non-blocking: reads and writes fail with `WouldBlock` at once instead
+    /// of waiting.
+    fn set_nonblocking(&self, on: bool) -> io::Result<()>;
+    /// A short name for logs and events: "tcp" today.
+    fn kind(&self) -> &'static str;
+}
+
+impl Transport for TcpStream {
+    fn set_read_timeout(&self, limit: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, limit)
+    }
+
+    fn set_write_timeout(&self, limit: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_write_timeout(self, limit)
+    }
+
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        TcpStream::set_nonblocking(self, on)
+    }
+
+    fn kind(&self) -> &'static str {
+        "tcp"
+    }
+}
+
+/// A TCP connection to `addr`, made within `limit`, set up for the peer
+/// protocol (Nagle off: requests and small messages go out at once).
+pub fn dial_tcp(addr: SocketAddr, limit: Duration) -> io::Result<Box<dyn Transport>> {
+    let stream = TcpStream::connect_timeout(&addr, limit)?;
+    tcp(stream)
+}
+
+/// An accepted (or otherwise connected) TCP stream as a transport.
+pub fn tcp(stream: TcpStream) -> io::Result<Box<dyn Transport>> {
+    stream.set_nodelay(true)?;
+    Ok(Box::new(stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn a_tcp_transport_carries_bytes_and_honours_its_read_deadline() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut ours = dial_tcp(addr, Duration::from_secs(5)).unwrap();
+        let (mut theirs, _) = listener.accept().unwrap();
+        assert_eq!(ours.kind(), "tcp");
+        ours.write_all(b"ping").unwrap();
+        let mut got = [0u8; 4];
+        theirs.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"ping");
+        // Nothing to read: the deadline ends the read with an error.
+        ours.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let e = ours.read(&mut got).unwrap_err();
+        assert!(matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ));
+        // Non-blocking: the same read fails at once.
+        ours.set_nonblocking(true).unwrap();
+        let e = ours.read(&mut got).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    }
+}
