@@ -19,7 +19,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use log::{debug, info, warn};
 
 use crate::blocklist::Blocklist;
-use crate::coordinator::{Coordinator, Outcome, SeedPolicy};
+use crate::coordinator::{Channels, Coordinator, Outcome, SeedPolicy};
 use crate::dht::Dht;
 pub use crate::dht::DhtSettings;
 use crate::layout::Layout;
@@ -518,29 +518,28 @@ impl Session {
             let mut picker = Picker::with_wanted(have, wanted, Rng::from_entropy());
             let piece_len = storage.layout().piece_length().max(1);
             picker.set_extent((crate::storage::REGION / piece_len) as u32);
-            let coordinator = Coordinator::new(
-                picker,
-                storage,
-                shared,
-                events_rx,
-                controls,
-                jobs_tx,
-                tracker_tx,
-                our_id,
-                config.seed,
-                config.upload_slots,
-                saver,
-                coord_notices,
-                stream,
-                !no_save,
-            )
-            .with_seed_policy(SeedPolicy {
-                ratio: config.seed_ratio,
-                time: config.seed_time,
-                serve_only: config.serve_only,
-            })
-            .with_dht(dht, info_hash)
-            .with_blocklist(config.blocklist.clone());
+            let channels = Channels {
+                events: events_rx,
+                workers: controls,
+                jobs: jobs_tx,
+                notices: coord_notices,
+            };
+            let coordinator = Coordinator::new(picker, storage, shared, channels, our_id)
+                .with_tracker(tracker_tx)
+                .with_saver(saver)
+                .with_stream(stream)
+                .with_upload_slots(config.upload_slots)
+                .serving(!no_save)
+                .with_seed_policy(
+                    config.seed,
+                    SeedPolicy {
+                        ratio: config.seed_ratio,
+                        time: config.seed_time,
+                        serve_only: config.serve_only,
+                    },
+                )
+                .with_dht(dht, info_hash)
+                .with_blocklist(config.blocklist.clone());
             coordinator.run().map_err(SessionError::Storage)
         })?;
         Ok(Session {
