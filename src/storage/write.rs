@@ -61,8 +61,9 @@ impl Storage {
     /// an error naming the cause. In a sparse file it also reserves the
     /// blocks (delayed allocation), far cheaper than a `fallocate` call per
     /// write, each a journal transaction (a file allocated whole at its
-    /// creation, [`Allocation::Full`], needs neither). Kernels without the
-    /// advice fall back to [`Storage::reserve`].
+    /// creation, [`Allocation::Full`](super::Allocation::Full), needs
+    /// neither). Kernels without the advice fall back to
+    /// [`Storage::reserve`].
     pub(super) fn populated(
         &self,
         file: usize,
