@@ -53,6 +53,10 @@ pub use map::REGION;
 pub use paths::file_paths;
 pub use upload::UploadWindow;
 
+// Crate-wide as `storage::free_space`, for a free-space check made before
+// any storage is opened.
+pub(crate) use map::free_space;
+
 use cache::OpenFiles;
 use map::RegionWindow;
 use paths::PathTable;

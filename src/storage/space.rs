@@ -6,7 +6,7 @@ use std::io;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use super::{map, Kept, Storage, StorageError};
+use super::{free_space, Kept, Storage, StorageError};
 
 impl Storage {
     /// Fails with a `StorageFull` error naming how much is missing when the
@@ -16,7 +16,7 @@ impl Storage {
         let Some(first_path) = self.kept.iter().position(|k| *k == Kept::Disk) else {
             return Ok(());
         };
-        let Some(free) = map::free_space(&*self.file(first_path)?) else {
+        let Some(free) = free_space(&*self.file(first_path)?) else {
             return Ok(());
         };
         let unallocated = self.unallocated.load(Ordering::Relaxed);
