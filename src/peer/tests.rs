@@ -570,3 +570,137 @@ fn interest_is_said_at_once_on_the_bitfield_unless_only_serving() {
     let heard = first_words("serving", false);
     assert!(!heard[HANDSHAKE_LEN..].windows(5).any(|w| w == interested));
 }
+
+// The protocol with no socket: bytes from the peer go straight into the
+// framing reader, and the tests read what the handlers queued to send and
+// the events they sent the coordinator.
+
+/// A transport that is no socket: reads find nothing, writes vanish.
+struct Nowhere;
+
+impl Read for Nowhere {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::Error::from(ErrorKind::WouldBlock))
+    }
+}
+
+impl Write for Nowhere {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Transport for Nowhere {
+    fn set_read_timeout(&self, _: Option<Duration>) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn set_write_timeout(&self, _: Option<Duration>) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn set_nonblocking(&self, _: bool) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn kind(&self) -> &'static str {
+        "nowhere"
+    }
+}
+
+/// A connection past its handshake, over no socket, with `ours` as our
+/// pieces.
+fn offline<'a>(r: &'a Rig, ours: &[u32]) -> Connection<'a> {
+    let addr: SocketAddr = "127.0.0.2:6881".parse().unwrap();
+    let mut conn = Connection::new(&r.ctx, Box::new(Nowhere), addr, None);
+    conn.handshaked = true;
+    for &p in ours {
+        conn.ours.set(p);
+    }
+    conn
+}
+
+/// Hands the peer's `bytes` to the protocol; what it queued to send.
+fn feed(conn: &mut Connection<'_>, bytes: &[u8]) -> Result<Vec<u8>, Close> {
+    conn.reader.fill(&mut &bytes[..])?;
+    conn.drain_messages()?;
+    Ok(std::mem::take(&mut conn.out))
+}
+
+fn events(r: &Rig) -> Vec<Event> {
+    r.events.try_iter().collect()
+}
+
+#[test]
+fn with_no_socket_a_bitfield_is_told_to_the_coordinator_and_interest_goes_out() {
+    let r = rig("offline-bitfield");
+    let mut conn = offline(&r, &[]);
+    let out = feed(&mut conn, &[0, 0, 0, 2, 5, 0b1110_0000]).unwrap();
+    assert_eq!(out, [0, 0, 0, 1, 2], "interested");
+    let evs = events(&r);
+    assert!(
+        matches!(
+            evs[..],
+            [Event::Bitfield {
+                interested: true,
+                ..
+            }]
+        ),
+        "{} events",
+        evs.len()
+    );
+    // A have for a piece it already announced changes nothing.
+    assert!(feed(&mut conn, &[0, 0, 0, 5, 4, 0, 0, 0, 1])
+        .unwrap()
+        .is_empty());
+    assert!(events(&r).is_empty());
+}
+
+#[test]
+fn with_no_socket_a_have_is_range_checked() {
+    let r = rig("offline-have");
+    let mut conn = offline(&r, &[]);
+    feed(&mut conn, &[0, 0, 0, 5, 4, 0, 0, 0, 2]).unwrap();
+    assert!(matches!(events(&r)[..], [Event::Have { piece: 2, .. }]));
+    match feed(&mut conn, &[0, 0, 0, 5, 4, 0, 0, 0, 3]) {
+        Err(Close::Misbehaved(why)) => assert!(why.contains("out of range"), "{why}"),
+        other => panic!("expected a violation, got {:?}", other.map(|o| o.len())),
+    }
+}
+
+#[test]
+fn with_no_socket_requests_are_refused_or_ignored_by_the_rules() {
+    let r = rig("offline-request");
+    let mut conn = offline(&r, &[0]);
+    // We choke the peer: a request for a piece we have is ignored.
+    assert!(feed(&mut conn, &request(0)).unwrap().is_empty());
+    assert!(conn.uploads.is_empty());
+    // For a piece we never announced: a violation.
+    match feed(&mut conn, &request(1)) {
+        Err(Close::Misbehaved(why)) => assert!(why.contains("which we do not have"), "{why}"),
+        other => panic!("expected a violation, got {:?}", other.map(|o| o.len())),
+    }
+    // Unchoked, the request is queued for upload.
+    let mut conn = offline(&r, &[0]);
+    conn.am_choking = false;
+    feed(&mut conn, &request(0)).unwrap();
+    assert_eq!(conn.uploads.len(), 1);
+}
+
+#[test]
+fn with_no_socket_a_block_nobody_asked_for_ends_the_connection() {
+    let r = rig("offline-block");
+    let mut conn = offline(&r, &[]);
+    let mut piece = Vec::new();
+    Message::Piece {
+        index: 0,
+        begin: 0,
+        data: &[1; 16],
+    }
+    .encode_into(&mut piece);
+    assert!(matches!(feed(&mut conn, &piece), Err(Close::Misbehaved(_))));
+}
