@@ -127,6 +127,7 @@ impl Connection<'_> {
         if self.our_dht_port().is_some() {
             ours.reserved[wire::DHT_BYTE] |= wire::DHT_BIT;
         }
+        trace::handshake(self.addr, "->", &ours);
         self.stream.write_all(&ours.encode())?;
         let theirs = match self.received.take() {
             Some(theirs) => theirs,
@@ -137,6 +138,7 @@ impl Connection<'_> {
             }
         };
         let h = Handshake::decode(&theirs).map_err(|e| bad(e.to_string()))?;
+        trace::handshake(self.addr, "<-", &h);
         if h.info_hash != self.ctx.info_hash {
             return Err(bad("handshake for another torrent (wrong info-hash)"));
         }
@@ -238,7 +240,12 @@ impl Connection<'_> {
 
     /// Queues a message for the peer (sent by the next `flush`).
     pub(super) fn send(&mut self, m: Message<'_>) {
-        queue(&mut self.out, self.addr, m);
+        trace::queue_to(
+            &mut self.out,
+            self.addr,
+            m,
+            trace::ExtIds::theirs(&self.theirs),
+        );
     }
 
     pub(super) fn flush(&mut self) -> Result<(), Close> {
