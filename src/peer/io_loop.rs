@@ -127,8 +127,8 @@ impl Connection<'_> {
         if self.our_dht_port().is_some() {
             ours.reserved[wire::DHT_BYTE] |= wire::DHT_BIT;
         }
-        trace::handshake(self.addr, "->", &ours);
         self.stream.write_all(&ours.encode())?;
+        trace::handshake(self.addr, "->", &ours);
         let theirs = match self.received.take() {
             Some(theirs) => theirs,
             None => {
@@ -240,12 +240,8 @@ impl Connection<'_> {
 
     /// Queues a message for the peer (sent by the next `flush`).
     pub(super) fn send(&mut self, m: Message<'_>) {
-        trace::queue_to(
-            &mut self.out,
-            self.addr,
-            m,
-            trace::ExtIds::theirs(&self.theirs),
-        );
+        let ids = trace::ExtIds::theirs(&self.theirs);
+        trace::queue_to(&mut self.out, self.addr, m, ids);
     }
 
     pub(super) fn flush(&mut self) -> Result<(), Close> {
