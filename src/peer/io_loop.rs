@@ -128,6 +128,7 @@ impl Connection<'_> {
             ours.reserved[wire::DHT_BYTE] |= wire::DHT_BIT;
         }
         self.stream.write_all(&ours.encode())?;
+        trace::handshake(self.addr, "->", &ours);
         let theirs = match self.received.take() {
             Some(theirs) => theirs,
             None => {
@@ -137,6 +138,7 @@ impl Connection<'_> {
             }
         };
         let h = Handshake::decode(&theirs).map_err(|e| bad(e.to_string()))?;
+        trace::handshake(self.addr, "<-", &h);
         if h.info_hash != self.ctx.info_hash {
             return Err(bad("handshake for another torrent (wrong info-hash)"));
         }
@@ -238,7 +240,8 @@ impl Connection<'_> {
 
     /// Queues a message for the peer (sent by the next `flush`).
     pub(super) fn send(&mut self, m: Message<'_>) {
-        queue(&mut self.out, self.addr, m);
+        let ids = trace::ExtIds::theirs(&self.theirs);
+        trace::queue_to(&mut self.out, self.addr, m, ids);
     }
 
     pub(super) fn flush(&mut self) -> Result<(), Close> {

@@ -407,7 +407,7 @@ mod trace;
 mod upload;
 
 use download::take_room;
-use trace::{queue, readable};
+use trace::queue;
 
 #[cfg(test)]
 mod tests;

@@ -13,7 +13,7 @@ impl Connection<'_> {
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(bad(e.to_string())),
             };
-            trace!("{} <- {}", self.addr, readable(&msg));
+            trace::received(self.addr, &msg);
             match msg {
                 Message::Port(port) => {
                     if port != 0 {
