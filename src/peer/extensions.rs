@@ -107,7 +107,18 @@ impl Connection<'_> {
         {
             return;
         }
-        if let Some(m) = self.pex.delta(connected, self.addr) {
+        // The peer's own listening address is not news to it (on an inbound
+        // connection, `addr` is its outgoing port, not that one).
+        let own = self
+            .theirs
+            .listen_port
+            .map(|p| SocketAddr::new(self.addr.ip(), p));
+        let others: Vec<SocketAddr> = connected
+            .iter()
+            .copied()
+            .filter(|&a| Some(a) != own)
+            .collect();
+        if let Some(m) = self.pex.delta(&others, self.addr) {
             let payload = m.encode();
             self.send(Message::Extended(their_id, &payload));
             self.last_pex = Some(Instant::now());

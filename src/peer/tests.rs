@@ -704,3 +704,24 @@ fn with_no_socket_a_block_nobody_asked_for_ends_the_connection() {
     .encode_into(&mut piece);
     assert!(matches!(feed(&mut conn, &piece), Err(Close::Misbehaved(_))));
 }
+
+#[test]
+fn with_no_socket_peer_exchange_never_tells_a_peer_its_own_listening_address() {
+    let r = rig("offline-pex");
+    let mut conn = offline(&r, &[]);
+    // An inbound peer: we see its outgoing port; it listens on 7000.
+    conn.theirs.ut_pex = Some(9);
+    conn.theirs.listen_port = Some(7000);
+    let itself: SocketAddr = "127.0.0.2:7000".parse().unwrap();
+    let other: SocketAddr = "127.0.0.3:6881".parse().unwrap();
+    conn.send_pex(&[itself, other]);
+    let out = std::mem::take(&mut conn.out);
+    let mut reader = MessageReader::new(1 << 16);
+    reader.fill(&mut &out[..]).unwrap();
+    let Some(Message::Extended(9, payload)) = reader.next_message().unwrap() else {
+        panic!("no ut_pex message in {out:?}");
+    };
+    let m = PexMessage::decode(payload).unwrap();
+    let added: Vec<SocketAddr> = m.added.iter().map(|&(a, _)| a).collect();
+    assert_eq!(added, vec![other]);
+}
