@@ -817,7 +817,7 @@ struct FetchWorker {
 
 impl FetchWorker {
     fn run(&self, addr: SocketAddr) -> Result<(), String> {
-        let mut s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
+        let mut s: TcpStream = crate::dial::connect(&addr, CONNECT_TIMEOUT)
             .map_err(|e| format!("connect failed: {e}"))?;
         let io = |e: std::io::Error| e.to_string();
         s.set_nodelay(true).map_err(io)?;

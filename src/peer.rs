@@ -181,11 +181,7 @@ pub(crate) fn run(ctx: WorkerCtx) {
             break;
         }
         let (addr, theirs, result) = match job {
-            Job::Connect(addr) => (
-                addr,
-                None,
-                TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT),
-            ),
+            Job::Connect(addr) => (addr, None, crate::dial::connect(&addr, CONNECT_TIMEOUT)),
             Job::Inbound(stream, addr, theirs) => (addr, Some(theirs), Ok(stream)),
         };
         let (connected, misbehaved, reason) = match result {

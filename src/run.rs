@@ -82,7 +82,8 @@ pub(crate) fn download(
     let sources = MagnetSources {
         peers: resolve_peers(&net.peers)?,
         dht: dht.clone(),
-        port: net.port,
+        // Behind a proxy nothing listens: no port is told to anyone.
+        port: if tget::dial::listens() { net.port } else { 0 },
         workers: net.max_peers as usize,
         timeout: out.timeout,
         cache_dir: Some(net.dir.clone()),

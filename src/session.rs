@@ -300,14 +300,21 @@ fn start_up_check<T>(
     done
 }
 
-fn bind_listener(port: u16) -> Result<TcpListener, SessionError> {
-    match TcpListener::bind(("0.0.0.0", port)) {
-        Ok(l) => Ok(l),
+/// The listening socket, on `--bind`'s address or every IPv4 one; none
+/// behind a proxy (nothing may arrive outside it; see crate::dial).
+fn bind_listener(port: u16) -> Result<Option<TcpListener>, SessionError> {
+    if !crate::dial::listens() {
+        info!("not listening for peers: connections go through the proxy");
+        return Ok(None);
+    }
+    let ip = crate::dial::listen_ip();
+    match TcpListener::bind((ip, port)) {
+        Ok(l) => Ok(Some(l)),
         Err(e) if e.kind() == io::ErrorKind::AddrInUse && port != 0 => {
-            let l = TcpListener::bind(("0.0.0.0", 0)).map_err(SessionError::Listen)?;
+            let l = TcpListener::bind((ip, 0)).map_err(SessionError::Listen)?;
             let got = l.local_addr().map(|a| a.port()).unwrap_or(0);
             warn!("port {port} is taken; listening on {got} instead");
-            Ok(l)
+            Ok(Some(l))
         }
         Err(e) => Err(SessionError::Listen(e)),
     }
@@ -369,10 +376,16 @@ impl Session {
             Some(crate::statedir::ensure(&config.dir)?)
         };
         let listener = bind_listener(config.port)?;
-        let port = listener.local_addr().map_err(SessionError::Listen)?.port();
+        // 0 (told to trackers and peers) when we do not listen.
+        let port = match &listener {
+            Some(l) => l.local_addr().map_err(SessionError::Listen)?.port(),
+            None => 0,
+        };
         let shared = Arc::new(Shared::default());
         shared.listen_port.store(port as u64, Ordering::Relaxed);
-        info!("listening for peers on port {port}");
+        if listener.is_some() {
+            info!("listening for peers on port {port}");
+        }
 
         // The DHT: off for private torrents (BEP 27). Its state is kept
         // beside the resume state so later runs start with a warm table.
@@ -416,7 +429,7 @@ impl Session {
             spawn(format!("peer-{id}"), move || peer::run(ctx))?;
         }
 
-        {
+        if let Some(listener) = listener {
             let events = events_tx.clone();
             let shared = shared.clone();
             let info_hash = meta.info_hash;
@@ -713,11 +726,9 @@ pub fn start_dht(
     state_dir: &std::path::Path,
 ) -> Result<Vec<Dht>, SessionError> {
     let start = |v6: bool, port: u16| {
-        let bind = if v6 {
-            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))
-        } else {
-            SocketAddr::from(([0, 0, 0, 0], port))
-        };
+        // `--bind`'s address; none of this family (or behind a proxy): no node.
+        let bind = crate::dial::udp_local(v6, port)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::AddrNotAvailable, "no local address"))?;
         Dht::start(DhtConfig {
             bind,
             bootstrap: settings
@@ -730,8 +741,11 @@ pub fn start_dht(
             node_id: None,
         })
     };
+    let mut nodes = Vec::new();
+    // `--bind` to an IPv6 address, or a proxy: no IPv4 node.
     let v4 = match start(false, settings.port) {
-        Ok(d) => d,
+        _ if crate::dial::udp_local(false, 0).is_none() => None,
+        Ok(d) => Some(d),
         Err(e) if e.kind() == io::ErrorKind::AddrInUse && settings.port != 0 => {
             let d = start(false, 0).map_err(SessionError::Listen)?;
             warn!(
@@ -739,12 +753,14 @@ pub fn start_dht(
                 settings.port,
                 d.local_addr().port()
             );
-            d
+            Some(d)
         }
         Err(e) => return Err(SessionError::Listen(e)),
     };
-    info!("DHT node on UDP port {}", v4.local_addr().port());
-    let mut nodes = vec![v4];
+    if let Some(v4) = v4 {
+        info!("DHT node on UDP port {}", v4.local_addr().port());
+        nodes.push(v4);
+    }
     match start(true, settings.port).or_else(|_| start(true, 0)) {
         Ok(v6) => {
             info!("IPv6 DHT node on UDP port {}", v6.local_addr().port());
