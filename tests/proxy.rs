@@ -154,7 +154,8 @@ fn tracker_announces_go_through_the_proxy_and_udp_trackers_stay_off() {
     let tracker = TestTracker::start();
     let udp = TestUdpTracker::start();
     let tmp = TempDir::new("proxy-tracker");
-    let trackers = [tracker.url.clone(), udp.url.clone()];
+    // The UDP tracker in the first tier: it would be asked first.
+    let trackers = [udp.url.clone(), tracker.url.clone()];
     let content = single_file(tmp.path(), 256 * 1024, 16 * 1024, &trackers);
     // Slow enough that the first announce happens while downloading.
     let seeder = SlowSeeder::start(&content, Duration::from_millis(20));
