@@ -225,3 +225,26 @@ fn bind_to_an_address_the_host_lacks_is_exit_7() {
         run.stderr
     );
 }
+
+#[test]
+fn bind_sends_udp_tracker_announces_from_the_bound_address() {
+    let udp = TestUdpTracker::start();
+    let tmp = TempDir::new("bind-udp");
+    let content = single_file(tmp.path(), 256 * 1024, 16 * 1024, &[udp.url.clone()]);
+    let seeder = SlowSeeder::start(&content, Duration::from_millis(20));
+    let out = tmp.path().join("out");
+    let run = run_with_limit(
+        download_from(&content, &out, &seeder.addr.to_string()).args([
+            "--timeout",
+            "20s",
+            "--bind",
+            "127.0.0.2",
+        ]),
+        LIMIT,
+    );
+    assert_eq!(run.status.code(), Some(0), "stderr:\n{}", run.stderr);
+    let seen = udp.seen();
+    assert!(!seen.is_empty(), "no announce reached the UDP tracker");
+    let bound = IpAddr::from([127, 0, 0, 2]);
+    assert!(seen.iter().all(|a| a.ip() == bound), "{seen:?}");
+}

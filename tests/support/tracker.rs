@@ -313,6 +313,15 @@ impl TestUdpTracker {
         self.swarms.announces.load(Ordering::SeqCst)
     }
 
+    /// Every announce so far: where it came from, with the port it named.
+    pub fn seen(&self) -> Vec<SocketAddr> {
+        self.swarms
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// How many connect requests were answered so far.
     pub fn connects(&self) -> usize {
         self.connects.load(Ordering::SeqCst)
