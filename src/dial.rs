@@ -17,7 +17,8 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -26,6 +27,16 @@ use crate::socks::{self, Proxy, SocksError};
 
 /// How long the start-up check of a proxy ([`probe`]) may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After this many connections in a row that failed at the proxy itself
+/// (not at the target it was asked for), the proxy counts as down.
+pub const PROXY_FAILURES_DOWN: u32 = 3;
+
+/// Connections in a row that failed at the proxy itself; 0 after any that
+/// got through the greeting.
+static PROXY_FAILURES: AtomicU32 = AtomicU32::new(0);
+/// The last such failure, for the one-line error.
+static PROXY_LAST_ERROR: Mutex<String> = Mutex::new(String::new());
 
 /// The route of the process.
 struct Net {
@@ -142,6 +153,21 @@ pub fn probe() -> Result<(), NetError> {
     socks::greet(&mut s, p.auth.as_ref(), deadline).map_err(fail)
 }
 
+/// With a proxy that failed [`PROXY_FAILURES_DOWN`] connections in a row
+/// at the proxy itself (down since the start, refusing us, garbage): why,
+/// as one line. The binary ends the run with it (exit 7).
+pub fn proxy_down() -> Option<String> {
+    let (p, _) = net().proxy.as_ref()?;
+    let n = PROXY_FAILURES.load(Ordering::Relaxed);
+    if n < PROXY_FAILURES_DOWN {
+        return None;
+    }
+    let last = PROXY_LAST_ERROR.lock().unwrap_or_else(|e| e.into_inner());
+    Some(format!(
+        "proxy {p}: {n} connections in a row failed (last: {last})"
+    ))
+}
+
 /// Whether a proxy carries our connections.
 pub fn proxied() -> bool {
     net().proxy.is_some()
@@ -190,9 +216,22 @@ pub fn connect(addr: &SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
     };
     let deadline = Instant::now() + timeout;
     let via = |e: SocksError| io::Error::other(format!("via proxy {p}: {e}"));
-    let mut s = tcp(n.bind, *proxy, timeout).map_err(|e| via(SocksError::Io(e)))?;
-    socks::greet(&mut s, p.auth.as_ref(), deadline).map_err(via)?;
-    socks::request_connect(&mut s, *addr, deadline).map_err(via)?;
+    // Failures before the CONNECT (and garbage after it) are the proxy's
+    // own; a CONNECT refused or slow is about the target.
+    let own = |e: SocksError| {
+        let msg = e.to_string();
+        if PROXY_FAILURES.fetch_add(1, Ordering::Relaxed) + 1 >= PROXY_FAILURES_DOWN {
+            *PROXY_LAST_ERROR.lock().unwrap_or_else(|e| e.into_inner()) = msg;
+        }
+        via(e)
+    };
+    let mut s = tcp(n.bind, *proxy, timeout).map_err(|e| own(SocksError::Io(e)))?;
+    socks::greet(&mut s, p.auth.as_ref(), deadline).map_err(own)?;
+    PROXY_FAILURES.store(0, Ordering::Relaxed);
+    socks::request_connect(&mut s, *addr, deadline).map_err(|e| match e {
+        SocksError::Malformed(_) => own(e),
+        e => via(e),
+    })?;
     s.set_read_timeout(None)?;
     s.set_write_timeout(None)?;
     Ok(s)

@@ -274,6 +274,11 @@ pub(crate) fn run_session(
                 session.stop();
             }
         }
+        // A proxy that went down after the start (tget::dial): exit 7.
+        if let (None, Some(why)) = (&stop_reason, tget::dial::proxy_down()) {
+            stop_reason = Some(fail(exit::NETWORK, why));
+            session.stop();
+        }
         let stats = session.stats();
         if stats.verified != progress_mark.1 || stats.checking.is_some() {
             progress_mark = (Instant::now(), stats.verified);

@@ -248,3 +248,25 @@ fn bind_sends_udp_tracker_announces_from_the_bound_address() {
     let bound = IpAddr::from([127, 0, 0, 2]);
     assert!(seen.iter().all(|a| a.ip() == bound), "{seen:?}");
 }
+
+#[test]
+fn a_proxy_that_goes_down_after_the_start_is_exit_7() {
+    let tmp = TempDir::new("proxy-gone");
+    let content = single_file(tmp.path(), 64 * 1024, 16 * 1024, &[]);
+    let proxy = SocksServer::start(Mode::FirstOnly);
+    let out = tmp.path().join("out");
+    // Three peers (nothing listens there): each connection fails at the
+    // proxy, which answered only tget's start-up check.
+    let mut cmd = download_from(&content, &out, "127.0.0.1:9");
+    cmd.args(["--peer", "127.0.0.1:10", "--peer", "127.0.0.1:11"])
+        .args(["--timeout", "30s", "--proxy", &proxy.url(None)]);
+    let run = run_with_limit(&mut cmd, LIMIT);
+    assert_eq!(run.status.code(), Some(7), "stderr:\n{}", run.stderr);
+    let last = run.stderr.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("tget: proxy socks5://") && last.contains("connections in a row failed"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(proxy.accepted(), 1);
+}

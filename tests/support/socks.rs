@@ -28,6 +28,9 @@ pub enum Mode {
     Malformed,
     /// Reads the greeting and never answers.
     Stall,
+    /// Serves its first connection as `Open`, then stops listening: a
+    /// proxy that goes down after tget checked it.
+    FirstOnly,
 }
 
 pub struct SocksServer {
@@ -52,10 +55,14 @@ impl SocksServer {
                     Ok((sock, _)) => {
                         a2.fetch_add(1, Ordering::Relaxed);
                         let (mode, s3, c3) = (mode.clone(), s2.clone(), c2.clone());
+                        let last = matches!(mode, Mode::FirstOnly);
                         thread::spawn(move || {
                             let _ = sock.set_nonblocking(false);
                             let _ = serve(sock, &mode, &s3, &c3);
                         });
+                        if last {
+                            break;
+                        }
                     }
                     Err(_) => thread::sleep(Duration::from_millis(10)),
                 }
@@ -123,7 +130,7 @@ fn serve(
             }
             return Ok(());
         }
-        Mode::Open => s.write_all(&[5, 0])?,
+        Mode::Open | Mode::FirstOnly => s.write_all(&[5, 0])?,
         Mode::Auth { user, pass } => {
             if !methods.contains(&2) {
                 return s.write_all(&[5, 0xff]);
