@@ -230,7 +230,12 @@ fn bind_to_an_address_the_host_lacks_is_exit_7() {
 fn bind_sends_udp_tracker_announces_from_the_bound_address() {
     let udp = TestUdpTracker::start();
     let tmp = TempDir::new("bind-udp");
-    let content = single_file(tmp.path(), 256 * 1024, 16 * 1024, &[udp.url.clone()]);
+    let content = single_file(
+        tmp.path(),
+        256 * 1024,
+        16 * 1024,
+        std::slice::from_ref(&udp.url),
+    );
     let seeder = SlowSeeder::start(&content, Duration::from_millis(20));
     let out = tmp.path().join("out");
     let run = run_with_limit(
