@@ -92,6 +92,11 @@ fn main() -> ExitCode {
     let quiet = cli.quiet;
     // Behind a proxy nothing may use UDP: no DHT.
     let no_dht = cli.no_dht || cli.proxy.is_some();
+    let networked = !matches!(cli.command, Command::Demo { .. });
+    if !networked && (cli.proxy.is_some() || cli.bind.is_some()) {
+        eprintln!("tget: demo runs its own swarm on 127.0.0.1: --proxy and --bind do not apply");
+        return ExitCode::from(exit::USAGE);
+    }
     if let Err(f) = route(cli.proxy.as_deref(), cli.bind) {
         eprintln!("tget: {}", f.message);
         return ExitCode::from(f.code);

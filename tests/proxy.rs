@@ -275,3 +275,23 @@ fn a_proxy_that_goes_down_after_the_start_is_exit_7() {
     );
     assert_eq!(proxy.accepted(), 1);
 }
+
+#[test]
+fn demo_refuses_proxy_and_bind_and_bad_urls_are_usage_errors() {
+    for args in [
+        &["demo", "--proxy", "socks5://127.0.0.1:1"][..],
+        &["demo", "--bind", "127.0.0.1"][..],
+        &["info", "x.torrent", "--proxy", "http://127.0.0.1:1"][..],
+        &[
+            "info",
+            "x.torrent",
+            "--proxy",
+            "socks5://u:secret@127.0.0.1",
+        ][..],
+    ] {
+        let run = run_with_limit(tget().args(args), LIMIT);
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {}", run.stderr);
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        assert!(!run.stderr.contains("secret"), "{}", run.stderr);
+    }
+}
