@@ -18,6 +18,7 @@ pub(crate) mod exit {
     pub const NO_PROGRESS: u8 = 4;
     pub const DISK: u8 = 5;
     pub const NO_METADATA: u8 = 6;
+    pub const NETWORK: u8 = 7;
     pub const SIGINT: u8 = 130;
     pub const SIGTERM: u8 = 143;
 }
@@ -30,6 +31,7 @@ pub(crate) const EXIT_CODES: &str = "Exit codes:
   4    no peers or no progress before --timeout
   5    disk or file error (verify: data incomplete; seed: incomplete data without --partial)
   6    metadata could not be fetched (magnet links)
+  7    --proxy down, refusing or not SOCKS5, or a --bind address this host does not have
   130  interrupted by SIGINT (Ctrl+C); state saved, run again to resume
   143  interrupted by SIGTERM; state saved, run again to resume";
 
@@ -46,6 +48,16 @@ pub(crate) struct Cli {
     /// and --peer addresses is contacted).
     #[arg(long, global = true)]
     pub(crate) no_dht: bool,
+    /// Send every connection through this SOCKS5 proxy:
+    /// socks5://[user:pass@]HOST:PORT. Peers and HTTP(S) trackers go
+    /// through it; UDP trackers and the DHT are off, nothing listens, and
+    /// nothing ever falls back to a direct connection.
+    #[arg(long, global = true, value_name = "URL")]
+    pub(crate) proxy: Option<String>,
+    /// Listen on this local address and send every connection from it
+    /// (peers, UDP trackers, the DHT; not HTTP trackers).
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub(crate) bind: Option<std::net::IpAddr>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }

@@ -90,7 +90,17 @@ fn main() -> ExitCode {
         .format(log_line)
         .init();
     let quiet = cli.quiet;
-    let no_dht = cli.no_dht;
+    // Behind a proxy nothing may use UDP: no DHT.
+    let no_dht = cli.no_dht || cli.proxy.is_some();
+    let networked = !matches!(cli.command, Command::Demo { .. });
+    if !networked && (cli.proxy.is_some() || cli.bind.is_some()) {
+        eprintln!("tget: demo runs its own swarm on 127.0.0.1: --proxy and --bind do not apply");
+        return ExitCode::from(exit::USAGE);
+    }
+    if let Err(f) = route(cli.proxy.as_deref(), cli.bind) {
+        eprintln!("tget: {}", f.message);
+        return ExitCode::from(f.code);
+    }
     let result = match cli.command {
         Command::Download {
             torrent,
@@ -160,6 +170,20 @@ fn main() -> ExitCode {
             ExitCode::from(f.code)
         }
     }
+}
+
+/// Sets the process's network route from `--proxy` and `--bind`
+/// (tget::dial) and checks the proxy answers: exit 7 if not.
+fn route(proxy: Option<&str>, bind: Option<std::net::IpAddr>) -> Result<(), Failure> {
+    if proxy.is_none() && bind.is_none() {
+        return Ok(());
+    }
+    let proxy = proxy
+        .map(tget::socks::Proxy::parse)
+        .transpose()
+        .map_err(|e| fail(exit::USAGE, e))?;
+    tget::dial::configure(proxy, bind).map_err(|e| fail(exit::NETWORK, e))?;
+    tget::dial::probe().map_err(|e| fail(exit::NETWORK, e))
 }
 
 fn info(

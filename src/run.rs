@@ -82,7 +82,8 @@ pub(crate) fn download(
     let sources = MagnetSources {
         peers: resolve_peers(&net.peers)?,
         dht: dht.clone(),
-        port: net.port,
+        // Behind a proxy nothing listens: no port is told to anyone.
+        port: if tget::dial::listens() { net.port } else { 0 },
         workers: net.max_peers as usize,
         timeout: out.timeout,
         cache_dir: Some(net.dir.clone()),
@@ -272,6 +273,11 @@ pub(crate) fn run_session(
                 stop_reason = Some(fail(code, "interrupted"));
                 session.stop();
             }
+        }
+        // A proxy that went down after the start (tget::dial): exit 7.
+        if let (None, Some(why)) = (&stop_reason, tget::dial::proxy_down()) {
+            stop_reason = Some(fail(exit::NETWORK, why));
+            session.stop();
         }
         let stats = session.stats();
         if stats.verified != progress_mark.1 || stats.checking.is_some() {

@@ -226,14 +226,21 @@ fn start_up_check<T>(
     done
 }
 
-fn bind_listener(port: u16) -> Result<TcpListener, SessionError> {
-    match TcpListener::bind(("0.0.0.0", port)) {
-        Ok(l) => Ok(l),
+/// The listening socket, on `--bind`'s address or every IPv4 one; none
+/// behind a proxy (nothing may arrive outside it; see crate::dial).
+fn bind_listener(port: u16) -> Result<Option<TcpListener>, SessionError> {
+    if !crate::dial::listens() {
+        info!("not listening for peers: connections go through the proxy");
+        return Ok(None);
+    }
+    let ip = crate::dial::listen_ip();
+    match TcpListener::bind((ip, port)) {
+        Ok(l) => Ok(Some(l)),
         Err(e) if e.kind() == io::ErrorKind::AddrInUse && port != 0 => {
-            let l = TcpListener::bind(("0.0.0.0", 0)).map_err(SessionError::Listen)?;
+            let l = TcpListener::bind((ip, 0)).map_err(SessionError::Listen)?;
             let got = l.local_addr().map(|a| a.port()).unwrap_or(0);
             warn!("port {port} is taken; listening on {got} instead");
-            Ok(l)
+            Ok(Some(l))
         }
         Err(e) => Err(SessionError::Listen(e)),
     }
@@ -295,10 +302,16 @@ impl Session {
             Some(crate::statedir::ensure(&config.dir)?)
         };
         let listener = bind_listener(config.port)?;
-        let port = listener.local_addr().map_err(SessionError::Listen)?.port();
+        // 0 (told to trackers and peers) when we do not listen.
+        let port = match &listener {
+            Some(l) => l.local_addr().map_err(SessionError::Listen)?.port(),
+            None => 0,
+        };
         let shared = Arc::new(Shared::default());
         shared.listen_port.store(port as u64, Ordering::Relaxed);
-        info!("listening for peers on port {port}");
+        if listener.is_some() {
+            info!("listening for peers on port {port}");
+        }
 
         // The DHT: off for private torrents (BEP 27). Its state is kept
         // beside the resume state so later runs start with a warm table.
@@ -342,7 +355,7 @@ impl Session {
             spawn(format!("peer-{id}"), move || peer::run(ctx))?;
         }
 
-        {
+        if let Some(listener) = listener {
             let events = events_tx.clone();
             let shared = shared.clone();
             let info_hash = meta.info_hash;

@@ -148,13 +148,13 @@ fn read_capped(r: impl Read, what: &str) -> Result<Vec<u8>, MetainfoError> {
 }
 
 fn fetch(url: &str) -> Result<Vec<u8>, MetainfoError> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    // Through `--proxy` when there is one (crate::dial).
+    let response = crate::dial::http_agent()
+        .get(url)
+        .config()
         .timeout_global(Some(FETCH_TIMEOUT))
         .http_status_as_error(true)
         .build()
-        .into();
-    let response = agent
-        .get(url)
         .call()
         .map_err(|e| error("url", format!("{url}: {e}")))?;
     let reader = response.into_body().into_reader();

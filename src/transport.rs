@@ -49,10 +49,11 @@ impl Transport for TcpStream {
     }
 }
 
-/// A TCP connection to `addr`, made within `limit`, set up for the peer
-/// protocol (Nagle off: requests and small messages go out at once).
+/// A TCP connection to `addr`, made within `limit` the way `--proxy` and
+/// `--bind` say (`crate::dial`), set up for the peer protocol (Nagle off:
+/// requests and small messages go out at once).
 pub fn dial_tcp(addr: SocketAddr, limit: Duration) -> io::Result<Box<dyn Transport>> {
-    let stream = TcpStream::connect_timeout(&addr, limit)?;
+    let stream = crate::dial::connect(&addr, limit)?;
     tcp(stream)
 }
 

@@ -573,13 +573,11 @@ pub struct DhtSettings {
 /// an IPv6 socket (on the same port number when it is free for IPv6 too,
 /// else any). Each gets the bootstrap addresses of its family and keeps its
 /// table in `state_dir`. An IPv6 node that cannot start is left out.
-pub fn start_nodes(settings: &DhtSettings, state_dir: &std::path::Path) -> io::Result<Vec<Dht>> {
+pub fn start_nodes(settings: &DhtSettings, state_dir: &Path) -> io::Result<Vec<Dht>> {
     let start = |v6: bool, port: u16| {
-        let bind = if v6 {
-            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))
-        } else {
-            SocketAddr::from(([0, 0, 0, 0], port))
-        };
+        // `--bind`'s address; none of this family (or behind a proxy): no node.
+        let bind = crate::dial::udp_local(v6, port)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::AddrNotAvailable, "no local address"))?;
         Dht::start(DhtConfig {
             bind,
             bootstrap: settings
@@ -592,8 +590,11 @@ pub fn start_nodes(settings: &DhtSettings, state_dir: &std::path::Path) -> io::R
             node_id: None,
         })
     };
+    let mut nodes = Vec::new();
+    // `--bind` to an IPv6 address, or a proxy: no IPv4 node.
     let v4 = match start(false, settings.port) {
-        Ok(d) => d,
+        _ if crate::dial::udp_local(false, 0).is_none() => None,
+        Ok(d) => Some(d),
         Err(e) if e.kind() == io::ErrorKind::AddrInUse && settings.port != 0 => {
             let d = start(false, 0)?;
             warn!(
@@ -601,12 +602,14 @@ pub fn start_nodes(settings: &DhtSettings, state_dir: &std::path::Path) -> io::R
                 settings.port,
                 d.local_addr().port()
             );
-            d
+            Some(d)
         }
         Err(e) => return Err(e),
     };
-    info!("DHT node on UDP port {}", v4.local_addr().port());
-    let mut nodes = vec![v4];
+    if let Some(v4) = v4 {
+        info!("DHT node on UDP port {}", v4.local_addr().port());
+        nodes.push(v4);
+    }
     match start(true, settings.port).or_else(|_| start(true, 0)) {
         Ok(v6) => {
             info!("IPv6 DHT node on UDP port {}", v6.local_addr().port());

@@ -277,7 +277,8 @@ pub fn announce(
 ) -> Result<AnnounceResponse, TrackerError> {
     let full = build_url(url, req);
     log::trace!("tracker: GET {full}");
-    let response = ureq::get(full.as_str())
+    let response = crate::dial::http_agent()
+        .get(full.as_str())
         .config()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)

@@ -184,6 +184,10 @@ pub fn announce(
 ) -> Result<AnnounceResponse, TrackerError> {
     let mut response = match scheme_of(url) {
         Some(Scheme::Http) => http::announce(url, req, timeout),
+        // UDP cannot go through a SOCKS5 CONNECT proxy: never sent directly.
+        Some(Scheme::Udp) if crate::dial::proxied() => Err(TrackerError::UnsupportedUrl(format!(
+            "{url} (UDP does not go through --proxy)"
+        ))),
         Some(Scheme::Udp) => udp::announce(url, req, timeout),
         None => Err(TrackerError::UnsupportedUrl(url.to_string())),
     }?;
@@ -476,6 +480,10 @@ impl Announcer {
                 let url = url.trim().to_string();
                 if scheme_of(&url).is_none() {
                     log::debug!("tracker: skipping unsupported tracker URL {url}");
+                    continue;
+                }
+                if scheme_of(&url) == Some(Scheme::Udp) && crate::dial::proxied() {
+                    log::info!("tracker: skipping {url}: UDP does not go through --proxy");
                     continue;
                 }
                 if seen.contains(&url) {

@@ -437,11 +437,12 @@ pub(crate) fn announce_with(
         IpAddr::V4(_) => false,
         IpAddr::V6(ip) => ip.to_ipv4_mapped().is_none(),
     };
-    let local = if addr.is_ipv4() {
-        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
-    } else {
-        SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
-    };
+    // From `--bind`'s address when given (crate::dial).
+    let local = crate::dial::udp_local(addr.is_ipv6(), 0).ok_or_else(|| {
+        TrackerError::Io(format!(
+            "no local address of {addr}'s family (--bind, --proxy)"
+        ))
+    })?;
     let socket =
         UdpSocket::bind(local).map_err(|e| TrackerError::Io(format!("bind {local}: {e}")))?;
     socket

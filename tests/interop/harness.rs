@@ -792,6 +792,23 @@ impl Swarm {
         port
     }
 
+    /// Seeds `t` with libtorrent listening on `ip` (a loopback address),
+    /// logging every alert: returns its port and its log, where each
+    /// incoming connection is written with the address it came from.
+    pub fn seed_libtorrent_logged(&mut self, t: &Torrent, ip: &str) -> (u16, PathBuf) {
+        let port = free_port();
+        let mut cmd = Command::new(PYTHON);
+        cmd.arg(script("lt_seed.py"))
+            .arg(&t.file)
+            .arg(&t.data_dir)
+            .arg(port.to_string())
+            .args(["--ip", ip, "-v"]);
+        let proc = self.spawn("libtorrent seeder", &mut cmd);
+        let log = proc.log.clone();
+        self.wait_seeder_ready(t, proc, "READY");
+        (port, log)
+    }
+
     /// Seeds `t` from its data folder with aria2c; returns once the data is
     /// verified and the seeder announced. Returns its port.
     pub fn seed_aria2(&mut self, t: &Torrent) -> u16 {
@@ -945,6 +962,26 @@ impl Swarm {
             start.elapsed()
         );
         assert_same_content(&t.content, &out.join(t.name()));
+    }
+
+    /// Runs `tget download <t> --dir <fresh> --port <free> -v <extra...>`
+    /// and returns how it exited (killed after DOWNLOAD_TIMEOUT) and its log.
+    pub fn tget_run(&mut self, t: &Torrent, extra: &[&str]) -> (ExitStatus, PathBuf) {
+        let out = self.subdir("tget-out");
+        let mut cmd = tget_command();
+        cmd.arg("download")
+            .arg(&t.file)
+            .arg("--dir")
+            .arg(&out)
+            .arg("--port")
+            .arg(free_port().to_string())
+            .arg("-v")
+            .args(extra);
+        let mut proc = self.spawn("tget download", &mut cmd);
+        let status = proc
+            .wait_for(DOWNLOAD_TIMEOUT)
+            .unwrap_or_else(|| panic!("interop: tget did not end within {DOWNLOAD_TIMEOUT:?}"));
+        (status, proc.log.clone())
     }
 
     /// A torrent made by `tget create` (piece size 2^`piece_log2`), with

@@ -1,7 +1,10 @@
 #!/usr/bin/python3
 """Seed a torrent with libtorrent on 127.0.0.1 until killed.
 
-usage: /usr/bin/python3 lt_seed.py TORRENT SAVE_DIR PORT [--peer HOST:PORT]... [-v]
+usage: /usr/bin/python3 lt_seed.py TORRENT SAVE_DIR PORT [--peer HOST:PORT]... [--ip IP] [-v]
+
+--ip: the loopback address to listen on (default 127.0.0.1). -v logs every
+alert, among them each incoming connection with its address.
 
 Checks the data in SAVE_DIR first, prints "READY" on stdout once the torrent
 is seeding (every piece verified), and exits 2 if the data is incomplete.
@@ -21,10 +24,11 @@ def main():
     ap.add_argument("save_dir")
     ap.add_argument("port", type=int)
     ap.add_argument("--peer", action="append", default=[])
+    ap.add_argument("--ip", default="127.0.0.1")
     ap.add_argument("-v", action="store_true")
     args = ap.parse_args()
 
-    ses = ltpeer.session(args.port, args.v)
+    ses = ltpeer.session(args.port, args.v, args.ip)
     h = ltpeer.add(ses, args.torrent, args.save_dir)
     ready = False
     while not ltpeer.parent_gone():
@@ -32,7 +36,7 @@ def main():
         st = h.status()
         if not ready and st.state == st.seeding:
             ready = True
-            ltpeer.log("seeding on 127.0.0.1:%d" % args.port)
+            ltpeer.log("seeding on %s:%d" % (args.ip, args.port))
             print("READY", flush=True)
             ltpeer.connect_peers(h, args.peer)
         elif not ready and st.state in (st.downloading, st.finished):

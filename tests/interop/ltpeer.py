@@ -24,10 +24,10 @@ def parent_gone():
     return os.getppid() != _PARENT
 
 
-def session(port, verbose=False):
+def session(port, verbose=False, ip="127.0.0.1"):
     cat = lt.alert.category_t
     settings = {
-        "listen_interfaces": "127.0.0.1:%d" % port,
+        "listen_interfaces": "%s:%d" % (ip, port),
         "listen_system_port_fallback": False,
         "enable_dht": False,
         "enable_lsd": False,

@@ -1,4 +1,5 @@
 #![allow(dead_code)]
 pub mod hostile;
+pub mod socks;
 pub mod swarm;
 pub mod tracker;

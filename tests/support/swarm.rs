@@ -239,6 +239,7 @@ pub struct SlowSeeder {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
     connections: Arc<std::sync::atomic::AtomicUsize>,
+    from: Arc<std::sync::Mutex<Vec<SocketAddr>>>,
 }
 
 impl SlowSeeder {
@@ -250,6 +251,11 @@ impl SlowSeeder {
     /// e.g. from `hostile::hostile_ip`).
     pub fn start_on(content: &Content, ip: std::net::IpAddr, delay: Duration) -> SlowSeeder {
         SlowSeeder::serve(content, delay, false, ip)
+    }
+
+    /// Where the connections it accepted came from.
+    pub fn connected_from(&self) -> Vec<SocketAddr> {
+        self.from.lock().unwrap().clone()
     }
 
     /// How many connections it accepted.
@@ -277,6 +283,8 @@ impl SlowSeeder {
         let s2 = stop.clone();
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let c2 = connections.clone();
+        let from = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let f2 = from.clone();
         let info_hash = content.meta.info_hash;
         let n = content.meta.info.num_pieces() as u32;
         let piece_len = content.meta.info.piece_length;
@@ -284,7 +292,8 @@ impl SlowSeeder {
         thread::spawn(move || {
             while !s2.load(Ordering::Relaxed) {
                 match listener.accept() {
-                    Ok((sock, _)) => {
+                    Ok((sock, peer)) => {
+                        f2.lock().unwrap().push(peer);
                         c2.fetch_add(1, Ordering::Relaxed);
                         let (path, s3) = (path.clone(), s2.clone());
                         thread::spawn(move || {
@@ -300,6 +309,7 @@ impl SlowSeeder {
             addr,
             stop,
             connections,
+            from,
         }
     }
 }

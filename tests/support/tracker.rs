@@ -25,12 +25,18 @@ pub const TEST_INTERVAL_SECS: u32 = 60;
 struct Swarms {
     peers: Mutex<HashMap<[u8; 20], Vec<SocketAddr>>>,
     announces: AtomicUsize,
+    /// Every announce's source address with the port it announced.
+    seen: Mutex<Vec<SocketAddr>>,
 }
 
 impl Swarms {
     /// Records one announce and returns the other peers of the swarm.
     fn announce(&self, info_hash: [u8; 20], peer: SocketAddr, stopped: bool) -> Vec<SocketAddr> {
         self.announces.fetch_add(1, Ordering::SeqCst);
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(peer);
         let mut swarms = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         let swarm = swarms.entry(info_hash).or_default();
         swarm.retain(|p| *p != peer);
@@ -97,6 +103,15 @@ impl TestTracker {
     /// The peers currently in the swarm of `info_hash`, sorted.
     pub fn peers(&self, info_hash: &[u8; 20]) -> Vec<SocketAddr> {
         self.swarms.list(info_hash)
+    }
+
+    /// Every announce so far: where it came from, with the port it named.
+    pub fn seen(&self) -> Vec<SocketAddr> {
+        self.swarms
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -296,6 +311,15 @@ impl TestUdpTracker {
     /// How many announces were answered so far.
     pub fn announces(&self) -> usize {
         self.swarms.announces.load(Ordering::SeqCst)
+    }
+
+    /// Every announce so far: where it came from, with the port it named.
+    pub fn seen(&self) -> Vec<SocketAddr> {
+        self.swarms
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// How many connect requests were answered so far.

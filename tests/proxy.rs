@@ -1,0 +1,297 @@
+//! `--proxy socks5://...` and `--bind ADDR`, end to end with the real
+//! binary and the in-process SOCKS5 server of tests/support/socks.rs.
+//!
+//! Through the proxy: the download completes, every connection the seeder
+//! saw came from the proxy's relay address (none directly from tget), and
+//! HTTP tracker announces go through it too, with port 0, while a UDP
+//! tracker is never contacted. A proxy that is down, wants credentials we
+//! lack, refuses ours, answers garbage or stalls ends the run with exit 7
+//! and one line, before any peer is dialled. `--bind 127.0.0.2`: the seeder
+//! sees the connection from 127.0.0.2; an address the host lacks is exit 7.
+
+mod support;
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::time::Duration;
+
+use support::socks::*;
+use support::swarm::*;
+use support::tracker::{TestTracker, TestUdpTracker};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn relay_ip() -> IpAddr {
+    IpAddr::from(RELAY_IP)
+}
+
+/// Downloads `content` from `seeder` through `proxy`; asserts it completes
+/// and that every connection the seeder saw came through the proxy.
+fn download_through(proxy: &SocksServer, creds: Option<&str>, tag: &str) {
+    let tmp = TempDir::new(tag);
+    let content = single_file(tmp.path(), 256 * 1024, 16 * 1024, &[]);
+    let seeder = SlowSeeder::start(&content, Duration::ZERO);
+    let out = tmp.path().join("out");
+    let run = run_with_limit(
+        download_from(&content, &out, &seeder.addr.to_string()).args([
+            "--timeout",
+            "20s",
+            "--proxy",
+            &proxy.url(creds),
+        ]),
+        LIMIT,
+    );
+    assert_eq!(run.status.code(), Some(0), "stderr:\n{}", run.stderr);
+    assert_same_tree(&content.root.join(&content.name), &out.join(&content.name));
+    assert!(
+        proxy.connects().contains(&seeder.addr),
+        "{:?}",
+        proxy.connects()
+    );
+    let from = seeder.connected_from();
+    assert!(!from.is_empty());
+    assert!(
+        from.iter().all(|a| a.ip() == relay_ip()),
+        "a connection did not come through the proxy: {from:?}"
+    );
+    assert!(
+        run.stderr.contains("not listening for peers"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn downloads_through_the_proxy_and_never_directly() {
+    let proxy = SocksServer::start(Mode::Open);
+    download_through(&proxy, None, "proxy-open");
+}
+
+#[test]
+fn downloads_through_a_proxy_that_wants_credentials() {
+    let proxy = SocksServer::start(Mode::Auth {
+        user: "alice".into(),
+        pass: "s3cr:t".into(),
+    });
+    download_through(&proxy, Some("alice:s3cr%3At"), "proxy-auth");
+}
+
+/// Runs a download through `proxy_url` from a seeder that must never be
+/// reached; returns the run's stderr after checking exit 7 and one line.
+fn refused(proxy_url: &str, tag: &str) -> String {
+    let tmp = TempDir::new(tag);
+    let content = single_file(tmp.path(), 64 * 1024, 16 * 1024, &[]);
+    let seeder = SlowSeeder::start(&content, Duration::ZERO);
+    let out = tmp.path().join("out");
+    let run = run_with_limit(
+        download_from(&content, &out, &seeder.addr.to_string()).args([
+            "--timeout",
+            "30s",
+            "--proxy",
+            proxy_url,
+        ]),
+        LIMIT,
+    );
+    assert_eq!(run.status.code(), Some(7), "stderr:\n{}", run.stderr);
+    assert_eq!(seeder.connections(), 0, "the seeder was reached");
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", run.stderr);
+    assert!(
+        lines[0].starts_with("tget: proxy socks5://"),
+        "{}",
+        lines[0]
+    );
+    run.stderr
+}
+
+#[test]
+fn a_proxy_that_is_down_is_exit_7_and_nothing_is_dialled() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let e = refused(&format!("socks5://127.0.0.1:{port}"), "proxy-down");
+    assert!(e.contains("refused"), "{e}");
+}
+
+#[test]
+fn a_proxy_that_wants_credentials_we_lack_is_exit_7() {
+    let proxy = SocksServer::start(Mode::Auth {
+        user: "alice".into(),
+        pass: "pw".into(),
+    });
+    let e = refused(&proxy.url(None), "proxy-noauth");
+    assert!(e.contains("asks for authentication"), "{e}");
+}
+
+#[test]
+fn a_proxy_that_refuses_our_credentials_is_exit_7() {
+    let proxy = SocksServer::start(Mode::Auth {
+        user: "alice".into(),
+        pass: "pw".into(),
+    });
+    let e = refused(&proxy.url(Some("alice:wrong")), "proxy-badauth");
+    assert!(e.contains("refused our username and password"), "{e}");
+    assert!(!e.contains("wrong"), "the password was printed: {e}");
+}
+
+#[test]
+fn a_proxy_that_answers_garbage_is_exit_7() {
+    let proxy = SocksServer::start(Mode::Malformed);
+    let e = refused(&proxy.url(None), "proxy-garbage");
+    assert!(e.contains("malformed reply"), "{e}");
+}
+
+#[test]
+fn a_proxy_that_stalls_is_exit_7_within_the_probe_deadline() {
+    let proxy = SocksServer::start(Mode::Stall);
+    let e = refused(&proxy.url(None), "proxy-stall");
+    assert!(e.contains("no answer in time"), "{e}");
+}
+
+#[test]
+fn tracker_announces_go_through_the_proxy_and_udp_trackers_stay_off() {
+    let tracker = TestTracker::start();
+    let udp = TestUdpTracker::start();
+    let tmp = TempDir::new("proxy-tracker");
+    // The UDP tracker in the first tier: it would be asked first.
+    let trackers = [udp.url.clone(), tracker.url.clone()];
+    let content = single_file(tmp.path(), 256 * 1024, 16 * 1024, &trackers);
+    // Slow enough that the first announce happens while downloading.
+    let seeder = SlowSeeder::start(&content, Duration::from_millis(20));
+    let proxy = SocksServer::start(Mode::Open);
+    let out = tmp.path().join("out");
+    let run = run_with_limit(
+        download_from(&content, &out, &seeder.addr.to_string()).args([
+            "--timeout",
+            "20s",
+            "--proxy",
+            &proxy.url(None),
+        ]),
+        LIMIT,
+    );
+    assert_eq!(run.status.code(), Some(0), "stderr:\n{}", run.stderr);
+    let seen = tracker.seen();
+    assert!(!seen.is_empty(), "no announce reached the tracker");
+    let through = SocketAddr::new(relay_ip(), 0);
+    assert!(
+        seen.iter().all(|&a| a == through),
+        "an announce came directly or named a port: {seen:?}"
+    );
+    assert_eq!(
+        udp.connects() + udp.announces(),
+        0,
+        "the UDP tracker was used"
+    );
+}
+
+#[test]
+fn bind_sends_connections_from_the_bound_address() {
+    let tmp = TempDir::new("bind");
+    let content = single_file(tmp.path(), 128 * 1024, 16 * 1024, &[]);
+    let seeder = SlowSeeder::start(&content, Duration::ZERO);
+    let out = tmp.path().join("out");
+    let run = run_with_limit(
+        download_from(&content, &out, &seeder.addr.to_string()).args([
+            "--timeout",
+            "20s",
+            "--bind",
+            "127.0.0.2",
+        ]),
+        LIMIT,
+    );
+    assert_eq!(run.status.code(), Some(0), "stderr:\n{}", run.stderr);
+    let from = seeder.connected_from();
+    assert!(!from.is_empty());
+    let bound = IpAddr::from([127, 0, 0, 2]);
+    assert!(from.iter().all(|a| a.ip() == bound), "{from:?}");
+}
+
+#[test]
+fn bind_to_an_address_the_host_lacks_is_exit_7() {
+    let tmp = TempDir::new("bind-missing");
+    let content = single_file(tmp.path(), 64 * 1024, 16 * 1024, &[]);
+    let out = tmp.path().join("out");
+    // TEST-NET-1: never assigned to a host; binding fails, nothing is sent.
+    let run = run_with_limit(
+        download_from(&content, &out, "127.0.0.1:9").args(["--bind", "192.0.2.1"]),
+        LIMIT,
+    );
+    assert_eq!(run.status.code(), Some(7), "stderr:\n{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with("tget: --bind 192.0.2.1: "),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn bind_sends_udp_tracker_announces_from_the_bound_address() {
+    let udp = TestUdpTracker::start();
+    let tmp = TempDir::new("bind-udp");
+    let content = single_file(
+        tmp.path(),
+        256 * 1024,
+        16 * 1024,
+        std::slice::from_ref(&udp.url),
+    );
+    let seeder = SlowSeeder::start(&content, Duration::from_millis(20));
+    let out = tmp.path().join("out");
+    let run = run_with_limit(
+        download_from(&content, &out, &seeder.addr.to_string()).args([
+            "--timeout",
+            "20s",
+            "--bind",
+            "127.0.0.2",
+        ]),
+        LIMIT,
+    );
+    assert_eq!(run.status.code(), Some(0), "stderr:\n{}", run.stderr);
+    let seen = udp.seen();
+    assert!(!seen.is_empty(), "no announce reached the UDP tracker");
+    let bound = IpAddr::from([127, 0, 0, 2]);
+    assert!(seen.iter().all(|a| a.ip() == bound), "{seen:?}");
+}
+
+#[test]
+fn a_proxy_that_goes_down_after_the_start_is_exit_7() {
+    let tmp = TempDir::new("proxy-gone");
+    let content = single_file(tmp.path(), 64 * 1024, 16 * 1024, &[]);
+    let proxy = SocksServer::start(Mode::FirstOnly);
+    let out = tmp.path().join("out");
+    // Three peers (nothing listens there): each connection fails at the
+    // proxy, which answered only tget's start-up check.
+    let mut cmd = download_from(&content, &out, "127.0.0.1:9");
+    cmd.args(["--peer", "127.0.0.1:10", "--peer", "127.0.0.1:11"])
+        .args(["--timeout", "30s", "--proxy", &proxy.url(None)]);
+    let run = run_with_limit(&mut cmd, LIMIT);
+    assert_eq!(run.status.code(), Some(7), "stderr:\n{}", run.stderr);
+    let last = run.stderr.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("tget: proxy socks5://") && last.contains("connections in a row failed"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(proxy.accepted(), 1);
+}
+
+#[test]
+fn demo_refuses_proxy_and_bind_and_bad_urls_are_usage_errors() {
+    for args in [
+        &["demo", "--proxy", "socks5://127.0.0.1:1"][..],
+        &["demo", "--bind", "127.0.0.1"][..],
+        &["info", "x.torrent", "--proxy", "http://127.0.0.1:1"][..],
+        &[
+            "info",
+            "x.torrent",
+            "--proxy",
+            "socks5://u:secret@127.0.0.1",
+        ][..],
+    ] {
+        let run = run_with_limit(tget().args(args), LIMIT);
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {}", run.stderr);
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        assert!(!run.stderr.contains("secret"), "{}", run.stderr);
+    }
+}
