@@ -197,6 +197,14 @@ pub(crate) enum Command {
         seed: bool,
         #[command(flatten)]
         share: ShareArgs,
+        /// Run CMD through `sh -c` once the data is complete and verified
+        /// on disk, before seeding; its environment has TGET_INFO_HASH,
+        /// TGET_NAME, TGET_DIR (the torrent's file or folder) and TGET_FILES
+        /// (the chosen files' paths, one a line). Its output goes to
+        /// stderr; a failing CMD is logged and does not change the exit
+        /// code; tget waits for it before exiting.
+        #[arg(long, value_name = "CMD")]
+        on_complete: Option<String>,
     },
     /// Check the data (all cores) and serve it to peers until interrupted,
     /// or until --seed-ratio / --seed-time.

@@ -13,6 +13,7 @@ use tget::session::{DhtSettings, SessionError};
 use tget::{create, demo, report};
 
 mod cli;
+mod hook;
 mod loading;
 mod run;
 
@@ -99,8 +100,13 @@ fn main() -> ExitCode {
             pick,
             seed,
             share,
+            on_complete,
         } => {
-            let role = Role::Download { pick, seed };
+            let role = Role::Download {
+                pick,
+                seed,
+                on_complete,
+            };
             download(&torrent, &net, &out, &share, role, no_dht, quiet)
         }
         Command::Seed {
@@ -295,7 +301,7 @@ fn demo_cmd(size: u64, peers: usize, quiet: bool) -> Result<(), Failure> {
     let result = demo
         .download()
         .map_err(session_failure)
-        .and_then(|s| run_session(s, &signals, ui, None, None));
+        .and_then(|s| run_session(s, &signals, ui, None, None, None));
     if let (Ok(done), false) = (&result, quiet) {
         let now = demo::CpuMark::now();
         let (download, all) = (mark.new_threads_since(&now), mark.process_since(&now));

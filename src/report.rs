@@ -122,6 +122,18 @@ pub fn started_event(meta: &Metainfo, blocklist_ranges: u64) -> String {
         .finish()
 }
 
+/// `completed`: the chosen data is complete and verified on disk (before
+/// any seeding; `done` comes when tget ends); `total_bytes` is the size
+/// of the chosen files.
+pub fn completed_event(meta: &Metainfo, total_bytes: u64, seconds: f64) -> String {
+    event("completed")
+        .str("name", &meta.info.name)
+        .str("info_hash", &meta.info_hash_hex())
+        .num("total_bytes", total_bytes)
+        .raw("seconds", &format!("{seconds:.3}"))
+        .finish()
+}
+
 /// Whether `c` must not reach a terminal raw: the control characters (C0,
 /// DEL and C1, which move the cursor, end lines or start escape sequences),
 /// the line and paragraph separators, and the invisible format characters
@@ -385,6 +397,8 @@ mod tests {
             uploaded: 0,
             pieces: 4096,
             pieces_done: 0,
+            verified_at_start: 0,
+            ready: false,
             pieces_failed: 0,
             peers_connected: 0,
             peers_known: 0,

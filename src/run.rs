@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use tget::coordinator::Outcome;
 use tget::metainfo::Metainfo;
-use tget::session::{Config, DhtSettings, Session, StreamConfig};
+use tget::session::{Config, DhtSettings, Session, Stats, StreamConfig};
 use tget::{report, select, storage};
 
 use crate::cli::{exit, NetArgs, OutArgs, PickArgs, ShareArgs};
+use crate::hook::Hooks;
 use crate::loading::{dht_bootstrap, load_any, load_blocklists, resolve_peers, MagnetSources};
 use crate::{fail, session_failure, Failure};
 
@@ -55,7 +56,11 @@ impl Signals {
 /// What `download` is asked to do.
 pub(crate) enum Role {
     /// `tget download`: which files, and whether to seed afterwards.
-    Download { pick: PickArgs, seed: bool },
+    Download {
+        pick: PickArgs,
+        seed: bool,
+        on_complete: Option<String>,
+    },
     /// `tget seed`: never download; refuse incomplete data unless `partial`.
     Seed { partial: bool },
 }
@@ -167,9 +172,30 @@ pub(crate) fn download(
         ))
         .map_err(|_| reader_gone())?;
     }
+    let mut completion = Completion::new(&meta, &net.dir);
+    completion.selected = config.selected.clone();
+    completion.no_save = config.no_save;
+    if let Role::Download {
+        on_complete: Some(cmd),
+        ..
+    } = &role
+    {
+        completion.hooks = Some(Hooks::new(cmd.clone()));
+    }
     let result = Session::start(&meta, config)
         .map_err(session_failure)
-        .and_then(|s| run_session(s, &signals, ui, out.timeout, streamer.as_mut()));
+        .and_then(|s| {
+            run_session(
+                s,
+                &signals,
+                ui,
+                out.timeout,
+                streamer.as_mut(),
+                Some(&mut completion),
+            )
+        });
+    // Every hook has finished before tget exits.
+    completion.finish();
     match &result {
         Ok(done) if ui == Ui::Json => {
             let _ = emit(&report::done_event(
@@ -252,6 +278,63 @@ pub(crate) struct Done {
     pub(crate) peers_blocked: u64,
 }
 
+/// What happens once the chosen data is complete and verified on disk:
+/// the `completed` event (with `--json`) and the `--on-complete` hook, each
+/// once, before any seeding.
+pub(crate) struct Completion<'a> {
+    pub(crate) meta: &'a Metainfo,
+    pub(crate) dir: std::path::PathBuf,
+    pub(crate) selected: Option<Vec<bool>>,
+    pub(crate) hooks: Option<Hooks>,
+    /// Nothing is on disk (`--no-save`): no hook.
+    pub(crate) no_save: bool,
+    fired: bool,
+}
+
+impl<'a> Completion<'a> {
+    pub(crate) fn new(meta: &'a Metainfo, dir: &Path) -> Completion<'a> {
+        Completion {
+            meta,
+            dir: dir.to_path_buf(),
+            selected: None,
+            hooks: None,
+            no_save: false,
+            fired: false,
+        }
+    }
+
+    /// Fires (once) when `stats` say the data is complete. An error means
+    /// the reader of the JSON stream went away.
+    fn check(&mut self, stats: &Stats, ui: Ui, started: Instant) -> Result<(), Failure> {
+        if self.fired || !stats.ready || stats.checking.is_some() || stats.verified < stats.total
+        {
+            return Ok(());
+        }
+        self.fired = true;
+        if let (Some(h), false) = (&mut self.hooks, self.no_save) {
+            h.start(self.meta, &self.dir, self.selected.as_deref());
+        }
+        if ui == Ui::Json {
+            let seconds = started.elapsed().as_secs_f64();
+            let files = &self.meta.info.files;
+            let chosen: u64 = (0..files.len())
+                .filter(|&f| self.selected.as_ref().is_none_or(|s| s[f]))
+                .map(|f| files.length(f))
+                .sum();
+            emit(&report::completed_event(self.meta, chosen, seconds))
+                .map_err(|_| reader_gone())?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the hooks started.
+    pub(crate) fn finish(self) {
+        if let Some(h) = self.hooks {
+            h.wait();
+        }
+    }
+}
+
 /// Follows the session until it ends: status line or JSON events, signals,
 /// `--timeout`. Maps the outcome to an exit.
 pub(crate) fn run_session(
@@ -260,6 +343,7 @@ pub(crate) fn run_session(
     ui: Ui,
     timeout: Option<Duration>,
     mut streamer: Option<&mut Streamer>,
+    mut completion: Option<&mut Completion>,
 ) -> Result<Done, Failure> {
     let started = Instant::now();
     let mut rates = report::Rates::default();
@@ -295,6 +379,14 @@ pub(crate) fn run_session(
             for n in session.notices().try_iter() {
                 if emit(&report::notice_event(&n)).is_err() && stop_reason.is_none() {
                     stop_reason = Some(reader_gone());
+                    session.stop();
+                }
+            }
+        }
+        if let Some(c) = completion.as_deref_mut() {
+            if let Err(f) = c.check(&stats, ui, started) {
+                if stop_reason.is_none() {
+                    stop_reason = Some(f);
                     session.stop();
                 }
             }
@@ -337,6 +429,13 @@ pub(crate) fn run_session(
         st.pump(&session, session.stream_ready())?;
     }
     let outcome = session.wait().map_err(session_failure)?;
+    if let (Some(c), Outcome::Complete) = (completion, &outcome) {
+        // A download without seeding ends as it completes: the last
+        // counters say so once the session has ended.
+        if c.check(&stats, ui, started).is_err() && stop_reason.is_none() {
+            stop_reason = Some(reader_gone());
+        }
+    }
     match (outcome, stop_reason) {
         (Outcome::SeedingEnded, _) => Ok(Done {
             seconds: started.elapsed().as_secs_f64(),

@@ -184,6 +184,12 @@ pub struct Shared {
     pub verified: AtomicU64,
     /// Verified pieces.
     pub pieces_done: AtomicU64,
+    /// Bytes in pieces already verified when the start-up check (or the
+    /// resume record) was done: what this run did not have to fetch.
+    pub verified_at_start: AtomicU64,
+    /// Set once the start-up check is over and `verified` counts what is
+    /// on disk.
+    pub ready: AtomicBool,
     /// Pieces that failed their hash check.
     pub pieces_failed: AtomicU64,
     /// Open peer connections.
@@ -231,6 +237,12 @@ pub struct Stats {
     pub pieces: u64,
     /// Verified pieces.
     pub pieces_done: u64,
+    /// Bytes already verified when the start-up check was done (the rest
+    /// of `verified` was fetched by this run).
+    pub verified_at_start: u64,
+    /// Whether the start-up check is over (`verified` counts what is on
+    /// disk).
+    pub ready: bool,
     /// Pieces that failed their hash check.
     pub pieces_failed: u64,
     /// Open connections.
@@ -542,6 +554,7 @@ impl Session {
                 .map(|&p| storage.layout().piece_len(p) as u64)
                 .sum();
             shared.verified.store(verified, Ordering::Relaxed);
+            shared.verified_at_start.store(verified, Ordering::Relaxed);
             shared
                 .pieces_done
                 .store(done.len() as u64, Ordering::Relaxed);
@@ -589,6 +602,7 @@ impl Session {
             if !initial_peers.is_empty() {
                 let _ = coord_events.send(Event::Peers(initial_peers));
             }
+            shared.ready.store(true, Ordering::Release);
             let mut picker = Picker::with_wanted(have, wanted, Rng::from_entropy());
             let piece_len = storage.layout().piece_length().max(1);
             picker.set_extent((crate::storage::REGION / piece_len) as u32);
@@ -644,6 +658,8 @@ impl Session {
             uploaded: ld(&s.uploaded),
             pieces: self.pieces,
             pieces_done: ld(&s.pieces_done),
+            verified_at_start: ld(&s.verified_at_start),
+            ready: s.ready.load(Ordering::Acquire),
             pieces_failed: ld(&s.pieces_failed),
             peers_connected: ld(&s.peers_connected),
             peers_known: ld(&s.peers_known),
