@@ -18,6 +18,7 @@ pub(crate) mod exit {
     pub const NO_PROGRESS: u8 = 4;
     pub const DISK: u8 = 5;
     pub const NO_METADATA: u8 = 6;
+    pub const PORT_TAKEN: u8 = 7;
     pub const SIGINT: u8 = 130;
     pub const SIGTERM: u8 = 143;
 }
@@ -30,6 +31,7 @@ pub(crate) const EXIT_CODES: &str = "Exit codes:
   4    no peers or no progress before --timeout
   5    disk or file error (verify: data incomplete; seed: incomplete data without --partial)
   6    metadata could not be fetched (magnet links)
+  7    the --port given is taken by another program
   130  interrupted by SIGINT (Ctrl+C); state saved, run again to resume
   143  interrupted by SIGTERM; state saved, run again to resume";
 
@@ -55,9 +57,10 @@ pub(crate) struct NetArgs {
     /// Where the content lives: DIR/<name> for one file, DIR/<name>/... for several.
     #[arg(long, default_value = ".")]
     pub(crate) dir: PathBuf,
-    /// Port to listen on for peers (if taken, an ephemeral port is used).
-    #[arg(long, default_value_t = 6881)]
-    pub(crate) port: u16,
+    /// Port to listen on for peers (default 6881, or any free port if that
+    /// one is taken; a port given here that is taken is an error, exit 7).
+    #[arg(long)]
+    pub(crate) port: Option<u16>,
     /// A peer to connect to, besides those the trackers give (repeatable).
     #[arg(long = "peer", value_name = "HOST:PORT")]
     pub(crate) peers: Vec<String>,
@@ -98,6 +101,16 @@ pub(crate) struct ShareArgs {
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
     pub(crate) seed_time: Option<Duration>,
 }
+
+impl NetArgs {
+    /// The port to listen on: the one given, or the default.
+    pub(crate) fn port(&self) -> u16 {
+        self.port.unwrap_or(DEFAULT_PORT)
+    }
+}
+
+/// The port listened on when `--port` is not given (if free).
+pub(crate) const DEFAULT_PORT: u16 = 6881;
 
 impl ShareArgs {
     /// Copies the choices into a session's config.

@@ -38,6 +38,7 @@ fn fail(code: u8, message: impl std::fmt::Display) -> Failure {
 fn session_failure(e: SessionError) -> Failure {
     let code = match e {
         SessionError::Storage(_) | SessionError::Incomplete { .. } => exit::DISK,
+        SessionError::PortTaken(_) => exit::PORT_TAKEN,
         _ => exit::INTERNAL,
     };
     fail(code, e)

@@ -110,8 +110,9 @@ fn event(name: &str) -> Object {
 }
 
 /// `started`: what is being downloaded.
-/// `blocklist_ranges`: ranges read from `--blocklist` files (0 without).
-pub fn started_event(meta: &Metainfo, blocklist_ranges: u64) -> String {
+/// `blocklist_ranges`: ranges read from `--blocklist` files (0 without);
+/// `port`: the port listened on for peers.
+pub fn started_event(meta: &Metainfo, blocklist_ranges: u64, port: u16) -> String {
     event("started")
         .str("name", &meta.info.name)
         .str("info_hash", &meta.info_hash_hex())
@@ -119,6 +120,7 @@ pub fn started_event(meta: &Metainfo, blocklist_ranges: u64) -> String {
         .num("pieces", meta.info.num_pieces() as u64)
         .num("files", meta.info.files.len() as u64)
         .num("blocklist_ranges", blocklist_ranges)
+        .num("port", port as u64)
         .finish()
 }
 

@@ -79,7 +79,7 @@ pub(crate) fn download(
         None
     } else {
         Some(DhtSettings {
-            port: net.dht_port.unwrap_or(net.port),
+            port: net.dht_port.unwrap_or(net.port()),
             bootstrap: dht_bootstrap(&net.dht_bootstrap)?,
         })
     };
@@ -87,7 +87,7 @@ pub(crate) fn download(
     let sources = MagnetSources {
         peers: resolve_peers(&net.peers)?,
         dht: dht.clone(),
-        port: net.port,
+        port: net.port(),
         workers: net.max_peers as usize,
         timeout: out.timeout,
         cache_dir: Some(net.dir.clone()),
@@ -97,7 +97,8 @@ pub(crate) fn download(
     let seed = matches!(role, Role::Seed { .. } | Role::Download { seed: true, .. });
     let mut config = Config {
         dir: net.dir.clone(),
-        port: net.port,
+        port: net.port(),
+        strict_port: net.port.is_some(),
         peers: resolve_peers(&net.peers)?,
         max_peers: net.max_peers as usize,
         seed,
@@ -165,13 +166,6 @@ pub(crate) fn download(
     } else {
         Ui::Silent
     };
-    if ui == Ui::Json {
-        emit(&report::started_event(
-            &meta,
-            blocklist.ranges_read() as u64,
-        ))
-        .map_err(|_| reader_gone())?;
-    }
     let mut completion = Completion::new(&meta, &net.dir);
     completion.selected = config.selected.clone();
     completion.no_save = config.no_save;
@@ -182,9 +176,19 @@ pub(crate) fn download(
     {
         completion.hooks = Some(Hooks::new(cmd.clone()));
     }
+    let ranges = blocklist.ranges_read() as u64;
     let result = Session::start(&meta, config)
         .map_err(session_failure)
         .and_then(|s| {
+            // `started` names the port really listened on.
+            if ui == Ui::Json {
+                let port = s.listen_port();
+                if emit(&report::started_event(&meta, ranges, port)).is_err() {
+                    s.stop();
+                    let _ = s.wait();
+                    return Err(reader_gone());
+                }
+            }
             run_session(
                 s,
                 &signals,

@@ -39,8 +39,12 @@ const THREAD_STACK: usize = 256 * 1024;
 pub struct Config {
     /// Where the torrent's content lives: `dir/name` or `dir/name/...`.
     pub dir: PathBuf,
-    /// Port to listen on; if taken, an ephemeral port is used. 0 = ephemeral.
+    /// Port to listen on; if taken, an ephemeral port is used (unless
+    /// `strict_port`). 0 = ephemeral.
     pub port: u16,
+    /// The port was asked for explicitly: if it is taken, fail with
+    /// [`SessionError::PortTaken`] instead of falling back.
+    pub strict_port: bool,
     /// Peers to try besides those the trackers give.
     pub peers: Vec<SocketAddr>,
     /// Worker threads, hence the most simultaneous connections.
@@ -108,6 +112,7 @@ impl Default for Config {
         Config {
             dir: PathBuf::from("."),
             port: 6881,
+            strict_port: false,
             peers: Vec::new(),
             max_peers: 50,
             seed: false,
@@ -137,6 +142,8 @@ pub enum SessionError {
     Storage(StorageError),
     /// The listening socket could not be bound.
     Listen(io::Error),
+    /// The port asked for explicitly is taken.
+    PortTaken(u16),
     /// A thread could not be started.
     Spawn(io::Error),
     /// A thread of ours panicked (a bug).
@@ -155,6 +162,10 @@ impl fmt::Display for SessionError {
         match self {
             SessionError::Storage(e) => write!(f, "{e}"),
             SessionError::Listen(e) => write!(f, "cannot listen for peers: {e}"),
+            SessionError::PortTaken(p) => write!(
+                f,
+                "port {p} is taken (another program listens on it); choose another --port, or 0 for any"
+            ),
             SessionError::Spawn(e) => write!(f, "cannot start a thread: {e}"),
             SessionError::Internal(m) => write!(f, "internal error: {m}"),
             SessionError::Incomplete { have, total } => write!(
@@ -312,9 +323,12 @@ fn start_up_check<T>(
     done
 }
 
-fn bind_listener(port: u16) -> Result<TcpListener, SessionError> {
+fn bind_listener(port: u16, strict: bool) -> Result<TcpListener, SessionError> {
     match TcpListener::bind(("0.0.0.0", port)) {
         Ok(l) => Ok(l),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse && strict => {
+            Err(SessionError::PortTaken(port))
+        }
         Err(e) if e.kind() == io::ErrorKind::AddrInUse && port != 0 => {
             let l = TcpListener::bind(("0.0.0.0", 0)).map_err(SessionError::Listen)?;
             let got = l.local_addr().map(|a| a.port()).unwrap_or(0);
@@ -380,7 +394,7 @@ impl Session {
         } else {
             Some(crate::statedir::ensure(&config.dir)?)
         };
-        let listener = bind_listener(config.port)?;
+        let listener = bind_listener(config.port, config.strict_port)?;
         let port = listener.local_addr().map_err(SessionError::Listen)?.port();
         let shared = Arc::new(Shared::default());
         shared.listen_port.store(port as u64, Ordering::Relaxed);

@@ -1,0 +1,84 @@
+//! No silent waits, and output that tells the truth: a taken port, plain
+//! progress lines when stderr is not a terminal, what a run really did, one
+//! process per folder, the free-space check, seeding's exit codes.
+
+mod support;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::swarm::*;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn events(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn named<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["event"] == name).collect()
+}
+
+#[test]
+fn a_port_given_and_taken_is_a_one_line_error_with_exit_7() {
+    let tmp = TempDir::new("port-taken");
+    let content = single_file(tmp.path(), 100_000, 16 * 1024, &[]);
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let run = run_with_limit(
+        tget()
+            .args(["download", content.torrent.to_str().unwrap()])
+            .args(["--port", &port, "--timeout", "20s", "--json", "--dir"])
+            .arg(tmp.path().join("out")),
+        LIMIT,
+    );
+    assert_eq!(run.status.code(), Some(7), "{}", run.stderr);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", run.stderr);
+    assert!(
+        lines[0].starts_with("tget: port ") && lines[0].contains(&port),
+        "{}",
+        run.stderr
+    );
+    let ev = events(&run.stdout);
+    assert_eq!(ev.last().unwrap()["event"], "error", "{ev:?}");
+    assert_eq!(ev.last().unwrap()["code"], 7, "{ev:?}");
+}
+
+#[test]
+fn the_default_port_falls_back_and_says_which_port_it_got() {
+    let tmp = TempDir::new("port-default");
+    let content = single_file(tmp.path(), 100_000, 16 * 1024, &[]);
+    let s = seeder(&content, false);
+    // 6881 is taken: by us, or (if this bind fails) by someone else.
+    let _taken = TcpListener::bind("127.0.0.1:6881");
+    let run = run_with_limit(
+        tget()
+            .args(["download", content.torrent.to_str().unwrap()])
+            .args(["--json", "-v", "--peer", &addr_of(&s), "--dir"])
+            .arg(tmp.path().join("out")),
+        LIMIT,
+    );
+    assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
+    let ev = events(&run.stdout);
+    let port = ev[0]["port"].as_u64().expect("started names the port");
+    assert_eq!(ev[0]["event"], "started");
+    assert!(port != 6881 && port != 0, "{port}");
+    assert!(
+        run.stderr
+            .contains(&format!("port 6881 is taken; listening on {port} instead")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("listening for peers on port {port}")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(named(&ev, "done").len(), 1);
+}
