@@ -161,10 +161,12 @@ pub(crate) fn download(
     }
     let ui = if out.json {
         Ui::Json
-    } else if !quiet && std::io::stderr().is_terminal() {
+    } else if quiet {
+        Ui::Silent
+    } else if std::io::stderr().is_terminal() {
         Ui::Status
     } else {
-        Ui::Silent
+        Ui::Plain(plain_interval())
     };
     let mut completion = Completion::new(&meta, &net.dir);
     completion.selected = config.selected.clone();
@@ -239,11 +241,25 @@ fn check_files_exist(meta: &Metainfo, dir: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
+/// How often a plain progress line is written when stderr is not a
+/// terminal: every 30 s, or every `TGET_PROGRESS_INTERVAL` seconds (a
+/// knob for tests, not documented for users).
+fn plain_interval() -> Duration {
+    std::env::var("TGET_PROGRESS_INTERVAL")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map_or(Duration::from_secs(30), Duration::from_secs_f64)
+}
+
 /// How progress is shown.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ui {
-    /// Nothing (stderr is not a terminal, or -q).
+    /// Nothing (-q, or the demo's output is not a terminal).
     Silent,
+    /// One plain line on stderr now and then (stderr is not a terminal:
+    /// a log file, nohup, systemd).
+    Plain(Duration),
     /// The status line on stderr.
     Status,
     /// JSON events on stdout.
@@ -354,6 +370,7 @@ pub(crate) fn run_session(
     let mut last_shown: Option<Instant> = None;
     let mut stop_reason: Option<Failure> = None;
     let mut progress_mark = (Instant::now(), 0u64);
+    let mut last_plain = Instant::now();
     while !session.is_finished() {
         if stop_reason.is_none() {
             if let Some(code) = signals.received() {
@@ -403,6 +420,12 @@ pub(crate) fn run_session(
                 }
             }
         }
+        if let Ui::Plain(every) = ui {
+            if last_plain.elapsed() >= every {
+                last_plain = Instant::now();
+                plain_line(&report::status_text(&stats, &rates));
+            }
+        }
         // The status line at most 4 times a second, JSON progress once a second.
         let every = if ui == Ui::Json { 1000 } else { 250 };
         if last_shown.is_none_or(|t| t.elapsed() >= Duration::from_millis(every)) {
@@ -418,7 +441,7 @@ pub(crate) fn run_session(
                         session.stop();
                     }
                 }
-                Ui::Silent => {}
+                Ui::Silent | Ui::Plain(_) => {}
             }
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -508,6 +531,14 @@ impl Streamer {
         }
         out.flush().map_err(|_| reader_gone())
     }
+}
+
+/// Writes one progress line on stderr, [`report::Escaped`], for a log
+/// file rather than a terminal.
+fn plain_line(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{}", report::Escaped(text));
+    let _ = err.flush();
 }
 
 /// Redraws the status line on stderr (`last` ends it with a newline). The

@@ -82,3 +82,39 @@ fn the_default_port_falls_back_and_says_which_port_it_got() {
     );
     assert_eq!(named(&ev, "done").len(), 1);
 }
+
+/// A download with no peer: it lasts until `--timeout` (2 s), far longer
+/// than the progress interval the test sets (0.2 s).
+fn download_without_peers(tag: &str, quiet: bool) -> Run {
+    let tmp = TempDir::new(tag);
+    let content = single_file(tmp.path(), 100_000, 16 * 1024, &[]);
+    let mut cmd = tget();
+    cmd.env("TGET_PROGRESS_INTERVAL", "0.2")
+        .args(["download", content.torrent.to_str().unwrap()])
+        .args(["--port", "0", "--timeout", "2s", "--dir"])
+        .arg(tmp.path().join("out"));
+    if quiet {
+        cmd.arg("-q");
+    }
+    run_with_limit(&mut cmd, LIMIT)
+}
+
+#[test]
+fn progress_lines_come_now_and_then_when_stderr_is_not_a_terminal() {
+    let run = download_without_peers("plain-progress", false);
+    assert_eq!(run.status.code(), Some(4), "{}", run.stderr);
+    assert!(!run.stderr.contains('\r'), "{:?}", run.stderr);
+    let progress: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("0.0%") && l.contains("peers 0/0"))
+        .collect();
+    assert!(!progress.is_empty(), "no progress line in {}", run.stderr);
+}
+
+#[test]
+fn quiet_silences_the_progress_lines() {
+    let run = download_without_peers("plain-quiet", true);
+    assert_eq!(run.status.code(), Some(4), "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+}
