@@ -10,7 +10,10 @@ use crate::metainfo::Metainfo;
 use crate::session::{Notice, Stats};
 
 /// Version of the JSON event schema (docs/JSON.md).
-pub const JSON_VERSION: u64 = 1;
+/// 2: `done`'s `bytes` counts what this run verified, not the whole size
+/// (they differ when a run resumed); `done` gains `total_bytes`,
+/// `uploaded` and `ratio`.
+pub const JSON_VERSION: u64 = 2;
 
 /// Bytes in binary units, e.g. "12.3 MiB".
 pub fn human(n: u64) -> String {
@@ -101,6 +104,64 @@ pub fn complete_text(name: &str, bytes: u64, seconds: f64) -> String {
         human(bytes),
         human((bytes as f64 / seconds.max(0.001)) as u64)
     )
+}
+
+/// What a run did, for its last line and the `done` event.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunTotals {
+    /// How long the run took.
+    pub seconds: f64,
+    /// Bytes verified by this run (fetched, not already here).
+    pub bytes: u64,
+    /// Bytes of the chosen data verified in all.
+    pub have: u64,
+    /// Bytes of the chosen data.
+    pub size: u64,
+    /// Payload bytes uploaded by this run.
+    pub uploaded: u64,
+    /// Times the blocklist refused an address.
+    pub peers_blocked: u64,
+}
+
+impl RunTotals {
+    /// Uploaded bytes over the chosen data's size.
+    pub fn ratio(&self) -> f64 {
+        self.uploaded as f64 / self.size.max(1) as f64
+    }
+}
+
+/// The line a run ends with: for a download what it fetched (and what was
+/// already here), for a seeder (`seeded`) or a download that uploaded,
+/// the upload total and ratio. The name is shown [`Escaped`].
+pub fn final_text(name: &str, t: &RunTotals, seeded: bool) -> String {
+    let mut out = if t.have < t.size {
+        // A seeder serving partial data.
+        format!(
+            "{}: {} of {} here, served for {:.1} s",
+            Escaped(name),
+            human(t.have),
+            human(t.size),
+            t.seconds
+        )
+    } else if t.bytes == 0 && seeded {
+        format!("{}: served for {:.1} s", Escaped(name), t.seconds)
+    } else {
+        complete_text(name, t.bytes, t.seconds)
+    };
+    if t.have >= t.size && t.bytes > 0 && t.bytes < t.have {
+        out.push_str(&format!(
+            " ({} was already here)",
+            human(t.have - t.bytes)
+        ));
+    }
+    if seeded || t.uploaded > 0 {
+        out.push_str(&format!(
+            "; uploaded {} (ratio {:.2})",
+            human(t.uploaded),
+            t.ratio()
+        ));
+    }
+    out
 }
 
 fn event(name: &str) -> Object {
@@ -275,15 +336,20 @@ pub fn notice_event(n: &Notice) -> String {
     }
 }
 
-/// `done`: the download completed; `peers_blocked`: addresses the
-/// blocklist refused (each time one was offered or connected).
-pub fn done_event(seconds: f64, bytes: u64, peers_blocked: u64) -> String {
-    let rate = (bytes as f64 / seconds.max(0.001)) as u64;
+/// `done`: the run ended well (docs/JSON.md); `bytes` is what this run
+/// verified, `total_bytes` the chosen data verified in all;
+/// `peers_blocked`: addresses the blocklist refused (each time one was
+/// offered or connected).
+pub fn done_event(t: &RunTotals) -> String {
+    let rate = (t.bytes as f64 / t.seconds.max(0.001)) as u64;
     event("done")
-        .raw("seconds", &format!("{seconds:.3}"))
-        .num("bytes", bytes)
+        .raw("seconds", &format!("{:.3}", t.seconds))
+        .num("bytes", t.bytes)
         .num("average_rate", rate)
-        .num("peers_blocked", peers_blocked)
+        .num("peers_blocked", t.peers_blocked)
+        .num("total_bytes", t.have)
+        .num("uploaded", t.uploaded)
+        .raw("ratio", &format!("{:.3}", t.ratio()))
         .finish()
 }
 
@@ -492,11 +558,19 @@ mod tests {
         let e = error_event(4, "no \"peers\"");
         assert_eq!(
             e,
-            r#"{"event":"error","version":1,"code":4,"message":"no \"peers\""}"#
+            r#"{"event":"error","version":2,"code":4,"message":"no \"peers\""}"#
         );
-        let d = done_event(2.0, 100, 0);
+        let d = done_event(&RunTotals {
+            seconds: 2.0,
+            bytes: 100,
+            have: 100,
+            size: 100,
+            uploaded: 50,
+            peers_blocked: 0,
+        });
         assert!(
-            d.starts_with(r#"{"event":"done","version":1,"seconds":2.000,"bytes":100"#),
+            d.starts_with(r#"{"event":"done","version":2,"seconds":2.000,"bytes":100"#)
+                && d.ends_with(r#""total_bytes":100,"uploaded":50,"ratio":0.500}"#),
             "{d}"
         );
         let n = notice_event(&Notice::Tracker {

@@ -179,6 +179,7 @@ pub(crate) fn download(
         completion.hooks = Some(Hooks::new(cmd.clone()));
     }
     let ranges = blocklist.ranges_read() as u64;
+    let seeded = config.seed;
     let result = Session::start(&meta, config)
         .map_err(session_failure)
         .and_then(|s| {
@@ -204,16 +205,26 @@ pub(crate) fn download(
     completion.finish();
     match &result {
         Ok(done) if ui == Ui::Json => {
-            let _ = emit(&report::done_event(
-                done.seconds,
-                done.bytes,
-                done.peers_blocked,
-            ));
+            let _ = emit(&report::done_event(&report::RunTotals {
+                seconds: done.seconds,
+                bytes: done.bytes,
+                have: done.have,
+                size: done.size,
+                uploaded: done.uploaded,
+                peers_blocked: done.peers_blocked,
+            }));
         }
-        Ok(done) if !quiet => eprintln!(
-            "{}",
-            report::complete_text(&meta.info.name, done.bytes, done.seconds)
-        ),
+        Ok(done) if !quiet => {
+            let totals = report::RunTotals {
+                seconds: done.seconds,
+                bytes: done.bytes,
+                have: done.have,
+                size: done.size,
+                uploaded: done.uploaded,
+                peers_blocked: done.peers_blocked,
+            };
+            eprintln!("{}", report::final_text(&meta.info.name, &totals, seeded));
+        }
         Err(f) if ui == Ui::Json && f.code != exit::OK => {
             let _ = emit(&report::error_event(f.code, &f.message));
         }
@@ -293,7 +304,15 @@ pub(crate) fn reader_gone() -> Failure {
 /// What a completed run achieved.
 pub(crate) struct Done {
     pub(crate) seconds: f64,
+    /// Bytes verified in this run (a resumed run counts only what it
+    /// fetched, not what was already here).
     pub(crate) bytes: u64,
+    /// Bytes of the chosen data verified in all (what was here, and `bytes`).
+    pub(crate) have: u64,
+    /// Bytes of the chosen data.
+    pub(crate) size: u64,
+    /// Payload bytes uploaded in this run.
+    pub(crate) uploaded: u64,
     /// Addresses the blocklist refused.
     pub(crate) peers_blocked: u64,
 }
@@ -463,22 +482,18 @@ pub(crate) fn run_session(
             stop_reason = Some(reader_gone());
         }
     }
+    let done = Done {
+        seconds: started.elapsed().as_secs_f64(),
+        bytes: stats.verified.saturating_sub(stats.verified_at_start),
+        have: stats.verified,
+        size: stats.total,
+        uploaded: stats.uploaded,
+        peers_blocked: stats.peers_blocked,
+    };
     match (outcome, stop_reason) {
-        (Outcome::SeedingEnded, _) => Ok(Done {
-            seconds: started.elapsed().as_secs_f64(),
-            bytes: stats.verified,
-            peers_blocked: stats.peers_blocked,
-        }),
-        (Outcome::Complete, None) => Ok(Done {
-            seconds: started.elapsed().as_secs_f64(),
-            bytes: stats.total,
-            peers_blocked: stats.peers_blocked,
-        }),
-        (Outcome::Complete, Some(f)) if f.code != exit::NO_PROGRESS => Ok(Done {
-            seconds: started.elapsed().as_secs_f64(),
-            bytes: stats.total,
-            peers_blocked: stats.peers_blocked,
-        }),
+        (Outcome::SeedingEnded, _) => Ok(done),
+        (Outcome::Complete, None) => Ok(done),
+        (Outcome::Complete, Some(f)) if f.code != exit::NO_PROGRESS => Ok(done),
         (_, Some(mut f)) => {
             if f.message == "interrupted" {
                 f.message = format!(

@@ -22,7 +22,7 @@ fn events(stdout: &str) -> Vec<Value> {
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
             assert!(v["event"].is_string(), "{l}");
-            assert_eq!(v["version"], 1, "{l}");
+            assert_eq!(v["version"], 2, "{l}");
             v
         })
         .collect()

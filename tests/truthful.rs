@@ -118,3 +118,95 @@ fn quiet_silences_the_progress_lines() {
     assert_eq!(run.status.code(), Some(4), "{}", run.stderr);
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
 }
+
+/// A download that finds the first `have` pieces (of 16 KiB) already in
+/// place: the last line and `done` count only what this run fetched.
+#[test]
+fn a_resumed_download_reports_what_this_run_fetched() {
+    let tmp = TempDir::new("resumed-bytes");
+    let content = single_file(tmp.path(), 200_000, 16 * 1024, &[]);
+    let s = seeder(&content, false);
+    let have = 5 * 16 * 1024;
+    let out = tmp.path().join("out");
+    let partial = |dir: &std::path::Path| {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut data = std::fs::read(content.root.join("file.bin")).unwrap();
+        data[have..].fill(0);
+        std::fs::write(dir.join("file.bin"), data).unwrap();
+    };
+    partial(&out);
+    let run = run_with_limit(
+        tget()
+            .args(["download", content.torrent.to_str().unwrap()])
+            .args(["--port", "0", "--json", "--peer", &addr_of(&s), "--dir"])
+            .arg(&out),
+        LIMIT,
+    );
+    assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
+    let ev = events(&run.stdout);
+    let done = named(&ev, "done");
+    assert_eq!(done[0]["version"], 2);
+    assert_eq!(done[0]["bytes"], 200_000 - have as u64, "{ev:?}");
+    assert_eq!(done[0]["total_bytes"], 200_000, "{ev:?}");
+    // The same without --json: the last line.
+    let out2 = tmp.path().join("out2");
+    partial(&out2);
+    let run = run_with_limit(
+        tget()
+            .args(["download", content.torrent.to_str().unwrap()])
+            .args(["--port", "0", "--peer", &addr_of(&s), "--dir"])
+            .arg(&out2),
+        LIMIT,
+    );
+    assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
+    let last = run.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("file.bin: complete, 115.3 KiB in ")
+            && last.contains("(80.0 KiB was already here)"),
+        "{}",
+        run.stderr
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_seeder_ends_with_its_upload_total_and_ratio() {
+    let tmp = TempDir::new("seed-ratio-line");
+    let content = single_file(tmp.path(), 200_000, 16 * 1024, &[]);
+    let port = free_port().to_string();
+    let seed = std::process::Command::new(env!("CARGO_BIN_EXE_tget"))
+        .args(["--no-dht", "seed", content.torrent.to_str().unwrap()])
+        .args(["--port", &port, "--seed-ratio", "1", "--dir"])
+        .arg(&content.root)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let peer = format!("127.0.0.1:{port}");
+    let run = run_with_limit(
+        tget()
+            .args(["download", content.torrent.to_str().unwrap()])
+            .args(["--port", "0", "--peer", &peer, "--dir"])
+            .arg(tmp.path().join("out")),
+        LIMIT,
+    );
+    assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
+    let seeded = wait_with_limit(seed, LIMIT);
+    assert_eq!(seeded.status.code(), Some(0), "{}", seeded.stderr);
+    let last = seeded.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("file.bin: served for ")
+            && last.contains("; uploaded ")
+            && last.contains("(ratio 1."),
+        "{}",
+        seeded.stderr
+    );
+}
