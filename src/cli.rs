@@ -19,6 +19,7 @@ pub(crate) mod exit {
     pub const DISK: u8 = 5;
     pub const NO_METADATA: u8 = 6;
     pub const PORT_TAKEN: u8 = 7;
+    pub const BUSY: u8 = 8;
     pub const SIGINT: u8 = 130;
     pub const SIGTERM: u8 = 143;
 }
@@ -32,6 +33,7 @@ pub(crate) const EXIT_CODES: &str = "Exit codes:
   5    disk or file error (verify: data incomplete; seed: incomplete data without --partial)
   6    metadata could not be fetched (magnet links)
   7    the --port given is taken by another program
+  8    another tget is downloading or seeding this torrent in this folder
   130  interrupted by SIGINT (Ctrl+C); state saved, run again to resume
   143  interrupted by SIGTERM; state saved, run again to resume";
 

@@ -18,6 +18,7 @@ pub mod fast;
 pub mod json;
 pub mod layout;
 pub mod listener;
+pub mod lock;
 pub mod magnet;
 pub mod metadata;
 pub mod metainfo;

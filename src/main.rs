@@ -39,6 +39,8 @@ fn session_failure(e: SessionError) -> Failure {
     let code = match e {
         SessionError::Storage(_) | SessionError::Incomplete { .. } => exit::DISK,
         SessionError::PortTaken(_) => exit::PORT_TAKEN,
+        SessionError::Lock(tget::lock::LockError::Busy { .. }) => exit::BUSY,
+        SessionError::Lock(_) => exit::DISK,
         _ => exit::INTERNAL,
     };
     fail(code, e)

@@ -149,10 +149,7 @@ pub fn final_text(name: &str, t: &RunTotals, seeded: bool) -> String {
         complete_text(name, t.bytes, t.seconds)
     };
     if t.have >= t.size && t.bytes > 0 && t.bytes < t.have {
-        out.push_str(&format!(
-            " ({} was already here)",
-            human(t.have - t.bytes)
-        ));
+        out.push_str(&format!(" ({} was already here)", human(t.have - t.bytes)));
     }
     if seeded || t.uploaded > 0 {
         out.push_str(&format!(

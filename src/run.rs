@@ -99,6 +99,7 @@ pub(crate) fn download(
         dir: net.dir.clone(),
         port: net.port(),
         strict_port: net.port.is_some(),
+        lock: true,
         peers: resolve_peers(&net.peers)?,
         max_peers: net.max_peers as usize,
         seed,
@@ -345,8 +346,7 @@ impl<'a> Completion<'a> {
     /// Fires (once) when `stats` say the data is complete. An error means
     /// the reader of the JSON stream went away.
     fn check(&mut self, stats: &Stats, ui: Ui, started: Instant) -> Result<(), Failure> {
-        if self.fired || !stats.ready || stats.checking.is_some() || stats.verified < stats.total
-        {
+        if self.fired || !stats.ready || stats.checking.is_some() || stats.verified < stats.total {
             return Ok(());
         }
         self.fired = true;

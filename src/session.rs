@@ -45,6 +45,11 @@ pub struct Config {
     /// The port was asked for explicitly: if it is taken, fail with
     /// [`SessionError::PortTaken`] instead of falling back.
     pub strict_port: bool,
+    /// Hold `DIR/.tget/<info-hash>.lock` while running (the binary: one
+    /// process per torrent and folder); fail with [`SessionError::Busy`]
+    /// when another live process holds it. Off for sessions in one
+    /// process that share a folder (the demo's seeders, tests).
+    pub lock: bool,
     /// Peers to try besides those the trackers give.
     pub peers: Vec<SocketAddr>,
     /// Worker threads, hence the most simultaneous connections.
@@ -113,6 +118,7 @@ impl Default for Config {
             dir: PathBuf::from("."),
             port: 6881,
             strict_port: false,
+            lock: false,
             peers: Vec::new(),
             max_peers: 50,
             seed: false,
@@ -144,6 +150,9 @@ pub enum SessionError {
     Listen(io::Error),
     /// The port asked for explicitly is taken.
     PortTaken(u16),
+    /// Another process holds the torrent's lock in this folder, or the
+    /// lock could not be made.
+    Lock(crate::lock::LockError),
     /// A thread could not be started.
     Spawn(io::Error),
     /// A thread of ours panicked (a bug).
@@ -162,6 +171,7 @@ impl fmt::Display for SessionError {
         match self {
             SessionError::Storage(e) => write!(f, "{e}"),
             SessionError::Listen(e) => write!(f, "cannot listen for peers: {e}"),
+            SessionError::Lock(e) => write!(f, "{e}"),
             SessionError::PortTaken(p) => write!(
                 f,
                 "port {p} is taken (another program listens on it); choose another --port, or 0 for any"
@@ -286,6 +296,8 @@ const NOTICE_BACKLOG: usize = 1024;
 
 /// A running torrent.
 pub struct Session {
+    /// Dropped (removed) when the session is.
+    _lock: Option<crate::lock::Lock>,
     notices: Receiver<Notice>,
     storage: Arc<Storage>,
     shared: Arc<Shared>,
@@ -393,6 +405,11 @@ impl Session {
             None
         } else {
             Some(crate::statedir::ensure(&config.dir)?)
+        };
+        // One process per torrent and folder (held until the session ends).
+        let lock = match (&state_dir, config.lock) {
+            (Some(d), true) => Some(crate::lock::Lock::take(d, &hex).map_err(SessionError::Lock)?),
+            _ => None,
         };
         let listener = bind_listener(config.port, config.strict_port)?;
         let port = listener.local_addr().map_err(SessionError::Listen)?.port();
@@ -646,6 +663,7 @@ impl Session {
             coordinator.run()
         })?;
         Ok(Session {
+            _lock: lock,
             storage: session_storage,
             notices: notice_rx,
             shared,

@@ -210,3 +210,69 @@ fn a_seeder_ends_with_its_upload_total_and_ratio() {
         seeded.stderr
     );
 }
+
+#[test]
+fn a_second_tget_on_the_same_torrent_and_folder_is_refused_with_exit_8() {
+    let tmp = TempDir::new("lock");
+    let content = single_file(tmp.path(), 100_000, 16 * 1024, &[]);
+    let out = tmp.path().join("out");
+    let lock = out
+        .join(".tget")
+        .join(format!("{}.lock", content.meta.info_hash_hex()));
+    // The first one waits for peers that never come.
+    let first = tget()
+        .args(["download", content.torrent.to_str().unwrap()])
+        .args(["--port", "0", "-q", "--timeout", "100s", "--dir"])
+        .arg(&out)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = KillOnDrop(first);
+    let deadline = std::time::Instant::now() + LIMIT;
+    while !lock.exists() {
+        assert!(std::time::Instant::now() < deadline, "no lock file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let run = run_with_limit(
+        tget()
+            .args(["download", content.torrent.to_str().unwrap()])
+            .args(["--port", "0", "--json", "--timeout", "100s", "--dir"])
+            .arg(&out),
+        LIMIT,
+    );
+    assert_eq!(run.status.code(), Some(8), "{}", run.stderr);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", run.stderr);
+    assert!(
+        lines[0].contains(&format!("process {}", first.0.id())),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(events(&run.stdout).last().unwrap()["code"], 8);
+    // The first one's lock stays.
+    assert!(lock.exists());
+    drop(first);
+    // The first one was killed: its lock is stale and taken over.
+    assert!(lock.exists(), "a killed process left no lock");
+    let s = seeder(&content, false);
+    let run = run_with_limit(
+        tget()
+            .args(["download", content.torrent.to_str().unwrap()])
+            .args(["--port", "0", "--peer", &addr_of(&s), "--dir"])
+            .arg(&out),
+        LIMIT,
+    );
+    assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
+    assert!(!lock.exists(), "the lock outlived its process");
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
