@@ -32,6 +32,7 @@ pub mod rng;
 pub mod select;
 pub mod session;
 pub mod source;
+pub mod space;
 pub mod statedir;
 pub mod storage;
 pub mod tracker;

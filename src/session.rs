@@ -391,6 +391,11 @@ impl Session {
                 Slot::Skip
             }
         });
+        // Room for the chosen files, before anything is created.
+        let on_disk = (0..layout.num_files())
+            .filter(|&f| selected(f) && !(no_save && config.stream.is_some_and(|st| st.file == f)))
+            .map(|f| (info.file_path(&config.dir, f), layout.file_length(f)));
+        crate::space::check(&config.dir, crate::space::needed(on_disk))?;
         let storage = Arc::new(Storage::open_in(
             &config.dir,
             layout.clone(),
@@ -398,7 +403,6 @@ impl Session {
             config.allocation,
         )?);
         let session_storage = storage.clone();
-        storage.check_space()?;
         // tget's own folder, checked like the content's paths before
         // anything is kept in it.
         let state_dir = if no_save && config.dht.is_none() {

@@ -1206,7 +1206,7 @@ fn advise(addr: *mut u8, len: usize, advice: libc::c_int) -> io::Result<()> {
 
 /// Free bytes for unprivileged users on the filesystem holding `f`, if the
 /// filesystem can tell.
-fn free_space(f: &File) -> Option<u64> {
+pub(crate) fn free_space(f: &File) -> Option<u64> {
     // SAFETY: statvfs is plain old data; zeroed is a valid value for it.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `st` is a valid, writable statvfs; the descriptor is owned by `f`.
