@@ -34,8 +34,10 @@ pub(crate) const EXIT_CODES: &str = "Exit codes:
   6    metadata could not be fetched (magnet links)
   7    the --port given is taken by another program
   8    another tget is downloading or seeding this torrent in this folder
-  130  interrupted by SIGINT (Ctrl+C); state saved, run again to resume
-  143  interrupted by SIGTERM; state saved, run again to resume";
+  130  download interrupted by SIGINT (Ctrl+C); state saved, run again to resume
+  143  download interrupted by SIGTERM; state saved, run again to resume
+       (seeding stopped by a signal, `tget seed` with or without --partial
+       or `download --seed` once complete, exits 0)";
 
 #[derive(Parser)]
 #[command(name = "tget", version, about = "A small BitTorrent client: blocking sockets, plain threads.", after_help = EXIT_CODES)]

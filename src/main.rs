@@ -304,7 +304,7 @@ fn demo_cmd(size: u64, peers: usize, quiet: bool) -> Result<(), Failure> {
     let result = demo
         .download()
         .map_err(session_failure)
-        .and_then(|s| run_session(s, &signals, ui, None, None, None));
+        .and_then(|s| run_session(s, &signals, ui, None, None, None, false));
     if let (Ok(done), false) = (&result, quiet) {
         let now = demo::CpuMark::now();
         let (download, all) = (mark.new_threads_since(&now), mark.process_since(&now));

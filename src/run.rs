@@ -181,6 +181,7 @@ pub(crate) fn download(
     }
     let ranges = blocklist.ranges_read() as u64;
     let seeded = config.seed;
+    let serve_only = config.serve_only;
     let result = Session::start(&meta, config)
         .map_err(session_failure)
         .and_then(|s| {
@@ -200,6 +201,7 @@ pub(crate) fn download(
                 out.timeout,
                 streamer.as_mut(),
                 Some(&mut completion),
+                serve_only,
             )
         });
     // Every hook has finished before tget exits.
@@ -383,6 +385,7 @@ pub(crate) fn run_session(
     timeout: Option<Duration>,
     mut streamer: Option<&mut Streamer>,
     mut completion: Option<&mut Completion>,
+    serving: bool,
 ) -> Result<Done, Failure> {
     let started = Instant::now();
     let mut rates = report::Rates::default();
@@ -494,6 +497,13 @@ pub(crate) fn run_session(
         (Outcome::SeedingEnded, _) => Ok(done),
         (Outcome::Complete, None) => Ok(done),
         (Outcome::Complete, Some(f)) if f.code != exit::NO_PROGRESS => Ok(done),
+        // `tget seed` serves until it is stopped: a signal is its normal
+        // end, whether the data is complete or served --partial.
+        (Outcome::Stopped, Some(f))
+            if serving && (f.code == exit::SIGINT || f.code == exit::SIGTERM) =>
+        {
+            Ok(done)
+        }
         (_, Some(mut f)) => {
             if f.message == "interrupted" {
                 f.message = format!(

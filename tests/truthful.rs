@@ -276,3 +276,54 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// `tget seed --json` (with `extra` flags) on `dir`, stopped by SIGINT
+/// once it has started: its exit code and events.
+fn seed_stopped_by_ctrl_c(content: &Content, dir: &std::path::Path, extra: &[&str]) -> Run {
+    use std::io::BufRead;
+    let mut child = tget()
+        .args(["seed", content.torrent.to_str().unwrap()])
+        .args(["--port", "0", "--json"])
+        .args(extra)
+        .arg("--dir")
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert!(first.contains(r#""event":"started""#), "{first}");
+    let ok = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let mut run = wait_with_limit(child, LIMIT);
+    run.stdout = first + &rest;
+    run
+}
+
+#[test]
+fn seeding_stopped_by_ctrl_c_exits_0_with_or_without_partial() {
+    let tmp = TempDir::new("seed-sigint");
+    let content = single_file(tmp.path(), 200_000, 16 * 1024, &[]);
+    let run = seed_stopped_by_ctrl_c(&content, &content.root, &[]);
+    assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
+    assert_eq!(events(&run.stdout).last().unwrap()["event"], "done");
+    // Half the data: served with --partial, stopped the same way.
+    let half = tmp.path().join("half");
+    std::fs::create_dir_all(&half).unwrap();
+    let mut data = std::fs::read(content.root.join("file.bin")).unwrap();
+    data[100_000..].fill(0);
+    std::fs::write(half.join("file.bin"), data).unwrap();
+    let run = seed_stopped_by_ctrl_c(&content, &half, &["--partial"]);
+    assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
+    let ev = events(&run.stdout);
+    assert_eq!(ev.last().unwrap()["event"], "done", "{ev:?}");
+    assert_eq!(ev.last().unwrap()["bytes"], 0, "{ev:?}");
+}
