@@ -279,6 +279,10 @@ pub(crate) enum Command {
         /// Where to write the .torrent (`-` for standard output).
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: PathBuf,
+        /// Replace FILE if it exists (without it, an existing FILE is an
+        /// error, exit 2, and is left alone).
+        #[arg(long)]
+        force: bool,
     },
     /// Print a shell completion script (e.g. `tget completions bash > /etc/bash_completion.d/tget`).
     Completions {

@@ -135,6 +135,7 @@ fn main() -> ExitCode {
             private,
             comment,
             output,
+            force,
         } => {
             let opts = create::CreateOptions {
                 trackers,
@@ -142,7 +143,7 @@ fn main() -> ExitCode {
                 private,
                 comment,
             };
-            create_cmd(&path, &opts, &output, quiet)
+            create_cmd(&path, &opts, &output, force, quiet)
         }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -262,8 +263,17 @@ fn create_cmd(
     path: &Path,
     opts: &create::CreateOptions,
     output: &Path,
+    force: bool,
     quiet: bool,
 ) -> Result<(), Failure> {
+    let to_stdout = output == Path::new("-");
+    // Refused before the hashing, which can take long.
+    if !to_stdout && !force && std::fs::symlink_metadata(output).is_ok() {
+        return Err(fail(
+            exit::USAGE,
+            format!("{} exists; use --force to replace it", output.display()),
+        ));
+    }
     let show = !quiet && std::io::stderr().is_terminal();
     let last = std::sync::Mutex::new(Instant::now());
     let progress = |done: u32, total: u32| {
@@ -279,11 +289,35 @@ fn create_cmd(
     };
     let bytes = create::create_torrent_with_progress(path, opts, &progress)
         .map_err(|e| fail(exit::BAD_INPUT, e))?;
-    if output == Path::new("-") {
-        return write_stdout(&bytes);
+    let meta = tget::metainfo::Metainfo::from_bytes(&bytes).map_err(|e| fail(exit::INTERNAL, e))?;
+    let summary = format!(
+        "info-hash:  {}\nmagnet:     {}\n",
+        meta.info_hash_hex(),
+        report::magnet_link(&meta)
+    );
+    if to_stdout {
+        write_stdout(&bytes)?;
+        // The torrent is on stdout: the summary goes to stderr.
+        if !quiet {
+            eprint!("{summary}");
+        }
+        return Ok(());
     }
-    std::fs::write(output, bytes)
-        .map_err(|e| fail(exit::DISK, format!("{}: {e}", output.display())))
+    let written = if force {
+        std::fs::write(output, &bytes)
+    } else {
+        // Made new, so a file that appeared meanwhile is not replaced.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(output)
+            .and_then(|mut f| f.write_all(&bytes))
+    };
+    written.map_err(|e| fail(exit::DISK, format!("{}: {e}", output.display())))?;
+    if !quiet {
+        write_stdout(summary.as_bytes())?;
+    }
+    Ok(())
 }
 
 fn demo_cmd(size: u64, peers: usize, quiet: bool) -> Result<(), Failure> {

@@ -379,6 +379,7 @@ pub fn info_json(meta: &Metainfo) -> String {
         .num("version", JSON_VERSION)
         .str("name", &i.name)
         .str("info_hash", &meta.info_hash_hex())
+        .str("magnet", &magnet_link(meta))
         .num("total_bytes", i.total_length())
         .num("piece_length", i.piece_length)
         .num("pieces", i.num_pieces() as u64)
@@ -397,12 +398,49 @@ pub fn info_json(meta: &Metainfo) -> String {
     o.finish()
 }
 
+/// `s` percent-encoded for a URI's query: unreserved characters as they
+/// are, every other byte of its UTF-8 as `%XX`.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The torrent's magnet link: its info-hash, name (`dn`) and trackers
+/// (`tr`, each once), percent-encoded, so it holds no space or control
+/// character and is one word in a shell.
+pub fn magnet_link(meta: &Metainfo) -> String {
+    let mut link = format!(
+        "magnet:?xt=urn:btih:{}&dn={}",
+        meta.info_hash_hex(),
+        percent_encode(&meta.info.name)
+    );
+    let mut seen: Vec<&str> = Vec::new();
+    let tiers = meta.tracker_tiers();
+    for url in tiers.iter().flatten() {
+        let url = url.as_str();
+        if !seen.contains(&url) {
+            seen.push(url);
+            link.push_str("&tr=");
+            link.push_str(&percent_encode(url));
+        }
+    }
+    link
+}
+
 /// `tget info`'s text; what the torrent says is shown [`Escaped`].
 pub fn info_text(meta: &Metainfo) -> String {
     let i = &meta.info;
     let mut out = String::new();
     out.push_str(&format!("name:       {}\n", Escaped(&i.name)));
     out.push_str(&format!("info-hash:  {}\n", meta.info_hash_hex()));
+    out.push_str(&format!("magnet:     {}\n", magnet_link(meta)));
     out.push_str(&format!(
         "size:       {} ({} bytes)\n",
         human(i.total_length()),
@@ -431,8 +469,8 @@ pub fn info_text(meta: &Metainfo) -> String {
     out.push_str(&format!("files:      {}\n", i.files.len()));
     for (n, f) in i.files.iter().enumerate() {
         out.push_str(&format!(
-            "  {n:>4}  {:>12}  {}\n",
-            f.length,
+            "  {n:>4}  {:>10}  {}\n",
+            human(f.length),
             Escaped(f.path)
         ));
     }

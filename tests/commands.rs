@@ -1,0 +1,96 @@
+//! The small commands tell what a script needs: `create` prints the
+//! info-hash and magnet link and never replaces a file unasked, `info`
+//! prints the magnet link and sizes in binary units.
+
+mod support;
+
+use std::time::Duration;
+
+use support::swarm::*;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+#[test]
+fn create_prints_the_info_hash_and_magnet_and_replaces_a_file_only_with_force() {
+    let tmp = TempDir::new("create-print");
+    let src = tmp.path().join("my data.bin");
+    tget::demo::write_random_file(&src, 100_000, 5).unwrap();
+    let torrent = tmp.path().join("x.torrent");
+    let create = |comment: &str, force: bool| {
+        let mut cmd = tget();
+        cmd.arg("create")
+            .arg(&src)
+            .args(["-t", "http://127.0.0.1:1/announce", "--comment", comment])
+            .arg("-o")
+            .arg(&torrent);
+        if force {
+            cmd.arg("--force");
+        }
+        run_with_limit(&mut cmd, LIMIT)
+    };
+    let run = create("first", false);
+    assert!(run.status.success(), "{}", run.stderr);
+    let meta = tget::metainfo::Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
+    let hex = meta.info_hash_hex();
+    assert_eq!(
+        run.stdout,
+        format!(
+            "info-hash:  {hex}\nmagnet:     magnet:?xt=urn:btih:{hex}&dn=my%20data.bin\
+             &tr=http%3A%2F%2F127.0.0.1%3A1%2Fannounce\n"
+        )
+    );
+    // The magnet link printed is one tget takes.
+    let link = run.stdout.lines().nth(1).unwrap()["magnet:     ".len()..].to_string();
+    let m = tget::magnet::Magnet::parse(&link).unwrap();
+    assert_eq!(m.info_hash, meta.info_hash);
+    // An existing -o is left alone without --force.
+    let run = create("second", false);
+    assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(run.stderr.contains("--force"), "{}", run.stderr);
+    let kept = tget::metainfo::Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
+    assert_eq!(kept.comment.as_deref(), Some("first"));
+    let run = create("second", true);
+    assert!(run.status.success(), "{}", run.stderr);
+    let new = tget::metainfo::Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
+    assert_eq!(new.comment.as_deref(), Some("second"));
+}
+
+#[test]
+fn info_prints_the_magnet_link_and_sizes_in_binary_units() {
+    let tmp = TempDir::new("info-magnet");
+    let content = multi_file(
+        tmp.path(),
+        &[("small", 10), ("big/one.bin", 3 << 20)],
+        64 * 1024,
+        &["udp://127.0.0.1:1".to_string()],
+    );
+    let run = run_with_limit(tget().arg("info").arg(&content.torrent), LIMIT);
+    assert!(run.status.success(), "{}", run.stderr);
+    let hex = content.meta.info_hash_hex();
+    assert!(
+        run.stdout.contains(&format!(
+            "magnet:     magnet:?xt=urn:btih:{hex}&dn=multi&tr=udp%3A%2F%2F127.0.0.1%3A1\n"
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("   3.0 MiB  big/one.bin\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("      10 B  small\n"), "{}", run.stdout);
+    let run = run_with_limit(
+        tget().arg("info").arg(&content.torrent).arg("--json"),
+        LIMIT,
+    );
+    let v: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert!(
+        v["magnet"]
+            .as_str()
+            .unwrap()
+            .starts_with("magnet:?xt=urn:btih:"),
+        "{v}"
+    );
+}
