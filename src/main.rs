@@ -335,10 +335,20 @@ fn demo_cmd(size: u64, peers: usize, quiet: bool) -> Result<(), Failure> {
         Ui::Silent
     };
     let mark = demo::CpuMark::now();
-    let result = demo
-        .download()
-        .map_err(session_failure)
-        .and_then(|s| run_session(s, &signals, ui, None, None, None, false));
+    let result = demo.download().map_err(session_failure).and_then(|s| {
+        run_session(
+            s,
+            &signals,
+            ui,
+            None,
+            None,
+            None,
+            report::StatusInfo {
+                name: &demo.meta.info.name,
+                ..Default::default()
+            },
+        )
+    });
     if let (Ok(done), false) = (&result, quiet) {
         let now = demo::CpuMark::now();
         let (download, all) = (mark.new_threads_since(&now), mark.process_since(&now));

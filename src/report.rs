@@ -68,31 +68,126 @@ impl Rates {
     }
 }
 
-/// The status line's text (without the carriage return).
-pub fn status_text(s: &Stats, r: &Rates) -> String {
+/// What the status line says besides the counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StatusInfo<'a> {
+    /// The torrent's name (shown [`Escaped`], shortened to fit).
+    pub name: &'a str,
+    /// Serving only (`tget seed`): seeding even when data is missing.
+    pub serving: bool,
+    /// Seeding once the download is complete (`download --seed`).
+    pub seed: bool,
+    /// The port listened on, when it is not the one asked for.
+    pub port: Option<u16>,
+    /// Columns available (0: no limit); the line is kept shorter than
+    /// this, so a terminal never wraps it.
+    pub width: usize,
+}
+
+/// The status line's text (without the carriage return): the name, then
+/// the bytes done of the total, rates, peers and ETA while downloading, or
+/// the upload total and ratio while seeding; at most `width - 1` columns.
+pub fn status_text(s: &Stats, r: &Rates, info: &StatusInfo) -> String {
     if let Some((done, of)) = s.checking {
-        return format!("checking {done}/{of} pieces");
+        return fit("", &format!("checking {done}/{of} pieces"), info.width);
     }
-    let pct = if s.total == 0 {
-        100.0
-    } else {
-        s.verified as f64 * 100.0 / s.total as f64
-    };
-    let left = s.total.saturating_sub(s.verified);
-    let eta = if left == 0 {
-        "done".to_string()
-    } else if r.down > 1.0 {
-        clock((left as f64 / r.down) as u64)
-    } else {
-        "--:--".to_string()
-    };
-    format!(
-        "{pct:5.1}%  down {}/s  up {}/s  peers {}/{}  eta {eta}",
-        human(r.down as u64),
-        human(r.up as u64),
+    let seeding = info.serving || (info.seed && s.ready && s.verified >= s.total);
+    let peers = format!(
+        "peers {}/{}",
         s.peers_connected,
         s.peers_known.max(s.peers_connected)
-    )
+    );
+    let mut rest = if seeding {
+        format!(
+            "seeding, uploaded {} (ratio {:.2})  up {}/s  {peers}",
+            human(s.uploaded),
+            s.uploaded as f64 / s.total.max(1) as f64,
+            human(r.up as u64)
+        )
+    } else {
+        let pct = if s.total == 0 {
+            100.0
+        } else {
+            s.verified as f64 * 100.0 / s.total as f64
+        };
+        let left = s.total.saturating_sub(s.verified);
+        let eta = if left == 0 {
+            "done".to_string()
+        } else if r.down > 1.0 {
+            clock((left as f64 / r.down) as u64)
+        } else {
+            "--:--".to_string()
+        };
+        format!(
+            "{pct:5.1}%  {} of {}  down {}/s  up {}/s  {peers}  eta {eta}",
+            human(s.verified),
+            human(s.total),
+            human(r.down as u64),
+            human(r.up as u64),
+        )
+    };
+    if let Some(p) = info.port {
+        rest.push_str(&format!("  port {p}"));
+    }
+    fit(&Escaped(info.name).to_string(), &rest, info.width)
+}
+
+/// Columns a character takes on a terminal: 2 for the wide East Asian
+/// ranges and emoji, else 1 (the hidden ones are escaped before this).
+fn columns(c: char) -> usize {
+    match c as u32 {
+        0x1100..=0x115F
+        | 0x2E80..=0x303E
+        | 0x3041..=0x33FF
+        | 0x3400..=0x4DBF
+        | 0x4E00..=0x9FFF
+        | 0xA000..=0xA4CF
+        | 0xAC00..=0xD7A3
+        | 0xF900..=0xFAFF
+        | 0xFE30..=0xFE4F
+        | 0xFF00..=0xFF60
+        | 0xFFE0..=0xFFE6
+        | 0x1F300..=0x1F64F
+        | 0x1F900..=0x1F9FF
+        | 0x20000..=0x3FFFD => 2,
+        _ => 1,
+    }
+}
+
+/// `text` cut to at most `max` columns.
+pub fn cut(text: &str, max: usize) -> &str {
+    let mut used = 0;
+    for (at, c) in text.char_indices() {
+        used += columns(c);
+        if used > max {
+            return &text[..at];
+        }
+    }
+    text
+}
+
+fn width_of(text: &str) -> usize {
+    text.chars().map(columns).sum()
+}
+
+/// `name  rest` in fewer than `width` columns (0: no limit): the name is
+/// shortened first (with `~` where it was cut), then dropped, then `rest`
+/// is cut.
+fn fit(name: &str, rest: &str, width: usize) -> String {
+    let whole = if name.is_empty() {
+        rest.to_string()
+    } else {
+        format!("{name}  {rest}")
+    };
+    if width == 0 || width_of(&whole) < width {
+        return whole;
+    }
+    let max = width - 1;
+    let room = max.saturating_sub(width_of(rest) + 2);
+    if !name.is_empty() && room >= 8 {
+        return format!("{}~  {rest}", cut(name, room - 1));
+    }
+    cut(rest, max).to_string()
 }
 
 /// The line a completed download ends with: the torrent's name
@@ -508,7 +603,30 @@ mod tests {
             peers_blocked: 0,
             checking: Some((12, 40)),
         };
-        assert_eq!(status_text(&s, &Rates::default()), "checking 12/40 pieces");
+        let info = StatusInfo::default();
+        assert_eq!(
+            status_text(&s, &Rates::default(), &info),
+            "checking 12/40 pieces"
+        );
+        // Cut to the width: the name first, then the rest.
+        let s = Stats {
+            checking: None,
+            ..s
+        };
+        let info = StatusInfo {
+            name: "a-rather-long-name-for-a-torrent.iso",
+            ..info
+        };
+        let full = status_text(&s, &Rates::default(), &info);
+        assert!(
+            full.starts_with("a-rather-long-name-for-a-torrent.iso    0.0%  0 B of 1.0 GiB"),
+            "{full}"
+        );
+        for width in [20, 40, 60, 70, 90] {
+            let line = status_text(&s, &Rates::default(), &StatusInfo { width, ..info });
+            assert!(line.chars().count() < width, "{width}: {line}");
+        }
+        assert_eq!(cut("日本語", 5), "日本");
     }
 
     #[test]

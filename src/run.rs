@@ -182,12 +182,13 @@ pub(crate) fn download(
     let ranges = blocklist.ranges_read() as u64;
     let seeded = config.seed;
     let serve_only = config.serve_only;
+    let requested = config.port;
     let result = Session::start(&meta, config)
         .map_err(session_failure)
         .and_then(|s| {
             // `started` names the port really listened on.
+            let port = s.listen_port();
             if ui == Ui::Json {
-                let port = s.listen_port();
                 if emit(&report::started_event(&meta, ranges, port)).is_err() {
                     s.stop();
                     let _ = s.wait();
@@ -201,7 +202,13 @@ pub(crate) fn download(
                 out.timeout,
                 streamer.as_mut(),
                 Some(&mut completion),
-                serve_only,
+                report::StatusInfo {
+                    name: &meta.info.name,
+                    serving: serve_only,
+                    seed: seeded,
+                    port: Some(port).filter(|&p| requested != 0 && p != requested),
+                    width: 0,
+                },
             )
         });
     // Every hook has finished before tget exits.
@@ -385,8 +392,9 @@ pub(crate) fn run_session(
     timeout: Option<Duration>,
     mut streamer: Option<&mut Streamer>,
     mut completion: Option<&mut Completion>,
-    serving: bool,
+    mut status: report::StatusInfo,
 ) -> Result<Done, Failure> {
+    let serving = status.serving;
     let started = Instant::now();
     let mut rates = report::Rates::default();
     let mut last_shown: Option<Instant> = None;
@@ -445,7 +453,7 @@ pub(crate) fn run_session(
         if let Ui::Plain(every) = ui {
             if last_plain.elapsed() >= every {
                 last_plain = Instant::now();
-                plain_line(&report::status_text(&stats, &rates));
+                plain_line(&report::status_text(&stats, &rates, &status));
             }
         }
         // The status line at most 4 times a second, JSON progress once a second.
@@ -454,7 +462,10 @@ pub(crate) fn run_session(
             last_shown = Some(Instant::now());
             rates.sample(&stats);
             match ui {
-                Ui::Status => status_line(&report::status_text(&stats, &rates), false),
+                Ui::Status => {
+                    status.width = terminal_width();
+                    status_line(&report::status_text(&stats, &rates, &status), false)
+                }
                 Ui::Json => {
                     if emit(&report::progress_event(&stats, &rates)).is_err()
                         && stop_reason.is_none()
@@ -471,7 +482,8 @@ pub(crate) fn run_session(
     let stats = session.stats();
     if ui == Ui::Status {
         rates.sample(&stats);
-        status_line(&report::status_text(&stats, &rates), true);
+        status.width = terminal_width();
+        status_line(&report::status_text(&stats, &rates, &status), true);
     }
     if let (Some(st), None) = (streamer, &stop_reason) {
         // The rest of what is ready (all of it when the download completed).
@@ -566,12 +578,61 @@ fn plain_line(text: &str) {
     let _ = err.flush();
 }
 
+/// The terminal's width in columns (0 when unknown): asked of `stty` on
+/// our stderr at first and again after each SIGWINCH (a resize), else
+/// `$COLUMNS`.
+pub(crate) fn terminal_width() -> usize {
+    use std::sync::OnceLock;
+    static WIDTH: AtomicUsize = AtomicUsize::new(0);
+    static RESIZED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    let resized = RESIZED.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(true));
+        let _ = signal_hook::flag::register(signal_hook::consts::SIGWINCH, flag.clone());
+        flag
+    });
+    if resized.swap(false, Ordering::Relaxed) {
+        WIDTH.store(ask_width().unwrap_or(0), Ordering::Relaxed);
+    }
+    WIDTH.load(Ordering::Relaxed)
+}
+
+fn ask_width() -> Option<usize> {
+    use std::os::fd::AsFd;
+    let tty = std::io::stderr().as_fd().try_clone_to_owned().ok()?;
+    let asked = std::process::Command::new("stty")
+        .arg("size")
+        .stdin(std::process::Stdio::from(tty))
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.split_whitespace().nth(1)?.parse::<usize>().ok()
+        })
+        .filter(|&w| w > 0);
+    asked.or_else(|| {
+        std::env::var("COLUMNS")
+            .ok()?
+            .parse::<usize>()
+            .ok()
+            .filter(|&w| w > 0)
+    })
+}
+
 /// Redraws the status line on stderr (`last` ends it with a newline). The
 /// text is shown [`report::Escaped`]: a torrent's name in it cannot break
-/// or drive the line.
+/// or drive the line; and cut to the terminal's width, so it never wraps.
 pub(crate) fn status_line(text: &str, last: bool) {
+    let shown = report::Escaped(text).to_string();
+    let width = terminal_width();
+    let shown = if width > 0 {
+        report::cut(&shown, width - 1)
+    } else {
+        &shown
+    };
     let mut err = std::io::stderr().lock();
-    let _ = write!(err, "\r\x1b[2K{}", report::Escaped(text));
+    let _ = write!(err, "\r\x1b[2K{shown}");
     if last {
         let _ = writeln!(err);
     }

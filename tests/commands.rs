@@ -94,3 +94,93 @@ fn info_prints_the_magnet_link_and_sizes_in_binary_units() {
         "{v}"
     );
 }
+
+/// Runs `tget ARGS` (with `--no-dht`) on a pseudo-terminal `cols` wide
+/// (util-linux `script`), and returns everything it wrote there.
+fn on_a_terminal(cols: u32, args: &[&str]) -> String {
+    let quoted: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_tget"))
+        .chain(std::iter::once("--no-dht"))
+        .chain(args.iter().copied())
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect();
+    let shell = format!("stty cols {cols}; {}", quoted.join(" "));
+    let run = run_with_limit(
+        std::process::Command::new("script")
+            .args(["-qec", &shell, "/dev/null"])
+            .env_remove("RUST_LOG")
+            .env_remove("COLUMNS"),
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}{}", run.stdout, run.stderr);
+    run.stdout
+}
+
+/// The status lines drawn (each after `\r` and the erase-line sequence).
+fn status_lines(screen: &str) -> Vec<String> {
+    screen
+        .split("\r\u{1b}[2K")
+        .skip(1)
+        .map(|l| l.split(['\r', '\n']).next().unwrap_or_default().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+#[test]
+fn the_status_line_names_the_torrent_and_its_bytes_and_fits_the_terminal() {
+    let tmp = TempDir::new("status-width");
+    let content = single_file(tmp.path(), 2 << 20, 16 * 1024, &[]);
+    let slow = SlowSeeder::start(&content, Duration::from_millis(3));
+    let out = tmp.path().join("out");
+    let peer = slow.addr.to_string();
+    let torrent = content.torrent.to_str().unwrap();
+    let dir = out.to_str().unwrap();
+    let screen = on_a_terminal(
+        40,
+        &[
+            "download", torrent, "--port", "0", "--peer", &peer, "--dir", dir,
+        ],
+    );
+    let lines = status_lines(&screen);
+    assert!(lines.len() >= 2, "{screen:?}");
+    for l in &lines {
+        assert!(l.chars().count() < 40, "wider than the terminal: {l:?}");
+    }
+    // Wide enough, the whole line: name, bytes done of the total.
+    let screen = on_a_terminal(
+        200,
+        &[
+            "download", torrent, "--port", "0", "--peer", &peer, "--dir", dir,
+        ],
+    );
+    assert!(
+        status_lines(&screen)
+            .iter()
+            .any(|l| l.starts_with("file.bin  ") && l.contains(" of 2.0 MiB  down ")),
+        "{screen:?}"
+    );
+}
+
+#[test]
+fn a_seeders_status_line_gives_the_upload_total_and_ratio() {
+    let tmp = TempDir::new("status-seed");
+    let content = single_file(tmp.path(), 100_000, 16 * 1024, &[]);
+    let screen = on_a_terminal(
+        200,
+        &[
+            "seed",
+            content.torrent.to_str().unwrap(),
+            "--port",
+            "0",
+            "--seed-time",
+            "1s",
+            "--dir",
+            content.root.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        status_lines(&screen)
+            .iter()
+            .any(|l| l.starts_with("file.bin  seeding, uploaded 0 B (ratio 0.00)")),
+        "{screen:?}"
+    );
+}
