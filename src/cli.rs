@@ -289,8 +289,12 @@ pub(crate) enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff), e.g. `tget man | man -l -`.
-    Man,
+    /// Print a man page (roff): tget(1), or with COMMAND the page of that
+    /// subcommand (tget-download(1), ...), e.g. `tget man download | man -l -`.
+    Man {
+        /// The subcommand whose page to print.
+        command: Option<String>,
+    },
     /// Offline demo: seeders and a download on 127.0.0.1, no internet needed.
     Demo {
         /// Size of the demo content: bytes, or with a K/M/G suffix (e.g. 1G).

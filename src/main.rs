@@ -72,13 +72,14 @@ fn log_line(buf: &mut env_logger::fmt::Formatter, record: &log::Record) -> std::
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
+        Err(e) if e.use_stderr() => {
+            eprintln!("tget: {}", usage_line(&e.render().to_string()));
+            return ExitCode::from(exit::USAGE);
+        }
         Err(e) => {
+            // --help, --version: clap's text on stdout.
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            });
+            return ExitCode::from(exit::OK);
         }
     };
     let level = if cli.quiet {
@@ -151,14 +152,7 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut cmd, "tget", &mut out);
             write_stdout(&out)
         }
-        Command::Man => {
-            let cmd = <Cli as clap::CommandFactory>::command();
-            let mut out = Vec::new();
-            clap_mangen::Man::new(cmd)
-                .render(&mut out)
-                .map_err(|e| fail(exit::INTERNAL, e))
-                .and_then(|_| write_stdout(&out))
-        }
+        Command::Man { command } => man_page(command.as_deref()),
         Command::Demo { size, peers } => demo_cmd(size, peers as usize, quiet),
     };
     match result {
@@ -170,6 +164,65 @@ fn main() -> ExitCode {
             ExitCode::from(f.code)
         }
     }
+}
+
+/// clap's usage error (several lines: the error, a tip, the usage) as
+/// the one line every tget error is: the error, then where to look.
+fn usage_line(rendered: &str) -> String {
+    let mut what = Vec::new();
+    let mut usage = None;
+    for line in rendered.lines().map(str::trim) {
+        if let Some(u) = line.strip_prefix("Usage: ") {
+            usage = Some(u.to_string());
+        } else if usage.is_none()
+            && !line.is_empty()
+            && !line.starts_with("tip:")
+            && !line.starts_with("For more information")
+        {
+            what.push(line.strip_prefix("error: ").unwrap_or(line));
+        }
+    }
+    // The command's words, before its first [OPTIONS] or <ARG>.
+    let command: Vec<&str> = usage
+        .as_deref()
+        .unwrap_or("tget")
+        .split_whitespace()
+        .take_while(|w| !w.starts_with(['[', '<']))
+        .collect();
+    let command = if command.is_empty() {
+        "tget".to_string()
+    } else {
+        command.join(" ")
+    };
+    report::one_line(&format!("{} (see `{command} --help`)", what.join(" ")))
+}
+
+/// `tget man [COMMAND]`: tget(1), or the page of one subcommand, named
+/// `tget-COMMAND` as tget(1) refers to it.
+fn man_page(command: Option<&str>) -> Result<(), Failure> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    cmd.build();
+    let page = match command {
+        None => cmd,
+        Some(name) => {
+            let Some(sub) = cmd.find_subcommand(name).cloned() else {
+                let names: Vec<&str> = cmd.get_subcommands().map(|c| c.get_name()).collect();
+                return Err(fail(
+                    exit::USAGE,
+                    format!("no command {name}; man pages: {}", names.join(", ")),
+                ));
+            };
+            // Named as tget(1) lists it; a page is made once per run.
+            let title: &'static str =
+                Box::leak(format!("tget-{}", sub.get_name()).into_boxed_str());
+            sub.name(title)
+        }
+    };
+    let mut out = Vec::new();
+    clap_mangen::Man::new(page)
+        .render(&mut out)
+        .map_err(|e| fail(exit::INTERNAL, e))?;
+    write_stdout(&out)
 }
 
 fn info(

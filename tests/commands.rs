@@ -184,3 +184,49 @@ fn a_seeders_status_line_gives_the_upload_total_and_ratio() {
         "{screen:?}"
     );
 }
+
+#[test]
+fn usage_errors_are_one_tget_line_with_exit_2() {
+    for args in [
+        &["download", "--bogus"][..],
+        &["download"][..],
+        &["bogus"][..],
+        &["download", "x.torrent", "--port", "abc"][..],
+        &["man", "nope"][..],
+    ] {
+        let run = run_with_limit(tget().args(args), LIMIT);
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {}", run.stderr);
+        let lines: Vec<&str> = run.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {}", run.stderr);
+        assert!(lines[0].starts_with("tget: "), "{args:?}: {}", run.stderr);
+    }
+    let run = run_with_limit(tget().args(["download", "--bogus"]), LIMIT);
+    assert!(
+        run.stderr.contains("'--bogus'") && run.stderr.contains("tget download --help"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn every_page_the_man_page_names_exists() {
+    let run = run_with_limit(tget().arg("man"), LIMIT);
+    assert!(run.status.success(), "{}", run.stderr);
+    let named: Vec<String> = run
+        .stdout
+        .split("tget\\-")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("(1)").map(|(n, _)| n.to_string()))
+        .filter(|n| n.chars().all(|c| c.is_ascii_lowercase()))
+        .collect();
+    assert!(named.len() >= 6, "{named:?}");
+    for name in named {
+        let page = run_with_limit(tget().args(["man", &name]), LIMIT);
+        assert!(page.status.success(), "{name}: {}", page.stderr);
+        assert!(
+            page.stdout.contains(&format!(".TH tget-{name} 1")),
+            "{name}: {}",
+            page.stdout
+        );
+    }
+}
