@@ -249,6 +249,9 @@ pub(crate) enum Command {
         fetch: FetchArgs,
     },
     /// Hash-check the data on disk (all cores); exits 0 only when complete.
+    /// A download of some files (`--file`, `--files`) is checked for those:
+    /// give the same flags, or tget takes the files present when the
+    /// download's resume record is there.
     Verify {
         /// The .torrent: a path, `-` for standard input, or an http(s) URL.
         torrent: String,
@@ -258,6 +261,14 @@ pub(crate) enum Command {
         /// Print one JSON object on stdout instead of text.
         #[arg(long)]
         json: bool,
+        /// Check only files whose path matches this glob (repeatable), as
+        /// `download --file` chose them.
+        #[arg(long = "file", value_name = "PATTERN")]
+        files_matching: Vec<String>,
+        /// Check only these files, by index (e.g. 0,3-5), as `download
+        /// --files` chose them.
+        #[arg(long = "files", value_name = "LIST")]
+        file_indexes: Option<String>,
     },
     /// Make a .torrent from a file or folder.
     Create {

@@ -128,7 +128,19 @@ fn main() -> ExitCode {
             json,
             fetch,
         } => info(&torrent, json, &fetch, no_dht, quiet),
-        Command::Verify { torrent, dir, json } => verify(&torrent, &dir, json, quiet),
+        Command::Verify {
+            torrent,
+            dir,
+            json,
+            files_matching,
+            file_indexes,
+        } => verify(
+            &torrent,
+            &dir,
+            json,
+            quiet,
+            (&files_matching, file_indexes.as_deref()),
+        ),
         Command::Create {
             path,
             trackers,
@@ -275,8 +287,37 @@ fn info(
     }
 }
 
-fn verify(torrent: &str, dir: &Path, json: bool, quiet: bool) -> Result<(), Failure> {
+fn verify(
+    torrent: &str,
+    dir: &Path,
+    json: bool,
+    quiet: bool,
+    (patterns, indexes): (&[String], Option<&str>),
+) -> Result<(), Failure> {
     let meta = load(torrent)?;
+    let info = &meta.info;
+    let selected = if !patterns.is_empty() || indexes.is_some() {
+        let names: Vec<&str> = info.files.iter().map(|f| f.path).collect();
+        tget::select::select(&names, patterns, indexes).map_err(|e| fail(exit::USAGE, e))?
+    } else {
+        // A download of some files leaves the others out, and its resume
+        // record behind: the files present are what it chose.
+        let present: Vec<bool> = (0..info.files.len())
+            .map(|f| info.file_path(dir, f).exists())
+            .collect();
+        let resumed = tget::resume::state_path(dir, &meta.info_hash).exists();
+        if resumed && present.contains(&false) && present.contains(&true) {
+            log::warn!(
+                "checking the {} files present of {} (a download of some files); \
+                 --file or --files chooses others",
+                present.iter().filter(|&&p| p).count(),
+                present.len()
+            );
+            Some(present)
+        } else {
+            None
+        }
+    };
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let checked = std::sync::atomic::AtomicU64::new(0);
     let done = AtomicBool::new(false);
@@ -293,7 +334,7 @@ fn verify(torrent: &str, dir: &Path, json: bool, quiet: bool) -> Result<(), Fail
                 status_line("", false);
             });
         }
-        let r = tget::verify::check(&meta, dir, threads, &|_| {
+        let r = tget::verify::check_selected(&meta, dir, selected.as_deref(), threads, &|_| {
             checked.fetch_add(1, Ordering::Relaxed);
         });
         done.store(true, Ordering::Relaxed);

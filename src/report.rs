@@ -365,6 +365,7 @@ pub fn verify_json(r: &crate::verify::Report) -> String {
         .num("bytes", r.bytes)
         .num("bytes_good", r.bytes_good)
         .bool("complete", r.complete())
+        .bool("selection", r.selection)
         .raw("files", &crate::json::array(files))
         .finish()
 }
@@ -378,9 +379,14 @@ pub fn verify_text(r: &crate::verify::Report) -> String {
         r.pieces,
         r.pieces_good as f64 * 100.0 / r.pieces.max(1) as f64
     );
-    for (p, bad) in r.files.iter().filter(|(_, bad)| *bad > 0) {
+    // A selection lists each chosen file; the whole torrent, the bad ones.
+    for (p, bad) in r.files.iter().filter(|(_, bad)| *bad > 0 || r.selection) {
         let p = p.display().to_string();
-        out.push_str(&format!("  {}: {bad} bad or missing pieces\n", Escaped(&p)));
+        if *bad == 0 {
+            out.push_str(&format!("  {}: good\n", Escaped(&p)));
+        } else {
+            out.push_str(&format!("  {}: {bad} bad or missing pieces\n", Escaped(&p)));
+        }
     }
     out
 }
@@ -695,6 +701,7 @@ mod tests {
             bytes: 1,
             bytes_good: 0,
             files: vec![(evil.into(), 1)],
+            selection: false,
         };
         let text = complete_text(evil, 1536, 2.0);
         assert_eq!(

@@ -230,3 +230,66 @@ fn every_page_the_man_page_names_exists() {
         );
     }
 }
+
+#[test]
+fn verify_checks_the_files_a_download_chose() {
+    let tmp = TempDir::new("verify-selection");
+    // b.bin shares its first and last pieces with a.bin and c.bin, which
+    // are not chosen: their parts are in the side files.
+    let files = [
+        ("1-a.bin", 20_000),
+        ("2-sub/b.bin", 50_000),
+        ("3-c.bin", 30_000),
+        ("4-d.txt", 5),
+    ];
+    let content = multi_file(tmp.path(), &files, 16 * 1024, &[]);
+    let s = seeder(&content, false);
+    let out = tmp.path().join("out");
+    let torrent = content.torrent.to_str().unwrap();
+    let run = run_with_limit(
+        tget()
+            .args(["download", torrent, "--port", "0", "--file", "b.bin"])
+            .args(["--files", "3", "--peer", &addr_of(&s), "--dir"])
+            .arg(&out),
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let verify = |extra: &[&str]| {
+        run_with_limit(
+            tget()
+                .args(["verify", torrent])
+                .args(extra)
+                .arg("--dir")
+                .arg(&out),
+            LIMIT,
+        )
+    };
+    // The selection from the flags, and from what the download left.
+    for extra in [&["--file", "b.bin", "--files", "3"][..], &[][..]] {
+        let run = verify(extra);
+        assert_eq!(run.status.code(), Some(0), "{extra:?}: {}", run.stderr);
+        assert!(
+            run.stdout.contains("b.bin: good\n") && run.stdout.contains("4-d.txt: good\n"),
+            "{extra:?}: {}",
+            run.stdout
+        );
+        assert!(!run.stdout.contains("1-a.bin"), "{}", run.stdout);
+    }
+    let run = verify(&["--json"]);
+    let v: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(v["complete"], true, "{v}");
+    assert_eq!(v["selection"], true, "{v}");
+    assert_eq!(v["files"].as_array().unwrap().len(), 2, "{v}");
+    // A damaged byte in b.bin is found, and named.
+    let b = out.join("multi/2-sub/b.bin");
+    let mut bytes = std::fs::read(&b).unwrap();
+    bytes[25_000] ^= 1;
+    std::fs::write(&b, bytes).unwrap();
+    let run = verify(&[]);
+    assert_eq!(run.status.code(), Some(5), "{}", run.stderr);
+    assert!(
+        run.stdout.contains("b.bin: 1 bad or missing pieces"),
+        "{}",
+        run.stdout
+    );
+}
