@@ -188,12 +188,10 @@ pub(crate) fn download(
         .and_then(|s| {
             // `started` names the port really listened on.
             let port = s.listen_port();
-            if ui == Ui::Json {
-                if emit(&report::started_event(&meta, ranges, port)).is_err() {
-                    s.stop();
-                    let _ = s.wait();
-                    return Err(reader_gone());
-                }
+            if ui == Ui::Json && emit(&report::started_event(&meta, ranges, port)).is_err() {
+                s.stop();
+                let _ = s.wait();
+                return Err(reader_gone());
             }
             run_session(
                 s,
