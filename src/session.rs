@@ -46,7 +46,7 @@ pub struct Config {
     /// [`SessionError::PortTaken`] instead of falling back.
     pub strict_port: bool,
     /// Hold `DIR/.tget/<info-hash>.lock` while running (the binary: one
-    /// process per torrent and folder); fail with [`SessionError::Busy`]
+    /// process per torrent and folder); fail with [`SessionError::Lock`]
     /// when another live process holds it. Off for sessions in one
     /// process that share a folder (the demo's seeders, tests).
     pub lock: bool,
