@@ -48,9 +48,8 @@ pub(crate) struct Cli {
     /// Print only errors.
     #[arg(short, long, global = true)]
     pub(crate) quiet: bool,
-    /// Do not use the DHT (tests and offline use: nothing but the trackers
-    /// and --peer addresses is contacted).
-    #[arg(long, global = true)]
+    /// Do not use the DHT (download, seed, info; also taken after them).
+    #[arg(long)]
     pub(crate) no_dht: bool,
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -84,6 +83,10 @@ pub(crate) struct NetArgs {
     /// Number of worker threads, hence of simultaneous connections.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub(crate) max_peers: u16,
+    /// Do not use the DHT (tests and offline use: nothing but the trackers
+    /// and --peer addresses is contacted).
+    #[arg(long)]
+    pub(crate) no_dht: bool,
 }
 
 /// Uploading, rate limits and when seeding ends (download and seed).
@@ -162,6 +165,9 @@ pub(crate) struct FetchArgs {
     /// (e.g. 90s, 5m); off by default.
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
     pub(crate) timeout: Option<Duration>,
+    /// Do not use the DHT (only the link's trackers and peers, and --peer).
+    #[arg(long)]
+    pub(crate) no_dht: bool,
 }
 
 #[derive(clap::Args, Clone)]

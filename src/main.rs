@@ -111,6 +111,7 @@ fn main() -> ExitCode {
                 seed,
                 on_complete,
             };
+            let no_dht = no_dht || net.no_dht;
             download(&torrent, &net, &out, &share, role, no_dht, quiet)
         }
         Command::Seed {
@@ -121,13 +122,14 @@ fn main() -> ExitCode {
             partial,
         } => {
             let role = Role::Seed { partial };
+            let no_dht = no_dht || net.no_dht;
             download(&torrent, &net, &out, &share, role, no_dht, quiet)
         }
         Command::Info {
             torrent,
             json,
             fetch,
-        } => info(&torrent, json, &fetch, no_dht, quiet),
+        } => info(&torrent, json, &fetch, no_dht || fetch.no_dht, quiet),
         Command::Verify {
             torrent,
             dir,

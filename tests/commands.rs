@@ -293,3 +293,33 @@ fn verify_checks_the_files_a_download_chose() {
         run.stdout
     );
 }
+
+#[test]
+fn no_dht_is_offered_only_where_there_is_a_dht() {
+    let help = |cmd: &str| {
+        let run = run_with_limit(
+            std::process::Command::new(env!("CARGO_BIN_EXE_tget")).args([cmd, "--help"]),
+            LIMIT,
+        );
+        assert!(run.status.success(), "{cmd}: {}", run.stderr);
+        run.stdout.contains("--no-dht")
+    };
+    for cmd in ["download", "seed", "info"] {
+        assert!(help(cmd), "{cmd} does not offer --no-dht");
+    }
+    for cmd in ["create", "man", "completions", "verify", "demo"] {
+        assert!(!help(cmd), "{cmd} offers --no-dht");
+    }
+    // After the subcommand, as before the subcommand.
+    let tmp = TempDir::new("no-dht-after");
+    let content = single_file(tmp.path(), 20_000, 16 * 1024, &[]);
+    let run = run_with_limit(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tget")).args([
+            "info",
+            content.torrent.to_str().unwrap(),
+            "--no-dht",
+        ]),
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+}
