@@ -19,6 +19,7 @@ pub(crate) mod exit {
     pub const DISK: u8 = 5;
     pub const NO_METADATA: u8 = 6;
     pub const NETWORK: u8 = 7;
+    pub const BUSY: u8 = 8;
     pub const SIGINT: u8 = 130;
     pub const SIGTERM: u8 = 143;
 }
@@ -31,9 +32,13 @@ pub(crate) const EXIT_CODES: &str = "Exit codes:
   4    no peers or no progress before --timeout
   5    disk or file error (verify: data incomplete; seed: incomplete data without --partial)
   6    metadata could not be fetched (magnet links)
-  7    --proxy down, refusing or not SOCKS5, or a --bind address this host does not have
-  130  interrupted by SIGINT (Ctrl+C); state saved, run again to resume
-  143  interrupted by SIGTERM; state saved, run again to resume";
+  7    network set-up: the --port given is taken, --proxy down, refusing or
+       not SOCKS5, or a --bind address this host does not have
+  8    another tget is downloading or seeding this torrent in this folder
+  130  download interrupted by SIGINT (Ctrl+C); state saved, run again to resume
+  143  download interrupted by SIGTERM; state saved, run again to resume
+       (seeding stopped by a signal, `tget seed` with or without --partial
+       or `download --seed` once complete, exits 0)";
 
 #[derive(Parser)]
 #[command(name = "tget", version, about = "A small BitTorrent client: blocking sockets, plain threads.", after_help = EXIT_CODES)]
@@ -44,9 +49,8 @@ pub(crate) struct Cli {
     /// Print only errors.
     #[arg(short, long, global = true)]
     pub(crate) quiet: bool,
-    /// Do not use the DHT (tests and offline use: nothing but the trackers
-    /// and --peer addresses is contacted).
-    #[arg(long, global = true)]
+    /// Do not use the DHT (download, seed, info; also taken after them).
+    #[arg(long)]
     pub(crate) no_dht: bool,
     /// Send every connection through this SOCKS5 proxy:
     /// socks5://[user:pass@]HOST:PORT. Peers and HTTP(S) trackers go
@@ -67,9 +71,10 @@ pub(crate) struct NetArgs {
     /// Where the content lives: DIR/<name> for one file, DIR/<name>/... for several.
     #[arg(long, default_value = ".")]
     pub(crate) dir: PathBuf,
-    /// Port to listen on for peers (if taken, an ephemeral port is used).
-    #[arg(long, default_value_t = 6881)]
-    pub(crate) port: u16,
+    /// Port to listen on for peers (default 6881, or any free port if that
+    /// one is taken; a port given here that is taken is an error, exit 7).
+    #[arg(long)]
+    pub(crate) port: Option<u16>,
     /// A peer to connect to, besides those the trackers give (repeatable).
     #[arg(long = "peer", value_name = "HOST:PORT")]
     pub(crate) peers: Vec<String>,
@@ -89,6 +94,10 @@ pub(crate) struct NetArgs {
     /// Number of worker threads, hence of simultaneous connections.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub(crate) max_peers: u16,
+    /// Do not use the DHT (tests and offline use: nothing but the trackers
+    /// and --peer addresses is contacted).
+    #[arg(long)]
+    pub(crate) no_dht: bool,
 }
 
 /// Uploading, rate limits and when seeding ends (download and seed).
@@ -110,6 +119,16 @@ pub(crate) struct ShareArgs {
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
     pub(crate) seed_time: Option<Duration>,
 }
+
+impl NetArgs {
+    /// The port to listen on: the one given, or the default.
+    pub(crate) fn port(&self) -> u16 {
+        self.port.unwrap_or(DEFAULT_PORT)
+    }
+}
+
+/// The port listened on when `--port` is not given (if free).
+pub(crate) const DEFAULT_PORT: u16 = 6881;
 
 impl ShareArgs {
     /// Copies the choices into a session's config.
@@ -157,6 +176,9 @@ pub(crate) struct FetchArgs {
     /// (e.g. 90s, 5m); off by default.
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
     pub(crate) timeout: Option<Duration>,
+    /// Do not use the DHT (only the link's trackers and peers, and --peer).
+    #[arg(long)]
+    pub(crate) no_dht: bool,
 }
 
 #[derive(clap::Args, Clone)]
@@ -209,6 +231,14 @@ pub(crate) enum Command {
         seed: bool,
         #[command(flatten)]
         share: ShareArgs,
+        /// Run CMD through `sh -c` once the data is complete and verified
+        /// on disk, before seeding; its environment has TGET_INFO_HASH,
+        /// TGET_NAME, TGET_DIR (the torrent's file or folder) and TGET_FILES
+        /// (the chosen files' paths, one a line). Its output goes to
+        /// stderr; a failing CMD is logged and does not change the exit
+        /// code; tget waits for it before exiting.
+        #[arg(long, value_name = "CMD")]
+        on_complete: Option<String>,
     },
     /// Check the data (all cores) and serve it to peers until interrupted,
     /// or until --seed-ratio / --seed-time.
@@ -236,6 +266,9 @@ pub(crate) enum Command {
         fetch: FetchArgs,
     },
     /// Hash-check the data on disk (all cores); exits 0 only when complete.
+    /// A download of some files (`--file`, `--files`) is checked for those:
+    /// give the same flags, or tget takes the files present when the
+    /// download's resume record is there.
     Verify {
         /// The .torrent: a path, `-` for standard input, or an http(s) URL.
         torrent: String,
@@ -245,6 +278,14 @@ pub(crate) enum Command {
         /// Print one JSON object on stdout instead of text.
         #[arg(long)]
         json: bool,
+        /// Check only files whose path matches this glob (repeatable), as
+        /// `download --file` chose them.
+        #[arg(long = "file", value_name = "PATTERN")]
+        files_matching: Vec<String>,
+        /// Check only these files, by index (e.g. 0,3-5), as `download
+        /// --files` chose them.
+        #[arg(long = "files", value_name = "LIST")]
+        file_indexes: Option<String>,
     },
     /// Make a .torrent from a file or folder.
     Create {
@@ -266,14 +307,22 @@ pub(crate) enum Command {
         /// Where to write the .torrent (`-` for standard output).
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: PathBuf,
+        /// Replace FILE if it exists (without it, an existing FILE is an
+        /// error, exit 2, and is left alone).
+        #[arg(long)]
+        force: bool,
     },
     /// Print a shell completion script (e.g. `tget completions bash > /etc/bash_completion.d/tget`).
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff), e.g. `tget man | man -l -`.
-    Man,
+    /// Print a man page (roff): tget(1), or with COMMAND the page of that
+    /// subcommand (tget-download(1), ...), e.g. `tget man download | man -l -`.
+    Man {
+        /// The subcommand whose page to print.
+        command: Option<String>,
+    },
     /// Offline demo: seeders and a download on 127.0.0.1, no internet needed.
     Demo {
         /// Size of the demo content: bytes, or with a K/M/G suffix (e.g. 1G).

@@ -13,6 +13,7 @@ use tget::session::{DhtSettings, SessionError};
 use tget::{create, demo, report};
 
 mod cli;
+mod hook;
 mod loading;
 mod run;
 
@@ -37,6 +38,9 @@ fn fail(code: u8, message: impl std::fmt::Display) -> Failure {
 fn session_failure(e: SessionError) -> Failure {
     let code = match e {
         SessionError::Storage(_) | SessionError::Incomplete { .. } => exit::DISK,
+        SessionError::PortTaken(_) => exit::NETWORK,
+        SessionError::Lock(tget::lock::LockError::Busy { .. }) => exit::BUSY,
+        SessionError::Lock(_) => exit::DISK,
         _ => exit::INTERNAL,
     };
     fail(code, e)
@@ -68,13 +72,14 @@ fn log_line(buf: &mut env_logger::fmt::Formatter, record: &log::Record) -> std::
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
+        Err(e) if e.use_stderr() => {
+            eprintln!("tget: {}", usage_line(&e.render().to_string()));
+            return ExitCode::from(exit::USAGE);
+        }
         Err(e) => {
+            // --help, --version: clap's text on stdout.
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            });
+            return ExitCode::from(exit::OK);
         }
     };
     let level = if cli.quiet {
@@ -109,8 +114,14 @@ fn main() -> ExitCode {
             pick,
             seed,
             share,
+            on_complete,
         } => {
-            let role = Role::Download { pick, seed };
+            let role = Role::Download {
+                pick,
+                seed,
+                on_complete,
+            };
+            let no_dht = no_dht || net.no_dht;
             download(&torrent, &net, &out, &share, role, no_dht, quiet)
         }
         Command::Seed {
@@ -121,14 +132,27 @@ fn main() -> ExitCode {
             partial,
         } => {
             let role = Role::Seed { partial };
+            let no_dht = no_dht || net.no_dht;
             download(&torrent, &net, &out, &share, role, no_dht, quiet)
         }
         Command::Info {
             torrent,
             json,
             fetch,
-        } => info(&torrent, json, &fetch, no_dht, quiet),
-        Command::Verify { torrent, dir, json } => verify(&torrent, &dir, json, quiet),
+        } => info(&torrent, json, &fetch, no_dht || fetch.no_dht, quiet),
+        Command::Verify {
+            torrent,
+            dir,
+            json,
+            files_matching,
+            file_indexes,
+        } => verify(
+            &torrent,
+            &dir,
+            json,
+            quiet,
+            (&files_matching, file_indexes.as_deref()),
+        ),
         Command::Create {
             path,
             trackers,
@@ -136,6 +160,7 @@ fn main() -> ExitCode {
             private,
             comment,
             output,
+            force,
         } => {
             let opts = create::CreateOptions {
                 trackers,
@@ -143,7 +168,7 @@ fn main() -> ExitCode {
                 private,
                 comment,
             };
-            create_cmd(&path, &opts, &output, quiet)
+            create_cmd(&path, &opts, &output, force, quiet)
         }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -151,14 +176,7 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut cmd, "tget", &mut out);
             write_stdout(&out)
         }
-        Command::Man => {
-            let cmd = <Cli as clap::CommandFactory>::command();
-            let mut out = Vec::new();
-            clap_mangen::Man::new(cmd)
-                .render(&mut out)
-                .map_err(|e| fail(exit::INTERNAL, e))
-                .and_then(|_| write_stdout(&out))
-        }
+        Command::Man { command } => man_page(command.as_deref()),
         Command::Demo { size, peers } => demo_cmd(size, peers as usize, quiet),
     };
     match result {
@@ -184,6 +202,65 @@ fn route(proxy: Option<&str>, bind: Option<std::net::IpAddr>) -> Result<(), Fail
         .map_err(|e| fail(exit::USAGE, e))?;
     tget::dial::configure(proxy, bind).map_err(|e| fail(exit::NETWORK, e))?;
     tget::dial::probe().map_err(|e| fail(exit::NETWORK, e))
+}
+
+/// clap's usage error (several lines: the error, a tip, the usage) as
+/// the one line every tget error is: the error, then where to look.
+fn usage_line(rendered: &str) -> String {
+    let mut what = Vec::new();
+    let mut usage = None;
+    for line in rendered.lines().map(str::trim) {
+        if let Some(u) = line.strip_prefix("Usage: ") {
+            usage = Some(u.to_string());
+        } else if usage.is_none()
+            && !line.is_empty()
+            && !line.starts_with("tip:")
+            && !line.starts_with("For more information")
+        {
+            what.push(line.strip_prefix("error: ").unwrap_or(line));
+        }
+    }
+    // The command's words, before its first [OPTIONS] or <ARG>.
+    let command: Vec<&str> = usage
+        .as_deref()
+        .unwrap_or("tget")
+        .split_whitespace()
+        .take_while(|w| !w.starts_with(['[', '<']))
+        .collect();
+    let command = if command.is_empty() {
+        "tget".to_string()
+    } else {
+        command.join(" ")
+    };
+    report::one_line(&format!("{} (see `{command} --help`)", what.join(" ")))
+}
+
+/// `tget man [COMMAND]`: tget(1), or the page of one subcommand, named
+/// `tget-COMMAND` as tget(1) refers to it.
+fn man_page(command: Option<&str>) -> Result<(), Failure> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    cmd.build();
+    let page = match command {
+        None => cmd,
+        Some(name) => {
+            let Some(sub) = cmd.find_subcommand(name).cloned() else {
+                let names: Vec<&str> = cmd.get_subcommands().map(|c| c.get_name()).collect();
+                return Err(fail(
+                    exit::USAGE,
+                    format!("no command {name}; man pages: {}", names.join(", ")),
+                ));
+            };
+            // Named as tget(1) lists it; a page is made once per run.
+            let title: &'static str =
+                Box::leak(format!("tget-{}", sub.get_name()).into_boxed_str());
+            sub.name(title)
+        }
+    };
+    let mut out = Vec::new();
+    clap_mangen::Man::new(page)
+        .render(&mut out)
+        .map_err(|e| fail(exit::INTERNAL, e))?;
+    write_stdout(&out)
 }
 
 fn info(
@@ -236,8 +313,37 @@ fn info(
     }
 }
 
-fn verify(torrent: &str, dir: &Path, json: bool, quiet: bool) -> Result<(), Failure> {
+fn verify(
+    torrent: &str,
+    dir: &Path,
+    json: bool,
+    quiet: bool,
+    (patterns, indexes): (&[String], Option<&str>),
+) -> Result<(), Failure> {
     let meta = load(torrent)?;
+    let info = &meta.info;
+    let selected = if !patterns.is_empty() || indexes.is_some() {
+        let names: Vec<&str> = info.files.iter().map(|f| f.path).collect();
+        tget::select::select(&names, patterns, indexes).map_err(|e| fail(exit::USAGE, e))?
+    } else {
+        // A download of some files leaves the others out, and its resume
+        // record behind: the files present are what it chose.
+        let present: Vec<bool> = (0..info.files.len())
+            .map(|f| info.file_path(dir, f).exists())
+            .collect();
+        let resumed = tget::resume::state_path(dir, &meta.info_hash).exists();
+        if resumed && present.contains(&false) && present.contains(&true) {
+            log::warn!(
+                "checking the {} files present of {} (a download of some files); \
+                 --file or --files chooses others",
+                present.iter().filter(|&&p| p).count(),
+                present.len()
+            );
+            Some(present)
+        } else {
+            None
+        }
+    };
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let checked = std::sync::atomic::AtomicU64::new(0);
     let done = AtomicBool::new(false);
@@ -254,7 +360,7 @@ fn verify(torrent: &str, dir: &Path, json: bool, quiet: bool) -> Result<(), Fail
                 status_line("", false);
             });
         }
-        let r = tget::verify::check(&meta, dir, threads, &|_| {
+        let r = tget::verify::check_selected(&meta, dir, selected.as_deref(), threads, &|_| {
             checked.fetch_add(1, Ordering::Relaxed);
         });
         done.store(true, Ordering::Relaxed);
@@ -277,8 +383,17 @@ fn create_cmd(
     path: &Path,
     opts: &create::CreateOptions,
     output: &Path,
+    force: bool,
     quiet: bool,
 ) -> Result<(), Failure> {
+    let to_stdout = output == Path::new("-");
+    // Refused before the hashing, which can take long.
+    if !to_stdout && !force && std::fs::symlink_metadata(output).is_ok() {
+        return Err(fail(
+            exit::USAGE,
+            format!("{} exists; use --force to replace it", output.display()),
+        ));
+    }
     let show = !quiet && std::io::stderr().is_terminal();
     let last = std::sync::Mutex::new(Instant::now());
     let progress = |done: u32, total: u32| {
@@ -294,11 +409,35 @@ fn create_cmd(
     };
     let bytes = create::create_torrent_with_progress(path, opts, &progress)
         .map_err(|e| fail(exit::BAD_INPUT, e))?;
-    if output == Path::new("-") {
-        return write_stdout(&bytes);
+    let meta = tget::metainfo::Metainfo::from_bytes(&bytes).map_err(|e| fail(exit::INTERNAL, e))?;
+    let summary = format!(
+        "info-hash:  {}\nmagnet:     {}\n",
+        meta.info_hash_hex(),
+        report::magnet_link(&meta)
+    );
+    if to_stdout {
+        write_stdout(&bytes)?;
+        // The torrent is on stdout: the summary goes to stderr.
+        if !quiet {
+            eprint!("{summary}");
+        }
+        return Ok(());
     }
-    std::fs::write(output, bytes)
-        .map_err(|e| fail(exit::DISK, format!("{}: {e}", output.display())))
+    let written = if force {
+        std::fs::write(output, &bytes)
+    } else {
+        // Made new, so a file that appeared meanwhile is not replaced.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(output)
+            .and_then(|mut f| f.write_all(&bytes))
+    };
+    written.map_err(|e| fail(exit::DISK, format!("{}: {e}", output.display())))?;
+    if !quiet {
+        write_stdout(summary.as_bytes())?;
+    }
+    Ok(())
 }
 
 fn demo_cmd(size: u64, peers: usize, quiet: bool) -> Result<(), Failure> {
@@ -316,10 +455,20 @@ fn demo_cmd(size: u64, peers: usize, quiet: bool) -> Result<(), Failure> {
         Ui::Silent
     };
     let mark = demo::CpuMark::now();
-    let result = demo
-        .download()
-        .map_err(session_failure)
-        .and_then(|s| run_session(s, &signals, ui, None, None));
+    let result = demo.download().map_err(session_failure).and_then(|s| {
+        run_session(
+            s,
+            &signals,
+            ui,
+            None,
+            None,
+            None,
+            report::StatusInfo {
+                name: &demo.meta.info.name,
+                ..Default::default()
+            },
+        )
+    });
     if let (Ok(done), false) = (&result, quiet) {
         let now = demo::CpuMark::now();
         let (download, all) = (mark.new_threads_since(&now), mark.process_since(&now));

@@ -149,6 +149,12 @@ pub struct Shared {
     pub verified: AtomicU64,
     /// Verified pieces.
     pub pieces_done: AtomicU64,
+    /// Bytes in pieces already verified when the start-up check (or the
+    /// resume record) was done: what this run did not have to fetch.
+    pub verified_at_start: AtomicU64,
+    /// Set once the start-up check is over and `verified` counts what is
+    /// on disk.
+    pub ready: AtomicBool,
     /// Pieces that failed their hash check.
     pub pieces_failed: AtomicU64,
     /// Open peer connections.

@@ -10,7 +10,10 @@ use crate::metainfo::Metainfo;
 use crate::session::{Notice, Stats};
 
 /// Version of the JSON event schema (docs/JSON.md).
-pub const JSON_VERSION: u64 = 1;
+/// 2: `done`'s `bytes` counts what this run verified, not the whole size
+/// (they differ when a run resumed); `done` gains `total_bytes`,
+/// `uploaded` and `ratio`.
+pub const JSON_VERSION: u64 = 2;
 
 /// Bytes in binary units, e.g. "12.3 MiB".
 pub fn human(n: u64) -> String {
@@ -65,31 +68,126 @@ impl Rates {
     }
 }
 
-/// The status line's text (without the carriage return).
-pub fn status_text(s: &Stats, r: &Rates) -> String {
+/// What the status line says besides the counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StatusInfo<'a> {
+    /// The torrent's name (shown [`Escaped`], shortened to fit).
+    pub name: &'a str,
+    /// Serving only (`tget seed`): seeding even when data is missing.
+    pub serving: bool,
+    /// Seeding once the download is complete (`download --seed`).
+    pub seed: bool,
+    /// The port listened on, when it is not the one asked for.
+    pub port: Option<u16>,
+    /// Columns available (0: no limit); the line is kept shorter than
+    /// this, so a terminal never wraps it.
+    pub width: usize,
+}
+
+/// The status line's text (without the carriage return): the name, then
+/// the bytes done of the total, rates, peers and ETA while downloading, or
+/// the upload total and ratio while seeding; at most `width - 1` columns.
+pub fn status_text(s: &Stats, r: &Rates, info: &StatusInfo) -> String {
     if let Some((done, of)) = s.checking {
-        return format!("checking {done}/{of} pieces");
+        return fit("", &format!("checking {done}/{of} pieces"), info.width);
     }
-    let pct = if s.total == 0 {
-        100.0
-    } else {
-        s.verified as f64 * 100.0 / s.total as f64
-    };
-    let left = s.total.saturating_sub(s.verified);
-    let eta = if left == 0 {
-        "done".to_string()
-    } else if r.down > 1.0 {
-        clock((left as f64 / r.down) as u64)
-    } else {
-        "--:--".to_string()
-    };
-    format!(
-        "{pct:5.1}%  down {}/s  up {}/s  peers {}/{}  eta {eta}",
-        human(r.down as u64),
-        human(r.up as u64),
+    let seeding = info.serving || (info.seed && s.ready && s.verified >= s.total);
+    let peers = format!(
+        "peers {}/{}",
         s.peers_connected,
         s.peers_known.max(s.peers_connected)
-    )
+    );
+    let mut rest = if seeding {
+        format!(
+            "seeding, uploaded {} (ratio {:.2})  up {}/s  {peers}",
+            human(s.uploaded),
+            s.uploaded as f64 / s.total.max(1) as f64,
+            human(r.up as u64)
+        )
+    } else {
+        let pct = if s.total == 0 {
+            100.0
+        } else {
+            s.verified as f64 * 100.0 / s.total as f64
+        };
+        let left = s.total.saturating_sub(s.verified);
+        let eta = if left == 0 {
+            "done".to_string()
+        } else if r.down > 1.0 {
+            clock((left as f64 / r.down) as u64)
+        } else {
+            "--:--".to_string()
+        };
+        format!(
+            "{pct:5.1}%  {} of {}  down {}/s  up {}/s  {peers}  eta {eta}",
+            human(s.verified),
+            human(s.total),
+            human(r.down as u64),
+            human(r.up as u64),
+        )
+    };
+    if let Some(p) = info.port {
+        rest.push_str(&format!("  port {p}"));
+    }
+    fit(&Escaped(info.name).to_string(), &rest, info.width)
+}
+
+/// Columns a character takes on a terminal: 2 for the wide East Asian
+/// ranges and emoji, else 1 (the hidden ones are escaped before this).
+fn columns(c: char) -> usize {
+    match c as u32 {
+        0x1100..=0x115F
+        | 0x2E80..=0x303E
+        | 0x3041..=0x33FF
+        | 0x3400..=0x4DBF
+        | 0x4E00..=0x9FFF
+        | 0xA000..=0xA4CF
+        | 0xAC00..=0xD7A3
+        | 0xF900..=0xFAFF
+        | 0xFE30..=0xFE4F
+        | 0xFF00..=0xFF60
+        | 0xFFE0..=0xFFE6
+        | 0x1F300..=0x1F64F
+        | 0x1F900..=0x1F9FF
+        | 0x20000..=0x3FFFD => 2,
+        _ => 1,
+    }
+}
+
+/// `text` cut to at most `max` columns.
+pub fn cut(text: &str, max: usize) -> &str {
+    let mut used = 0;
+    for (at, c) in text.char_indices() {
+        used += columns(c);
+        if used > max {
+            return &text[..at];
+        }
+    }
+    text
+}
+
+fn width_of(text: &str) -> usize {
+    text.chars().map(columns).sum()
+}
+
+/// `name  rest` in fewer than `width` columns (0: no limit): the name is
+/// shortened first (with `~` where it was cut), then dropped, then `rest`
+/// is cut.
+fn fit(name: &str, rest: &str, width: usize) -> String {
+    let whole = if name.is_empty() {
+        rest.to_string()
+    } else {
+        format!("{name}  {rest}")
+    };
+    if width == 0 || width_of(&whole) < width {
+        return whole;
+    }
+    let max = width - 1;
+    let room = max.saturating_sub(width_of(rest) + 2);
+    if !name.is_empty() && room >= 8 {
+        return format!("{}~  {rest}", cut(name, room - 1));
+    }
+    cut(rest, max).to_string()
 }
 
 /// The line a completed download ends with: the torrent's name
@@ -103,6 +201,61 @@ pub fn complete_text(name: &str, bytes: u64, seconds: f64) -> String {
     )
 }
 
+/// What a run did, for its last line and the `done` event.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunTotals {
+    /// How long the run took.
+    pub seconds: f64,
+    /// Bytes verified by this run (fetched, not already here).
+    pub bytes: u64,
+    /// Bytes of the chosen data verified in all.
+    pub have: u64,
+    /// Bytes of the chosen data.
+    pub size: u64,
+    /// Payload bytes uploaded by this run.
+    pub uploaded: u64,
+    /// Times the blocklist refused an address.
+    pub peers_blocked: u64,
+}
+
+impl RunTotals {
+    /// Uploaded bytes over the chosen data's size.
+    pub fn ratio(&self) -> f64 {
+        self.uploaded as f64 / self.size.max(1) as f64
+    }
+}
+
+/// The line a run ends with: for a download what it fetched (and what was
+/// already here), for a seeder (`seeded`) or a download that uploaded,
+/// the upload total and ratio. The name is shown [`Escaped`].
+pub fn final_text(name: &str, t: &RunTotals, seeded: bool) -> String {
+    let mut out = if t.have < t.size {
+        // A seeder serving partial data.
+        format!(
+            "{}: {} of {} here, served for {:.1} s",
+            Escaped(name),
+            human(t.have),
+            human(t.size),
+            t.seconds
+        )
+    } else if t.bytes == 0 && seeded {
+        format!("{}: served for {:.1} s", Escaped(name), t.seconds)
+    } else {
+        complete_text(name, t.bytes, t.seconds)
+    };
+    if t.have >= t.size && t.bytes > 0 && t.bytes < t.have {
+        out.push_str(&format!(" ({} was already here)", human(t.have - t.bytes)));
+    }
+    if seeded || t.uploaded > 0 {
+        out.push_str(&format!(
+            "; uploaded {} (ratio {:.2})",
+            human(t.uploaded),
+            t.ratio()
+        ));
+    }
+    out
+}
+
 fn event(name: &str) -> Object {
     Object::new()
         .str("event", name)
@@ -110,8 +263,9 @@ fn event(name: &str) -> Object {
 }
 
 /// `started`: what is being downloaded.
-/// `blocklist_ranges`: ranges read from `--blocklist` files (0 without).
-pub fn started_event(meta: &Metainfo, blocklist_ranges: u64) -> String {
+/// `blocklist_ranges`: ranges read from `--blocklist` files (0 without);
+/// `port`: the port listened on for peers.
+pub fn started_event(meta: &Metainfo, blocklist_ranges: u64, port: u16) -> String {
     event("started")
         .str("name", &meta.info.name)
         .str("info_hash", &meta.info_hash_hex())
@@ -119,6 +273,19 @@ pub fn started_event(meta: &Metainfo, blocklist_ranges: u64) -> String {
         .num("pieces", meta.info.num_pieces() as u64)
         .num("files", meta.info.files.len() as u64)
         .num("blocklist_ranges", blocklist_ranges)
+        .num("port", port as u64)
+        .finish()
+}
+
+/// `completed`: the chosen data is complete and verified on disk (before
+/// any seeding; `done` comes when tget ends); `total_bytes` is the size
+/// of the chosen files.
+pub fn completed_event(meta: &Metainfo, total_bytes: u64, seconds: f64) -> String {
+    event("completed")
+        .str("name", &meta.info.name)
+        .str("info_hash", &meta.info_hash_hex())
+        .num("total_bytes", total_bytes)
+        .raw("seconds", &format!("{seconds:.3}"))
         .finish()
 }
 
@@ -198,6 +365,7 @@ pub fn verify_json(r: &crate::verify::Report) -> String {
         .num("bytes", r.bytes)
         .num("bytes_good", r.bytes_good)
         .bool("complete", r.complete())
+        .bool("selection", r.selection)
         .raw("files", &crate::json::array(files))
         .finish()
 }
@@ -211,9 +379,14 @@ pub fn verify_text(r: &crate::verify::Report) -> String {
         r.pieces,
         r.pieces_good as f64 * 100.0 / r.pieces.max(1) as f64
     );
-    for (p, bad) in r.files.iter().filter(|(_, bad)| *bad > 0) {
+    // A selection lists each chosen file; the whole torrent, the bad ones.
+    for (p, bad) in r.files.iter().filter(|(_, bad)| *bad > 0 || r.selection) {
         let p = p.display().to_string();
-        out.push_str(&format!("  {}: {bad} bad or missing pieces\n", Escaped(&p)));
+        if *bad == 0 {
+            out.push_str(&format!("  {}: good\n", Escaped(&p)));
+        } else {
+            out.push_str(&format!("  {}: {bad} bad or missing pieces\n", Escaped(&p)));
+        }
     }
     out
 }
@@ -261,15 +434,20 @@ pub fn notice_event(n: &Notice) -> String {
     }
 }
 
-/// `done`: the download completed; `peers_blocked`: addresses the
-/// blocklist refused (each time one was offered or connected).
-pub fn done_event(seconds: f64, bytes: u64, peers_blocked: u64) -> String {
-    let rate = (bytes as f64 / seconds.max(0.001)) as u64;
+/// `done`: the run ended well (docs/JSON.md); `bytes` is what this run
+/// verified, `total_bytes` the chosen data verified in all;
+/// `peers_blocked`: addresses the blocklist refused (each time one was
+/// offered or connected).
+pub fn done_event(t: &RunTotals) -> String {
+    let rate = (t.bytes as f64 / t.seconds.max(0.001)) as u64;
     event("done")
-        .raw("seconds", &format!("{seconds:.3}"))
-        .num("bytes", bytes)
+        .raw("seconds", &format!("{:.3}", t.seconds))
+        .num("bytes", t.bytes)
         .num("average_rate", rate)
-        .num("peers_blocked", peers_blocked)
+        .num("peers_blocked", t.peers_blocked)
+        .num("total_bytes", t.have)
+        .num("uploaded", t.uploaded)
+        .raw("ratio", &format!("{:.3}", t.ratio()))
         .finish()
 }
 
@@ -302,6 +480,7 @@ pub fn info_json(meta: &Metainfo) -> String {
         .num("version", JSON_VERSION)
         .str("name", &i.name)
         .str("info_hash", &meta.info_hash_hex())
+        .str("magnet", &magnet_link(meta))
         .num("total_bytes", i.total_length())
         .num("piece_length", i.piece_length)
         .num("pieces", i.num_pieces() as u64)
@@ -320,12 +499,49 @@ pub fn info_json(meta: &Metainfo) -> String {
     o.finish()
 }
 
+/// `s` percent-encoded for a URI's query: unreserved characters as they
+/// are, every other byte of its UTF-8 as `%XX`.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The torrent's magnet link: its info-hash, name (`dn`) and trackers
+/// (`tr`, each once), percent-encoded, so it holds no space or control
+/// character and is one word in a shell.
+pub fn magnet_link(meta: &Metainfo) -> String {
+    let mut link = format!(
+        "magnet:?xt=urn:btih:{}&dn={}",
+        meta.info_hash_hex(),
+        percent_encode(&meta.info.name)
+    );
+    let mut seen: Vec<&str> = Vec::new();
+    let tiers = meta.tracker_tiers();
+    for url in tiers.iter().flatten() {
+        let url = url.as_str();
+        if !seen.contains(&url) {
+            seen.push(url);
+            link.push_str("&tr=");
+            link.push_str(&percent_encode(url));
+        }
+    }
+    link
+}
+
 /// `tget info`'s text; what the torrent says is shown [`Escaped`].
 pub fn info_text(meta: &Metainfo) -> String {
     let i = &meta.info;
     let mut out = String::new();
     out.push_str(&format!("name:       {}\n", Escaped(&i.name)));
     out.push_str(&format!("info-hash:  {}\n", meta.info_hash_hex()));
+    out.push_str(&format!("magnet:     {}\n", magnet_link(meta)));
     out.push_str(&format!(
         "size:       {} ({} bytes)\n",
         human(i.total_length()),
@@ -354,8 +570,8 @@ pub fn info_text(meta: &Metainfo) -> String {
     out.push_str(&format!("files:      {}\n", i.files.len()));
     for (n, f) in i.files.iter().enumerate() {
         out.push_str(&format!(
-            "  {n:>4}  {:>12}  {}\n",
-            f.length,
+            "  {n:>4}  {:>10}  {}\n",
+            human(f.length),
             Escaped(f.path)
         ));
     }
@@ -385,13 +601,38 @@ mod tests {
             uploaded: 0,
             pieces: 4096,
             pieces_done: 0,
+            verified_at_start: 0,
+            ready: false,
             pieces_failed: 0,
             peers_connected: 0,
             peers_known: 0,
             peers_blocked: 0,
             checking: Some((12, 40)),
         };
-        assert_eq!(status_text(&s, &Rates::default()), "checking 12/40 pieces");
+        let info = StatusInfo::default();
+        assert_eq!(
+            status_text(&s, &Rates::default(), &info),
+            "checking 12/40 pieces"
+        );
+        // Cut to the width: the name first, then the rest.
+        let s = Stats {
+            checking: None,
+            ..s
+        };
+        let info = StatusInfo {
+            name: "a-rather-long-name-for-a-torrent.iso",
+            ..info
+        };
+        let full = status_text(&s, &Rates::default(), &info);
+        assert!(
+            full.starts_with("a-rather-long-name-for-a-torrent.iso    0.0%  0 B of 1.0 GiB"),
+            "{full}"
+        );
+        for width in [20, 40, 60, 70, 90] {
+            let line = status_text(&s, &Rates::default(), &StatusInfo { width, ..info });
+            assert!(line.chars().count() < width, "{width}: {line}");
+        }
+        assert_eq!(cut("日本語", 5), "日本");
     }
 
     #[test]
@@ -460,6 +701,7 @@ mod tests {
             bytes: 1,
             bytes_good: 0,
             files: vec![(evil.into(), 1)],
+            selection: false,
         };
         let text = complete_text(evil, 1536, 2.0);
         assert_eq!(
@@ -476,11 +718,19 @@ mod tests {
         let e = error_event(4, "no \"peers\"");
         assert_eq!(
             e,
-            r#"{"event":"error","version":1,"code":4,"message":"no \"peers\""}"#
+            r#"{"event":"error","version":2,"code":4,"message":"no \"peers\""}"#
         );
-        let d = done_event(2.0, 100, 0);
+        let d = done_event(&RunTotals {
+            seconds: 2.0,
+            bytes: 100,
+            have: 100,
+            size: 100,
+            uploaded: 50,
+            peers_blocked: 0,
+        });
         assert!(
-            d.starts_with(r#"{"event":"done","version":1,"seconds":2.000,"bytes":100"#),
+            d.starts_with(r#"{"event":"done","version":2,"seconds":2.000,"bytes":100"#)
+                && d.ends_with(r#""total_bytes":100,"uploaded":50,"ratio":0.500}"#),
             "{d}"
         );
         let n = notice_event(&Notice::Tracker {

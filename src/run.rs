@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use tget::coordinator::Outcome;
 use tget::metainfo::Metainfo;
-use tget::session::{Config, DhtSettings, Session, StreamConfig};
+use tget::session::{Config, DhtSettings, Session, Stats, StreamConfig};
 use tget::{report, select, storage};
 
 use crate::cli::{exit, NetArgs, OutArgs, PickArgs, ShareArgs};
+use crate::hook::Hooks;
 use crate::loading::{dht_bootstrap, load_any, load_blocklists, resolve_peers, MagnetSources};
 use crate::{fail, session_failure, Failure};
 
@@ -55,7 +56,11 @@ impl Signals {
 /// What `download` is asked to do.
 pub(crate) enum Role {
     /// `tget download`: which files, and whether to seed afterwards.
-    Download { pick: PickArgs, seed: bool },
+    Download {
+        pick: PickArgs,
+        seed: bool,
+        on_complete: Option<String>,
+    },
     /// `tget seed`: never download; refuse incomplete data unless `partial`.
     Seed { partial: bool },
 }
@@ -74,7 +79,7 @@ pub(crate) fn download(
         None
     } else {
         Some(DhtSettings {
-            port: net.dht_port.unwrap_or(net.port),
+            port: net.dht_port.unwrap_or(net.port()),
             bootstrap: dht_bootstrap(&net.dht_bootstrap)?,
         })
     };
@@ -83,7 +88,7 @@ pub(crate) fn download(
         peers: resolve_peers(&net.peers)?,
         dht: dht.clone(),
         // Behind a proxy nothing listens: no port is told to anyone.
-        port: if tget::dial::listens() { net.port } else { 0 },
+        port: if tget::dial::listens() { net.port() } else { 0 },
         workers: net.max_peers as usize,
         timeout: out.timeout,
         cache_dir: Some(net.dir.clone()),
@@ -93,7 +98,9 @@ pub(crate) fn download(
     let seed = matches!(role, Role::Seed { .. } | Role::Download { seed: true, .. });
     let mut config = Config {
         dir: net.dir.clone(),
-        port: net.port,
+        port: net.port(),
+        strict_port: net.port.is_some(),
+        lock: true,
         peers: resolve_peers(&net.peers)?,
         max_peers: net.max_peers as usize,
         seed,
@@ -156,33 +163,77 @@ pub(crate) fn download(
     }
     let ui = if out.json {
         Ui::Json
-    } else if !quiet && std::io::stderr().is_terminal() {
+    } else if quiet {
+        Ui::Silent
+    } else if std::io::stderr().is_terminal() {
         Ui::Status
     } else {
-        Ui::Silent
+        Ui::Plain(plain_interval())
     };
-    if ui == Ui::Json {
-        emit(&report::started_event(
-            &meta,
-            blocklist.ranges_read() as u64,
-        ))
-        .map_err(|_| reader_gone())?;
+    let mut completion = Completion::new(&meta, &net.dir);
+    completion.selected = config.selected.clone();
+    completion.no_save = config.no_save;
+    if let Role::Download {
+        on_complete: Some(cmd),
+        ..
+    } = &role
+    {
+        completion.hooks = Some(Hooks::new(cmd.clone()));
     }
+    let ranges = blocklist.ranges_read() as u64;
+    let seeded = config.seed;
+    let serve_only = config.serve_only;
+    let requested = config.port;
     let result = Session::start(&meta, config)
         .map_err(session_failure)
-        .and_then(|s| run_session(s, &signals, ui, out.timeout, streamer.as_mut()));
+        .and_then(|s| {
+            // `started` names the port really listened on.
+            let port = s.listen_port();
+            if ui == Ui::Json && emit(&report::started_event(&meta, ranges, port)).is_err() {
+                s.stop();
+                let _ = s.wait();
+                return Err(reader_gone());
+            }
+            run_session(
+                s,
+                &signals,
+                ui,
+                out.timeout,
+                streamer.as_mut(),
+                Some(&mut completion),
+                report::StatusInfo {
+                    name: &meta.info.name,
+                    serving: serve_only,
+                    seed: seeded,
+                    port: Some(port).filter(|&p| requested != 0 && p != requested),
+                    width: 0,
+                },
+            )
+        });
+    // Every hook has finished before tget exits.
+    completion.finish();
     match &result {
         Ok(done) if ui == Ui::Json => {
-            let _ = emit(&report::done_event(
-                done.seconds,
-                done.bytes,
-                done.peers_blocked,
-            ));
+            let _ = emit(&report::done_event(&report::RunTotals {
+                seconds: done.seconds,
+                bytes: done.bytes,
+                have: done.have,
+                size: done.size,
+                uploaded: done.uploaded,
+                peers_blocked: done.peers_blocked,
+            }));
         }
-        Ok(done) if !quiet => eprintln!(
-            "{}",
-            report::complete_text(&meta.info.name, done.bytes, done.seconds)
-        ),
+        Ok(done) if !quiet => {
+            let totals = report::RunTotals {
+                seconds: done.seconds,
+                bytes: done.bytes,
+                have: done.have,
+                size: done.size,
+                uploaded: done.uploaded,
+                peers_blocked: done.peers_blocked,
+            };
+            eprintln!("{}", report::final_text(&meta.info.name, &totals, seeded));
+        }
         Err(f) if ui == Ui::Json && f.code != exit::OK => {
             let _ = emit(&report::error_event(f.code, &f.message));
         }
@@ -210,11 +261,25 @@ fn check_files_exist(meta: &Metainfo, dir: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
+/// How often a plain progress line is written when stderr is not a
+/// terminal: every 30 s, or every `TGET_PROGRESS_INTERVAL` seconds (a
+/// knob for tests, not documented for users).
+fn plain_interval() -> Duration {
+    std::env::var("TGET_PROGRESS_INTERVAL")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map_or(Duration::from_secs(30), Duration::from_secs_f64)
+}
+
 /// How progress is shown.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ui {
-    /// Nothing (stderr is not a terminal, or -q).
+    /// Nothing (-q, or the demo's output is not a terminal).
     Silent,
+    /// One plain line on stderr now and then (stderr is not a terminal:
+    /// a log file, nohup, systemd).
+    Plain(Duration),
     /// The status line on stderr.
     Status,
     /// JSON events on stdout.
@@ -248,9 +313,73 @@ pub(crate) fn reader_gone() -> Failure {
 /// What a completed run achieved.
 pub(crate) struct Done {
     pub(crate) seconds: f64,
+    /// Bytes verified in this run (a resumed run counts only what it
+    /// fetched, not what was already here).
     pub(crate) bytes: u64,
+    /// Bytes of the chosen data verified in all (what was here, and `bytes`).
+    pub(crate) have: u64,
+    /// Bytes of the chosen data.
+    pub(crate) size: u64,
+    /// Payload bytes uploaded in this run.
+    pub(crate) uploaded: u64,
     /// Addresses the blocklist refused.
     pub(crate) peers_blocked: u64,
+}
+
+/// What happens once the chosen data is complete and verified on disk:
+/// the `completed` event (with `--json`) and the `--on-complete` hook, each
+/// once, before any seeding.
+pub(crate) struct Completion<'a> {
+    pub(crate) meta: &'a Metainfo,
+    pub(crate) dir: std::path::PathBuf,
+    pub(crate) selected: Option<Vec<bool>>,
+    pub(crate) hooks: Option<Hooks>,
+    /// Nothing is on disk (`--no-save`): no hook.
+    pub(crate) no_save: bool,
+    fired: bool,
+}
+
+impl<'a> Completion<'a> {
+    pub(crate) fn new(meta: &'a Metainfo, dir: &Path) -> Completion<'a> {
+        Completion {
+            meta,
+            dir: dir.to_path_buf(),
+            selected: None,
+            hooks: None,
+            no_save: false,
+            fired: false,
+        }
+    }
+
+    /// Fires (once) when `stats` say the data is complete. An error means
+    /// the reader of the JSON stream went away.
+    fn check(&mut self, stats: &Stats, ui: Ui, started: Instant) -> Result<(), Failure> {
+        if self.fired || !stats.ready || stats.checking.is_some() || stats.verified < stats.total {
+            return Ok(());
+        }
+        self.fired = true;
+        if let (Some(h), false) = (&mut self.hooks, self.no_save) {
+            h.start(self.meta, &self.dir, self.selected.as_deref());
+        }
+        if ui == Ui::Json {
+            let seconds = started.elapsed().as_secs_f64();
+            let files = &self.meta.info.files;
+            let chosen: u64 = (0..files.len())
+                .filter(|&f| self.selected.as_ref().is_none_or(|s| s[f]))
+                .map(|f| files.length(f))
+                .sum();
+            emit(&report::completed_event(self.meta, chosen, seconds))
+                .map_err(|_| reader_gone())?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the hooks started.
+    pub(crate) fn finish(self) {
+        if let Some(h) = self.hooks {
+            h.wait();
+        }
+    }
 }
 
 /// Follows the session until it ends: status line or JSON events, signals,
@@ -261,12 +390,16 @@ pub(crate) fn run_session(
     ui: Ui,
     timeout: Option<Duration>,
     mut streamer: Option<&mut Streamer>,
+    mut completion: Option<&mut Completion>,
+    mut status: report::StatusInfo,
 ) -> Result<Done, Failure> {
+    let serving = status.serving;
     let started = Instant::now();
     let mut rates = report::Rates::default();
     let mut last_shown: Option<Instant> = None;
     let mut stop_reason: Option<Failure> = None;
     let mut progress_mark = (Instant::now(), 0u64);
+    let mut last_plain = Instant::now();
     while !session.is_finished() {
         if stop_reason.is_none() {
             if let Some(code) = signals.received() {
@@ -305,6 +438,14 @@ pub(crate) fn run_session(
                 }
             }
         }
+        if let Some(c) = completion.as_deref_mut() {
+            if let Err(f) = c.check(&stats, ui, started) {
+                if stop_reason.is_none() {
+                    stop_reason = Some(f);
+                    session.stop();
+                }
+            }
+        }
         if let Some(st) = streamer.as_deref_mut() {
             if let Err(f) = st.pump(&session, session.stream_ready()) {
                 if stop_reason.is_none() {
@@ -313,13 +454,22 @@ pub(crate) fn run_session(
                 }
             }
         }
+        if let Ui::Plain(every) = ui {
+            if last_plain.elapsed() >= every {
+                last_plain = Instant::now();
+                plain_line(&report::status_text(&stats, &rates, &status));
+            }
+        }
         // The status line at most 4 times a second, JSON progress once a second.
         let every = if ui == Ui::Json { 1000 } else { 250 };
         if last_shown.is_none_or(|t| t.elapsed() >= Duration::from_millis(every)) {
             last_shown = Some(Instant::now());
             rates.sample(&stats);
             match ui {
-                Ui::Status => status_line(&report::status_text(&stats, &rates), false),
+                Ui::Status => {
+                    status.width = terminal_width();
+                    status_line(&report::status_text(&stats, &rates, &status), false)
+                }
                 Ui::Json => {
                     if emit(&report::progress_event(&stats, &rates)).is_err()
                         && stop_reason.is_none()
@@ -328,7 +478,7 @@ pub(crate) fn run_session(
                         session.stop();
                     }
                 }
-                Ui::Silent => {}
+                Ui::Silent | Ui::Plain(_) => {}
             }
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -336,29 +486,40 @@ pub(crate) fn run_session(
     let stats = session.stats();
     if ui == Ui::Status {
         rates.sample(&stats);
-        status_line(&report::status_text(&stats, &rates), true);
+        status.width = terminal_width();
+        status_line(&report::status_text(&stats, &rates, &status), true);
     }
     if let (Some(st), None) = (streamer, &stop_reason) {
         // The rest of what is ready (all of it when the download completed).
         st.pump(&session, session.stream_ready())?;
     }
     let outcome = session.wait().map_err(session_failure)?;
+    if let (Some(c), Outcome::Complete) = (completion, &outcome) {
+        // A download without seeding ends as it completes: the last
+        // counters say so once the session has ended.
+        if c.check(&stats, ui, started).is_err() && stop_reason.is_none() {
+            stop_reason = Some(reader_gone());
+        }
+    }
+    let done = Done {
+        seconds: started.elapsed().as_secs_f64(),
+        bytes: stats.verified.saturating_sub(stats.verified_at_start),
+        have: stats.verified,
+        size: stats.total,
+        uploaded: stats.uploaded,
+        peers_blocked: stats.peers_blocked,
+    };
     match (outcome, stop_reason) {
-        (Outcome::SeedingEnded, _) => Ok(Done {
-            seconds: started.elapsed().as_secs_f64(),
-            bytes: stats.verified,
-            peers_blocked: stats.peers_blocked,
-        }),
-        (Outcome::Complete, None) => Ok(Done {
-            seconds: started.elapsed().as_secs_f64(),
-            bytes: stats.total,
-            peers_blocked: stats.peers_blocked,
-        }),
-        (Outcome::Complete, Some(f)) if f.code != exit::NO_PROGRESS => Ok(Done {
-            seconds: started.elapsed().as_secs_f64(),
-            bytes: stats.total,
-            peers_blocked: stats.peers_blocked,
-        }),
+        (Outcome::SeedingEnded, _) => Ok(done),
+        (Outcome::Complete, None) => Ok(done),
+        (Outcome::Complete, Some(f)) if f.code != exit::NO_PROGRESS => Ok(done),
+        // `tget seed` serves until it is stopped: a signal is its normal
+        // end, whether the data is complete or served --partial.
+        (Outcome::Stopped, Some(f))
+            if serving && (f.code == exit::SIGINT || f.code == exit::SIGTERM) =>
+        {
+            Ok(done)
+        }
         (_, Some(mut f)) => {
             if f.message == "interrupted" {
                 f.message = format!(
@@ -413,12 +574,69 @@ impl Streamer {
     }
 }
 
+/// Writes one progress line on stderr, [`report::Escaped`], for a log
+/// file rather than a terminal.
+fn plain_line(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{}", report::Escaped(text));
+    let _ = err.flush();
+}
+
+/// The terminal's width in columns (0 when unknown): asked of `stty` on
+/// our stderr at first and again after each SIGWINCH (a resize), else
+/// `$COLUMNS`.
+pub(crate) fn terminal_width() -> usize {
+    use std::sync::OnceLock;
+    static WIDTH: AtomicUsize = AtomicUsize::new(0);
+    static RESIZED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    let resized = RESIZED.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(true));
+        let _ = signal_hook::flag::register(signal_hook::consts::SIGWINCH, flag.clone());
+        flag
+    });
+    if resized.swap(false, Ordering::Relaxed) {
+        WIDTH.store(ask_width().unwrap_or(0), Ordering::Relaxed);
+    }
+    WIDTH.load(Ordering::Relaxed)
+}
+
+fn ask_width() -> Option<usize> {
+    use std::os::fd::AsFd;
+    let tty = std::io::stderr().as_fd().try_clone_to_owned().ok()?;
+    let asked = std::process::Command::new("stty")
+        .arg("size")
+        .stdin(std::process::Stdio::from(tty))
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.split_whitespace().nth(1)?.parse::<usize>().ok()
+        })
+        .filter(|&w| w > 0);
+    asked.or_else(|| {
+        std::env::var("COLUMNS")
+            .ok()?
+            .parse::<usize>()
+            .ok()
+            .filter(|&w| w > 0)
+    })
+}
+
 /// Redraws the status line on stderr (`last` ends it with a newline). The
 /// text is shown [`report::Escaped`]: a torrent's name in it cannot break
-/// or drive the line.
+/// or drive the line; and cut to the terminal's width, so it never wraps.
 pub(crate) fn status_line(text: &str, last: bool) {
+    let shown = report::Escaped(text).to_string();
+    let width = terminal_width();
+    let shown = if width > 0 {
+        report::cut(&shown, width - 1)
+    } else {
+        &shown
+    };
     let mut err = std::io::stderr().lock();
-    let _ = write!(err, "\r\x1b[2K{}", report::Escaped(text));
+    let _ = write!(err, "\r\x1b[2K{shown}");
     if last {
         let _ = writeln!(err);
     }

@@ -42,8 +42,17 @@ const THREAD_STACK: usize = 256 * 1024;
 pub struct Config {
     /// Where the torrent's content lives: `dir/name` or `dir/name/...`.
     pub dir: PathBuf,
-    /// Port to listen on; if taken, an ephemeral port is used. 0 = ephemeral.
+    /// Port to listen on; if taken, an ephemeral port is used (unless
+    /// `strict_port`). 0 = ephemeral.
     pub port: u16,
+    /// The port was asked for explicitly: if it is taken, fail with
+    /// [`SessionError::PortTaken`] instead of falling back.
+    pub strict_port: bool,
+    /// Hold `DIR/.tget/<info-hash>.lock` while running (the binary: one
+    /// process per torrent and folder); fail with [`SessionError::Lock`]
+    /// when another live process holds it. Off for sessions in one
+    /// process that share a folder (the demo's seeders, tests).
+    pub lock: bool,
     /// Peers to try besides those the trackers give.
     pub peers: Vec<SocketAddr>,
     /// Worker threads, hence the most simultaneous connections.
@@ -102,6 +111,8 @@ impl Default for Config {
         Config {
             dir: PathBuf::from("."),
             port: 6881,
+            strict_port: false,
+            lock: false,
             peers: Vec::new(),
             max_peers: 50,
             seed: false,
@@ -131,6 +142,11 @@ pub enum SessionError {
     Storage(StorageError),
     /// The listening socket could not be bound.
     Listen(io::Error),
+    /// The port asked for explicitly is taken.
+    PortTaken(u16),
+    /// Another process holds the torrent's lock in this folder, or the
+    /// lock could not be made.
+    Lock(crate::lock::LockError),
     /// A thread could not be started.
     Spawn(io::Error),
     /// A thread of ours panicked (a bug).
@@ -149,6 +165,11 @@ impl fmt::Display for SessionError {
         match self {
             SessionError::Storage(e) => write!(f, "{e}"),
             SessionError::Listen(e) => write!(f, "cannot listen for peers: {e}"),
+            SessionError::Lock(e) => write!(f, "{e}"),
+            SessionError::PortTaken(p) => write!(
+                f,
+                "port {p} is taken (another program listens on it); choose another --port, or 0 for any"
+            ),
             SessionError::Spawn(e) => write!(f, "cannot start a thread: {e}"),
             SessionError::Internal(m) => write!(f, "internal error: {m}"),
             SessionError::Incomplete { have, total } => write!(
@@ -182,6 +203,12 @@ pub struct Stats {
     pub pieces: u64,
     /// Verified pieces.
     pub pieces_done: u64,
+    /// Bytes already verified when the start-up check was done (the rest
+    /// of `verified` was fetched by this run).
+    pub verified_at_start: u64,
+    /// Whether the start-up check is over (`verified` counts what is on
+    /// disk).
+    pub ready: bool,
     /// Pieces that failed their hash check.
     pub pieces_failed: u64,
     /// Open connections.
@@ -200,6 +227,8 @@ const NOTICE_BACKLOG: usize = 1024;
 
 /// A running torrent.
 pub struct Session {
+    /// Dropped (removed) when the session is.
+    _lock: Option<crate::lock::Lock>,
     notices: Receiver<Notice>,
     storage: Arc<Storage>,
     shared: Arc<Shared>,
@@ -227,8 +256,9 @@ fn start_up_check<T>(
 }
 
 /// The listening socket, on `--bind`'s address or every IPv4 one; none
-/// behind a proxy (nothing may arrive outside it; see crate::dial).
-fn bind_listener(port: u16) -> Result<Option<TcpListener>, SessionError> {
+/// behind a proxy (nothing may arrive outside it; see crate::dial). A
+/// `strict` port (given with `--port`) that is taken is an error.
+fn bind_listener(port: u16, strict: bool) -> Result<Option<TcpListener>, SessionError> {
     if !crate::dial::listens() {
         info!("not listening for peers: connections go through the proxy");
         return Ok(None);
@@ -236,6 +266,9 @@ fn bind_listener(port: u16) -> Result<Option<TcpListener>, SessionError> {
     let ip = crate::dial::listen_ip();
     match TcpListener::bind((ip, port)) {
         Ok(l) => Ok(Some(l)),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse && strict => {
+            Err(SessionError::PortTaken(port))
+        }
         Err(e) if e.kind() == io::ErrorKind::AddrInUse && port != 0 => {
             let l = TcpListener::bind((ip, 0)).map_err(SessionError::Listen)?;
             let got = l.local_addr().map(|a| a.port()).unwrap_or(0);
@@ -286,6 +319,11 @@ impl Session {
                 Slot::Skip
             }
         });
+        // Room for the chosen files, before anything is created.
+        let on_disk = (0..layout.num_files())
+            .filter(|&f| selected(f) && !(no_save && config.stream.is_some_and(|st| st.file == f)))
+            .map(|f| (info.file_path(&config.dir, f), layout.file_length(f)));
+        crate::space::check(&config.dir, crate::space::needed(on_disk))?;
         let storage = Arc::new(Storage::open_in(
             &config.dir,
             layout.clone(),
@@ -293,7 +331,6 @@ impl Session {
             config.allocation,
         )?);
         let session_storage = storage.clone();
-        storage.check_space()?;
         // tget's own folder, checked like the content's paths before
         // anything is kept in it.
         let state_dir = if no_save && config.dht.is_none() {
@@ -301,7 +338,12 @@ impl Session {
         } else {
             Some(crate::statedir::ensure(&config.dir)?)
         };
-        let listener = bind_listener(config.port)?;
+        // One process per torrent and folder (held until the session ends).
+        let lock = match (&state_dir, config.lock) {
+            (Some(d), true) => Some(crate::lock::Lock::take(d, &hex).map_err(SessionError::Lock)?),
+            _ => None,
+        };
+        let listener = bind_listener(config.port, config.strict_port)?;
         // 0 (told to trackers and peers) when we do not listen.
         let port = match &listener {
             Some(l) => l.local_addr().map_err(SessionError::Listen)?.port(),
@@ -481,6 +523,7 @@ impl Session {
                 .map(|&p| storage.layout().piece_len(p) as u64)
                 .sum();
             shared.verified.store(verified, Ordering::Relaxed);
+            shared.verified_at_start.store(verified, Ordering::Relaxed);
             shared
                 .pieces_done
                 .store(done.len() as u64, Ordering::Relaxed);
@@ -528,6 +571,7 @@ impl Session {
             if !initial_peers.is_empty() {
                 let _ = coord_events.send(Event::Peers(initial_peers));
             }
+            shared.ready.store(true, Ordering::Release);
             let mut picker = Picker::with_wanted(have, wanted, Rng::from_entropy());
             let piece_len = storage.layout().piece_length().max(1);
             picker.set_extent((crate::storage::REGION / piece_len) as u32);
@@ -556,6 +600,7 @@ impl Session {
             coordinator.run().map_err(SessionError::Storage)
         })?;
         Ok(Session {
+            _lock: lock,
             storage: session_storage,
             notices: notice_rx,
             shared,
@@ -582,6 +627,8 @@ impl Session {
             uploaded: ld(&s.uploaded),
             pieces: self.pieces,
             pieces_done: ld(&s.pieces_done),
+            verified_at_start: ld(&s.verified_at_start),
+            ready: s.ready.load(Ordering::Acquire),
             pieces_failed: ld(&s.pieces_failed),
             peers_connected: ld(&s.peers_connected),
             peers_known: ld(&s.peers_known),

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use crate::layout::Layout;
 use crate::metainfo::Metainfo;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{Slot, Storage, StorageError};
+use crate::wire::Bitfield;
 
 /// What a check found.
 #[derive(Debug, Clone)]
@@ -23,8 +24,12 @@ pub struct Report {
     pub bytes: u64,
     /// Bytes in the pieces that matched.
     pub bytes_good: u64,
-    /// Each file's path and how many of its pieces are bad or missing.
+    /// Each file's path and how many of its pieces are bad or missing
+    /// (the chosen files only, for a selection).
     pub files: Vec<(PathBuf, usize)>,
+    /// Whether only some files were checked (`pieces` and `bytes` are then
+    /// those of the pieces the chosen files touch).
+    pub selection: bool,
 }
 
 impl Report {
@@ -62,32 +67,79 @@ pub fn check(
     threads: usize,
     progress: &(dyn Fn(u32) + Sync),
 ) -> Result<Report, VerifyError> {
+    check_selected(meta, dir, None, threads, progress)
+}
+
+/// Like [`check`], for the files `selected` marks (all when `None`): the
+/// pieces they touch are checked, reading the parts of other files that
+/// share them from the side files a download with that selection keeps
+/// (`DIR/.tget/<info-hash>.parts/`); a piece whose other part is not there
+/// counts as bad. Nothing is created.
+pub fn check_selected(
+    meta: &Metainfo,
+    dir: &Path,
+    selected: Option<&[bool]>,
+    threads: usize,
+    progress: &(dyn Fn(u32) + Sync),
+) -> Result<Report, VerifyError> {
     let i = &meta.info;
     let layout = Layout::new(i.piece_length, i.files.lengths());
-    let paths: Vec<PathBuf> = (0..i.files.len()).map(|n| i.file_path(dir, n)).collect();
-    if let Some(p) = paths.iter().find(|p| !p.exists()) {
-        return Err(VerifyError::Missing(p.clone()));
+    let n = i.files.len();
+    let chosen = |f: usize| selected.is_none_or(|s| s.get(f).copied().unwrap_or(false));
+    let mut wanted = Bitfield::new(layout.num_pieces());
+    for f in (0..n).filter(|&f| chosen(f)) {
+        for p in layout.file_pieces(f) {
+            wanted.set(p);
+        }
     }
-    let st = Storage::open(layout.clone(), paths.clone()).map_err(VerifyError::Storage)?;
+    let side_dir = dir
+        .join(crate::statedir::NAME)
+        .join(format!("{}.parts", meta.info_hash_hex()));
+    let mut slots = Vec::with_capacity(n);
+    // Pieces that cannot be read whole (a shared part is not there).
+    let mut unreadable = Bitfield::new(layout.num_pieces());
+    for f in 0..n {
+        if chosen(f) {
+            let p = i.file_path(dir, f);
+            if !p.exists() {
+                return Err(VerifyError::Missing(p));
+            }
+            slots.push(Slot::File(p));
+        } else if layout.file_pieces(f).any(|p| wanted.get(p)) {
+            let side = side_dir.join(f.to_string());
+            if side.is_file() {
+                slots.push(Slot::Side(side));
+            } else {
+                slots.push(Slot::Skip);
+                for p in layout.file_pieces(f) {
+                    unreadable.set(p);
+                }
+            }
+        } else {
+            slots.push(Slot::Skip);
+        }
+    }
+    let to_check: Vec<u32> = wanted.ones().filter(|&p| !unreadable.get(p)).collect();
+    let st = Storage::open_slots(layout.clone(), slots).map_err(VerifyError::Storage)?;
     let have = st
-        .check_all(&i.pieces, threads, progress)
+        .check_pieces(&i.pieces, &to_check, threads, progress)
         .map_err(VerifyError::Storage)?;
     let bytes_good = have.ones().map(|p| layout.piece_len(p) as u64).sum();
-    let files = paths
-        .into_iter()
-        .enumerate()
-        .map(|(n, p)| {
-            let bad = layout.file_pieces(n).filter(|&x| !have.get(x)).count();
-            (p, bad)
+    let files = (0..n)
+        .filter(|&f| chosen(f))
+        .map(|f| {
+            let bad = layout.file_pieces(f).filter(|&x| !have.get(x)).count();
+            (i.file_path(dir, f), bad)
         })
         .collect();
     Ok(Report {
         name: i.name.clone(),
         info_hash: meta.info_hash_hex(),
-        pieces: have.len(),
+        pieces: wanted.count(),
         pieces_good: have.count(),
-        bytes: layout.total_length(),
+        bytes: wanted.ones().map(|p| layout.piece_len(p) as u64).sum(),
         bytes_good,
         files,
+        selection: selected.is_some(),
     })
 }

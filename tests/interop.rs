@@ -386,3 +386,62 @@ fn a_torrent_saved_from_a_magnet_loads_in_libtorrent() {
     let link = sw.magnet(&t, &format!("&x.pe=127.0.0.1:{port}"));
     harness::check_saved_torrent(&link, &saved, &t.info_hash);
 }
+
+/// `--on-complete` against a real seeder: the hook writes its environment
+/// to a file exactly once, while tget is still seeding (before
+/// `--seed-time` ends), and tget waits for it before exiting.
+#[test]
+#[ignore = "needs opentracker, aria2c, python3-libtorrent, mktorrent: run by .ci/run"]
+fn the_completion_hook_runs_once_before_seed_time_ends_with_libtorrent() {
+    let mut sw = Swarm::new("hook-lt");
+    let content = sw.single_file("hooked.bin", 4 * MIB + 321);
+    let t = sw.mktorrent(&content, 18, Announce::Http);
+    sw.seed_libtorrent(&t);
+    let out = sw.subdir("tget-hook-out");
+    let record = out.join("hook-env");
+    let hook = format!(
+        "env | grep '^TGET_' | sort >> '{}'; echo end >> '{}'",
+        record.display(),
+        record.display()
+    );
+    let mut cmd = harness::tget_command();
+    cmd.arg("download")
+        .arg(&t.file)
+        .arg("--dir")
+        .arg(&out)
+        .arg("--port")
+        .arg(harness::free_port().to_string())
+        .args(["-v", "--seed-time", "30s", "--on-complete", &hook]);
+    let mut proc = sw.spawn("tget download --on-complete", &mut cmd);
+    // The record appears while tget still seeds.
+    let deadline = std::time::Instant::now() + harness::DOWNLOAD_TIMEOUT;
+    loop {
+        let text = std::fs::read_to_string(&record).unwrap_or_default();
+        if text.ends_with("end\n") {
+            break;
+        }
+        assert!(
+            proc.exited().is_none(),
+            "tget exited before its hook wrote: {}",
+            harness::tail(&proc.log)
+        );
+        assert!(std::time::Instant::now() < deadline, "no hook run");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(proc.exited().is_none(), "the hook ran only as tget ended");
+    let status = proc
+        .wait_for(harness::DOWNLOAD_TIMEOUT)
+        .expect("tget ends after --seed-time");
+    assert!(status.success(), "{status}: {}", harness::tail(&proc.log));
+    let text = std::fs::read_to_string(&record).unwrap();
+    assert_eq!(text.matches("end\n").count(), 1, "{text}");
+    let path = out.join(t.name());
+    assert!(
+        text.contains(&format!("TGET_DIR={}\n", path.display()))
+            && text.contains(&format!("TGET_FILES={}\n", path.display()))
+            && text.contains("TGET_NAME=hooked.bin\n")
+            && text.contains("TGET_INFO_HASH="),
+        "{text}"
+    );
+    harness::assert_same_content(&t.content, &path);
+}

@@ -22,7 +22,7 @@ fn events(stdout: &str) -> Vec<Value> {
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
             assert!(v["event"].is_string(), "{l}");
-            assert_eq!(v["version"], 1, "{l}");
+            assert_eq!(v["version"], 2, "{l}");
             v
         })
         .collect()
@@ -364,7 +364,9 @@ fn a_valid_magnet_whose_metadata_cannot_be_fetched_exits_6() {
 fn help_lists_the_exit_codes() {
     let run = run_with_limit(tget().arg("--help"), LIMIT);
     assert!(run.status.success());
-    for code in ["0 ", "1 ", "2 ", "3 ", "4 ", "5 ", "6 ", "130", "143"] {
+    for code in [
+        "0 ", "1 ", "2 ", "3 ", "4 ", "5 ", "6 ", "7 ", "8 ", "130", "143",
+    ] {
         assert!(run.stdout.contains(&format!("  {code}")), "{code} missing");
     }
 }
