@@ -98,6 +98,8 @@ pub enum Event {
     /// The worker's peer listens on `port` (its extended handshake's `p`):
     /// where others can reach it, for peer exchange.
     ListenPort { worker: usize, port: u16 },
+    /// A web-seed slot's report (src/webseed.rs).
+    Web(crate::webseed::Report),
     /// Stop: save, announce `stopped`, end.
     Stop,
 }
@@ -302,6 +304,8 @@ pub struct Coordinator {
     /// When our connected set next goes out by peer exchange.
     next_pex: Instant,
     rng: Rng,
+    /// Web seeds (BEP 19), handled in src/webseed.rs.
+    pub(crate) web: crate::webseed::Seeds,
 }
 
 /// How a run ended.
@@ -365,6 +369,7 @@ impl Coordinator {
             next_choke: Instant::now() + choker::ROUND,
             next_pex: Instant::now() + PEX_TICK,
             rng: Rng::from_entropy(),
+            web: Default::default(),
         }
     }
 
@@ -717,6 +722,7 @@ impl Coordinator {
                     c.listen = Some(SocketAddr::new(c.addr.ip(), port));
                 }
             }
+            Event::Web(r) => self.on_web(r),
             Event::Stop | Event::DiskError(_) => {}
         }
     }
@@ -826,13 +832,15 @@ impl Coordinator {
         }
     }
 
-    fn on_piece_done(&mut self, worker: usize, piece: u32) {
-        if let Some(c) = self.conns[worker].as_mut() {
+    /// `worker` is past the pool for a web seed's piece (src/webseed.rs).
+    pub(crate) fn on_piece_done(&mut self, worker: usize, piece: u32) {
+        if let Some(c) = self.conns.get_mut(worker).and_then(Option::as_mut) {
             c.assigned.retain(|&p| p != piece);
         }
         if !self.picker.complete(piece) {
             return; // an endgame duplicate that raced the first copy
         }
+        self.web_piece_done(piece);
         let len = self.storage.layout().piece_len(piece) as u64;
         self.shared.verified.fetch_add(len, Ordering::Relaxed);
         self.shared.pieces_done.fetch_add(1, Ordering::Relaxed);

@@ -36,4 +36,5 @@ pub mod storage;
 pub mod tracker;
 pub mod units;
 pub mod verify;
+pub mod webseed;
 pub mod wire;

@@ -21,6 +21,8 @@ pub struct Magnet {
     pub peers: Vec<SocketAddr>,
     /// File indexes to download (`so`), if given.
     pub select: Option<Vec<usize>>,
+    /// Web seeds (`ws`, BEP 19), in order, without duplicates.
+    pub web_seeds: Vec<String>,
 }
 
 /// Why a magnet link was refused: the part and what was wrong with it.
@@ -70,6 +72,7 @@ impl Magnet {
             trackers: Vec::new(),
             peers: Vec::new(),
             select: None,
+            web_seeds: Vec::new(),
         };
         for (n, param) in rest.split('&').filter(|p| !p.is_empty()).enumerate() {
             if n >= MAX_PARAMS {
@@ -105,6 +108,7 @@ impl Magnet {
                 }
                 "dn" => m.name = Some(value),
                 "tr" if !m.trackers.contains(&value) => m.trackers.push(value),
+                "ws" if !m.web_seeds.contains(&value) => m.web_seeds.push(value),
                 "x.pe" => {
                     let addr = value
                         .parse::<SocketAddr>()

@@ -125,6 +125,7 @@ fn main() -> ExitCode {
             piece_size,
             private,
             comment,
+            web_seeds,
             output,
         } => {
             let opts = create::CreateOptions {
@@ -132,6 +133,7 @@ fn main() -> ExitCode {
                 piece_length: piece_size,
                 private,
                 comment,
+                web_seeds,
             };
             create_cmd(&path, &opts, &output, quiet)
         }

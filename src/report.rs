@@ -83,8 +83,13 @@ pub fn status_text(s: &Stats, r: &Rates) -> String {
     } else {
         "--:--".to_string()
     };
+    let web = match s.web_seeds {
+        0 => String::new(),
+        1 => "  web seed 1".to_string(),
+        n => format!("  web seeds {n}"),
+    };
     format!(
-        "{pct:5.1}%  down {}/s  up {}/s  peers {}/{}  eta {eta}",
+        "{pct:5.1}%  down {}/s  up {}/s  peers {}/{}{web}  eta {eta}",
         human(r.down as u64),
         human(r.up as u64),
         s.peers_connected,
@@ -258,7 +263,34 @@ pub fn notice_event(n: &Notice) -> String {
             .num("index", *index as u64)
             .str("peer", &peer.to_string())
             .finish(),
+        Notice::WebSeed {
+            url,
+            state,
+            bytes,
+            error,
+        } => {
+            let o = webseed_event(url, state, *bytes);
+            match error {
+                Some(e) => o.str("error", e),
+                None => o,
+            }
+            .finish()
+        }
     }
+}
+
+/// `webseed`: a web seed's state and the verified bytes it gave.
+fn webseed_event(url: &str, state: &str, bytes: u64) -> Object {
+    event("webseed")
+        .str("url", url)
+        .str("state", state)
+        .num("bytes", bytes)
+}
+
+/// The `webseed` event each web seed gets at the end of a run, with what
+/// it gave in all.
+pub fn webseed_final_event(w: &crate::webseed::WebSeedStats) -> String {
+    webseed_event(&w.url, w.state.name(), w.bytes).finish()
 }
 
 /// `done`: the download completed; `peers_blocked`: addresses the
@@ -308,6 +340,12 @@ pub fn info_json(meta: &Metainfo) -> String {
         .bool("private", i.private)
         .raw("files", &array(files))
         .raw("trackers", &array(tiers));
+    let web = meta.url_list.iter().map(|u| {
+        let mut s = String::new();
+        crate::json::string_into(&mut s, u);
+        s
+    });
+    o = o.raw("web_seeds", &array(web));
     if let Some(c) = &meta.comment {
         o = o.str("comment", c);
     }
@@ -351,6 +389,9 @@ pub fn info_text(meta: &Metainfo) -> String {
             out.push_str(&format!("tracker:    [tier {n}] {}\n", Escaped(url)));
         }
     }
+    for url in &meta.url_list {
+        out.push_str(&format!("web seed:   {}\n", Escaped(url)));
+    }
     out.push_str(&format!("files:      {}\n", i.files.len()));
     for (n, f) in i.files.iter().enumerate() {
         out.push_str(&format!(
@@ -390,6 +431,7 @@ mod tests {
             peers_known: 0,
             peers_blocked: 0,
             checking: Some((12, 40)),
+            web_seeds: 0,
         };
         assert_eq!(status_text(&s, &Rates::default()), "checking 12/40 pieces");
     }
