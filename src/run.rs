@@ -341,7 +341,10 @@ pub(crate) fn run_session(
     let stats = session.stats();
     if ui == Ui::Json {
         // What each web seed gave in all (after the last notices).
-        let last = session.notices().try_iter().map(|n| report::notice_event(&n));
+        let last = session
+            .notices()
+            .try_iter()
+            .map(|n| report::notice_event(&n));
         let web = session.web_seeds();
         let web = web.iter().map(report::webseed_final_event);
         for line in last.chain(web) {

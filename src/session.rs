@@ -450,10 +450,12 @@ impl Session {
             &events_tx,
             notice_tx.clone(),
             config.web_seed_timeout,
-            &|name, f| spawn(name, f).map(drop).map_err(|e| match e {
-                SessionError::Spawn(e) => e,
-                e => io::Error::other(e.to_string()),
-            }),
+            &|name, f| {
+                spawn(name, f).map(drop).map_err(|e| match e {
+                    SessionError::Spawn(e) => e,
+                    e => io::Error::other(e.to_string()),
+                })
+            },
         )
         .map_err(SessionError::Spawn)?;
 

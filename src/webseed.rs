@@ -14,8 +14,10 @@
 //! length, a stall (the read timeout), a redirect loop or a transport
 //! error back the server off with a growing delay, and after
 //! [`MAX_FAILS`] in a row it is dropped. A 404 or bytes that fail their
-//! hash count against the files concerned: a file that failed
-//! [`FILE_FAILS`] times is not asked of that server again. A server that
+//! hash count against the files concerned instead: a file that failed
+//! [`FILE_FAILS`] times is not asked of that server again, and a server
+//! with [`MAX_FILE_FAILURES`] such failures, or nothing left that we
+//! want, is dropped. A server that
 //! answers a range request with the whole body (200) is dropped at once,
 //! without reading that body. The download goes on with the other sources.
 //!
@@ -48,9 +50,9 @@ pub const MAX_SERVERS: usize = 4;
 pub const MAX_FAILS: u32 = 4;
 /// Failures (404, bad hash) after which a file is not asked of a server.
 pub const FILE_FAILS: u8 = 2;
-/// Pieces failing their hash, all files together, after which a server is
-/// dropped.
-pub const MAX_BAD_PIECES: u32 = 16;
+/// Failures counted against files (404s, pieces failing their hash), all
+/// files together, after which a server is dropped.
+pub const MAX_FILE_FAILURES: u32 = 16;
 /// The first backoff; it doubles with each failure in a row.
 const BACKOFF: Duration = Duration::from_millis(500);
 /// Redirects followed per request.
@@ -257,7 +259,10 @@ pub fn choose(torrent: &[String], extra: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for u in torrent.iter().chain(extra) {
         if !is_usable(u) {
-            warn!("web seed {}: not an http(s) URL; ignored", crate::report::one_line(u));
+            warn!(
+                "web seed {}: not an http(s) URL; ignored",
+                crate::report::one_line(u)
+            );
             continue;
         }
         if out.contains(u) {
@@ -280,7 +285,7 @@ struct Server {
     /// Whether `bits` is counted in the picker's availability.
     counted: bool,
     fails: u32,
-    bad_pieces: u32,
+    file_failures: u32,
     next_try: Instant,
     file_fails: Vec<u8>,
     dropped: bool,
@@ -344,7 +349,7 @@ pub(crate) fn start(
             bits,
             counted: false,
             fails: 0,
-            bad_pieces: 0,
+            file_failures: 0,
             next_try: Instant::now(),
             file_fails: vec![0; layout.num_files()],
             dropped: false,
@@ -430,9 +435,7 @@ fn run_slot(ctx: SlotCtx) {
                     break None;
                 }
                 Ok(ToSlot::Cancel(_)) => continue,
-                Ok(ToSlot::Stop) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                    return
-                }
+                Ok(ToSlot::Stop) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                     if ctx.shared.stopping.load(Ordering::Relaxed) {
                         return;
@@ -579,15 +582,11 @@ fn fetch_piece(ctx: &SlotCtx, piece: u32, buf: &mut Vec<u8>) -> Result<(), Stop>
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    return Err(Stop::Failed(Failure::Transport {
-                        file,
-                        message: format!("reading the body: {e}"),
-                    }))
+                    let got = span.len as usize - left;
+                    return Err(Stop::Failed(read_failure(file, got, span.len, &e)));
                 }
             };
-            ctx.shared
-                .downloaded
-                .fetch_add(n as u64, Ordering::Relaxed);
+            ctx.shared.downloaded.fetch_add(n as u64, Ordering::Relaxed);
             if streamed {
                 hasher.update(&buf[..n]);
                 if let Err(e) = ctx.storage.write_at(piece, at as u32, &buf[..n]) {
@@ -658,6 +657,29 @@ pub fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
         t => Some(t.parse().ok()?),
     };
     (a <= b).then_some((a, b, total))
+}
+
+/// What a failed read of a body (`got` of `len` bytes read) was: the
+/// connection closed early is a wrong length, anything else a transport
+/// failure.
+fn read_failure(file: usize, got: usize, len: u64, e: &std::io::Error) -> Failure {
+    let inner = e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>());
+    let short = || Failure::Length {
+        file,
+        message: format!("the body ended after {got} of {len} bytes"),
+    };
+    match inner {
+        Some(ureq::Error::Io(io)) if io.kind() == std::io::ErrorKind::UnexpectedEof => short(),
+        None if e.kind() == std::io::ErrorKind::UnexpectedEof => short(),
+        Some(u) => Failure::Transport {
+            file,
+            message: format!("reading the body: {}", describe(u)),
+        },
+        None => Failure::Transport {
+            file,
+            message: format!("reading the body: {e}"),
+        },
+    }
 }
 
 fn describe(e: &ureq::Error) -> String {
@@ -819,18 +841,22 @@ impl Coordinator {
         let mut drop_now = false;
         match &failure {
             Failure::NoRange { .. } => drop_now = true,
-            Failure::Status { file, code: 404 | 410 } => bad_files.push(*file),
+            Failure::Status {
+                file,
+                code: 404 | 410,
+            } => {
+                sv.file_failures += 1;
+                bad_files.push(*file);
+            }
             Failure::Hash => {
                 self.shared.pieces_failed.fetch_add(1, Ordering::Relaxed);
-                sv.bad_pieces += 1;
-                drop_now = sv.bad_pieces >= MAX_BAD_PIECES;
+                sv.file_failures += 1;
                 bad_files.extend(layout.piece_spans(piece).map(|s| s.file));
             }
-            _ => {}
+            // The whole server is backed off.
+            _ => sv.fails += 1,
         }
-        if !matches!(failure, Failure::Hash) {
-            sv.fails += 1;
-        }
+        drop_now |= sv.file_failures >= MAX_FILE_FAILURES;
         let mut files_dropped = false;
         for f in bad_files {
             sv.file_fails[f] = sv.file_fails[f].saturating_add(1);
@@ -895,7 +921,10 @@ mod tests {
 
     #[test]
     fn content_ranges_parse() {
-        assert_eq!(parse_content_range("bytes 0-9/100"), Some((0, 9, Some(100))));
+        assert_eq!(
+            parse_content_range("bytes 0-9/100"),
+            Some((0, 9, Some(100)))
+        );
         assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, 9, None)));
         assert_eq!(parse_content_range("bytes 9-5/100"), None);
         assert_eq!(parse_content_range("items 0-9/100"), None);

@@ -1,4 +1,5 @@
 #![allow(dead_code)]
 pub mod hostile;
+pub mod http;
 pub mod swarm;
 pub mod tracker;
