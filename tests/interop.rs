@@ -10,6 +10,8 @@
 
 #[path = "interop/harness.rs"]
 mod harness;
+#[path = "interop/webseed.rs"]
+mod webseed;
 
 use harness::{Announce, Swarm, KIB, MIB};
 
