@@ -417,6 +417,29 @@ mod tests {
     }
 
     #[test]
+    fn the_status_line_counts_web_seeds_among_the_sources() {
+        let mut s = Stats {
+            total: 100,
+            verified: 50,
+            downloaded: 50,
+            uploaded: 0,
+            pieces: 2,
+            pieces_done: 1,
+            pieces_failed: 0,
+            peers_connected: 3,
+            peers_known: 5,
+            peers_blocked: 0,
+            checking: None,
+            web_seeds: 0,
+        };
+        let none = status_text(&s, &Rates::default());
+        assert!(none.contains("peers 3/5  eta"), "{none}");
+        s.web_seeds = 2;
+        let two = status_text(&s, &Rates::default());
+        assert!(two.contains("peers 3/5  web seeds 2  eta"), "{two}");
+    }
+
+    #[test]
     fn the_check_counts_the_pieces_it_covers() {
         // A restart after a reboot checks the 40 unsynced pieces of 4096.
         let s = Stats {

@@ -450,6 +450,7 @@ impl Session {
             &events_tx,
             notice_tx.clone(),
             config.web_seed_timeout,
+            &limits,
             &|name, f| {
                 spawn(name, f).map(drop).map_err(|e| match e {
                     SessionError::Spawn(e) => e,

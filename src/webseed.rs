@@ -318,6 +318,8 @@ struct SlotCtx {
     events: Sender<Event>,
     control: Receiver<ToSlot>,
     agent: ureq::Agent,
+    /// `--max-download-rate`, shared with the peers.
+    download_limit: Option<Arc<crate::ratelimit::TokenBucket>>,
 }
 
 /// Starts the slots of the web seeds `urls` for torrent `info` (threads
@@ -332,6 +334,7 @@ pub(crate) fn start(
     events: &Sender<Event>,
     notices: Sender<Notice>,
     timeout: Duration,
+    limits: &crate::ratelimit::Limits,
     spawn: &dyn Fn(String, Box<dyn FnOnce() + Send>) -> std::io::Result<()>,
 ) -> std::io::Result<(Seeds, Arc<Board>)> {
     let layout = storage.layout();
@@ -381,6 +384,7 @@ pub(crate) fn start(
                 events: events.clone(),
                 control: rx,
                 agent: agent(timeout),
+                download_limit: limits.download.clone(),
             };
             spawn(format!("webseed-{slot}"), Box::new(move || run_slot(ctx)))?;
         }
@@ -568,6 +572,18 @@ fn fetch_piece(ctx: &SlotCtx, piece: u32, buf: &mut Vec<u8>) -> Result<(), Stop>
             } else {
                 &mut buf[at..at + room]
             };
+            // The download limit: no read while the bucket is in debt.
+            let mut into = into;
+            if let Some(bucket) = &ctx.download_limit {
+                while let Some(wait) = bucket.wait() {
+                    std::thread::sleep(wait.min(IDLE_WAIT));
+                    if let Some(stop) = cancelled(ctx, piece) {
+                        return Err(stop);
+                    }
+                }
+                let cut = into.len().min(bucket.read_cap().max(1));
+                into = &mut into[..cut];
+            }
             let n = match body.read(into) {
                 Ok(0) => {
                     return Err(Stop::Failed(Failure::Length {
@@ -587,6 +603,9 @@ fn fetch_piece(ctx: &SlotCtx, piece: u32, buf: &mut Vec<u8>) -> Result<(), Stop>
                 }
             };
             ctx.shared.downloaded.fetch_add(n as u64, Ordering::Relaxed);
+            if let Some(bucket) = &ctx.download_limit {
+                bucket.charge(n as u64);
+            }
             if streamed {
                 hasher.update(&buf[..n]);
                 if let Err(e) = ctx.storage.write_at(piece, at as u32, &buf[..n]) {

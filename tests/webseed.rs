@@ -163,6 +163,29 @@ fn multi_file_from_the_torrents_url_list() {
     assert!(paths.iter().any(|p| p == "/multi/z/%last.bin"), "{paths:?}");
 }
 
+/// A private torrent's web seed is used (BEP 27 does not forbid it).
+#[test]
+fn a_private_torrents_web_seed_is_used() {
+    let tmp = TempDir::new("ws-private");
+    let content = single_file(tmp.path(), 300_000, 16 * 1024, &[]);
+    let server = HttpServer::start(&content.root, Mode::Ranges);
+    let torrent = tmp.path().join("private.torrent");
+    let made = run_with_limit(
+        tget()
+            .arg("create")
+            .arg(content.root.join("file.bin"))
+            .args(["--private", "--web-seed", &server.url(), "-o"])
+            .arg(&torrent),
+        LIMIT,
+    );
+    assert_ok(&made);
+    let out = tmp.path().join("out");
+    let run = download(&torrent, &out, &[]);
+    assert_ok(&run);
+    same(&content, &out);
+    assert_eq!(web_bytes(&run, &server.url()), 300_000);
+}
+
 /// `--no-web-seeds`: the torrent's `url-list` is not used (nothing else
 /// can serve, so the run gives up at `--timeout`).
 #[test]
