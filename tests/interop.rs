@@ -10,6 +10,8 @@
 
 #[path = "interop/harness.rs"]
 mod harness;
+#[path = "interop/nginx.rs"]
+mod nginx;
 #[path = "interop/webseed.rs"]
 mod webseed;
 
