@@ -811,7 +811,8 @@ impl Coordinator {
             return ToSlot::Stop;
         }
         if self.picker.is_complete() || self.shared.stopping.load(Ordering::Relaxed) {
-            return ToSlot::Wait(IDLE_WAIT);
+            // Seeding: nothing more to fetch.
+            return ToSlot::Wait(Duration::from_secs(5));
         }
         if sv.next_try > now {
             return ToSlot::Wait(sv.next_try - now);
