@@ -210,6 +210,17 @@ pub(crate) struct PickArgs {
     /// While streaming, fetch at most this many pieces ahead.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub(crate) window: u32,
+    /// An HTTP server holding the content (BEP 19 web seed), besides the
+    /// torrent's `url-list` and a magnet's `ws=` (repeatable).
+    #[arg(long = "web-seed", value_name = "URL")]
+    pub(crate) web_seeds: Vec<String>,
+    /// Use no web seeds (neither the torrent's nor a magnet's).
+    #[arg(long, conflicts_with = "web_seeds")]
+    pub(crate) no_web_seeds: bool,
+    /// How long a web seed may stall (connecting, answering, each read)
+    /// before it is backed off: 30s, 2m; bare number = seconds.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    pub(crate) web_seed_timeout: Option<Duration>,
 }
 
 #[derive(Subcommand)]
@@ -304,6 +315,10 @@ pub(crate) enum Command {
         /// A comment to put in the torrent.
         #[arg(long, value_name = "TEXT")]
         comment: Option<String>,
+        /// A web seed (BEP 19) to put in the torrent's `url-list`
+        /// (repeatable): the file's URL, or for a folder a URL holding it.
+        #[arg(long = "web-seed", value_name = "URL")]
+        web_seeds: Vec<String>,
         /// Where to write the .torrent (`-` for standard output).
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: PathBuf,

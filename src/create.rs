@@ -43,6 +43,8 @@ pub struct CreateOptions {
     pub private: bool,
     /// Free-text comment.
     pub comment: Option<String>,
+    /// Web seeds (BEP 19), written as `url-list`.
+    pub web_seeds: Vec<String>,
 }
 
 /// Why a torrent could not be made.
@@ -209,6 +211,11 @@ pub fn create_torrent_with_progress(
     }
     if let Some(c) = &opts.comment {
         top.push(("comment", Value::from(c.as_str())));
+    }
+    if !opts.web_seeds.is_empty() {
+        let urls = opts.web_seeds.iter();
+        let urls = urls.map(|u| Value::from(u.as_str())).collect();
+        top.push(("url-list", Value::List(urls)));
     }
     top.push((
         "created by",

@@ -42,4 +42,5 @@ pub mod tracker;
 pub mod transport;
 pub mod units;
 pub mod verify;
+pub mod webseed;
 pub mod wire;

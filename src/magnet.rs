@@ -1,9 +1,10 @@
 //! Magnet links (BEP 9, BEP 53): `magnet:?xt=urn:btih:<info-hash>&dn=...`.
 //!
 //! The info-hash may be 40 hex digits or 32 base32 characters. Also kept:
-//! `dn` (display name), every `tr` (tracker), every `x.pe` (peer address)
-//! and `so` (file selection, BEP 53: `0,2,4-6`). Unknown parameters are
-//! ignored, as BEP 9 asks. A malformed link is an error naming the bad part.
+//! `dn` (display name), every `tr` (tracker), every `x.pe` (peer address),
+//! every `ws` (web seed, BEP 19) and `so` (file selection, BEP 53:
+//! `0,2,4-6`). Unknown parameters are ignored, as BEP 9 asks. A malformed
+//! link is an error naming the bad part.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -21,6 +22,8 @@ pub struct Magnet {
     pub peers: Vec<SocketAddr>,
     /// File indexes to download (`so`), if given.
     pub select: Option<Vec<usize>>,
+    /// Web seeds (`ws`, BEP 19), in order, without duplicates.
+    pub web_seeds: Vec<String>,
 }
 
 /// Why a magnet link was refused: the part and what was wrong with it.
@@ -70,6 +73,7 @@ impl Magnet {
             trackers: Vec::new(),
             peers: Vec::new(),
             select: None,
+            web_seeds: Vec::new(),
         };
         for (n, param) in rest.split('&').filter(|p| !p.is_empty()).enumerate() {
             if n >= MAX_PARAMS {
@@ -105,6 +109,7 @@ impl Magnet {
                 }
                 "dn" => m.name = Some(value),
                 "tr" if !m.trackers.contains(&value) => m.trackers.push(value),
+                "ws" if !m.web_seeds.contains(&value) => m.web_seeds.push(value),
                 "x.pe" => {
                     let addr = value
                         .parse::<SocketAddr>()
@@ -218,6 +223,19 @@ mod tests {
         assert_eq!(m2.info_hash, m.info_hash);
         let lower = Magnet::parse(&format!("MAGNET:?xt=urn:btih:{}", b32.to_lowercase())).unwrap();
         assert_eq!(lower.info_hash, m.info_hash);
+    }
+
+    #[test]
+    fn web_seeds_are_kept_once_in_order() {
+        let link = format!(
+            "magnet:?xt=urn:btih:{HEX}&ws=http%3A%2F%2F127.0.0.1%3A8080%2Fa%20b\
+             &ws=http://127.0.0.1/x&ws=http%3A%2F%2F127.0.0.1%3A8080%2Fa%20b"
+        );
+        let m = Magnet::parse(&link).unwrap();
+        assert_eq!(
+            m.web_seeds,
+            vec!["http://127.0.0.1:8080/a b", "http://127.0.0.1/x"]
+        );
     }
 
     #[test]

@@ -159,6 +159,7 @@ fn main() -> ExitCode {
             piece_size,
             private,
             comment,
+            web_seeds,
             output,
             force,
         } => {
@@ -167,6 +168,7 @@ fn main() -> ExitCode {
                 piece_length: piece_size,
                 private,
                 comment,
+                web_seeds,
             };
             create_cmd(&path, &opts, &output, force, quiet)
         }

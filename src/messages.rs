@@ -86,6 +86,8 @@ pub enum Event {
     /// The worker's peer listens on `port` (its extended handshake's `p`):
     /// where others can reach it, for peer exchange.
     ListenPort { worker: usize, port: u16 },
+    /// A web-seed slot's report (src/webseed.rs).
+    Web(crate::webseed::Report),
     /// Stop: save, announce `stopped`, end.
     Stop,
 }
@@ -136,6 +138,14 @@ pub enum Notice {
     },
     /// A piece from `peer` failed its hash check.
     PieceFailed { index: u32, peer: SocketAddr },
+    /// A web seed changed state (`webseed::State::name`) or failed
+    /// (`error`); `bytes`: verified bytes it gave so far.
+    WebSeed {
+        url: String,
+        state: &'static str,
+        bytes: u64,
+        error: Option<String>,
+    },
 }
 
 /// Counters shared by the session's threads, read by the caller.

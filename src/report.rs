@@ -92,8 +92,13 @@ pub fn status_text(s: &Stats, r: &Rates, info: &StatusInfo) -> String {
         return fit("", &format!("checking {done}/{of} pieces"), info.width);
     }
     let seeding = info.serving || (info.seed && s.ready && s.verified >= s.total);
+    let web = match s.web_seeds {
+        0 => String::new(),
+        1 => "  web seed 1".to_string(),
+        n => format!("  web seeds {n}"),
+    };
     let peers = format!(
-        "peers {}/{}",
+        "peers {}/{}{web}",
         s.peers_connected,
         s.peers_known.max(s.peers_connected)
     );
@@ -431,7 +436,34 @@ pub fn notice_event(n: &Notice) -> String {
             .num("index", *index as u64)
             .str("peer", &peer.to_string())
             .finish(),
+        Notice::WebSeed {
+            url,
+            state,
+            bytes,
+            error,
+        } => {
+            let o = webseed_event(url, state, *bytes);
+            match error {
+                Some(e) => o.str("error", e),
+                None => o,
+            }
+            .finish()
+        }
     }
+}
+
+/// `webseed`: a web seed's state and the verified bytes it gave.
+fn webseed_event(url: &str, state: &str, bytes: u64) -> Object {
+    event("webseed")
+        .str("url", url)
+        .str("state", state)
+        .num("bytes", bytes)
+}
+
+/// The `webseed` event each web seed gets at the end of a run, with what
+/// it gave in all.
+pub fn webseed_final_event(w: &crate::webseed::WebSeedStats) -> String {
+    webseed_event(&w.url, w.state.name(), w.bytes).finish()
 }
 
 /// `done`: the run ended well (docs/JSON.md); `bytes` is what this run
@@ -487,6 +519,12 @@ pub fn info_json(meta: &Metainfo) -> String {
         .bool("private", i.private)
         .raw("files", &array(files))
         .raw("trackers", &array(tiers));
+    let web = meta.url_list.iter().map(|u| {
+        let mut s = String::new();
+        crate::json::string_into(&mut s, u);
+        s
+    });
+    o = o.raw("web_seeds", &array(web));
     if let Some(c) = &meta.comment {
         o = o.str("comment", c);
     }
@@ -567,6 +605,9 @@ pub fn info_text(meta: &Metainfo) -> String {
             out.push_str(&format!("tracker:    [tier {n}] {}\n", Escaped(url)));
         }
     }
+    for url in &meta.url_list {
+        out.push_str(&format!("web seed:   {}\n", Escaped(url)));
+    }
     out.push_str(&format!("files:      {}\n", i.files.len()));
     for (n, f) in i.files.iter().enumerate() {
         out.push_str(&format!(
@@ -592,6 +633,29 @@ mod tests {
     }
 
     #[test]
+    fn the_status_line_counts_web_seeds_among_the_sources() {
+        let mut s = Stats {
+            total: 100,
+            verified: 50,
+            downloaded: 50,
+            uploaded: 0,
+            pieces: 2,
+            pieces_done: 1,
+            pieces_failed: 0,
+            peers_connected: 3,
+            peers_known: 5,
+            peers_blocked: 0,
+            checking: None,
+            web_seeds: 0,
+        };
+        let none = status_text(&s, &Rates::default());
+        assert!(none.contains("peers 3/5  eta"), "{none}");
+        s.web_seeds = 2;
+        let two = status_text(&s, &Rates::default());
+        assert!(two.contains("peers 3/5  web seeds 2  eta"), "{two}");
+    }
+
+    #[test]
     fn the_check_counts_the_pieces_it_covers() {
         // A restart after a reboot checks the 40 unsynced pieces of 4096.
         let s = Stats {
@@ -608,6 +672,7 @@ mod tests {
             peers_known: 0,
             peers_blocked: 0,
             checking: Some((12, 40)),
+            web_seeds: 0,
         };
         let info = StatusInfo::default();
         assert_eq!(

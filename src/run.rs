@@ -123,6 +123,17 @@ pub(crate) fn download(
         if pick.sparse {
             config.allocation = storage::Allocation::Sparse;
         }
+        config.use_web_seeds = !pick.no_web_seeds;
+        config.web_seeds = pick.web_seeds.clone();
+        if tget::source::is_magnet(torrent) {
+            // The link's `ws=` (it parsed when it was loaded).
+            if let Ok(m) = tget::magnet::Magnet::parse(torrent) {
+                config.web_seeds.extend(m.web_seeds);
+            }
+        }
+        if let Some(t) = pick.web_seed_timeout {
+            config.web_seed_timeout = t;
+        }
         if !pick.files_matching.is_empty() || pick.file_indexes.is_some() {
             let names: Vec<&str> = meta.info.files.iter().map(|f| f.path).collect();
             config.selected =
@@ -484,6 +495,18 @@ pub(crate) fn run_session(
         std::thread::sleep(Duration::from_millis(50));
     }
     let stats = session.stats();
+    if ui == Ui::Json {
+        // What each web seed gave in all (after the last notices).
+        let last = session
+            .notices()
+            .try_iter()
+            .map(|n| report::notice_event(&n));
+        let web = session.web_seeds();
+        let web = web.iter().map(report::webseed_final_event);
+        for line in last.chain(web) {
+            let _ = emit(&line);
+        }
+    }
     if ui == Ui::Status {
         rates.sample(&stats);
         status.width = terminal_width();

@@ -95,6 +95,12 @@ pub struct Config {
     /// Addresses never talked to (`--blocklist`): refused in the peer table
     /// and closed on accept, before their handshake.
     pub blocklist: Arc<Blocklist>,
+    /// Web seeds (BEP 19) besides the torrent's `url-list`.
+    pub web_seeds: Vec<String>,
+    /// Whether to use web seeds at all (the torrent's and `web_seeds`).
+    pub use_web_seeds: bool,
+    /// A web seed's stall bound: connecting, the answer's head, each read.
+    pub web_seed_timeout: Duration,
 }
 
 /// What to stream, for `-O -`.
@@ -131,6 +137,9 @@ impl Default for Config {
             dht: None,
             allocation: Allocation::Full,
             blocklist: Arc::default(),
+            web_seeds: Vec::new(),
+            use_web_seeds: true,
+            web_seed_timeout: crate::webseed::DEFAULT_TIMEOUT,
         }
     }
 }
@@ -220,6 +229,8 @@ pub struct Stats {
     pub peers_blocked: u64,
     /// Whether the start-up check is running: pieces checked, of how many.
     pub checking: Option<(u64, u64)>,
+    /// Web seeds in use (not dropped).
+    pub web_seeds: u64,
 }
 
 /// How many notices wait unread at most.
@@ -236,6 +247,7 @@ pub struct Session {
     coordinator: JoinHandle<Result<Outcome, SessionError>>,
     total: u64,
     pieces: u64,
+    web: Arc<crate::webseed::Board>,
 }
 
 /// Runs a start-up hash check of `of` pieces (`check`, given the progress
@@ -396,6 +408,30 @@ impl Session {
             };
             spawn(format!("peer-{id}"), move || peer::run(ctx))?;
         }
+
+        // Web seeds (BEP 19): private torrents too, as the torrent says.
+        let web_urls = if config.use_web_seeds && !config.serve_only {
+            crate::webseed::choose(&meta.url_list, &config.web_seeds)
+        } else {
+            Vec::new()
+        };
+        let (web_seeds, web_board) = crate::webseed::start(
+            &web_urls,
+            info,
+            &storage,
+            &shared,
+            &events_tx,
+            notice_tx.clone(),
+            config.web_seed_timeout,
+            &limits,
+            &|name, f| {
+                spawn(name, f).map(drop).map_err(|e| match e {
+                    SessionError::Spawn(e) => e,
+                    e => io::Error::other(e.to_string()),
+                })
+            },
+        )
+        .map_err(SessionError::Spawn)?;
 
         if let Some(listener) = listener {
             let events = events_tx.clone();
@@ -596,7 +632,8 @@ impl Session {
                     },
                 )
                 .with_dht(dht, info_hash)
-                .with_blocklist(config.blocklist.clone());
+                .with_blocklist(config.blocklist.clone())
+                .with_web_seeds(web_seeds);
             coordinator.run().map_err(SessionError::Storage)
         })?;
         Ok(Session {
@@ -608,7 +645,13 @@ impl Session {
             coordinator,
             total,
             pieces,
+            web: web_board,
         })
+    }
+
+    /// The web seeds and what each gave.
+    pub fn web_seeds(&self) -> Vec<crate::webseed::WebSeedStats> {
+        self.web.snapshot()
     }
 
     /// The port we listen on for peers.
@@ -637,6 +680,7 @@ impl Session {
                 .checking
                 .load(Ordering::Relaxed)
                 .then(|| (ld(&s.checked), ld(&s.to_check))),
+            web_seeds: self.web.usable(),
         }
     }
 

@@ -19,6 +19,8 @@
 
 #[path = "interop/harness.rs"]
 mod harness;
+#[path = "interop/nginx.rs"]
+mod nginx;
 
 use std::ffi::OsString;
 use std::fs::{self, File};
@@ -64,6 +66,49 @@ fn bench_three_libtorrent_seeders() {
 fn bench_one_libtorrent_seeder() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     bench(1);
+}
+
+/// One nginx web seed (BEP 19), no peers: tget against aria2c.
+#[test]
+#[ignore = "benchmark: run by hand, see docs/PERFORMANCE.md"]
+fn bench_one_nginx_web_seed() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    require_gnu_time();
+    let mib = env_u64("TGET_BENCH_MIB", 256);
+    let repeats = env_u64("TGET_BENCH_REPEATS", 3).max(1);
+    let mut sw = Swarm::new("bench-webseed");
+    let content = sw.single_file(&format!("bench-{mib}MiB.bin"), mib * MIB);
+    let data = content.parent().unwrap().to_path_buf();
+    let server = nginx::Nginx::start(&mut sw, &data, None);
+    let url = server.url();
+    let t = sw.tget_create(&content, PIECE_LOG2, Announce::Dead, &["--web-seed", &url]);
+    let clients = [Client::Tget, Client::Aria2];
+    let mut results: Vec<Vec<Usage>> = vec![Vec::new(); clients.len()];
+    for round in 1..=repeats {
+        for (i, client) in clients.iter().enumerate() {
+            let tag = format!("web-{}-{round}", client.name());
+            results[i].push(one_run(&mut sw, &t, *client, &tag, &[]));
+        }
+    }
+    let gib = mib as f64 / 1024.0;
+    let mut table = format!(
+        "\n{mib} MiB (256 KiB pieces) from one nginx web seed on 127.0.0.1, no peers; \
+         median of {repeats} run(s)\n\n\
+         | client | median wall s | MiB/s | median CPU s (user+sys) | CPU s per GiB \
+         | median peak RSS MiB |\n|---|---:|---:|---:|---:|---:|\n"
+    );
+    for (client, runs) in clients.iter().zip(&results) {
+        let wall = median(runs.iter().map(|u| u.wall).collect());
+        let cpu = median(runs.iter().map(Usage::cpu).collect());
+        let rss = median(runs.iter().map(|u| u.max_rss_kib as f64 / 1024.0).collect());
+        table.push_str(&format!(
+            "| {} | {wall:.2} | {:.0} | {cpu:.2} | {:.2} | {rss:.1} |\n",
+            client.name(),
+            mib as f64 / wall,
+            cpu / gib
+        ));
+    }
+    println!("{table}");
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {

@@ -10,6 +10,10 @@
 
 #[path = "interop/harness.rs"]
 mod harness;
+#[path = "interop/nginx.rs"]
+mod nginx;
+#[path = "interop/webseed.rs"]
+mod webseed;
 
 use harness::{Announce, Swarm, KIB, MIB};
 

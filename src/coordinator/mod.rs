@@ -198,6 +198,8 @@ pub struct Coordinator {
     /// When our connected set next goes out by peer exchange.
     next_pex: Instant,
     rng: Rng,
+    /// Web seeds (BEP 19), handled in src/webseed.rs.
+    pub(crate) web: crate::webseed::Seeds,
 }
 
 /// The channels a coordinator talks on (see `crate::messages`).
@@ -272,6 +274,7 @@ impl Coordinator {
             next_choke: Instant::now() + choker::ROUND,
             next_pex: Instant::now() + PEX_TICK,
             rng: Rng::from_entropy(),
+            web: Default::default(),
         }
     }
 
@@ -489,6 +492,7 @@ impl Coordinator {
                     c.listen = Some(SocketAddr::new(c.addr.ip(), port));
                 }
             }
+            Event::Web(r) => self.on_web(r),
             Event::Stop | Event::DiskError(_) => {}
         }
     }

@@ -100,13 +100,15 @@ impl Coordinator {
         self.send(worker, ToWorker::Assign(got));
     }
 
-    pub(super) fn on_piece_done(&mut self, worker: usize, piece: u32) {
-        if let Some(c) = self.conns[worker].as_mut() {
+    /// `worker` is past the pool for a web seed's piece (src/webseed.rs).
+    pub(crate) fn on_piece_done(&mut self, worker: usize, piece: u32) {
+        if let Some(c) = self.conns.get_mut(worker).and_then(Option::as_mut) {
             c.assigned.retain(|&p| p != piece);
         }
         if !self.picker.complete(piece) {
             return; // an endgame duplicate that raced the first copy
         }
+        self.web_piece_done(piece);
         let len = self.storage.layout().piece_len(piece) as u64;
         self.shared.verified.fetch_add(len, Ordering::Relaxed);
         self.shared.pieces_done.fetch_add(1, Ordering::Relaxed);

@@ -1,5 +1,6 @@
 #![allow(dead_code)]
 pub mod hostile;
+pub mod http;
 pub mod socks;
 pub mod swarm;
 pub mod tracker;
