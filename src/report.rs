@@ -647,11 +647,20 @@ mod tests {
             peers_blocked: 0,
             checking: None,
             web_seeds: 0,
+            ready: true,
+            verified_at_start: 0,
         };
-        let none = status_text(&s, &Rates::default());
+        let info = StatusInfo {
+            name: "n",
+            serving: false,
+            seed: false,
+            port: None,
+            width: 0,
+        };
+        let none = status_text(&s, &Rates::default(), &info);
         assert!(none.contains("peers 3/5  eta"), "{none}");
         s.web_seeds = 2;
-        let two = status_text(&s, &Rates::default());
+        let two = status_text(&s, &Rates::default(), &info);
         assert!(two.contains("peers 3/5  web seeds 2  eta"), "{two}");
     }
 
