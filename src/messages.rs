@@ -86,7 +86,7 @@ pub enum Event {
     /// The worker's peer listens on `port` (its extended handshake's `p`):
     /// where others can reach it, for peer exchange.
     ListenPort { worker: usize, port: u16 },
-    /// A web-seed slot's report (src/webseed.rs).
+    /// A web-seed slot's report (src/webseed/).
     Web(crate::webseed::Report),
     /// Stop: save, announce `stopped`, end.
     Stop,

@@ -100,7 +100,7 @@ impl Coordinator {
         self.send(worker, ToWorker::Assign(got));
     }
 
-    /// `worker` is past the pool for a web seed's piece (src/webseed.rs).
+    /// `worker` is past the pool for a web seed's piece (src/webseed/).
     pub(crate) fn on_piece_done(&mut self, worker: usize, piece: u32) {
         if let Some(c) = self.conns.get_mut(worker).and_then(Option::as_mut) {
             c.assigned.retain(|&p| p != piece);
