@@ -251,6 +251,9 @@ fn connect_offering(
     provide: u32,
     deadline: Instant,
 ) -> io::Result<Box<dyn Transport>> {
+    // A socket handed over from a non-blocking accept loop would make the
+    // reads below spin until the deadline: the handshake blocks.
+    stream.set_nonblocking(false)?;
     let mut wire = Wire {
         t: stream,
         buf: Vec::new(),
@@ -324,6 +327,9 @@ pub fn accept(
     if policy == Encryption::Off {
         return Err(bad("encryption is off"));
     }
+    // A socket handed over from a non-blocking accept loop would make the
+    // reads below spin until the deadline: the handshake blocks.
+    stream.set_nonblocking(false)?;
     let mut wire = Wire {
         t: stream,
         buf: first_bytes.to_vec(),

@@ -173,6 +173,65 @@ fn first_bytes_already_read_by_the_listener_are_used() {
     assert_eq!(dialer.join().unwrap(), "mse-rc4");
 }
 
+/// A TCP transport that counts the reads made through it.
+struct CountReads {
+    inner: TcpStream,
+    reads: Arc<Mutex<usize>>,
+}
+
+impl Read for CountReads {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        *self.reads.lock().unwrap() += 1;
+        self.inner.read(buf)
+    }
+}
+
+impl Write for CountReads {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl Transport for CountReads {
+    fn set_read_timeout(&self, limit: Option<Duration>) -> io::Result<()> {
+        self.inner.set_read_timeout(limit)
+    }
+    fn set_write_timeout(&self, limit: Option<Duration>) -> io::Result<()> {
+        self.inner.set_write_timeout(limit)
+    }
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        self.inner.set_nonblocking(on)
+    }
+    fn kind(&self) -> &'static str {
+        "count-reads"
+    }
+}
+
+#[test]
+fn a_socket_from_a_non_blocking_accept_loop_does_not_spin() {
+    // The listener polls non-blocking sockets; one handed to `accept` must
+    // wait for the slow dialer in the kernel, not in a loop of reads.
+    let (a, b) = pair();
+    b.set_nonblocking(true).unwrap();
+    let reads = Arc::new(Mutex::new(0));
+    let counted = CountReads {
+        inner: b,
+        reads: reads.clone(),
+    };
+    let dialer = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(200));
+        connect(Box::new(a), IH, Encryption::Prefer, soon()).map(|t| t.kind())
+    });
+    let (t, _) = accept(Box::new(counted), &[], &[IH], Encryption::Prefer, soon()).unwrap();
+    assert_eq!(t.kind(), "mse-rc4");
+    assert_eq!(dialer.join().unwrap().unwrap(), "mse-rc4");
+    let n = *reads.lock().unwrap();
+    assert!(n < 100, "{n} reads for one handshake");
+}
+
 // --- The stream's write path, on a transport that takes 3 bytes at a time
 // and fails every other write with WouldBlock.
 
@@ -331,9 +390,18 @@ fn step3(s: &[u8; 96], ih: &[u8; 20], pad_c_len: u16) -> Vec<u8> {
 }
 
 /// Runs `accept` against a hand-driven dialer and returns its error.
-fn accept_against(dialer: impl FnOnce(TcpStream) + Send + 'static, within: Duration) -> io::Error {
-    let (a, b) = pair();
-    let d = thread::spawn(move || dialer(a));
+fn accept_against(
+    dialer: impl FnOnce(&mut TcpStream) + Send + 'static,
+    within: Duration,
+) -> io::Error {
+    let (mut a, b) = pair();
+    let d = thread::spawn(move || {
+        dialer(&mut a);
+        // Drain until the answerer closes, so no unread bytes reset the
+        // connection and turn its own error into ConnectionReset.
+        let mut sink = [0u8; 1024];
+        while matches!(a.read(&mut sink), Ok(n) if n > 0) {}
+    });
     let started = Instant::now();
     let r = accept(
         Box::new(b),
@@ -357,8 +425,10 @@ fn the_honest_hand_driven_dialer_is_accepted() {
     let d = thread::spawn(move || {
         let s = dial_by_hand(&mut a, 512);
         a.write_all(&step3(&s, &IH, 512)).unwrap();
-        let mut sink = [0u8; 64];
-        let _ = a.read(&mut sink);
+        // Read everything until the answerer closes: unread bytes at close
+        // would reset the connection under the answerer's last write.
+        let mut sink = [0u8; 1024];
+        while matches!(a.read(&mut sink), Ok(n) if n > 0) {}
     });
     let r = accept(Box::new(b), &[], &[IH], Encryption::Prefer, soon());
     assert_eq!(r.unwrap().1, IH);
@@ -368,8 +438,8 @@ fn the_honest_hand_driven_dialer_is_accepted() {
 #[test]
 fn padding_over_the_limit_is_refused() {
     let e = accept_against(
-        |mut a| {
-            let s = dial_by_hand(&mut a, 513);
+        |a| {
+            let s = dial_by_hand(a, 513);
             let _ = a.write_all(&step3(&s, &IH, 0));
         },
         Duration::from_secs(10),
@@ -380,8 +450,8 @@ fn padding_over_the_limit_is_refused() {
 #[test]
 fn pad_c_over_the_limit_is_refused() {
     let e = accept_against(
-        |mut a| {
-            let s = dial_by_hand(&mut a, 0);
+        |a| {
+            let s = dial_by_hand(a, 0);
             let _ = a.write_all(&step3(&s, &IH, 513));
         },
         Duration::from_secs(10),
@@ -393,8 +463,8 @@ fn pad_c_over_the_limit_is_refused() {
 #[test]
 fn a_wrong_skey_hash_is_refused() {
     let e = accept_against(
-        |mut a| {
-            let s = dial_by_hand(&mut a, 10);
+        |a| {
+            let s = dial_by_hand(a, 10);
             let _ = a.write_all(&step3(&s, &OTHER_IH, 0));
         },
         Duration::from_secs(10),
@@ -405,8 +475,8 @@ fn a_wrong_skey_hash_is_refused() {
 #[test]
 fn garbage_after_the_dh_key_is_refused() {
     let e = accept_against(
-        |mut a| {
-            let _ = dial_by_hand(&mut a, 0);
+        |a| {
+            let _ = dial_by_hand(a, 0);
             let mut junk = vec![0u8; 2000];
             dh::random_bytes(&mut junk);
             let _ = a.write_all(&junk);
@@ -419,11 +489,9 @@ fn garbage_after_the_dh_key_is_refused() {
 #[test]
 fn a_handshake_that_never_ends_runs_into_the_deadline() {
     let e = accept_against(
-        |mut a| {
-            let _ = dial_by_hand(&mut a, 100);
+        |a| {
+            let _ = dial_by_hand(a, 100);
             // Then nothing, until the answerer has given up and closed.
-            let mut sink = [0u8; 64];
-            while matches!(a.read(&mut sink), Ok(n) if n > 0) {}
         },
         Duration::from_millis(300),
     );
@@ -433,7 +501,7 @@ fn a_handshake_that_never_ends_runs_into_the_deadline() {
 #[test]
 fn a_degenerate_public_key_is_refused() {
     let e = accept_against(
-        |mut a| {
+        |a| {
             let _ = a.write_all(&[0u8; 96]);
         },
         Duration::from_secs(10),
