@@ -1,12 +1,10 @@
 //! Diffie-Hellman over the 768-bit MSE prime, generator 2.
 //!
 //! Numbers are 768-bit unsigned integers in twelve 64-bit limbs, least
-//! significant first. Multiplication modulo P is the plain shift-and-add
-//! method (double the running result, add the multiplicand where the
-//! multiplier has a one bit, keep everything below P), which needs nothing
-//! but addition and one conditional subtraction. Exponents are the 160-bit
-//! private keys MSE uses, so a key exchange costs about 500 such
-//! multiplications. Nothing here is constant-time: MSE is obfuscation, not
+//! significant first. Multiplication modulo P is Montgomery's (see
+//! [`Montgomery`]); a plain shift-and-add version checks it in the tests.
+//! Exponents are the 160-bit private keys MSE uses, so one side's half of a
+//! key exchange costs about 500 modular multiplications. Nothing here is constant-time: MSE is obfuscation, not
 //! authenticated encryption, and the threat model says so.
 
 use std::io::Read;
@@ -100,11 +98,14 @@ fn add_mod(a: &Num, b: &Num, p: &Num) -> Num {
     }
 }
 
+#[cfg(test)]
 fn bit(n: &Num, i: usize) -> bool {
     (n[i / 64] >> (i % 64)) & 1 == 1
 }
 
-/// (a * b) mod p, for a, b < p: shift and add, from a's top bit down.
+/// (a * b) mod p, for a, b < p: shift and add, from a's top bit down. Slow
+/// (768 modular additions) but plain; the tests check the fast path by it.
+#[cfg(test)]
 fn mul_mod(a: &Num, b: &Num, p: &Num) -> Num {
     let mut r = [0u64; LIMBS];
     for i in (0..LIMBS * 64).rev() {
@@ -116,23 +117,104 @@ fn mul_mod(a: &Num, b: &Num, p: &Num) -> Num {
     r
 }
 
-/// base^exp mod p, exp big-endian bytes; square and multiply.
-fn pow_mod(base: &Num, exp: &[u8], p: &Num) -> Num {
-    let mut r = [0u64; LIMBS];
-    r[0] = 1;
-    let mut started = false;
-    for byte in exp {
-        for shift in (0..8).rev() {
-            if started {
-                r = mul_mod(&r, &r, p);
-            }
-            if (byte >> shift) & 1 == 1 {
-                r = if started { mul_mod(&r, base, p) } else { *base };
-                started = true;
-            }
+/// Montgomery arithmetic modulo an odd p, with R = 2^768: numbers are kept
+/// as x*R mod p, and a product costs one 12x12-limb multiplication
+/// interleaved with the reduction (no division anywhere).
+struct Montgomery {
+    p: Num,
+    /// -p^-1 mod 2^64.
+    p_inv_neg: u64,
+    /// R mod p: 1 in Montgomery form.
+    one: Num,
+    /// R^2 mod p: multiplying by it brings a number into Montgomery form.
+    r2: Num,
+}
+
+impl Montgomery {
+    fn new(p: Num) -> Montgomery {
+        // Newton's iteration doubles the correct low bits of p^-1 each
+        // step: 1 bit (any odd x is its own inverse mod 2) to 64 in six.
+        let mut inv: u64 = 1;
+        for _ in 0..6 {
+            inv = inv.wrapping_mul(2u64.wrapping_sub(p[0].wrapping_mul(inv)));
+        }
+        debug_assert_eq!(p[0].wrapping_mul(inv), 1);
+        // p > 2^767, so R - p < p is R mod p already.
+        let one = sub(&[0; LIMBS], &p);
+        let mut r2 = one;
+        for _ in 0..LIMBS * 64 {
+            r2 = add_mod(&r2, &r2, &p);
+        }
+        Montgomery {
+            p,
+            p_inv_neg: inv.wrapping_neg(),
+            one,
+            r2,
         }
     }
-    r
+
+    /// a * b / R mod p, for a, b < p.
+    fn mul(&self, a: &Num, b: &Num) -> Num {
+        let p = &self.p;
+        // t holds up to two limbs more than p while it is built.
+        let mut t = [0u64; LIMBS + 2];
+        for &bi in b.iter() {
+            // t += a * b[i]
+            let mut carry: u64 = 0;
+            for j in 0..LIMBS {
+                let v = t[j] as u128 + a[j] as u128 * bi as u128 + carry as u128;
+                t[j] = v as u64;
+                carry = (v >> 64) as u64;
+            }
+            let v = t[LIMBS] as u128 + carry as u128;
+            t[LIMBS] = v as u64;
+            t[LIMBS + 1] = (v >> 64) as u64;
+            // Add the multiple of p that clears the low limb, then drop it:
+            // t = (t + m * p) / 2^64.
+            let m = t[0].wrapping_mul(self.p_inv_neg);
+            let v = t[0] as u128 + m as u128 * p[0] as u128;
+            let mut carry = (v >> 64) as u64;
+            for j in 1..LIMBS {
+                let v = t[j] as u128 + m as u128 * p[j] as u128 + carry as u128;
+                t[j - 1] = v as u64;
+                carry = (v >> 64) as u64;
+            }
+            let v = t[LIMBS] as u128 + carry as u128;
+            t[LIMBS - 1] = v as u64;
+            t[LIMBS] = t[LIMBS + 1] + (v >> 64) as u64;
+            t[LIMBS + 1] = 0;
+        }
+        // The result is below 2p: one subtraction at most.
+        let mut out = [0u64; LIMBS];
+        out.copy_from_slice(&t[..LIMBS]);
+        if t[LIMBS] != 0 || ge(&out, p) {
+            sub(&out, p)
+        } else {
+            out
+        }
+    }
+
+    /// base^exp mod p, exp big-endian bytes; square and multiply.
+    fn pow(&self, base: &Num, exp: &[u8]) -> Num {
+        let base_m = self.mul(base, &self.r2);
+        let mut r = self.one;
+        for byte in exp {
+            for shift in (0..8).rev() {
+                r = self.mul(&r, &r);
+                if (byte >> shift) & 1 == 1 {
+                    r = self.mul(&r, &base_m);
+                }
+            }
+        }
+        let mut plain_one = [0u64; LIMBS];
+        plain_one[0] = 1;
+        self.mul(&r, &plain_one)
+    }
+}
+
+/// base^exp mod p.
+fn pow_mod(base: &Num, exp: &[u8], p: &Num) -> Num {
+    Montgomery::new(*p).pow(base, exp)
 }
 
 /// Our half of a key exchange: the private exponent.
@@ -272,6 +354,37 @@ c0e8b2888af39637af18a75cc1b17685";
         assert!(a.shared(&to_be(&p_minus_1)).is_none());
         y[KEY_BYTES - 1] = 2;
         assert!(a.shared(&y).is_some());
+    }
+
+    #[test]
+    fn montgomery_products_match_shift_and_add() {
+        let p = prime();
+        let m = Montgomery::new(p);
+        let mut rng = crate::rng::Rng::new(17);
+        for _ in 0..50 {
+            let mut a = [0u64; LIMBS];
+            let mut b = [0u64; LIMBS];
+            for k in 0..LIMBS {
+                a[k] = rng.next_u64();
+                b[k] = rng.next_u64();
+            }
+            a[LIMBS - 1] >>= 1; // below p
+            b[LIMBS - 1] = rng.next_u64() >> 2;
+            // Into Montgomery form, multiply, and back out.
+            let am = m.mul(&a, &m.r2);
+            let bm = m.mul(&b, &m.r2);
+            let mut one = [0u64; LIMBS];
+            one[0] = 1;
+            let got = m.mul(&m.mul(&am, &bm), &one);
+            assert_eq!(got, mul_mod(&a, &b, &p));
+        }
+        // Near the top: (p-1)(p-2).
+        let mut one = [0u64; LIMBS];
+        one[0] = 1;
+        let pm1 = sub(&p, &one);
+        let pm2 = sub(&pm1, &one);
+        let got = m.mul(&m.mul(&m.mul(&pm1, &m.r2), &m.mul(&pm2, &m.r2)), &one);
+        assert_eq!(got, mul_mod(&pm1, &pm2, &p));
     }
 
     #[test]
