@@ -312,6 +312,29 @@ fn connect_offering(
     )))
 }
 
+/// Dials `addr` as `policy` says: `Off` plain TCP; `Require` TCP then MSE
+/// (an MSE failure is the dial's failure); `Prefer` TCP then MSE, and if the
+/// MSE handshake fails (a plaintext-only peer closes on our random bytes),
+/// a second, plain TCP connection. Each TCP connect gets `connect_limit`;
+/// the MSE handshake must end by `now + handshake_limit`.
+pub fn dial(
+    addr: std::net::SocketAddr,
+    info_hash: [u8; 20],
+    policy: Encryption,
+    connect_limit: Duration,
+    handshake_limit: Duration,
+) -> io::Result<Box<dyn Transport>> {
+    let stream = crate::transport::dial_tcp(addr, connect_limit)?;
+    if policy == Encryption::Off {
+        return Ok(stream);
+    }
+    match connect(stream, info_hash, policy, Instant::now() + handshake_limit) {
+        Ok(t) => Ok(t),
+        Err(e) if policy == Encryption::Require => Err(e),
+        Err(_) => crate::transport::dial_tcp(addr, connect_limit),
+    }
+}
+
 /// Answers an MSE handshake on an incoming connection whose first bytes
 /// (already read, to tell MSE from the plain protocol) are `first_bytes`.
 /// The peer's torrent must be one of `known_info_hashes`; the one it asked

@@ -232,6 +232,82 @@ fn a_socket_from_a_non_blocking_accept_loop_does_not_spin() {
     assert!(n < 100, "{n} reads for one handshake");
 }
 
+/// A plaintext-only peer: closes any connection whose first byte is not
+/// the BitTorrent handshake's. Returns its address and a count of the
+/// connections it saw.
+fn plaintext_only_peer() -> (std::net::SocketAddr, Arc<Mutex<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(0));
+    let count = seen.clone();
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { break };
+            *count.lock().unwrap() += 1;
+            let mut first = [0u8; 1];
+            if c.read_exact(&mut first).is_ok() && first[0] == 19 {
+                let mut rest = [0u8; 67];
+                let _ = c.read_exact(&mut rest);
+            }
+            // Dropped: closed.
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn prefer_falls_back_to_plain_tcp_and_require_does_not() {
+    let limit = Duration::from_secs(10);
+    let (addr, seen) = plaintext_only_peer();
+    let t = dial(addr, IH, Encryption::Prefer, limit, limit).unwrap();
+    assert_eq!(t.kind(), "tcp");
+    // The peer's thread counts the second connection after the kernel has
+    // accepted it: wait (boundedly) for the count to catch up.
+    for _ in 0..1000 {
+        if *seen.lock().unwrap() >= 2 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        *seen.lock().unwrap(),
+        2,
+        "one MSE try, one plain connection"
+    );
+
+    let (addr, seen) = plaintext_only_peer();
+    assert!(dial(addr, IH, Encryption::Require, limit, limit).is_err());
+    assert_eq!(
+        *seen.lock().unwrap(),
+        1,
+        "require never connects in plaintext"
+    );
+
+    let (addr, seen) = plaintext_only_peer();
+    let t = dial(addr, IH, Encryption::Off, limit, limit).unwrap();
+    assert_eq!(t.kind(), "tcp");
+    drop(t);
+    assert!(*seen.lock().unwrap() <= 1);
+}
+
+#[test]
+fn prefer_dials_mse_where_the_peer_speaks_it() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answerer = thread::spawn(move || {
+        let (b, _) = listener.accept().unwrap();
+        let (mut t, _) = accept(Box::new(b), &[], &[IH], Encryption::Prefer, soon()).unwrap();
+        t.write_all(FROM_B).unwrap();
+    });
+    let limit = Duration::from_secs(10);
+    let mut t = dial(addr, IH, Encryption::Prefer, limit, limit).unwrap();
+    assert_eq!(t.kind(), "mse-rc4");
+    let mut got = vec![0u8; FROM_B.len()];
+    t.read_exact(&mut got).unwrap();
+    assert_eq!(got, FROM_B);
+    answerer.join().unwrap();
+}
+
 // --- The stream's write path, on a transport that takes 3 bytes at a time
 // and fails every other write with WouldBlock.
 
