@@ -24,6 +24,7 @@ pub mod magnet;
 pub mod messages;
 pub mod metadata;
 pub mod metainfo;
+pub mod mse;
 pub mod peer;
 pub mod pex;
 pub mod picker;
