@@ -42,11 +42,15 @@ impl Connection<'_> {
         Ok(())
     }
 
+    /// Uploads are queued with credit to send them: a read must not wait,
+    /// it takes only what is there (see `read`).
+    fn uploads_ready(&self) -> bool {
+        !self.uploads.is_empty() && self.upload_wait.is_none()
+    }
+
     /// What to wait for next.
     fn next_wait(&self) -> Wait {
-        // With uploads queued and credit to send them, the read must not
-        // wait: it takes only what is there (see `read`).
-        let busy = !self.uploads.is_empty() && self.upload_wait.is_none();
+        let busy = self.uploads_ready();
         // Download limit: while the bucket is in debt, do not read at all;
         // TCP flow control slows the peer down.
         if let Some(wait) = self.ctx.limits.download.as_ref().and_then(|b| b.wait()) {
@@ -70,7 +74,7 @@ impl Connection<'_> {
     /// until upload credit comes while waiting for it). A deadline that
     /// passes loses nothing: the reader keeps partial messages.
     fn read(&mut self) -> Result<(), Close> {
-        let busy = !self.uploads.is_empty() && self.upload_wait.is_none();
+        let busy = self.uploads_ready();
         if busy != self.nonblocking {
             self.stream.set_nonblocking(busy)?;
             self.nonblocking = busy;
