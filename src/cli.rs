@@ -98,6 +98,11 @@ pub(crate) struct NetArgs {
     /// and --peer addresses is contacted).
     #[arg(long)]
     pub(crate) no_dht: bool,
+    /// MSE/PE encryption of peer connections: `prefer` tries it first and
+    /// falls back to plaintext, and accepts both; `require` never talks
+    /// plaintext; `off` never encrypts.
+    #[arg(long, value_name = "prefer|require|off", default_value = "prefer")]
+    pub(crate) encryption: tget::mse::Encryption,
 }
 
 /// Uploading, rate limits and when seeding ends (download and seed).
@@ -179,6 +184,11 @@ pub(crate) struct FetchArgs {
     /// Do not use the DHT (only the link's trackers and peers, and --peer).
     #[arg(long)]
     pub(crate) no_dht: bool,
+    /// MSE/PE encryption of peer connections: `prefer` tries it first and
+    /// falls back to plaintext, and accepts both; `require` never talks
+    /// plaintext; `off` never encrypts.
+    #[arg(long, value_name = "prefer|require|off", default_value = "prefer")]
+    pub(crate) encryption: tget::mse::Encryption,
 }
 
 #[derive(clap::Args, Clone)]

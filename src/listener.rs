@@ -17,11 +17,21 @@
 //! waiting, reads what each half-open socket sent, closes the late ones and
 //! naps ([`NAP_IDLE`], or [`NAP_BUSY`] while some are half-open), so it
 //! ends with the session and never blocks on one peer.
+//!
+//! Encrypted peers (MSE/PE, src/mse/) open with 96 random-looking bytes
+//! instead of `\x13BitTorrent protocol`: a socket whose first bytes are not
+//! the plain handshake is one, unless `--encryption off`. Its key exchange
+//! takes a few round trips and a little arithmetic, so it runs on a
+//! short-lived thread of its own ([`MAX_MSE_HANDSHAKES`] at once,
+//! [`MAX_MSE_PER_IP`] from one address, each within [`MSE_DEADLINE`], the
+//! plain handshake inside the encrypted stream included); then the
+//! connection goes to the coordinator like a plain one. Under
+//! `--encryption require` a plain handshake is closed.
 
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -30,6 +40,7 @@ use log::debug;
 use crate::blocklist::Blocklist;
 use crate::messages::Event;
 use crate::messages::Shared;
+use crate::mse::Encryption;
 use crate::wire::{Handshake, HANDSHAKE_LEN, PROTOCOL};
 
 /// Half-open connections held at once, from all addresses.
@@ -38,6 +49,13 @@ pub const MAX_HALF_OPEN: usize = 128;
 pub const MAX_HALF_OPEN_PER_IP: usize = 8;
 /// How long an inbound peer has to send its whole handshake.
 pub const HALF_OPEN_DEADLINE: Duration = Duration::from_secs(5);
+/// MSE handshakes answered at once (each on its own short-lived thread).
+pub const MAX_MSE_HANDSHAKES: usize = 8;
+/// MSE handshakes answered at once for one address.
+pub const MAX_MSE_PER_IP: usize = 2;
+/// How long an encrypted inbound peer has for the key exchange and the
+/// plain handshake inside it.
+pub const MSE_DEADLINE: Duration = Duration::from_secs(10);
 /// The nap between polls with nothing half-open (the delay before a new
 /// connection is accepted).
 const NAP_IDLE: Duration = Duration::from_millis(50);
@@ -148,6 +166,8 @@ struct Arriving {
     addr: SocketAddr,
     handshake: [u8; HANDSHAKE_LEN],
     got: usize,
+    /// Its first bytes were not the plain handshake: MSE.
+    encrypted: bool,
 }
 
 /// What became of a read from an arriving socket.
@@ -156,13 +176,16 @@ enum Progress {
     Waiting,
     /// The whole handshake, for our torrent.
     Ready,
+    /// Not the plain handshake: an MSE key exchange, its first bytes in
+    /// `handshake[..got]`.
+    Encrypted,
     /// Closed, failed, or not a handshake for our torrent.
     Refused(String),
 }
 
 impl Arriving {
     /// Reads what the peer sent so far (never past the handshake).
-    fn read(&mut self, info_hash: &[u8; 20]) -> Progress {
+    fn read(&mut self, info_hash: &[u8; 20], policy: Encryption) -> Progress {
         loop {
             match self.stream.read(&mut self.handshake[self.got..]) {
                 Ok(0) => return Progress::Refused("closed before its handshake".into()),
@@ -182,10 +205,18 @@ impl Arriving {
                 }
             });
             if !speaks_bittorrent {
-                return Progress::Refused("not a BitTorrent handshake".into());
+                return match policy {
+                    Encryption::Off => Progress::Refused(
+                        "not a plain BitTorrent handshake (--encryption off)".into(),
+                    ),
+                    _ => Progress::Encrypted,
+                };
             }
             if self.got == HANDSHAKE_LEN {
                 return match Handshake::decode(&self.handshake) {
+                    Ok(_) if policy == Encryption::Require => {
+                        Progress::Refused("a plain handshake (--encryption require)".into())
+                    }
                     Ok(h) if &h.info_hash == info_hash => Progress::Ready,
                     Ok(_) => Progress::Refused("a handshake for another torrent".into()),
                     Err(e) => Progress::Refused(e.to_string()),
@@ -204,7 +235,9 @@ pub(crate) fn run(
     events: Sender<Event>,
     shared: Arc<Shared>,
     blocklist: Arc<Blocklist>,
+    policy: Encryption,
 ) {
+    let handshaking = Arc::new(Mutex::new(Vec::new()));
     if let Err(e) = listener.set_nonblocking(true) {
         log::warn!("listener: {e}");
         return;
@@ -232,6 +265,7 @@ pub(crate) fn run(
                         addr,
                         handshake: [0; HANDSHAKE_LEN],
                         got: 0,
+                        encrypted: false,
                     };
                     if let Some(old) = half_open.admit(addr.ip(), now, conn) {
                         debug!("{}: closed to make room (no handshake yet)", old.addr);
@@ -244,20 +278,34 @@ pub(crate) fn run(
                 }
             }
         }
-        let ready = half_open.sweep(now, HALF_OPEN_DEADLINE, |c| match c.read(&info_hash) {
-            Progress::Waiting => Verdict::Hold,
-            Progress::Ready => Verdict::Pass,
-            Progress::Refused(why) => {
-                debug!("{}: inbound connection closed: {why}", c.addr);
-                Verdict::Close
+        let ready = half_open.sweep(now, HALF_OPEN_DEADLINE, |c| {
+            match c.read(&info_hash, policy) {
+                Progress::Waiting => Verdict::Hold,
+                Progress::Ready => Verdict::Pass,
+                Progress::Encrypted => {
+                    c.encrypted = true;
+                    Verdict::Pass
+                }
+                Progress::Refused(why) => {
+                    debug!("{}: inbound connection closed: {why}", c.addr);
+                    Verdict::Close
+                }
             }
         });
         for c in ready {
-            if c.stream.set_nonblocking(false).is_err() {
+            if c.encrypted {
+                answer_mse(c, info_hash, policy, &events, &handshaking);
                 continue;
             }
+            let Ok(stream) = c
+                .stream
+                .set_nonblocking(false)
+                .and_then(|()| crate::transport::tcp(c.stream))
+            else {
+                continue;
+            };
             if events
-                .send(Event::Inbound(c.stream, c.addr, c.handshake))
+                .send(Event::Inbound(stream, c.addr, c.handshake))
                 .is_err()
             {
                 return;
@@ -268,6 +316,102 @@ pub(crate) fn run(
         } else {
             NAP_BUSY
         });
+    }
+}
+
+/// Runs the MSE handshake of an arriving connection on a thread of its
+/// own, within the caps; the connection reaches the coordinator once the
+/// plain handshake inside the encrypted stream is read and is for our
+/// torrent. `handshaking` lists the addresses whose handshake is running.
+fn answer_mse(
+    c: Arriving,
+    info_hash: [u8; 20],
+    policy: Encryption,
+    events: &Sender<Event>,
+    handshaking: &Arc<Mutex<Vec<IpAddr>>>,
+) {
+    let addr = c.addr;
+    let Some(slot) = MseSlot::take(handshaking, addr.ip().to_canonical()) else {
+        debug!("{addr}: encrypted connection closed: too many MSE handshakes at once");
+        return;
+    };
+    let events = events.clone();
+    // If the thread cannot start, the closure is dropped, and the slot
+    // with it.
+    let spawned = std::thread::Builder::new()
+        .name("mse-accept".into())
+        .spawn(move || {
+            let _slot = slot;
+            match mse_handshake(c, info_hash, policy) {
+                Ok((stream, handshake)) => {
+                    let _ = events.send(Event::Inbound(stream, addr, handshake));
+                }
+                Err(e) => debug!("{addr}: encrypted connection closed: {e}"),
+            }
+        });
+    if let Err(e) = spawned {
+        debug!("{addr}: encrypted connection closed: {e}");
+    }
+}
+
+/// One running MSE handshake's place in the caps, given back when dropped.
+struct MseSlot {
+    ip: IpAddr,
+    busy: Arc<Mutex<Vec<IpAddr>>>,
+}
+
+impl MseSlot {
+    /// A place for a handshake from `ip`, if the caps allow one.
+    fn take(busy: &Arc<Mutex<Vec<IpAddr>>>, ip: IpAddr) -> Option<MseSlot> {
+        let mut list = busy.lock().unwrap_or_else(|e| e.into_inner());
+        if list.len() >= MAX_MSE_HANDSHAKES
+            || list.iter().filter(|&&b| b == ip).count() >= MAX_MSE_PER_IP
+        {
+            return None;
+        }
+        list.push(ip);
+        Some(MseSlot {
+            ip,
+            busy: busy.clone(),
+        })
+    }
+}
+
+impl Drop for MseSlot {
+    fn drop(&mut self) {
+        let mut list = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = list.iter().position(|&b| b == self.ip) {
+            list.swap_remove(i);
+        }
+    }
+}
+
+/// The answering side of MSE on `c`, then the peer's plain handshake read
+/// through it, all within [`MSE_DEADLINE`].
+fn mse_handshake(
+    c: Arriving,
+    info_hash: [u8; 20],
+    policy: Encryption,
+) -> io::Result<(Box<dyn crate::transport::Transport>, [u8; HANDSHAKE_LEN])> {
+    let deadline = Instant::now() + MSE_DEADLINE;
+    let stream = crate::transport::tcp(c.stream)?;
+    let (mut stream, _) = crate::mse::accept(
+        stream,
+        &c.handshake[..c.got],
+        &[info_hash],
+        policy,
+        deadline,
+    )?;
+    let left = deadline.saturating_duration_since(Instant::now());
+    let theirs = crate::wire::read_handshake(&mut *stream, left)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    match Handshake::decode(&theirs) {
+        Ok(h) if h.info_hash == info_hash => Ok((stream, theirs)),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a handshake for another torrent",
+        )),
+        Err(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
     }
 }
 

@@ -48,6 +48,8 @@ pub(crate) struct MagnetSources {
     pub(crate) cache_dir: Option<std::path::PathBuf>,
     /// Addresses never dialled.
     pub(crate) blocklist: Arc<Blocklist>,
+    /// MSE/PE for the connections (`--encryption`).
+    pub(crate) encryption: tget::mse::Encryption,
 }
 
 /// A loaded torrent, the peers found while fetching it, and a magnet
@@ -95,6 +97,7 @@ pub(crate) fn load_any(
             .timeout
             .unwrap_or(Duration::from_secs(100 * 365 * 86400)),
         blocklist: sources.blocklist,
+        encryption: sources.encryption,
     };
     let cache = sources
         .cache_dir

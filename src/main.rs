@@ -290,6 +290,7 @@ fn info(
         timeout: fetch.timeout,
         cache_dir: None,
         blocklist: Default::default(),
+        encryption: fetch.encryption,
     };
     // `info --json` prints one object: no metadata event before it.
     let (meta, _, _) = load_any(torrent, sources, &signals, false, quiet || json)?;

@@ -11,12 +11,13 @@
 //! [`Shared`] is the one thing the threads share instead of sending: the
 //! counters the status line reads, and the pool of piece buffers.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
+use crate::transport::Transport;
 use crate::wire::{Bitfield, HANDSHAKE_LEN};
 
 /// What workers, the listener, the announcer and the session tell the coordinator.
@@ -27,6 +28,9 @@ pub enum Event {
         addr: SocketAddr,
         peer_id: [u8; 20],
         inbound: bool,
+        /// What carries the connection: `Transport::kind` ("tcp",
+        /// "mse-rc4", "mse-plain").
+        transport: &'static str,
     },
     /// The worker's peer sent its bitfield (already validated); the worker
     /// told the peer it is interested if it lacks some of those pieces.
@@ -59,8 +63,8 @@ pub enum Event {
         reason: String,
     },
     /// The listener accepted a connection and read its handshake (for our
-    /// torrent), given here.
-    Inbound(TcpStream, SocketAddr, [u8; HANDSHAKE_LEN]),
+    /// torrent), given here; the transport is TCP, or MSE over it.
+    Inbound(Box<dyn Transport>, SocketAddr, [u8; HANDSHAKE_LEN]),
     /// Addresses to try (from trackers, the command line, inbound peers).
     Peers(Vec<SocketAddr>),
     /// A storage failure a worker could not recover from.
@@ -123,7 +127,7 @@ pub enum Job {
     /// Connect to this address.
     Connect(SocketAddr),
     /// Run this accepted connection, whose handshake the listener read.
-    Inbound(TcpStream, SocketAddr, [u8; HANDSHAKE_LEN]),
+    Inbound(Box<dyn Transport>, SocketAddr, [u8; HANDSHAKE_LEN]),
 }
 
 /// Things worth telling the user as they happen (the `--json` stream).
@@ -138,6 +142,13 @@ pub enum Notice {
     },
     /// A piece from `peer` failed its hash check.
     PieceFailed { index: u32, peer: SocketAddr },
+    /// A peer connection passed its handshake and was accepted; `transport`
+    /// is `Transport::kind`.
+    Peer {
+        addr: SocketAddr,
+        inbound: bool,
+        transport: &'static str,
+    },
     /// A web seed changed state (`webseed::State::name`) or failed
     /// (`error`); `bytes`: verified bytes it gave so far.
     WebSeed {
@@ -169,6 +180,8 @@ pub struct Shared {
     pub pieces_failed: AtomicU64,
     /// Open peer connections.
     pub peers_connected: AtomicU64,
+    /// Of those, the ones encrypted with RC4 (MSE/PE).
+    pub peers_encrypted: AtomicU64,
     /// Addresses known.
     pub peers_known: AtomicU64,
     /// Times the blocklist refused an address: offered to the peer table

@@ -97,8 +97,12 @@ pub fn status_text(s: &Stats, r: &Rates, info: &StatusInfo) -> String {
         1 => "  web seed 1".to_string(),
         n => format!("  web seeds {n}"),
     };
+    let encrypted = match s.peers_encrypted {
+        0 => String::new(),
+        n => format!(" ({n} enc)"),
+    };
     let peers = format!(
-        "peers {}/{}{web}",
+        "peers {}/{}{encrypted}{web}",
         s.peers_connected,
         s.peers_known.max(s.peers_connected)
     );
@@ -270,7 +274,12 @@ fn event(name: &str) -> Object {
 /// `started`: what is being downloaded.
 /// `blocklist_ranges`: ranges read from `--blocklist` files (0 without);
 /// `port`: the port listened on for peers.
-pub fn started_event(meta: &Metainfo, blocklist_ranges: u64, port: u16) -> String {
+pub fn started_event(
+    meta: &Metainfo,
+    blocklist_ranges: u64,
+    port: u16,
+    encryption: crate::mse::Encryption,
+) -> String {
     event("started")
         .str("name", &meta.info.name)
         .str("info_hash", &meta.info_hash_hex())
@@ -279,6 +288,7 @@ pub fn started_event(meta: &Metainfo, blocklist_ranges: u64, port: u16) -> Strin
         .num("files", meta.info.files.len() as u64)
         .num("blocklist_ranges", blocklist_ranges)
         .num("port", port as u64)
+        .str("encryption", &encryption.to_string())
         .finish()
 }
 
@@ -415,6 +425,7 @@ pub fn progress_event(s: &Stats, r: &Rates) -> String {
         .num("down_rate", r.down as u64)
         .num("up_rate", r.up as u64)
         .num("peers_connected", s.peers_connected)
+        .num("peers_encrypted", s.peers_encrypted)
         .num("peers_known", s.peers_known.max(s.peers_connected))
         .num("pieces_done", s.pieces_done)
         .num("pieces", s.pieces)
@@ -435,6 +446,16 @@ pub fn notice_event(n: &Notice) -> String {
         Notice::PieceFailed { index, peer } => event("piece_failed")
             .num("index", *index as u64)
             .str("peer", &peer.to_string())
+            .finish(),
+        Notice::Peer {
+            addr,
+            inbound,
+            transport,
+        } => event("peer")
+            .str("addr", &addr.to_string())
+            .str("direction", if *inbound { "in" } else { "out" })
+            .str("transport", transport)
+            .bool("encrypted", *transport == "mse-rc4")
             .finish(),
         Notice::WebSeed {
             url,
@@ -643,6 +664,7 @@ mod tests {
             pieces_done: 1,
             pieces_failed: 0,
             peers_connected: 3,
+            peers_encrypted: 0,
             peers_known: 5,
             peers_blocked: 0,
             checking: None,
@@ -662,6 +684,9 @@ mod tests {
         s.web_seeds = 2;
         let two = status_text(&s, &Rates::default(), &info);
         assert!(two.contains("peers 3/5  web seeds 2  eta"), "{two}");
+        s.peers_encrypted = 2;
+        let enc = status_text(&s, &Rates::default(), &info);
+        assert!(enc.contains("peers 3/5 (2 enc)  web seeds 2  eta"), "{enc}");
     }
 
     #[test]
@@ -678,6 +703,7 @@ mod tests {
             ready: false,
             pieces_failed: 0,
             peers_connected: 0,
+            peers_encrypted: 0,
             peers_known: 0,
             peers_blocked: 0,
             checking: Some((12, 40)),

@@ -93,6 +93,7 @@ pub(crate) fn download(
         timeout: out.timeout,
         cache_dir: Some(net.dir.clone()),
         blocklist: blocklist.clone(),
+        encryption: net.encryption,
     };
     let (meta, found, magnet_select) = load_any(torrent, sources, &signals, out.json, quiet)?;
     let seed = matches!(role, Role::Seed { .. } | Role::Download { seed: true, .. });
@@ -106,6 +107,7 @@ pub(crate) fn download(
         seed,
         force_check: seed,
         blocklist: blocklist.clone(),
+        encryption: net.encryption,
         ..Config::default()
     };
     config.peers.extend(found);
@@ -195,12 +197,15 @@ pub(crate) fn download(
     let seeded = config.seed;
     let serve_only = config.serve_only;
     let requested = config.port;
+    let encryption = config.encryption;
     let result = Session::start(&meta, config)
         .map_err(session_failure)
         .and_then(|s| {
             // `started` names the port really listened on.
             let port = s.listen_port();
-            if ui == Ui::Json && emit(&report::started_event(&meta, ranges, port)).is_err() {
+            if ui == Ui::Json
+                && emit(&report::started_event(&meta, ranges, port, encryption)).is_err()
+            {
                 s.stop();
                 let _ = s.wait();
                 return Err(reader_gone());

@@ -101,6 +101,8 @@ pub struct Config {
     pub use_web_seeds: bool,
     /// A web seed's stall bound: connecting, the answer's head, each read.
     pub web_seed_timeout: Duration,
+    /// MSE/PE for peer connections, both ways (`--encryption`).
+    pub encryption: crate::mse::Encryption,
 }
 
 /// What to stream, for `-O -`.
@@ -140,6 +142,7 @@ impl Default for Config {
             web_seeds: Vec::new(),
             use_web_seeds: true,
             web_seed_timeout: crate::webseed::DEFAULT_TIMEOUT,
+            encryption: crate::mse::Encryption::default(),
         }
     }
 }
@@ -222,6 +225,8 @@ pub struct Stats {
     pub pieces_failed: u64,
     /// Open connections.
     pub peers_connected: u64,
+    /// Of those, the ones encrypted with RC4 (MSE/PE).
+    pub peers_encrypted: u64,
     /// Known addresses.
     pub peers_known: u64,
     /// Addresses refused by the blocklist (each time one was offered or
@@ -405,6 +410,7 @@ impl Session {
                 dht_port: dht_port(&dht, false),
                 dht_port6: dht_port(&dht, true),
                 may_download: !config.serve_only,
+                encryption: config.encryption,
             };
             spawn(format!("peer-{id}"), move || peer::run(ctx))?;
         }
@@ -438,8 +444,9 @@ impl Session {
             let shared = shared.clone();
             let info_hash = meta.info_hash;
             let blocklist = config.blocklist.clone();
+            let encryption = config.encryption;
             spawn("listener".into(), move || {
-                crate::listener::run(listener, info_hash, events, shared, blocklist)
+                crate::listener::run(listener, info_hash, events, shared, blocklist, encryption)
             })?;
         }
 
@@ -674,6 +681,7 @@ impl Session {
             ready: s.ready.load(Ordering::Acquire),
             pieces_failed: ld(&s.pieces_failed),
             peers_connected: ld(&s.peers_connected),
+            peers_encrypted: ld(&s.peers_encrypted),
             peers_known: ld(&s.peers_known),
             peers_blocked: ld(&s.peers_blocked),
             checking: s

@@ -14,7 +14,7 @@
 //! ends at `--seed-ratio` or `--seed-time` ([`SeedPolicy`]).
 
 use std::collections::{HashMap, HashSet};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +30,7 @@ use crate::picker::{Picker, Rng};
 use crate::resume::Saver;
 use crate::storage::Storage;
 use crate::tracker;
+use crate::transport::Transport;
 use crate::wire::{Bitfield, HANDSHAKE_LEN};
 
 /// Streaming state: the first piece of the streamed file not yet verified,
@@ -110,6 +111,8 @@ struct Conn {
     unchoked: bool,
     /// The choker's view of the peer.
     slot: SlotState,
+    /// Whether RC4 (MSE/PE) carries the connection.
+    encrypted: bool,
 }
 
 /// Rates, times and flags the choker needs about one connection.
@@ -436,7 +439,8 @@ impl Coordinator {
                 addr,
                 peer_id,
                 inbound,
-            } => self.on_handshake(worker, addr, peer_id, inbound),
+                transport,
+            } => self.on_handshake(worker, addr, peer_id, inbound, transport),
             Event::Bitfield {
                 worker,
                 bits,

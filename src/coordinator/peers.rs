@@ -52,6 +52,7 @@ impl Coordinator {
         addr: SocketAddr,
         peer_id: [u8; 20],
         inbound: bool,
+        transport: &'static str,
     ) {
         let duplicate = self.conns.iter().flatten().any(|c| c.peer_id == peer_id);
         let banned =
@@ -87,12 +88,21 @@ impl Coordinator {
             peer_interested: false,
             unchoked: false,
             slot: SlotState::new(Instant::now()),
+            encrypted: transport == "mse-rc4",
         });
         self.shared.peers_connected.fetch_add(1, Ordering::Relaxed);
+        if transport == "mse-rc4" {
+            self.shared.peers_encrypted.fetch_add(1, Ordering::Relaxed);
+        }
         debug!(
-            "{addr}: connected ({})",
+            "{addr}: connected ({}, {transport})",
             if inbound { "inbound" } else { "outbound" }
         );
+        let _ = self.notices.try_send(Notice::Peer {
+            addr,
+            inbound,
+            transport,
+        });
         self.send(
             worker,
             ToWorker::Accept {
@@ -123,6 +133,9 @@ impl Coordinator {
                 self.picker.release(p);
             }
             self.shared.peers_connected.fetch_sub(1, Ordering::Relaxed);
+            if c.encrypted {
+                self.shared.peers_encrypted.fetch_sub(1, Ordering::Relaxed);
+            }
             if c.unchoked {
                 self.fill_upload_slots();
             }
@@ -151,7 +164,7 @@ impl Coordinator {
     /// An accepted connection: to an idle worker, unless banned or none is idle.
     pub(super) fn on_inbound(
         &mut self,
-        stream: TcpStream,
+        stream: Box<dyn Transport>,
         addr: SocketAddr,
         handshake: [u8; HANDSHAKE_LEN],
     ) {

@@ -91,6 +91,7 @@ impl Rig {
             addr,
             peer_id,
             inbound: false,
+            transport: "tcp",
         });
         let mut bits = Bitfield::new(self.coord.picker.have().len());
         for &p in has {
@@ -265,6 +266,7 @@ fn ourselves_and_a_second_connection_to_one_peer_are_rejected() {
         addr: dup,
         peer_id: same,
         inbound: true,
+        transport: "tcp",
     });
     assert!(matches!(r.sent(1)[..], [ToWorker::Reject]));
     // Our own id: we dialled ourselves.
@@ -274,6 +276,7 @@ fn ourselves_and_a_second_connection_to_one_peer_are_rejected() {
         addr: "127.0.0.6:6881".parse().unwrap(),
         peer_id: us,
         inbound: true,
+        transport: "tcp",
     });
     assert!(matches!(r.sent(2)[..], [ToWorker::Reject]));
 }

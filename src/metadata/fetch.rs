@@ -4,7 +4,6 @@
 //! [`FetchWorker`]s, each on one transport at a time.
 
 use super::*;
-use crate::transport;
 
 // Fetching
 // ---------------------------------------------------------------------------
@@ -28,6 +27,8 @@ pub struct FetchConfig {
     pub timeout: Duration,
     /// Addresses never dialled (`--blocklist`).
     pub blocklist: Arc<crate::blocklist::Blocklist>,
+    /// MSE/PE for the connections, as for a download's (`--encryption`).
+    pub encryption: crate::mse::Encryption,
 }
 
 /// The fetched metadata and the peers we know of by then.
@@ -159,6 +160,7 @@ pub fn fetch(cfg: &FetchConfig, stop: &AtomicBool) -> Result<Fetched, FetchError
             info_hash: cfg.info_hash,
             our_id,
             port: cfg.port,
+            encryption: cfg.encryption,
             events: ev_tx.clone(),
             cmds: rx,
             done: done.clone(),
@@ -550,6 +552,7 @@ struct FetchWorker {
     info_hash: [u8; 20],
     our_id: [u8; 20],
     port: u16,
+    encryption: crate::mse::Encryption,
     events: Sender<Ev>,
     cmds: Receiver<Cmd>,
     done: Arc<AtomicBool>,
@@ -557,8 +560,14 @@ struct FetchWorker {
 
 impl FetchWorker {
     fn run(&self, addr: SocketAddr) -> Result<(), String> {
-        let mut s = transport::dial_tcp(addr, CONNECT_TIMEOUT)
-            .map_err(|e| format!("connect failed: {e}"))?;
+        let mut s = crate::mse::dial(
+            addr,
+            self.info_hash,
+            self.encryption,
+            CONNECT_TIMEOUT,
+            HANDSHAKE_TIMEOUT,
+        )
+        .map_err(|e| format!("connect failed: {e}"))?;
         let io = |e: std::io::Error| e.to_string();
         s.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(io)?;
         s.set_write_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(io)?;
@@ -700,6 +709,7 @@ mod tests {
             workers: 2,
             timeout: Duration::from_secs(60),
             blocklist: Arc::default(),
+            encryption: crate::mse::Encryption::Off,
         };
         assert_eq!(
             fetch(&cfg, &AtomicBool::new(false)).unwrap_err(),

@@ -155,6 +155,7 @@ impl Connection<'_> {
             addr: self.addr,
             peer_id: h.peer_id,
             inbound: self.inbound,
+            transport: self.stream.kind(),
         });
         let deadline = Instant::now() + REPLY_TIMEOUT;
         loop {

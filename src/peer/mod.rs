@@ -54,7 +54,7 @@ use crate::metadata::{self, MetaMessage};
 use crate::pex::{PexMessage, PexSent};
 use crate::ratelimit::Limits;
 use crate::storage::{Storage, UploadWindow};
-use crate::transport::{self, Transport};
+use crate::transport::Transport;
 use crate::wire::{self, Bitfield, Handshake, Message, MessageReader, HANDSHAKE_LEN};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -148,6 +148,8 @@ pub(crate) struct WorkerCtx {
     pub dht_port6: Option<u16>,
     /// Whether we download at all (not `tget seed`).
     pub may_download: bool,
+    /// Whether outgoing connections use MSE/PE (`--encryption`).
+    pub encryption: crate::mse::Encryption,
 }
 
 /// The worker thread's body: run jobs until the queue closes.
@@ -157,8 +159,19 @@ pub(crate) fn run(ctx: WorkerCtx) {
             break;
         }
         let (addr, theirs, result) = match job {
-            Job::Connect(addr) => (addr, None, transport::dial_tcp(addr, CONNECT_TIMEOUT)),
-            Job::Inbound(stream, addr, theirs) => (addr, Some(theirs), transport::tcp(stream)),
+            // TCP, with MSE on it as the policy says (src/mse/).
+            Job::Connect(addr) => (
+                addr,
+                None,
+                crate::mse::dial(
+                    addr,
+                    ctx.info_hash,
+                    ctx.encryption,
+                    CONNECT_TIMEOUT,
+                    HANDSHAKE_TIMEOUT,
+                ),
+            ),
+            Job::Inbound(stream, addr, theirs) => (addr, Some(theirs), Ok(stream)),
         };
         let (connected, misbehaved, reason) = match result {
             Err(e) => (false, false, format!("connect failed: {e}")),
