@@ -424,6 +424,10 @@ pub struct Swarm {
     seeding: Vec<String>,
     logs: Vec<(String, PathBuf)>,
     counter: u32,
+    /// LT_ENCRYPTION for libtorrent peers started from now on (ltpeer.py).
+    lt_encryption: Option<&'static str>,
+    /// Flags added to every aria2c started from now on.
+    aria2_extra: Vec<&'static str>,
 }
 
 impl Swarm {
@@ -452,13 +456,38 @@ impl Swarm {
             seeding: Vec::new(),
             logs: Vec::new(),
             counter: 0,
+            lt_encryption: None,
+            aria2_extra: Vec::new(),
         }
+    }
+
+    /// MSE/PE for the libtorrent peers started from now on: "forced" (RC4
+    /// only) or "disabled" (plaintext only); `None`, libtorrent's default.
+    pub fn lt_encryption(&mut self, policy: Option<&'static str>) {
+        self.lt_encryption = policy;
+    }
+
+    /// Flags for every aria2c started from now on (e.g.
+    /// `--bt-require-crypto=true`).
+    pub fn aria2_flags(&mut self, flags: &[&'static str]) {
+        self.aria2_extra = flags.to_vec();
     }
 
     /// The process ids of the peers started so far (seeders, `tget seed`),
     /// not the tracker's: for measuring their CPU time.
     pub fn peer_pids(&self) -> Vec<u32> {
         self.procs.iter().map(Proc::pid).collect()
+    }
+
+    /// /usr/bin/python3 for a libtorrent helper, with LT_ENCRYPTION set
+    /// as `lt_encryption` says.
+    fn python(&self) -> Command {
+        let mut cmd = Command::new(PYTHON);
+        match self.lt_encryption {
+            Some(policy) => cmd.env("LT_ENCRYPTION", policy),
+            None => cmd.env_remove("LT_ENCRYPTION"),
+        };
+        cmd
     }
 
     fn next_id(&mut self) -> u32 {
@@ -782,7 +811,7 @@ impl Swarm {
     /// is verified and the seeder announced. Returns its port.
     pub fn seed_libtorrent(&mut self, t: &Torrent) -> u16 {
         let port = free_port();
-        let mut cmd = Command::new(PYTHON);
+        let mut cmd = self.python();
         cmd.arg(script("lt_seed.py"))
             .arg(&t.file)
             .arg(&t.data_dir)
@@ -797,7 +826,7 @@ impl Swarm {
     /// incoming connection is written with the address it came from.
     pub fn seed_libtorrent_logged(&mut self, t: &Torrent, ip: &str) -> (u16, PathBuf) {
         let port = free_port();
-        let mut cmd = Command::new(PYTHON);
+        let mut cmd = self.python();
         cmd.arg(script("lt_seed.py"))
             .arg(&t.file)
             .arg(&t.data_dir)
@@ -849,7 +878,8 @@ impl Swarm {
         ])
         .arg(format!("--listen-port={port}"))
         .arg(format!("--dir={}", dir.display()))
-        .arg(format!("--stop-with-process={}", std::process::id()));
+        .arg(format!("--stop-with-process={}", std::process::id()))
+        .args(&self.aria2_extra);
         if t.announce == Announce::Udp {
             let id = self.next_id();
             cmd.arg("--enable-dht=true")
@@ -904,7 +934,7 @@ impl Swarm {
         peers: &[u16],
     ) -> Leecher {
         let out = self.subdir("lt-leech");
-        let mut cmd = Command::new(PYTHON);
+        let mut cmd = self.python();
         cmd.arg(script(script_name))
             .arg(source)
             .arg(&out)

@@ -1,5 +1,9 @@
 """Shared setup for the libtorrent helper scripts of the interop tests.
 
+LT_ENCRYPTION in the environment sets MSE/PE both ways: "forced" (RC4 only,
+nothing in plaintext), "disabled" (plaintext only, MSE refused); unset
+keeps libtorrent's default (both accepted, plaintext preferred).
+
 Run with /usr/bin/python3 (Debian's python3-libtorrent). Everything stays on
 127.0.0.1: no DHT, LSD, UPnP, NAT-PMP, no uTP (TCP only, like tget); several
 connections per IP allowed, since every peer in the tests is 127.0.0.1.
@@ -50,6 +54,17 @@ def session(port, verbose=False, ip="127.0.0.1"):
         | cat.tracker_notification
         | cat.storage_notification,
     }
+    enc = os.environ.get("LT_ENCRYPTION")
+    if enc == "forced":
+        settings["out_enc_policy"] = int(lt.enc_policy.forced)
+        settings["in_enc_policy"] = int(lt.enc_policy.forced)
+        settings["allowed_enc_level"] = int(lt.enc_level.rc4)
+        settings["prefer_rc4"] = True
+    elif enc == "disabled":
+        settings["out_enc_policy"] = int(lt.enc_policy.disabled)
+        settings["in_enc_policy"] = int(lt.enc_policy.disabled)
+    elif enc:
+        raise SystemExit("LT_ENCRYPTION: unknown value %r" % enc)
     return lt.session(settings)
 
 
