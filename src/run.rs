@@ -106,6 +106,8 @@ pub(crate) fn download(
         seed,
         force_check: seed,
         blocklist: blocklist.clone(),
+        // Told to trackers and peers (BEP 7, BEP 10); see tget::ownip.
+        ipv6: tget::ownip::find(),
         ..Config::default()
     };
     config.peers.extend(found);

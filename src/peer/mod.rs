@@ -148,6 +148,8 @@ pub(crate) struct WorkerCtx {
     pub dht_port6: Option<u16>,
     /// Whether we download at all (not `tget seed`).
     pub may_download: bool,
+    /// Our global IPv6 address, told in the extended handshake (BEP 10).
+    pub ipv6: Option<std::net::Ipv6Addr>,
 }
 
 /// The worker thread's body: run jobs until the queue closes.

@@ -87,6 +87,7 @@ fn rig_with(tag: &str, layout: Layout) -> Rig {
         dht_port: None,
         dht_port6: None,
         may_download: true,
+        ipv6: None,
     };
     Rig {
         ctx,
