@@ -259,3 +259,25 @@ fn bind_listens_on_exactly_its_address() {
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
     let _ = seed.kill();
 }
+
+/// `--port N` covers IPv6 too: N taken on ::1 alone is taken (exit 7), not
+/// a listener that IPv6 peers told about N could never reach.
+#[test]
+fn a_port_taken_on_ipv6_only_is_taken() {
+    if !have_ipv6() {
+        return eprintln!("no ::1 on this host");
+    }
+    let t = TempDir::new("ipv6-taken");
+    let content = single_file(t.path(), 16 * 1024, 16 * 1024, &[]);
+    let taken = TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let run = run_with_limit(
+        tget()
+            .args(["download", content.torrent.to_str().unwrap()])
+            .args(["--port", &port, "--timeout", "3s", "--dir"])
+            .arg(t.path().join("out")),
+        LIMIT,
+    );
+    assert_eq!(run.status.code(), Some(7), "{}", run.stderr);
+    assert!(run.stderr.contains(&port), "{}", run.stderr);
+}
