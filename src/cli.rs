@@ -58,8 +58,9 @@ pub(crate) struct Cli {
     /// nothing ever falls back to a direct connection.
     #[arg(long, global = true, value_name = "URL")]
     pub(crate) proxy: Option<String>,
-    /// Listen on this local address and send every connection from it
-    /// (peers, UDP trackers, the DHT; not HTTP trackers).
+    /// Listen on this local address only and send every connection from it
+    /// (peers, UDP trackers, the DHT; not HTTP trackers). Without it tget
+    /// listens on every address, IPv4 and IPv6.
     #[arg(long, global = true, value_name = "ADDR")]
     pub(crate) bind: Option<std::net::IpAddr>,
     #[command(subcommand)]

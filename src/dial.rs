@@ -179,9 +179,10 @@ pub fn listens() -> bool {
     !proxied()
 }
 
-/// The address to listen on: `--bind`'s, or every IPv4 address.
-pub fn listen_ip() -> IpAddr {
-    net().bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+/// The address to listen on: `--bind`'s, or `None` for every address of
+/// both families (see crate::listen).
+pub fn listen_ip() -> Option<IpAddr> {
+    net().bind
 }
 
 /// The local address for a UDP socket of one family on `port` (0: any):
@@ -276,6 +277,6 @@ mod tests {
     fn unconfigured_is_direct() {
         assert!(!proxied() && listens());
         assert_eq!(udp_local(false, 7), Some("0.0.0.0:7".parse().unwrap()));
-        assert_eq!(listen_ip(), IpAddr::from([0, 0, 0, 0]));
+        assert_eq!(listen_ip(), None);
     }
 }

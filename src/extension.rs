@@ -7,13 +7,14 @@
 //! `ut_metadata` (BEP 9, the info dictionary piece by piece) and `ut_pex`
 //! (BEP 11, peer exchange). The other keys we send and read: `v` (client
 //! name), `p` (our listening port), `reqq` (how many requests the sender
-//! queues), `yourip` (the address we see the receiver at) and
+//! queues), `yourip` (the address we see the receiver at), `ipv6` (our
+//! own global IPv6 address, when we know one: crate::ownip) and
 //! `metadata_size` (the info dictionary's length, when we have it).
 //!
 //! Decoding is lenient, as BEP 10 asks: a key of the wrong type is ignored,
 //! not an error; only a payload that is not a bencoded dictionary is refused.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use crate::bencode::{self, Value};
 
@@ -45,6 +46,8 @@ pub struct ExtHandshake {
     pub listen_port: Option<u16>,
     /// The address the sender sees the receiver at.
     pub yourip: Option<IpAddr>,
+    /// The sender's own IPv6 address (16 bytes on the wire).
+    pub ipv6: Option<Ipv6Addr>,
 }
 
 /// Why an extended handshake was refused.
@@ -69,7 +72,11 @@ impl ExtHandshake {
         if let Some(id) = self.ut_pex {
             m.push(("ut_pex", Value::Int(id as i64)));
         }
-        let mut d = vec![("m", Value::dict(m))];
+        let mut d = Vec::new();
+        if let Some(ip) = self.ipv6 {
+            d.push(("ipv6", Value::bytes(ip.octets().to_vec())));
+        }
+        d.push(("m", Value::dict(m)));
         if let Some(size) = self.metadata_size {
             d.push(("metadata_size", Value::Int(size as i64)));
         }
@@ -116,6 +123,11 @@ impl ExtHandshake {
                 None
             }
         });
+        let ipv6 = v
+            .get(b"ipv6")
+            .and_then(Value::as_bytes)
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            .map(Ipv6Addr::from);
         Ok(ExtHandshake {
             ut_metadata: id(b"ut_metadata"),
             ut_pex: id(b"ut_pex"),
@@ -133,6 +145,7 @@ impl ExtHandshake {
                 .and_then(|p| u16::try_from(p).ok())
                 .filter(|&p| p != 0),
             yourip,
+            ipv6,
         })
     }
 }
@@ -155,6 +168,7 @@ pub fn ours(
         client: Some(concat!("tget ", env!("CARGO_PKG_VERSION")).to_string()),
         listen_port: (listen_port != 0).then_some(listen_port),
         yourip: Some(peer_ip),
+        ipv6: None,
     }
 }
 
@@ -179,6 +193,22 @@ mod tests {
         assert_eq!(back.ut_pex, None);
         assert_eq!(back.metadata_size, None);
         assert_eq!(back.yourip, Some("::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn our_ipv6_address_goes_as_16_bytes_and_comes_back() {
+        let mut h = ours(500, 6881, "127.0.0.1".parse().unwrap(), None, true);
+        h.ipv6 = Some("2a01:4f8::7".parse().unwrap());
+        let bytes = h.encode();
+        let key = b"4:ipv616:\x2a\x01\x04\xf8";
+        assert!(bytes.windows(key.len()).any(|w| w == key), "{bytes:?}");
+        assert_eq!(ExtHandshake::decode(&bytes).unwrap(), h);
+        // Without one, no key at all.
+        let none = ours(500, 6881, "127.0.0.1".parse().unwrap(), None, true).encode();
+        assert!(!none.windows(6).any(|w| w == b"4:ipv6"));
+        // Another length is ignored, not an error.
+        let odd = ExtHandshake::decode(b"d4:ipv64:\x7f\x00\x00\x01e").unwrap();
+        assert_eq!(odd.ipv6, None);
     }
 
     #[test]

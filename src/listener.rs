@@ -248,6 +248,8 @@ pub(crate) fn run(
         loop {
             match listener.accept() {
                 Ok((stream, addr)) => {
+                    // An IPv4 peer through the dual-stack socket is IPv4.
+                    let addr = crate::listen::canonical(addr);
                     // Closed at once: it takes no half-open slot and
                     // never sees a byte of ours.
                     if blocklist.contains(addr.ip()) {

@@ -108,6 +108,8 @@ pub(crate) fn download(
         force_check: seed,
         blocklist: blocklist.clone(),
         encryption: net.encryption,
+        // Told to trackers and peers (BEP 7, BEP 10); see tget::ownip.
+        ipv6: tget::ownip::find(),
         ..Config::default()
     };
     config.peers.extend(found);

@@ -103,6 +103,10 @@ pub struct Config {
     pub web_seed_timeout: Duration,
     /// MSE/PE for peer connections, both ways (`--encryption`).
     pub encryption: crate::mse::Encryption,
+    /// Our global IPv6 address (the binary finds it with
+    /// [`crate::ownip::find`]), told to HTTP trackers (BEP 7 `ipv6=`) and
+    /// peers (BEP 10 `ipv6`) when we listen on IPv6; `None`: not told.
+    pub ipv6: Option<std::net::Ipv6Addr>,
 }
 
 /// What to stream, for `-O -`.
@@ -143,6 +147,7 @@ impl Default for Config {
             use_web_seeds: true,
             web_seed_timeout: crate::webseed::DEFAULT_TIMEOUT,
             encryption: crate::mse::Encryption::default(),
+            ipv6: None,
         }
     }
 }
@@ -272,22 +277,22 @@ fn start_up_check<T>(
     done
 }
 
-/// The listening socket, on `--bind`'s address or every IPv4 one; none
-/// behind a proxy (nothing may arrive outside it; see crate::dial). A
-/// `strict` port (given with `--port`) that is taken is an error.
+/// The listening socket, on `--bind`'s address or every address of both
+/// families (crate::listen); none behind a proxy (nothing may arrive
+/// outside it; see crate::dial). A `strict` port (given with `--port`)
+/// that is taken is an error.
 fn bind_listener(port: u16, strict: bool) -> Result<Option<TcpListener>, SessionError> {
     if !crate::dial::listens() {
         info!("not listening for peers: connections go through the proxy");
         return Ok(None);
     }
-    let ip = crate::dial::listen_ip();
-    match TcpListener::bind((ip, port)) {
+    match crate::listen::bind(port) {
         Ok(l) => Ok(Some(l)),
         Err(e) if e.kind() == io::ErrorKind::AddrInUse && strict => {
             Err(SessionError::PortTaken(port))
         }
         Err(e) if e.kind() == io::ErrorKind::AddrInUse && port != 0 => {
-            let l = TcpListener::bind((ip, 0)).map_err(SessionError::Listen)?;
+            let l = crate::listen::bind(0).map_err(SessionError::Listen)?;
             let got = l.local_addr().map(|a| a.port()).unwrap_or(0);
             warn!("port {port} is taken; listening on {got} instead");
             Ok(Some(l))
@@ -362,10 +367,13 @@ impl Session {
         };
         let listener = bind_listener(config.port, config.strict_port)?;
         // 0 (told to trackers and peers) when we do not listen.
-        let port = match &listener {
-            Some(l) => l.local_addr().map_err(SessionError::Listen)?.port(),
-            None => 0,
+        let local = match &listener {
+            Some(l) => Some(l.local_addr().map_err(SessionError::Listen)?),
+            None => None,
         };
+        let port = local.map_or(0, |a| a.port());
+        // Our IPv6 address is news only when IPv6 peers can reach us.
+        let ipv6 = config.ipv6.filter(|_| local.is_some_and(|a| a.is_ipv6()));
         let shared = Arc::new(Shared::default());
         shared.listen_port.store(port as u64, Ordering::Relaxed);
         if listener.is_some() {
@@ -411,6 +419,7 @@ impl Session {
                 dht_port6: dht_port(&dht, true),
                 may_download: !config.serve_only,
                 encryption: config.encryption,
+                ipv6,
             };
             spawn(format!("peer-{id}"), move || peer::run(ctx))?;
         }
@@ -605,6 +614,7 @@ impl Session {
                     peer_id: our_id,
                     port,
                     stop_deadline: Duration::from_secs(3),
+                    ipv6,
                 };
                 match tracker::spawn_announcer(cfg, progress, report, rx) {
                     Ok(handle) => Some((tx, handle)),

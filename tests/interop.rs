@@ -451,3 +451,36 @@ fn the_completion_hook_runs_once_before_seed_time_ends_with_libtorrent() {
     );
     harness::assert_same_content(&t.content, &path);
 }
+
+/// A libtorrent leecher that listens on ::1 only and is told
+/// `[::1]:PORT` downloads from `tget seed` (which listens on both
+/// families with one socket).
+#[test]
+#[ignore = "needs python3-libtorrent: run by .ci/run"]
+fn libtorrent_on_ipv6_downloads_from_tget_seed() {
+    let mut sw = Swarm::new("ipv6-lt-from-tget");
+    let content = sw.single_file("over-ipv6.bin", 6 * MIB + 17);
+    let t = sw.mktorrent(&content, 16, Announce::Dead);
+    let port = sw.tget_seed(&t);
+    sw.leech_libtorrent_on(&t, "::1", &[format!("[::1]:{port}")])
+        .finish();
+}
+
+/// `tget download --peer [::1]:PORT` from a libtorrent seeder listening on
+/// ::1 only; the seeder saw the connection come from ::1.
+#[test]
+#[ignore = "needs python3-libtorrent: run by .ci/run"]
+fn tget_downloads_over_ipv6_from_libtorrent() {
+    let mut sw = Swarm::new("ipv6-tget-from-lt");
+    let content = sw.single_file("over-ipv6.bin", 6 * MIB + 17);
+    let t = sw.mktorrent(&content, 16, Announce::Dead);
+    let (port, log) = sw.seed_libtorrent_logged(&t, "::1");
+    sw.tget_download(&t, &["--peer", &format!("[::1]:{port}")]);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("incoming_connection_alert") && l.contains("::1")),
+        "the seeder saw no connection from ::1:\n{}",
+        harness::tail(&log)
+    );
+}

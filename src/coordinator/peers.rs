@@ -22,6 +22,8 @@ impl Coordinator {
     }
 
     pub(super) fn add_known(&mut self, addr: SocketAddr) {
+        // One entry per peer: `::ffff:a.b.c.d` is the IPv4 peer.
+        let addr = crate::listen::canonical(addr);
         if self.known.len() >= MAX_KNOWN_PEERS
             || crate::addr::unusable(addr).is_some()
             || self.bans.is_banned(addr.ip())

@@ -280,3 +280,13 @@ fn ourselves_and_a_second_connection_to_one_peer_are_rejected() {
     });
     assert!(matches!(r.sent(2)[..], [ToWorker::Reject]));
 }
+
+#[test]
+fn an_ipv4_mapped_address_is_the_ipv4_peer() {
+    let mut r = rig("mapped", 4, &[], 2);
+    r.coord.handle(Event::Peers(vec![
+        "[::ffff:10.0.0.5]:6881".parse().unwrap(),
+        "10.0.0.5:6881".parse().unwrap(),
+    ]));
+    assert_eq!(r.dialled(), vec!["10.0.0.5:6881".parse().unwrap()]);
+}

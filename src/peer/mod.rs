@@ -150,6 +150,8 @@ pub(crate) struct WorkerCtx {
     pub may_download: bool,
     /// Whether outgoing connections use MSE/PE (`--encryption`).
     pub encryption: crate::mse::Encryption,
+    /// Our global IPv6 address, told in the extended handshake (BEP 10).
+    pub ipv6: Option<std::net::Ipv6Addr>,
 }
 
 /// The worker thread's body: run jobs until the queue closes.

@@ -88,6 +88,7 @@ fn rig_with(tag: &str, layout: Layout) -> Rig {
         dht_port6: None,
         may_download: true,
         encryption: crate::mse::Encryption::Off,
+        ipv6: None,
     };
     Rig {
         ctx,

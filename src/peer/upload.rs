@@ -160,13 +160,14 @@ impl Connection<'_> {
             // take, how many requests we queue (so the peer pipelines no
             // more), our port, and the metadata's size for magnet users.
             let port = self.ctx.shared.listen_port.load(Ordering::Relaxed) as u16;
-            let hs = extension::ours(
+            let mut hs = extension::ours(
                 MAX_PEER_REQUESTS,
                 port,
                 self.addr.ip(),
                 Some(self.ctx.info_bytes.len()),
                 !self.ctx.private,
             );
+            hs.ipv6 = self.ctx.ipv6;
             let payload = hs.encode();
             queue(
                 &mut self.out,

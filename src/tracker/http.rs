@@ -58,6 +58,12 @@ pub fn build_url(base: &str, req: &AnnounceRequest) -> String {
         url.push_str("&trackerid=");
         push_escaped(&mut url, id.as_bytes());
     }
+    // BEP 7: our IPv6 address, so a tracker we reach over IPv4 can hand it
+    // to IPv6 peers (the colons escaped).
+    if let Some(ip) = req.ipv6 {
+        url.push_str("&ipv6=");
+        push_escaped(&mut url, ip.to_string().as_bytes());
+    }
     url
 }
 
@@ -321,6 +327,7 @@ mod tests {
             numwant: 50,
             key: 0xdead_beef,
             tracker_id: None,
+            ipv6: None,
         }
     }
 
@@ -337,6 +344,19 @@ mod tests {
                  &event=started"
             )
         );
+    }
+
+    #[test]
+    fn our_ipv6_address_is_told_when_known() {
+        let mut req = request();
+        req.ipv6 = Some("2a01:4f8::7".parse().unwrap());
+        let url = build_url("http://t/announce", &req);
+        assert!(
+            url.ends_with("&event=started&ipv6=2a01%3A4f8%3A%3A7"),
+            "{url}"
+        );
+        // Unknown (the default): no key at all.
+        assert!(!build_url("http://t/announce", &request()).contains("ipv6"));
     }
 
     #[test]

@@ -81,6 +81,8 @@ pub struct AnnounceRequest {
     pub key: u32,
     /// The `tracker id` the tracker gave us in an earlier reply, if any.
     pub tracker_id: Option<String>,
+    /// Our global IPv6 address, told to HTTP trackers (BEP 7 `ipv6=`).
+    pub ipv6: Option<std::net::Ipv6Addr>,
 }
 
 impl AnnounceRequest {
@@ -97,6 +99,7 @@ impl AnnounceRequest {
             numwant: DEFAULT_NUMWANT,
             key: random_u64() as u32,
             tracker_id: None,
+            ipv6: None,
         }
     }
 }
@@ -270,6 +273,8 @@ pub struct AnnouncerConfig {
     pub port: u16,
     /// The overall time allowed for the `stopped` announces when stopping.
     pub stop_deadline: Duration,
+    /// Our global IPv6 address, for HTTP announces (BEP 7).
+    pub ipv6: Option<std::net::Ipv6Addr>,
 }
 
 impl AnnouncerConfig {
@@ -286,6 +291,7 @@ impl AnnouncerConfig {
             peer_id,
             port,
             stop_deadline: DEFAULT_STOP_DEADLINE,
+            ipv6: None,
         }
     }
 }
@@ -448,6 +454,7 @@ struct Announcer {
     info_hash: [u8; 20],
     peer_id: [u8; 20],
     port: u16,
+    ipv6: Option<std::net::Ipv6Addr>,
     key: u32,
     stop_deadline: Duration,
     timing: Timing,
@@ -510,6 +517,7 @@ impl Announcer {
             info_hash: cfg.info_hash,
             peer_id: cfg.peer_id,
             port: cfg.port,
+            ipv6: cfg.ipv6,
             key: random_u64() as u32,
             stop_deadline: cfg.stop_deadline,
             timing,
@@ -647,6 +655,7 @@ impl Announcer {
             },
             key: self.key,
             tracker_id,
+            ipv6: self.ipv6,
         }
     }
 
@@ -1000,6 +1009,7 @@ mod tests {
             peer_id: [8; 20],
             port: 6881,
             stop_deadline: Duration::from_secs(1),
+            ipv6: None,
         };
         start_cfg(cfg, timing, fake)
     }
@@ -1291,6 +1301,7 @@ mod tests {
             peer_id: [2; 20],
             port: 1,
             stop_deadline: Duration::from_millis(200),
+            ipv6: None,
         };
         let r = start_cfg(cfg, fast(), &f);
         assert!(matches!(next_report(&r), Report::Peers { url, .. } if url == "http://a/1"));

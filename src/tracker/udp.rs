@@ -532,6 +532,7 @@ mod tests {
             numwant: 50,
             key: 0x0102_0304,
             tracker_id: None,
+            ipv6: None,
         }
     }
 

@@ -1325,3 +1325,29 @@ pub fn check_saved_torrent(link: &str, saved: &Path, info_hash: &str) {
         "interop: libtorrent read {out:?} from the saved torrent, wanted {info_hash}"
     );
 }
+
+// ------------------------------------------------------ IPv6 (issue 17) --
+
+impl Swarm {
+    /// Starts libtorrent (lt_leech.py) listening on `ip` only, downloading
+    /// `t` into a fresh folder from `peers` (`HOST:PORT`, `[::1]:PORT` for
+    /// IPv6).
+    pub fn leech_libtorrent_on(&mut self, t: &Torrent, ip: &str, peers: &[String]) -> Leecher {
+        let out = self.subdir("lt-leech");
+        let mut cmd = Command::new(PYTHON);
+        cmd.arg(script("lt_leech.py"))
+            .arg(&t.file)
+            .arg(&out)
+            .arg(free_port().to_string())
+            .args(["--ip", ip]);
+        for p in peers {
+            cmd.arg("--peer").arg(p);
+        }
+        let proc = self.spawn("libtorrent leecher", &mut cmd);
+        Leecher {
+            proc,
+            out,
+            content: t.content.clone(),
+        }
+    }
+}

@@ -1,7 +1,10 @@
 #!/usr/bin/python3
 """Download a torrent with libtorrent on 127.0.0.1, then exit 0.
 
-usage: /usr/bin/python3 lt_leech.py TORRENT SAVE_DIR PORT [--peer HOST:PORT]... [-v]
+usage: /usr/bin/python3 lt_leech.py TORRENT SAVE_DIR PORT [--peer HOST:PORT]... [--ip IP] [-v]
+
+--ip: the loopback address to listen on (default 127.0.0.1; ::1 for IPv6,
+with peers given as [::1]:PORT).
 
 Peers come from the torrent's tracker and from --peer. While it has no peer
 it re-announces and reconnects to --peer every few seconds. Prints "DONE" on
@@ -24,10 +27,11 @@ def main():
     ap.add_argument("save_dir")
     ap.add_argument("port", type=int)
     ap.add_argument("--peer", action="append", default=[])
+    ap.add_argument("--ip", default="127.0.0.1")
     ap.add_argument("-v", action="store_true")
     args = ap.parse_args()
 
-    ses = ltpeer.session(args.port, args.v)
+    ses = ltpeer.session(args.port, args.v, args.ip)
     h = ltpeer.add(ses, args.torrent, args.save_dir)
     ltpeer.connect_peers(h, args.peer)
     last_report = 0.0

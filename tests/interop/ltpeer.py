@@ -5,7 +5,7 @@ nothing in plaintext), "disabled" (plaintext only, MSE refused); unset
 keeps libtorrent's default (both accepted, plaintext preferred).
 
 Run with /usr/bin/python3 (Debian's python3-libtorrent). Everything stays on
-127.0.0.1: no DHT, LSD, UPnP, NAT-PMP, no uTP (TCP only, like tget); several
+127.0.0.1 (or ::1 where a script is given --ip ::1): no DHT, LSD, UPnP, NAT-PMP, no uTP (TCP only, like tget); several
 connections per IP allowed, since every peer in the tests is 127.0.0.1.
 """
 
@@ -31,7 +31,8 @@ def parent_gone():
 def session(port, verbose=False, ip="127.0.0.1"):
     cat = lt.alert.category_t
     settings = {
-        "listen_interfaces": "%s:%d" % (ip, port),
+        # An IPv6 address goes in brackets: "[::1]:6881".
+        "listen_interfaces": ("[%s]:%d" if ":" in ip else "%s:%d") % (ip, port),
         "listen_system_port_fallback": False,
         "enable_dht": False,
         "enable_lsd": False,
@@ -119,4 +120,4 @@ def wait_for(ses, alert_type, timeout, verbose):
 def connect_peers(handle, peers):
     for p in peers:
         host, _, port = p.rpartition(":")
-        handle.connect_peer((host, int(port)))
+        handle.connect_peer((host.strip("[]"), int(port)))
