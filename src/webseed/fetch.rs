@@ -5,9 +5,10 @@
 use super::*;
 
 /// One connection's HTTP agent: keeps its connection alive, follows
-/// [`MAX_REDIRECTS`] redirects, and bounds every wait by `timeout`.
+/// [`MAX_REDIRECTS`] redirects, and bounds every wait by `timeout`. Its
+/// connections follow the route (`--proxy`, `--bind`: [`crate::dial`]).
 pub(super) fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
+    let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(MAX_REDIRECTS)
         .max_redirects_will_error(true)
@@ -16,8 +17,8 @@ pub(super) fn agent(timeout: Duration) -> ureq::Agent {
         .timeout_per_read(Some(timeout))
         .user_agent(USER_AGENT)
         .max_idle_connections_per_host(1)
-        .build()
-        .into()
+        .build();
+    crate::dial::agent(config)
 }
 
 /// Why a fetch ended without a verified piece.
