@@ -17,6 +17,11 @@ pub(super) fn agent(timeout: Duration) -> ureq::Agent {
         .timeout_per_read(Some(timeout))
         .user_agent(USER_AGENT)
         .max_idle_connections_per_host(1)
+        // ureq's defaults are 128 KiB each way per connection, twelve
+        // times over: a request head needs little, and an answer's head
+        // and one read of its body fit in one read's worth.
+        .output_buffer_size(OUTPUT_BUFFER)
+        .input_buffer_size(CHUNK)
         .build();
     crate::dial::agent(config)
 }
@@ -28,8 +33,69 @@ pub(super) enum Stop {
     Ending,
 }
 
+/// Room for one piece buffer in the budget the peers' buffers come from
+/// (`Shared::buffered`, [`crate::peer::BUFFER_BUDGET`]), given back when
+/// dropped. The web seeds together never hold more than the budget. A
+/// server holding no buffer gets one whatever the peers hold (as a peer
+/// holding none does), so peers cannot starve a server; its other slots
+/// only when the budget has room.
+pub(super) struct Room<'a> {
+    ctx: &'a SlotCtx,
+    len: u64,
+}
+
+/// Adds `len` to `counter` unless that passes `limit`.
+fn add_within(counter: &AtomicU64, len: u64, limit: u64) -> bool {
+    let mut cur = counter.load(Ordering::Relaxed);
+    loop {
+        if cur + len > limit {
+            return false;
+        }
+        match counter.compare_exchange_weak(cur, cur + len, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(now) => cur = now,
+        }
+    }
+}
+
+impl<'a> Room<'a> {
+    pub(super) fn take(ctx: &'a SlotCtx, len: u64) -> Option<Room<'a>> {
+        let budget = crate::peer::BUFFER_BUDGET;
+        if !add_within(&ctx.web_held, len, budget) {
+            return None;
+        }
+        let first = ctx.holding.fetch_add(1, Ordering::Relaxed) == 0;
+        if first {
+            ctx.shared.buffered.fetch_add(len, Ordering::Relaxed);
+        } else if !add_within(&ctx.shared.buffered, len, budget) {
+            ctx.holding.fetch_sub(1, Ordering::Relaxed);
+            ctx.web_held.fetch_sub(len, Ordering::Relaxed);
+            return None;
+        }
+        Some(Room { ctx, len })
+    }
+}
+
+impl Drop for Room<'_> {
+    fn drop(&mut self) {
+        let c = self.ctx;
+        c.shared.buffered.fetch_sub(self.len, Ordering::Relaxed);
+        c.web_held.fetch_sub(self.len, Ordering::Relaxed);
+        c.holding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The buffer a slot needs for `piece`: the piece, or one read's worth of
+/// a streamed one.
+pub(super) fn buffer_len(layout: &Layout, piece: u32) -> usize {
+    if crate::peer::streams_piece(layout, piece) {
+        CHUNK
+    } else {
+        layout.piece_len(piece) as usize
+    }
+}
+
 pub(super) fn run_slot(ctx: SlotCtx) {
-    let mut buf: Vec<u8> = Vec::new();
     loop {
         if ctx.shared.stopping.load(Ordering::Relaxed) {
             return;
@@ -59,7 +125,28 @@ pub(super) fn run_slot(ctx: SlotCtx) {
             }
         };
         let Some(piece) = piece else { continue };
-        let report = match fetch_piece(&ctx, piece, &mut buf) {
+        let need = buffer_len(ctx.storage.layout(), piece);
+        let Some(room) = Room::take(&ctx, need as u64) else {
+            // The budget is taken (by peers or this server's other
+            // slots): the piece goes back, to be asked for again soon.
+            if ctx
+                .events
+                .send(Event::Web(Report::Cancelled {
+                    slot: ctx.slot,
+                    piece,
+                }))
+                .is_err()
+            {
+                return;
+            }
+            std::thread::sleep(NO_ROOM_WAIT);
+            continue;
+        };
+        let mut buf = ctx.shared.buffers.take(need);
+        let result = fetch_piece(&ctx, piece, &mut buf);
+        ctx.shared.buffers.give(buf);
+        drop(room);
+        let report = match result {
             Ok(()) => Report::Done {
                 slot: ctx.slot,
                 piece,
@@ -100,12 +187,12 @@ pub(super) fn cancelled(ctx: &SlotCtx, piece: u32) -> Option<Stop> {
 /// `peer::STREAM_ABOVE` bytes is held whole in `buf` and written once
 /// verified; a larger one is hashed and written a chunk at a time as peers'
 /// streamed pieces are (the coordinator never gives it to two sources).
-pub(super) fn fetch_piece(ctx: &SlotCtx, piece: u32, buf: &mut Vec<u8>) -> Result<(), Stop> {
+/// `buf` is [`buffer_len`] bytes long.
+pub(super) fn fetch_piece(ctx: &SlotCtx, piece: u32, buf: &mut [u8]) -> Result<(), Stop> {
     let layout: &Layout = ctx.storage.layout();
     let streamed = crate::peer::streams_piece(layout, piece);
     let piece_len = layout.piece_len(piece) as usize;
-    buf.clear();
-    buf.resize(if streamed { CHUNK } else { piece_len }, 0);
+    debug_assert_eq!(buf.len(), buffer_len(layout, piece));
     let mut hasher = Sha1::new();
     let mut at = 0usize; // bytes of the piece so far
     for span in layout.piece_spans(piece) {
