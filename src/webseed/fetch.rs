@@ -155,7 +155,14 @@ pub(super) fn run_slot(ctx: SlotCtx) {
                 slot: ctx.slot,
                 piece,
             },
-            Err(Stop::Ending) => return,
+            Err(Stop::Ending) => {
+                // The coordinator's shutdown waits for this slot's piece.
+                let _ = ctx.events.send(Event::Web(Report::Cancelled {
+                    slot: ctx.slot,
+                    piece,
+                }));
+                return;
+            }
             Err(Stop::Failed(failure)) => Report::Failed {
                 slot: ctx.slot,
                 piece,
@@ -326,9 +333,15 @@ pub(super) fn fetch_piece(ctx: &SlotCtx, piece: u32, buf: &mut [u8]) -> Result<(
         return Err(Stop::Failed(Failure::Hash));
     }
     if !streamed {
-        // Completed by a peer meanwhile: written once, by that peer.
-        if let Some(stop) = cancelled(ctx, piece) {
-            return Err(stop);
+        // Completed by a peer meanwhile: written once, by that peer. A
+        // verified piece is written even while the session ends: the
+        // coordinator's shutdown waits for it and records it.
+        if ctx
+            .control
+            .try_iter()
+            .any(|m| matches!(m, ToSlot::Cancel(p) if p == piece))
+        {
+            return Err(Stop::Cancelled);
         }
         if let Err(e) = ctx.storage.write_piece(piece, &buf[..piece_len]) {
             let _ = ctx.events.send(Event::DiskError(e));
