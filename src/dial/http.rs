@@ -159,15 +159,13 @@ impl Transport for Conn {
     }
 
     /// Whether a kept-alive connection may be used again: nothing to read
-    /// and not closed.
+    /// and not closed. One non-blocking peek (a system call per request,
+    /// where switching the socket to non-blocking and back took three).
     fn is_open(&mut self) -> bool {
-        if self.stream.set_nonblocking(true).is_err() {
-            return false;
-        }
-        let mut b = [0u8; 1];
-        let open =
-            matches!(self.stream.peek(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
-        open && self.stream.set_nonblocking(false).is_ok()
+        let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT;
+        let r = socket2::SockRef::from(&self.stream).recv_with_flags(&mut b, flags);
+        matches!(r, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 }
 

@@ -260,7 +260,9 @@ pub(super) fn fetch_piece(ctx: &SlotCtx, piece: u32, buf: &mut [u8]) -> Result<(
         let mut body = response
             .into_body()
             .into_with_config()
-            .limit(span.len)
+            // One byte more than asked, so the read after the last byte
+            // reaches the body's end (see below) rather than the limit.
+            .limit(span.len + 1)
             .reader();
         let mut left = span.len as usize;
         while left > 0 {
@@ -323,6 +325,12 @@ pub(super) fn fetch_piece(ctx: &SlotCtx, piece: u32, buf: &mut [u8]) -> Result<(
             at += n;
             left -= n;
         }
+        // The read that finds the body's end hands the connection back to
+        // the agent, so the next request reuses it (keep-alive); without
+        // it every request opened a new connection. What it finds does
+        // not change the piece (the hash decides), so its result is only
+        // whether the connection is kept.
+        let _ = body.read(&mut [0u8; 1]);
     }
     if at != piece_len {
         // Only when the layout has no file under part of the piece.
