@@ -245,7 +245,9 @@ pub(super) fn fetch_piece(ctx: &SlotCtx, piece: u32, buf: &mut [u8]) -> Result<(
             200 => return Err(Stop::Failed(Failure::NoRange { file })),
             _ => return Err(Stop::Failed(Failure::Status { file, code })),
         }
-        if let Some(cl) = header(&response, "content-length") {
+        let cl = header(&response, "content-length");
+        let sized = cl.is_some();
+        if let Some(cl) = cl {
             if cl.trim().parse::<u64>().ok() != Some(span.len) {
                 return Err(Stop::Failed(Failure::Length {
                     file,
@@ -327,10 +329,14 @@ pub(super) fn fetch_piece(ctx: &SlotCtx, piece: u32, buf: &mut [u8]) -> Result<(
         }
         // The read that finds the body's end hands the connection back to
         // the agent, so the next request reuses it (keep-alive); without
-        // it every request opened a new connection. What it finds does
-        // not change the piece (the hash decides), so its result is only
-        // whether the connection is kept.
-        let _ = body.read(&mut [0u8; 1]);
+        // it every request opened a new connection. With a Content-Length
+        // (checked above) it reads nothing from the socket; without one
+        // (chunked, or up to the close) it could wait on the server, so
+        // such a connection is not kept. What it finds does not change the
+        // piece (the hash decides).
+        if sized {
+            let _ = body.read(&mut [0u8; 1]);
+        }
     }
     if at != piece_len {
         // Only when the layout has no file under part of the piece.
