@@ -53,13 +53,13 @@ pub(crate) struct Cli {
     #[arg(long)]
     pub(crate) no_dht: bool,
     /// Send every connection through this SOCKS5 proxy:
-    /// socks5://[user:pass@]HOST:PORT. Peers and HTTP(S) trackers go
-    /// through it; UDP trackers and the DHT are off, nothing listens, and
+    /// socks5://[user:pass@]HOST:PORT. Peers, HTTP(S) trackers and web seeds
+    /// go through it; UDP trackers and the DHT are off, nothing listens, and
     /// nothing ever falls back to a direct connection.
     #[arg(long, global = true, value_name = "URL")]
     pub(crate) proxy: Option<String>,
     /// Listen on this local address only and send every connection from it
-    /// (peers, UDP trackers, the DHT; not HTTP trackers). Without it tget
+    /// (peers, HTTP and UDP trackers, web seeds, the DHT). Without it tget
     /// listens on every address, IPv4 and IPv6.
     #[arg(long, global = true, value_name = "ADDR")]
     pub(crate) bind: Option<std::net::IpAddr>,

@@ -3,14 +3,18 @@
 //! picks the local address of UDP sockets and of the listener, and builds
 //! the HTTP agent of tracker announces and torrent downloads.
 //!
+//! With `--bind`, every TCP connection (HTTP ones included) is bound to the
+//! address before it connects, and UDP sockets are bound to it.
+//!
 //! The route is a property of the process, set once by the binary
 //! ([`configure`], from `--proxy` and `--bind`) before any thread starts;
 //! until then, and in the library's own tests, everything is direct. With
 //! a proxy:
 //! - every TCP connection (peers, metadata fetches) is a CONNECT through it,
 //!   and a failure is that connection's failure: never a direct retry;
-//! - HTTP(S) trackers and torrent URLs go through it too (ureq's SOCKS5
-//!   connector, with the host name resolved by the proxy);
+//! - HTTP(S) trackers, torrent URLs and web seeds go through it too: their
+//!   ureq agents ([`http_agent`], [`agent`]) open every connection with
+//!   [`connect_to`], the host name resolved by the proxy (`dial/http.rs`);
 //! - nothing can use UDP ([`udp_local`] answers `None`): no UDP trackers,
 //!   no DHT; and [`listens`] is false, so no listener is opened.
 
@@ -44,7 +48,7 @@ struct Net {
     proxy: Option<(Proxy, SocketAddr)>,
     /// The local address every socket is bound to.
     bind: Option<IpAddr>,
-    /// The HTTP agent: through the proxy when there is one.
+    /// The HTTP agent of trackers and torrent URLs (built by [`agent`]).
     agent: ureq::Agent,
 }
 
@@ -54,7 +58,7 @@ fn net() -> &'static Net {
     NET.get_or_init(|| Net {
         proxy: None,
         bind: None,
-        agent: ureq::Agent::new_with_defaults(),
+        agent: agent(ureq::config::Config::default()),
     })
 }
 
@@ -116,26 +120,7 @@ pub fn configure(proxy: Option<Proxy>, bind: Option<IpAddr>) -> Result<(), NetEr
             Some((p, addr))
         }
     };
-    let agent = match &proxy {
-        None => ureq::Agent::new_with_defaults(),
-        Some((p, addr)) => {
-            let mut b = ureq::Proxy::builder(ureq::ProxyProtocol::Socks5)
-                .host(&addr.ip().to_string())
-                .port(addr.port())
-                // The proxy resolves tracker names: no DNS query leaves here.
-                .resolve_target(false);
-            if let Some(a) = &p.auth {
-                b = b.username(&a.user).password(&a.pass);
-            }
-            let up = b.build().map_err(|e| {
-                NetError::Proxy(
-                    p.to_string(),
-                    SocksError::Malformed(format!("ureq refuses it: {e}")),
-                )
-            })?;
-            ureq::Agent::config_builder().proxy(Some(up)).build().into()
-        }
-    };
+    let agent = agent(ureq::config::Config::default());
     NET.set(Net { proxy, bind, agent })
         .map_err(|_| NetError::AlreadySet)
 }
@@ -201,19 +186,34 @@ pub fn udp_local(v6: bool, port: u16) -> Option<SocketAddr> {
     }
 }
 
-/// The HTTP agent for trackers and torrent URLs (through the proxy, if any).
+/// The HTTP agent for trackers and torrent URLs (through the proxy and
+/// from the bound address, if any).
 pub fn http_agent() -> &'static ureq::Agent {
     &net().agent
 }
+
+pub use http::agent;
 
 /// Opens a TCP connection to `addr` the way the route says, within
 /// `timeout` (with a proxy: the connection to the proxy and the CONNECT
 /// exchange together). The stream comes back with no read or write
 /// timeout set.
 pub fn connect(addr: &SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    connect_to(socks::Target::Addr(*addr), timeout)
+}
+
+/// [`connect`] to an address or, through a proxy only, a host name (which
+/// the proxy resolves).
+pub fn connect_to(target: socks::Target<'_>, timeout: Duration) -> io::Result<TcpStream> {
     let n = net();
     let Some((p, proxy)) = &n.proxy else {
-        return tcp(n.bind, *addr, timeout);
+        let socks::Target::Addr(addr) = target else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{target}: a host name is resolved before a direct connection"),
+            ));
+        };
+        return tcp(n.bind, addr, timeout);
     };
     let deadline = Instant::now() + timeout;
     let via = |e: SocksError| io::Error::other(format!("via proxy {p}: {e}"));
@@ -229,7 +229,7 @@ pub fn connect(addr: &SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
     let mut s = tcp(n.bind, *proxy, timeout).map_err(|e| own(SocksError::Io(e)))?;
     socks::greet(&mut s, p.auth.as_ref(), deadline).map_err(own)?;
     PROXY_FAILURES.store(0, Ordering::Relaxed);
-    socks::request_connect(&mut s, *addr, deadline).map_err(|e| match e {
+    socks::request_connect_to(&mut s, target, deadline).map_err(|e| match e {
         SocksError::Malformed(_) => own(e),
         e => via(e),
     })?;
@@ -254,6 +254,8 @@ fn tcp(bind: Option<IpAddr>, to: SocketAddr, timeout: Duration) -> io::Result<Tc
     s.connect_timeout(&to.into(), timeout)?;
     Ok(s.into())
 }
+
+mod http;
 
 #[cfg(test)]
 mod tests {

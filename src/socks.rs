@@ -270,6 +270,25 @@ pub fn greet(s: &mut TcpStream, auth: Option<&Auth>, deadline: Instant) -> Resul
     }
 }
 
+/// What a CONNECT asks the proxy to reach.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// An address.
+    Addr(SocketAddr),
+    /// A host name the proxy resolves (an HTTP tracker's or web seed's
+    /// host: no DNS query leaves here), and a port.
+    Name(&'a str, u16),
+}
+
+impl fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Addr(a) => write!(f, "{a}"),
+            Target::Name(h, p) => write!(f, "{h}:{p}"),
+        }
+    }
+}
+
 /// Asks the proxy to CONNECT to `target` (RFC 1928 section 4) and reads its
 /// reply, before `deadline`. Returns the address the proxy bound.
 pub fn request_connect(
@@ -277,18 +296,47 @@ pub fn request_connect(
     target: SocketAddr,
     deadline: Instant,
 ) -> Result<SocketAddr, SocksError> {
+    request_connect_to(s, Target::Addr(target), deadline)
+}
+
+/// [`request_connect`] to an address or a host name (at most 255 bytes).
+pub fn request_connect_to(
+    s: &mut TcpStream,
+    target: Target<'_>,
+    deadline: Instant,
+) -> Result<SocketAddr, SocksError> {
     let mut req = vec![VERSION, CMD_CONNECT, 0];
-    match target.ip() {
-        IpAddr::V4(ip) => {
-            req.push(ATYP_V4);
-            req.extend_from_slice(&ip.octets());
+    let port = match target {
+        Target::Addr(a) => {
+            match a.ip() {
+                IpAddr::V4(ip) => {
+                    req.push(ATYP_V4);
+                    req.extend_from_slice(&ip.octets());
+                }
+                IpAddr::V6(ip) => {
+                    req.push(ATYP_V6);
+                    req.extend_from_slice(&ip.octets());
+                }
+            }
+            a.port()
         }
-        IpAddr::V6(ip) => {
-            req.push(ATYP_V6);
-            req.extend_from_slice(&ip.octets());
+        Target::Name(host, port) => {
+            let len = u8::try_from(host.len())
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| {
+                    SocksError::Io(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "a host name of 1 to 255 bytes is needed for a SOCKS5 CONNECT",
+                    ))
+                })?;
+            req.push(ATYP_NAME);
+            req.push(len);
+            req.extend_from_slice(host.as_bytes());
+            port
         }
-    }
-    req.extend_from_slice(&target.port().to_be_bytes());
+    };
+    req.extend_from_slice(&port.to_be_bytes());
     send(s, &req, deadline, "CONNECT")?;
     let mut head = [0u8; 4];
     recv(s, &mut head, deadline, "CONNECT")?;
@@ -528,5 +576,22 @@ mod tests {
         let mut s = TcpStream::connect(a).unwrap();
         let e = request_connect(&mut s, target, soon()).unwrap_err();
         assert!(matches!(e, SocksError::Stalled("CONNECT")), "{e}");
+    }
+
+    #[test]
+    fn a_host_name_is_sent_for_the_proxy_to_resolve() {
+        let (a, h) = scripted(vec![5, 0, 0, 1, 127, 0, 0, 1, 0, 80], false);
+        let mut s = TcpStream::connect(a).unwrap();
+        request_connect_to(&mut s, Target::Name("tr.example", 80), soon()).unwrap();
+        let mut want = vec![5, 1, 0, 3, 10];
+        want.extend_from_slice(b"tr.example");
+        want.extend_from_slice(&[0, 80]);
+        assert_eq!(h.join().unwrap(), want);
+
+        let long = "a".repeat(256);
+        let (a, _h) = scripted(vec![], false);
+        let mut s = TcpStream::connect(a).unwrap();
+        let e = request_connect_to(&mut s, Target::Name(&long, 80), soon()).unwrap_err();
+        assert!(e.to_string().contains("255"), "{e}");
     }
 }

@@ -17,6 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use support::hostile::Watched;
+use support::http::{HttpServer, Mode};
 use support::swarm::{addr_of, tget, TempDir};
 use tget::create::{create_torrent, CreateOptions};
 use tget::metainfo::Metainfo;
@@ -115,6 +116,41 @@ fn peak_rss_stays_within_the_budget_for_1_and_4_gib() {
 fn sixteen_mib_pieces_stay_within_the_budget() {
     let peak = peak_rss_of_download(1 << 30, 16 << 20);
     assert!(peak <= BUDGET_KIB, "peak RSS {peak} KiB > {BUDGET_KIB} KiB");
+}
+
+/// Web seeds take their piece buffers from the same budget as peers: four
+/// servers with three connections each and 1 MiB pieces would otherwise
+/// hold twelve 1 MiB buffers at once on top of the rest.
+#[test]
+#[ignore = "writes 256 MiB: run by .ci/run in release mode"]
+fn web_seeds_stay_within_the_budget() {
+    let size = 256 << 20;
+    let t = TempDir::new("memory-webseed");
+    let (torrent, _meta) = sparse_content(t.path(), size, 1 << 20);
+    let servers: Vec<HttpServer> = (0..4)
+        .map(|_| HttpServer::start(&t.path().join("seed"), Mode::Ranges))
+        .collect();
+    let out = t.path().join("out");
+    let mut cmd = tget();
+    cmd.args(["download", torrent.to_str().unwrap(), "--port", "0", "-q"])
+        .arg("--dir")
+        .arg(&out);
+    for s in &servers {
+        cmd.args(["--web-seed", &format!("{}zeros.bin", s.url())]);
+    }
+    let (run, peak) = Watched::spawn(&mut cmd).finish(Duration::from_secs(600));
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_eq!(fs::metadata(out.join("zeros.bin")).unwrap().len(), size);
+    let used = servers.iter().filter(|s| s.requests() > 0).count();
+    eprintln!(
+        "memory: 256 MiB from 4 web seeds ({used} used), peak RSS {} KiB ({} samples)",
+        peak.hwm_kib, peak.samples
+    );
+    assert!(
+        peak.hwm_kib <= BUDGET_KIB,
+        "peak RSS {} KiB > {BUDGET_KIB} KiB",
+        peak.hwm_kib
+    );
 }
 
 /// A .torrent of `files` (path components, length) in 16 KiB pieces, with

@@ -8,12 +8,15 @@
 //! lack, refuses ours, answers garbage or stalls ends the run with exit 7
 //! and one line, before any peer is dialled. `--bind 127.0.0.2`: the seeder
 //! sees the connection from 127.0.0.2; an address the host lacks is exit 7.
+//! HTTP goes the same way as peers: HTTP trackers, the torrent a URL names
+//! and web seeds come from the bound address, or through the proxy.
 
 mod support;
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::time::Duration;
 
+use support::http::{self, HttpServer};
 use support::socks::*;
 use support::swarm::*;
 use support::tracker::{TestTracker, TestUdpTracker};
@@ -294,4 +297,90 @@ fn demo_refuses_proxy_and_bind_and_bad_urls_are_usage_errors() {
         assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
         assert!(!run.stderr.contains("secret"), "{}", run.stderr);
     }
+}
+
+/// A torrent fetched by URL from an in-process HTTP server that is also its
+/// only source (a web seed), with `route` (`--bind` or `--proxy` and their
+/// value): returns the server, to ask where its connections came from.
+fn torrent_url_and_web_seed_with(route: &[&str], tag: &str) -> HttpServer {
+    let tmp = TempDir::new(tag);
+    // The server's root holds the torrent (file.bin.torrent) and the file
+    // (seed/file.bin).
+    let content = single_file(tmp.path(), 512 * 1024, 64 * 1024, &[]);
+    let server = HttpServer::start(tmp.path(), http::Mode::Ranges);
+    let out = tmp.path().join("out");
+    let torrent_url = format!("{}file.bin.torrent", server.url());
+    let seed_url = format!("{}seed/file.bin", server.url());
+    let run = run_with_limit(
+        tget()
+            .args(["download", &torrent_url, "--port", "0", "--timeout", "20s"])
+            .args(["--web-seed", &seed_url, "--dir"])
+            .arg(&out)
+            .args(route),
+        LIMIT,
+    );
+    assert_eq!(run.status.code(), Some(0), "stderr:\n{}", run.stderr);
+    assert_same_tree(&content.root.join(&content.name), &out.join(&content.name));
+    let paths = server.paths();
+    assert!(
+        paths.iter().any(|p| p.ends_with("file.bin.torrent"))
+            && paths.iter().any(|p| p.ends_with("seed/file.bin")),
+        "{paths:?}"
+    );
+    server
+}
+
+#[test]
+fn bind_sends_torrent_url_and_web_seed_requests_from_the_bound_address() {
+    let server = torrent_url_and_web_seed_with(&["--bind", "127.0.0.2"], "bind-http");
+    let from = server.connected_from();
+    let bound = IpAddr::from([127, 0, 0, 2]);
+    assert!(!from.is_empty());
+    assert!(from.iter().all(|a| a.ip() == bound), "{from:?}");
+}
+
+#[test]
+fn torrent_urls_and_web_seeds_go_through_the_proxy() {
+    let proxy = SocksServer::start(Mode::Open);
+    let server = torrent_url_and_web_seed_with(&["--proxy", &proxy.url(None)], "proxy-http");
+    let from = server.connected_from();
+    assert!(!from.is_empty());
+    assert!(
+        from.iter().all(|a| a.ip() == relay_ip()),
+        "a connection did not come through the proxy: {from:?}"
+    );
+    assert!(
+        proxy.connects().contains(&server.addr),
+        "{:?}",
+        proxy.connects()
+    );
+}
+
+#[test]
+fn bind_sends_http_tracker_announces_from_the_bound_address() {
+    let tracker = TestTracker::start();
+    let tmp = TempDir::new("bind-http-tracker");
+    let content = single_file(
+        tmp.path(),
+        256 * 1024,
+        16 * 1024,
+        std::slice::from_ref(&tracker.url),
+    );
+    // Slow enough that the first announce happens while downloading.
+    let seeder = SlowSeeder::start(&content, Duration::from_millis(20));
+    let out = tmp.path().join("out");
+    let run = run_with_limit(
+        download_from(&content, &out, &seeder.addr.to_string()).args([
+            "--timeout",
+            "20s",
+            "--bind",
+            "127.0.0.2",
+        ]),
+        LIMIT,
+    );
+    assert_eq!(run.status.code(), Some(0), "stderr:\n{}", run.stderr);
+    let seen = tracker.seen();
+    assert!(!seen.is_empty(), "no announce reached the tracker");
+    let bound = IpAddr::from([127, 0, 0, 2]);
+    assert!(seen.iter().all(|a| a.ip() == bound), "{seen:?}");
 }

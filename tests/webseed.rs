@@ -115,6 +115,14 @@ fn single_file_from_a_web_seed_only() {
     same(&content, &out);
     assert_eq!(web_bytes(&run, &url), content.meta.info.total_length());
     assert!(server.requests() >= 13, "{}", server.requests());
+    // Keep-alive: each of the server's 3 slots opens one connection and
+    // reuses it (every request opened one before).
+    let conns = server.connected_from().len();
+    assert!(
+        conns <= 3,
+        "{conns} connections for {} requests",
+        server.requests()
+    );
 }
 
 /// A multi-file torrent made by `tget create --web-seed` (so `url-list`

@@ -399,7 +399,7 @@ impl Coordinator {
         // Wait (briefly) for the workers to close, so nothing writes to the
         // files after the final save; pieces they finish meanwhile count.
         let deadline = Instant::now() + Duration::from_secs(2);
-        while self.conns.iter().any(Option::is_some) {
+        while self.conns.iter().any(Option::is_some) || self.web.busy() {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.events.recv_timeout(left) {
                 Ok(Event::Closed { worker, .. }) => self.conns[worker] = None,
@@ -411,6 +411,7 @@ impl Coordinator {
                         debug!("piece {piece} verified");
                     }
                 }
+                Ok(Event::Web(r)) => self.on_web_stopping(r),
                 Ok(_) => {}
                 Err(_) => break,
             }

@@ -5,9 +5,10 @@
 use super::*;
 
 /// One connection's HTTP agent: keeps its connection alive, follows
-/// [`MAX_REDIRECTS`] redirects, and bounds every wait by `timeout`.
+/// [`MAX_REDIRECTS`] redirects, and bounds every wait by `timeout`. Its
+/// connections follow the route (`--proxy`, `--bind`: [`crate::dial`]).
 pub(super) fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
+    let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(MAX_REDIRECTS)
         .max_redirects_will_error(true)
@@ -16,8 +17,13 @@ pub(super) fn agent(timeout: Duration) -> ureq::Agent {
         .timeout_per_read(Some(timeout))
         .user_agent(USER_AGENT)
         .max_idle_connections_per_host(1)
-        .build()
-        .into()
+        // ureq's defaults are 128 KiB each way per connection, twelve
+        // times over: a request head needs little, and an answer's head
+        // and one read of its body fit in one read's worth.
+        .output_buffer_size(OUTPUT_BUFFER)
+        .input_buffer_size(CHUNK)
+        .build();
+    crate::dial::agent(config)
 }
 
 /// Why a fetch ended without a verified piece.
@@ -27,8 +33,69 @@ pub(super) enum Stop {
     Ending,
 }
 
+/// Room for one piece buffer in the budget the peers' buffers come from
+/// (`Shared::buffered`, [`crate::peer::BUFFER_BUDGET`]), given back when
+/// dropped. The web seeds together never hold more than the budget. A
+/// server holding no buffer gets one whatever the peers hold (as a peer
+/// holding none does), so peers cannot starve a server; its other slots
+/// only when the budget has room.
+pub(super) struct Room<'a> {
+    ctx: &'a SlotCtx,
+    len: u64,
+}
+
+/// Adds `len` to `counter` unless that passes `limit`.
+fn add_within(counter: &AtomicU64, len: u64, limit: u64) -> bool {
+    let mut cur = counter.load(Ordering::Relaxed);
+    loop {
+        if cur + len > limit {
+            return false;
+        }
+        match counter.compare_exchange_weak(cur, cur + len, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(now) => cur = now,
+        }
+    }
+}
+
+impl<'a> Room<'a> {
+    pub(super) fn take(ctx: &'a SlotCtx, len: u64) -> Option<Room<'a>> {
+        let budget = crate::peer::BUFFER_BUDGET;
+        if !add_within(&ctx.web_held, len, budget) {
+            return None;
+        }
+        let first = ctx.holding.fetch_add(1, Ordering::Relaxed) == 0;
+        if first {
+            ctx.shared.buffered.fetch_add(len, Ordering::Relaxed);
+        } else if !add_within(&ctx.shared.buffered, len, budget) {
+            ctx.holding.fetch_sub(1, Ordering::Relaxed);
+            ctx.web_held.fetch_sub(len, Ordering::Relaxed);
+            return None;
+        }
+        Some(Room { ctx, len })
+    }
+}
+
+impl Drop for Room<'_> {
+    fn drop(&mut self) {
+        let c = self.ctx;
+        c.shared.buffered.fetch_sub(self.len, Ordering::Relaxed);
+        c.web_held.fetch_sub(self.len, Ordering::Relaxed);
+        c.holding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The buffer a slot needs for `piece`: the piece, or one read's worth of
+/// a streamed one.
+pub(super) fn buffer_len(layout: &Layout, piece: u32) -> usize {
+    if crate::peer::streams_piece(layout, piece) {
+        CHUNK
+    } else {
+        layout.piece_len(piece) as usize
+    }
+}
+
 pub(super) fn run_slot(ctx: SlotCtx) {
-    let mut buf: Vec<u8> = Vec::new();
     loop {
         if ctx.shared.stopping.load(Ordering::Relaxed) {
             return;
@@ -58,7 +125,28 @@ pub(super) fn run_slot(ctx: SlotCtx) {
             }
         };
         let Some(piece) = piece else { continue };
-        let report = match fetch_piece(&ctx, piece, &mut buf) {
+        let need = buffer_len(ctx.storage.layout(), piece);
+        let Some(room) = Room::take(&ctx, need as u64) else {
+            // The budget is taken (by peers or this server's other
+            // slots): the piece goes back, to be asked for again soon.
+            if ctx
+                .events
+                .send(Event::Web(Report::Cancelled {
+                    slot: ctx.slot,
+                    piece,
+                }))
+                .is_err()
+            {
+                return;
+            }
+            std::thread::sleep(NO_ROOM_WAIT);
+            continue;
+        };
+        let mut buf = ctx.shared.buffers.take(need);
+        let result = fetch_piece(&ctx, piece, &mut buf);
+        ctx.shared.buffers.give(buf);
+        drop(room);
+        let report = match result {
             Ok(()) => Report::Done {
                 slot: ctx.slot,
                 piece,
@@ -67,7 +155,14 @@ pub(super) fn run_slot(ctx: SlotCtx) {
                 slot: ctx.slot,
                 piece,
             },
-            Err(Stop::Ending) => return,
+            Err(Stop::Ending) => {
+                // The coordinator's shutdown waits for this slot's piece.
+                let _ = ctx.events.send(Event::Web(Report::Cancelled {
+                    slot: ctx.slot,
+                    piece,
+                }));
+                return;
+            }
             Err(Stop::Failed(failure)) => Report::Failed {
                 slot: ctx.slot,
                 piece,
@@ -99,12 +194,12 @@ pub(super) fn cancelled(ctx: &SlotCtx, piece: u32) -> Option<Stop> {
 /// `peer::STREAM_ABOVE` bytes is held whole in `buf` and written once
 /// verified; a larger one is hashed and written a chunk at a time as peers'
 /// streamed pieces are (the coordinator never gives it to two sources).
-pub(super) fn fetch_piece(ctx: &SlotCtx, piece: u32, buf: &mut Vec<u8>) -> Result<(), Stop> {
+/// `buf` is [`buffer_len`] bytes long.
+pub(super) fn fetch_piece(ctx: &SlotCtx, piece: u32, buf: &mut [u8]) -> Result<(), Stop> {
     let layout: &Layout = ctx.storage.layout();
     let streamed = crate::peer::streams_piece(layout, piece);
     let piece_len = layout.piece_len(piece) as usize;
-    buf.clear();
-    buf.resize(if streamed { CHUNK } else { piece_len }, 0);
+    debug_assert_eq!(buf.len(), buffer_len(layout, piece));
     let mut hasher = Sha1::new();
     let mut at = 0usize; // bytes of the piece so far
     for span in layout.piece_spans(piece) {
@@ -150,7 +245,9 @@ pub(super) fn fetch_piece(ctx: &SlotCtx, piece: u32, buf: &mut Vec<u8>) -> Resul
             200 => return Err(Stop::Failed(Failure::NoRange { file })),
             _ => return Err(Stop::Failed(Failure::Status { file, code })),
         }
-        if let Some(cl) = header(&response, "content-length") {
+        let cl = header(&response, "content-length");
+        let sized = cl.is_some();
+        if let Some(cl) = cl {
             if cl.trim().parse::<u64>().ok() != Some(span.len) {
                 return Err(Stop::Failed(Failure::Length {
                     file,
@@ -165,7 +262,9 @@ pub(super) fn fetch_piece(ctx: &SlotCtx, piece: u32, buf: &mut Vec<u8>) -> Resul
         let mut body = response
             .into_body()
             .into_with_config()
-            .limit(span.len)
+            // One byte more than asked, so the read after the last byte
+            // reaches the body's end (see below) rather than the limit.
+            .limit(span.len + 1)
             .reader();
         let mut left = span.len as usize;
         while left > 0 {
@@ -228,6 +327,16 @@ pub(super) fn fetch_piece(ctx: &SlotCtx, piece: u32, buf: &mut Vec<u8>) -> Resul
             at += n;
             left -= n;
         }
+        // The read that finds the body's end hands the connection back to
+        // the agent, so the next request reuses it (keep-alive); without
+        // it every request opened a new connection. With a Content-Length
+        // (checked above) it reads nothing from the socket; without one
+        // (chunked, or up to the close) it could wait on the server, so
+        // such a connection is not kept. What it finds does not change the
+        // piece (the hash decides).
+        if sized {
+            let _ = body.read(&mut [0u8; 1]);
+        }
     }
     if at != piece_len {
         // Only when the layout has no file under part of the piece.
@@ -238,9 +347,15 @@ pub(super) fn fetch_piece(ctx: &SlotCtx, piece: u32, buf: &mut Vec<u8>) -> Resul
         return Err(Stop::Failed(Failure::Hash));
     }
     if !streamed {
-        // Completed by a peer meanwhile: written once, by that peer.
-        if let Some(stop) = cancelled(ctx, piece) {
-            return Err(stop);
+        // Completed by a peer meanwhile: written once, by that peer. A
+        // verified piece is written even while the session ends: the
+        // coordinator's shutdown waits for it and records it.
+        if ctx
+            .control
+            .try_iter()
+            .any(|m| matches!(m, ToSlot::Cancel(p) if p == piece))
+        {
+            return Err(Stop::Cancelled);
         }
         if let Err(e) = ctx.storage.write_piece(piece, &buf[..piece_len]) {
             let _ = ctx.events.send(Event::DiskError(e));

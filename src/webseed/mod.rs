@@ -27,7 +27,7 @@
 //! percent-encoded.
 
 use std::io::Read;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -63,9 +63,12 @@ pub const MAX_REDIRECTS: u32 = 5;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes read from a body at a time (cancellation is looked at between).
 const CHUNK: usize = 64 * 1024;
+/// ureq's buffer for a request's head (the URL of a deep file included).
+const OUTPUT_BUFFER: usize = 16 * 1024;
 /// How long a slot waits when there is nothing for it.
 const IDLE_WAIT: Duration = Duration::from_millis(500);
-/// Bytes of an error page read to log it (the rest is not read).
+/// How long a slot waits when the buffer budget had no room for its piece.
+const NO_ROOM_WAIT: Duration = Duration::from_millis(50);
 const USER_AGENT: &str = concat!("tget/", env!("CARGO_PKG_VERSION"));
 
 /// A web seed's state, as reported (`--json`'s `webseed` event).
@@ -318,6 +321,10 @@ struct SlotCtx {
     shared: Arc<Shared>,
     events: Sender<Event>,
     control: Receiver<ToSlot>,
+    /// Piece buffers this slot's server holds (its slots together).
+    holding: Arc<AtomicU32>,
+    /// Bytes of piece buffers all web-seed slots hold.
+    web_held: Arc<AtomicU64>,
     agent: ureq::Agent,
     /// `--max-download-rate`, shared with the peers.
     download_limit: Option<Arc<crate::ratelimit::TokenBucket>>,
@@ -345,6 +352,7 @@ pub(crate) fn start(
         ..Seeds::default()
     };
     let mut board = Board::default();
+    let web_held = Arc::new(AtomicU64::new(0));
     for (s, url) in urls.iter().enumerate() {
         let mut bits = Bitfield::new(n);
         bits.fill();
@@ -368,6 +376,7 @@ pub(crate) fn start(
                 .map(|f| file_url(url, info, f))
                 .collect(),
         );
+        let holding = Arc::new(AtomicU32::new(0));
         for _ in 0..CONNS_PER_SERVER {
             let slot = seeds.slots.len();
             let (tx, rx) = crossbeam_channel::unbounded();
@@ -384,6 +393,8 @@ pub(crate) fn start(
                 shared: shared.clone(),
                 events: events.clone(),
                 control: rx,
+                holding: holding.clone(),
+                web_held: web_held.clone(),
                 agent: agent(timeout),
                 download_limit: limits.download.clone(),
             };

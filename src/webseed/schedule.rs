@@ -9,6 +9,12 @@ impl Seeds {
         self.servers.is_empty()
     }
 
+    /// Whether a slot holds a piece (the coordinator's shutdown waits for
+    /// its report, as for a peer's).
+    pub(crate) fn busy(&self) -> bool {
+        self.slots.iter().any(|s| s.piece.is_some())
+    }
+
     pub(super) fn set_state(&self, server: usize, state: State, error: Option<String>) {
         let e = &self.board.entries[server];
         let old = e.state.swap(state as u8, Ordering::Relaxed);
@@ -81,6 +87,38 @@ impl Coordinator {
                 piece,
                 failure,
             } => self.web_failed(slot, piece, failure),
+        }
+    }
+
+    /// A slot's report while the session ends: a piece it verified and
+    /// wrote counts (the final save records it), nothing new is handed
+    /// out, and a slot that gave its piece up is no longer waited for.
+    pub(crate) fn on_web_stopping(&mut self, r: Report) {
+        let (slot, done) = match r {
+            Report::Want { slot } => {
+                if let Some(sl) = self.web.slots.get(slot) {
+                    let _ = sl.tx.send(ToSlot::Stop);
+                }
+                return;
+            }
+            Report::Done { slot, piece } => (slot, Some(piece)),
+            Report::Cancelled { slot, .. } | Report::Failed { slot, .. } => (slot, None),
+        };
+        let Some(sl) = self.web.slots.get_mut(slot) else {
+            return;
+        };
+        sl.piece = None;
+        let server = sl.server;
+        if let Some(piece) = done {
+            if self.picker.complete(piece) {
+                let len = self.storage.layout().piece_len(piece) as u64;
+                self.web.board.entries[server]
+                    .bytes
+                    .fetch_add(len, Ordering::Relaxed);
+                self.shared.verified.fetch_add(len, Ordering::Relaxed);
+                self.shared.pieces_done.fetch_add(1, Ordering::Relaxed);
+                debug!("piece {piece} verified (web seed, while stopping)");
+            }
         }
     }
 
@@ -219,5 +257,76 @@ impl Coordinator {
             };
             self.web.set_state(server, state, Some(message));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinator::Channels;
+    use crate::picker::{Picker, Rng};
+
+    /// The session ends (Ctrl+C) while a slot writes a piece it verified:
+    /// its report, queued behind the stop, still counts, so the final
+    /// save records the piece. (Before, the shutdown waited for peers only
+    /// and dropped the report: the piece was on the disk and not in the
+    /// record.)
+    #[test]
+    fn a_piece_a_web_seed_finishes_while_stopping_is_recorded() {
+        let dir = std::env::temp_dir().join(format!("tget-ws-stop-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("f.bin");
+        std::fs::write(&file, vec![7u8; 4 * 16384]).unwrap();
+        let opts = crate::create::CreateOptions {
+            piece_length: Some(16384),
+            ..Default::default()
+        };
+        let bytes = crate::create::create_torrent(&file, &opts).unwrap();
+        let meta = crate::metainfo::Metainfo::from_bytes(&bytes).unwrap();
+        let layout = Layout::new(16384, &[4 * 16384]);
+        let storage = Arc::new(Storage::open(layout, vec![dir.join("out.bin")]).unwrap());
+        let shared = Arc::new(Shared::default());
+        let (events_tx, events_rx) = crossbeam_channel::unbounded();
+        let (jobs_tx, _jobs_rx) = crossbeam_channel::unbounded();
+        let (notices_tx, _notices_rx) = crossbeam_channel::bounded(64);
+        // The slots' threads are not started (the test plays them), but
+        // kept, with their ends of the channels.
+        let kept = std::sync::Mutex::new(Vec::new());
+        let no_threads = |_: String, f: Box<dyn FnOnce() + Send>| {
+            kept.lock().unwrap().push(f);
+            Ok(())
+        };
+        let (seeds, board) = start(
+            &["http://127.0.0.1:9/f.bin".to_string()],
+            &meta.info,
+            &storage,
+            &shared,
+            &events_tx,
+            notices_tx.clone(),
+            DEFAULT_TIMEOUT,
+            &Default::default(),
+            &no_threads,
+        )
+        .unwrap();
+        let channels = Channels {
+            events: events_rx,
+            workers: Vec::new(),
+            jobs: jobs_tx,
+            notices: notices_tx,
+        };
+        let picker = Picker::new(Bitfield::new(4), Rng::new(1));
+        let mut coord = Coordinator::new(picker, storage, shared.clone(), channels, [1; 20])
+            .with_web_seeds(seeds);
+        coord.on_web(Report::Want { slot: 0 });
+        let piece = coord.web.slots[0].piece.expect("a piece for slot 0");
+        events_tx.send(Event::Stop).unwrap();
+        events_tx
+            .send(Event::Web(Report::Done { slot: 0, piece }))
+            .unwrap();
+        coord.run().unwrap();
+        assert_eq!(shared.pieces_done.load(Ordering::Relaxed), 1);
+        assert_eq!(board.snapshot()[0].bytes, 16384);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

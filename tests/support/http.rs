@@ -48,6 +48,8 @@ struct State {
     paths: Mutex<Vec<String>>,
     stop: AtomicBool,
     open: Mutex<Vec<TcpStream>>,
+    /// Where each connection came from.
+    from: Mutex<Vec<SocketAddr>>,
 }
 
 /// A running server; stopped on drop.
@@ -69,6 +71,7 @@ impl HttpServer {
             paths: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             open: Mutex::new(Vec::new()),
+            from: Mutex::new(Vec::new()),
         });
         let st = state.clone();
         thread::spawn(move || {
@@ -77,6 +80,9 @@ impl HttpServer {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
+                if let Ok(a) = conn.peer_addr() {
+                    st.from.lock().unwrap().push(a);
+                }
                 if let Ok(c) = conn.try_clone() {
                     st.open.lock().unwrap().push(c);
                 }
@@ -102,6 +108,11 @@ impl HttpServer {
     /// Body bytes written.
     pub fn sent(&self) -> u64 {
         self.state.sent.load(Ordering::Relaxed)
+    }
+
+    /// Where each connection came from, in order.
+    pub fn connected_from(&self) -> Vec<SocketAddr> {
+        self.state.from.lock().unwrap().clone()
     }
 
     /// The decoded paths asked for, in order.
