@@ -828,3 +828,29 @@ fn requests_reach_only_the_pieces_a_worker_can_hold_buffers_for() {
     let asked = requests_in(&std::mem::take(&mut conn.out));
     assert_eq!(asked, [(2, 0), (2, 16384), (3, 0), (3, 16384)]);
 }
+
+#[test]
+fn a_worker_streaming_large_pieces_requests_one_piece_when_the_budget_is_spent() {
+    // Pieces of 2 MiB are streamed through a 1 MiB window; with the budget
+    // spent, a worker holds one window, not two, so it requests blocks of
+    // its first piece only.
+    let r = rig_with("span-stream", Layout::new(2 << 20, &[4 << 20]));
+    r.ctx
+        .shared
+        .buffered
+        .store(BUFFER_BUDGET, Ordering::Relaxed);
+    let mut conn = offline(&r, &[]);
+    conn.peer_bits.fill();
+    conn.am_interested = true;
+    conn.peer_choking = false;
+    // A pipeline deeper than one window (64 blocks).
+    conn.depth = 200;
+    conn.on_assign(vec![0, 1]);
+    conn.fill_pipeline().unwrap();
+    let asked = requests_in(&std::mem::take(&mut conn.out));
+    assert_eq!(asked.len(), 64, "one window of piece 0");
+    assert!(
+        asked.iter().all(|&(index, _)| index == 0),
+        "requests for piece 1 too: {asked:?}"
+    );
+}
