@@ -2,8 +2,8 @@
 //! the one module of the crate allowed `unsafe`.
 //!
 //! Here are the region window ([`RegionWindow`]: [`REGION`] bytes of
-//! address space reserved once, aligned so that a region of a file mapped
-//! there can be backed by one huge page), the short-lived map of a byte
+//! address space reserved once, aligned to its size; it asks for small
+//! pages since session 9, see `RegionWindow::map`), the short-lived map of a byte
 //! range that a write goes through when it fills no whole region
 //! ([`Storage::write_mapped`]), the read-only maps of an upload window
 //! ([`Storage::upload_map`]), and thin wrappers for `fallocate`,
