@@ -27,6 +27,13 @@ use tget::session::{Config, Session};
 const BUDGET_KIB: u64 = 16 * 1024;
 const PIECE: u64 = 256 * 1024;
 const SEEDERS: usize = 3;
+/// docs/ARCHITECTURE.md's memory formula: what does not grow with peers
+/// (code, the 2 MiB region window, the 4 MiB buffer budget, the coordinator)
+/// and what each connected peer adds (a 128 KiB read buffer, a piece
+/// buffer of 256 KiB beyond the budget and a second one while pieces
+/// arrive out of order, taken as half the time).
+const FIXED_KIB: u64 = 12 * 1024;
+const PER_PEER_KIB: u64 = 128 + 256 + 128;
 
 fn sparse_content(dir: &Path, size: u64, piece: u64) -> (std::path::PathBuf, Metainfo) {
     let root = dir.join("seed");
@@ -46,8 +53,8 @@ fn sparse_content(dir: &Path, size: u64, piece: u64) -> (std::path::PathBuf, Met
     (torrent, Metainfo::from_bytes(&bytes).unwrap())
 }
 
-fn seeders(meta: &Metainfo, dir: &Path) -> Vec<Session> {
-    let started: Vec<Session> = (0..SEEDERS)
+fn seeders(meta: &Metainfo, dir: &Path, count: usize) -> Vec<Session> {
+    let started: Vec<Session> = (0..count)
         .map(|_| {
             let config = Config {
                 dir: dir.join("seed"),
@@ -71,9 +78,13 @@ fn seeders(meta: &Metainfo, dir: &Path) -> Vec<Session> {
 }
 
 fn peak_rss_of_download(size: u64, piece: u64) -> u64 {
-    let t = TempDir::new(&format!("memory-{}-{}", size >> 20, piece >> 10));
+    peak_rss_of_swarm(size, piece, SEEDERS)
+}
+
+fn peak_rss_of_swarm(size: u64, piece: u64, peers: usize) -> u64 {
+    let t = TempDir::new(&format!("memory-{}-{}-{peers}", size >> 20, piece >> 10));
     let (torrent, meta) = sparse_content(t.path(), size, piece);
-    let seeds = seeders(&meta, t.path());
+    let seeds = seeders(&meta, t.path(), peers);
     let out = t.path().join("out");
     let mut cmd = tget();
     cmd.args(["download", torrent.to_str().unwrap(), "--port", "0", "-q"])
@@ -86,7 +97,7 @@ fn peak_rss_of_download(size: u64, piece: u64) -> u64 {
     assert!(run.status.success(), "{}", run.stderr);
     assert_eq!(fs::metadata(out.join("zeros.bin")).unwrap().len(), size);
     eprintln!(
-        "memory: {} MiB downloaded in {} KiB pieces, peak RSS {} KiB ({} samples)",
+        "memory: {} MiB downloaded in {} KiB pieces from {peers} peers, peak RSS {} KiB ({} samples)",
         size >> 20,
         piece >> 10,
         peak.hwm_kib,
@@ -108,6 +119,19 @@ fn peak_rss_stays_within_the_budget_for_1_and_4_gib() {
         four <= BUDGET_KIB,
         "4 GiB: peak RSS {four} KiB > {BUDGET_KIB} KiB"
     );
+}
+
+/// 48 peers at once (issue 15): each connected worker adds its read
+/// buffer and up to two piece buffers (`BUFFERS_ALWAYS`) to the budget,
+/// so this is held to the formula of docs/ARCHITECTURE.md, which is above
+/// the design's 16 MiB at this many peers (issue 15 keeps that open).
+#[test]
+#[ignore = "writes 256 MiB from 48 in-process seeders: run by .ci/run in release mode"]
+fn peak_rss_with_48_peers_stays_within_the_formula() {
+    const PEERS: u64 = 48;
+    let peak = peak_rss_of_swarm(256 << 20, PIECE, PEERS as usize);
+    let bound = FIXED_KIB + PEERS * PER_PEER_KIB;
+    assert!(peak <= bound, "48 peers: peak RSS {peak} KiB > {bound} KiB");
 }
 
 /// 16 MiB pieces are streamed through a 1 MiB window, not held whole.

@@ -2,8 +2,8 @@
 //! the one module of the crate allowed `unsafe`.
 //!
 //! Here are the region window ([`RegionWindow`]: [`REGION`] bytes of
-//! address space reserved once, aligned so that a region of a file mapped
-//! there can be backed by one huge page), the short-lived map of a byte
+//! address space reserved once, aligned to its size; it asks for small
+//! pages since session 9, see `RegionWindow::map`), the short-lived map of a byte
 //! range that a write goes through when it fills no whole region
 //! ([`Storage::write_mapped`]), the read-only maps of an upload window
 //! ([`Storage::upload_map`]), and thin wrappers for `fallocate`,
@@ -83,12 +83,12 @@ impl Storage {
 
     /// Copies `data` to `offset` of file `file`, which lies in the whole
     /// [`REGION`] starting at `region`, through a map of that region at the
-    /// reserved, aligned window, so the kernel can back it with one huge
-    /// page: one fault, one page-cache entry and one dirty mark per 2 MiB
-    /// instead of per 4 KiB (measured: about 0.5 instead of 1.5 to 2 CPU-s
-    /// per GiB written). Where the filesystem or kernel gives no huge pages
-    /// this costs what a map of the range alone would. Returns `false`,
-    /// having written nothing, when there is no window.
+    /// reserved, aligned window, kept mapped between writes (the picker
+    /// keeps workers on one extent). It was backed by one huge page (one
+    /// fault and one dirty mark per 2 MiB, measured with free-page
+    /// reporting turned down); at the machine's default setting small
+    /// pages measured faster (session 9), so the window now asks for none.
+    /// Returns `false`, having written nothing, when there is no window.
     pub(super) fn write_in_region(
         &self,
         file: usize,
@@ -287,9 +287,13 @@ impl RegionWindow {
             return Err(e);
         }
         let base = p as *mut u8;
-        // Huge pages where the kernel has them (ignored where not), and no
-        // read-ahead beyond this region: it is about to be overwritten.
-        let _ = advise(base, REGION as usize, libc::MADV_HUGEPAGE);
+        // No huge pages (issue 15): at a VM's default free-page reporting
+        // (order 9) every 2 MiB folio is a block the host took back, and
+        // 1 GiB from 3 seeders took 5.78 s with MADV_HUGEPAGE against
+        // 4.71 s without, the same CPU (docs/PERFORMANCE.md, session 9).
+        // And no read-ahead beyond this region: it is about to be
+        // overwritten.
+        let _ = advise(base, REGION as usize, libc::MADV_NOHUGEPAGE);
         let _ = advise(base, REGION as usize, libc::MADV_RANDOM);
         self.mapped = Some((file, offset, f.clone()));
         Ok(base)

@@ -8,6 +8,14 @@
 #   tests/bench/compare.sh                 # 256 MiB, 3 runs each, 3 and 1 seeders
 #   TGET_BENCH_MIB=1024 TGET_BENCH_REPEATS=5 tests/bench/compare.sh
 #   tests/bench/compare.sh bench_three_libtorrent_seeders   # one table only
+#   # swarms of capped seeders (issue 15): 12 x 4 MiB/s, 24 x 2, 48 x 1,
+#   # and 3 unlimited + 9 x 512 KiB/s; each table has the settings line
+#   # and tget's share of the sum of the caps:
+#   TGET_BENCH_SEEDERS=12 TGET_BENCH_CAP=4194304 tests/bench/compare.sh bench_swarm_of_capped_seeders
+#   TGET_BENCH_SEEDERS=24 TGET_BENCH_CAP=2097152 tests/bench/compare.sh bench_swarm_of_capped_seeders
+#   TGET_BENCH_SEEDERS=48 TGET_BENCH_CAP=1048576 tests/bench/compare.sh bench_swarm_of_capped_seeders
+#   tests/bench/compare.sh bench_mixed_swarm
+#   TGET_BENCH_BUSY=1 ...   # a shared machine: no waiting for quiet, no retries
 #
 # Needs opentracker, aria2c, python3-libtorrent, mktorrent and GNU time
 # (apt-get install opentracker aria2 python3-libtorrent mktorrent time).

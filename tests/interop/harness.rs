@@ -821,6 +821,22 @@ impl Swarm {
         port
     }
 
+    /// Seeds `t` with libtorrent sending at most `upload_limit` bytes per
+    /// second (0: no cap), on loopback too. Returns its port.
+    pub fn seed_libtorrent_capped(&mut self, t: &Torrent, upload_limit: u64) -> u16 {
+        let port = free_port();
+        let mut cmd = Command::new(PYTHON);
+        cmd.arg(script("lt_seed.py"))
+            .arg(&t.file)
+            .arg(&t.data_dir)
+            .arg(port.to_string())
+            .arg("--upload-limit")
+            .arg(upload_limit.to_string());
+        let proc = self.spawn("libtorrent seeder", &mut cmd);
+        self.wait_seeder_ready(t, proc, "READY");
+        port
+    }
+
     /// Seeds `t` with libtorrent listening on `ip` (a loopback address),
     /// logging every alert: returns its port and its log, where each
     /// incoming connection is written with the address it came from.

@@ -1,9 +1,12 @@
 #!/usr/bin/python3
 """Seed a torrent with libtorrent on 127.0.0.1 until killed.
 
-usage: /usr/bin/python3 lt_seed.py TORRENT SAVE_DIR PORT [--peer HOST:PORT]... [--ip IP] [-v]
+usage: /usr/bin/python3 lt_seed.py TORRENT SAVE_DIR PORT [--peer HOST:PORT]... [--ip IP]
+                                   [--upload-limit BYTES_PER_S] [-v]
 
---ip: the loopback address to listen on (default 127.0.0.1). -v logs every
+--ip: the loopback address to listen on (default 127.0.0.1).
+--upload-limit: the session's upload cap in bytes per second (default 0,
+none), held on loopback too (the swarm benchmarks of capped seeders). -v logs every
 alert, among them each incoming connection with its address.
 
 Checks the data in SAVE_DIR first, prints "READY" on stdout once the torrent
@@ -25,10 +28,11 @@ def main():
     ap.add_argument("port", type=int)
     ap.add_argument("--peer", action="append", default=[])
     ap.add_argument("--ip", default="127.0.0.1")
+    ap.add_argument("--upload-limit", type=int, default=0)
     ap.add_argument("-v", action="store_true")
     args = ap.parse_args()
 
-    ses = ltpeer.session(args.port, args.v, args.ip)
+    ses = ltpeer.session(args.port, args.v, args.ip, args.upload_limit)
     h = ltpeer.add(ses, args.torrent, args.save_dir)
     ready = False
     while not ltpeer.parent_gone():

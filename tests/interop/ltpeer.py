@@ -28,7 +28,9 @@ def parent_gone():
     return os.getppid() != _PARENT
 
 
-def session(port, verbose=False, ip="127.0.0.1"):
+def session(port, verbose=False, ip="127.0.0.1", upload_limit=0):
+    """upload_limit: bytes per second this session sends at most (0: no cap).
+    A cap also holds on loopback (libtorrent exempts local peers otherwise)."""
     cat = lt.alert.category_t
     settings = {
         # An IPv6 address goes in brackets: "[::1]:6881".
@@ -44,7 +46,8 @@ def session(port, verbose=False, ip="127.0.0.1"):
         "enable_incoming_utp": False,
         # Every peer in the tests is 127.0.0.1.
         "allow_multiple_connections_per_ip": True,
-        "ignore_limits_on_local_network": True,
+        "ignore_limits_on_local_network": upload_limit == 0,
+        "upload_rate_limit": upload_limit,
         "announce_to_all_trackers": True,
         "announce_to_all_tiers": True,
         "user_agent": "interop-libtorrent",
