@@ -12,6 +12,8 @@
 mod harness;
 #[path = "interop/nginx.rs"]
 mod nginx;
+#[path = "interop/utp.rs"]
+mod utp;
 #[path = "interop/webseed.rs"]
 mod webseed;
 

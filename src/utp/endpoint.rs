@@ -83,6 +83,20 @@ impl Shared {
     /// the socket will not take is lost like any other.
     fn send(&self, out: &mut Outbox, peer: SocketAddr) {
         for d in out.datagrams() {
+            if log::log_enabled!(log::Level::Trace) {
+                if let Ok(p) = decode(d) {
+                    let h = p.header;
+                    log::trace!(
+                        "utp: out {peer} {:?} id {} seq {} ack {} wnd {} len {}",
+                        h.ty,
+                        h.conn_id,
+                        h.seq_nr,
+                        h.ack_nr,
+                        h.wnd_size,
+                        p.payload.len()
+                    );
+                }
+            }
             for _ in 0..8 {
                 match self.socket.send_to(d, peer) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
@@ -337,6 +351,17 @@ fn handle(sh: &Shared, datagram: &[u8], from: SocketAddr, dirty: &mut Vec<Arc<Sl
         return;
     };
     let h = p.header;
+    log::trace!(
+        "utp: in  {from} {:?} id {} seq {} ack {} wnd {} diff {} len {} sack {:?}",
+        h.ty,
+        h.conn_id,
+        h.seq_nr,
+        h.ack_nr,
+        h.wnd_size,
+        h.timestamp_diff,
+        p.payload.len(),
+        p.sack
+    );
     let id = if h.ty == Type::Syn {
         h.conn_id.wrapping_add(1)
     } else {

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Download a torrent with libtorrent on 127.0.0.1, then exit 0.
 
-usage: /usr/bin/python3 lt_leech.py TORRENT SAVE_DIR PORT [--peer HOST:PORT]... [-v]
+usage: /usr/bin/python3 lt_leech.py TORRENT SAVE_DIR PORT [--peer HOST:PORT]... [-v] [--utp-only]
 
 Peers come from the torrent's tracker and from --peer. While it has no peer
 it re-announces and reconnects to --peer every few seconds. Prints "DONE" on
@@ -25,9 +25,10 @@ def main():
     ap.add_argument("port", type=int)
     ap.add_argument("--peer", action="append", default=[])
     ap.add_argument("-v", action="store_true")
+    ap.add_argument("--utp-only", action="store_true")
     args = ap.parse_args()
 
-    ses = ltpeer.session(args.port, args.v)
+    ses = ltpeer.session(args.port, args.v, utp_only=args.utp_only)
     h = ltpeer.add(ses, args.torrent, args.save_dir)
     ltpeer.connect_peers(h, args.peer)
     last_report = 0.0

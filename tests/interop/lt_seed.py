@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Seed a torrent with libtorrent on 127.0.0.1 until killed.
 
-usage: /usr/bin/python3 lt_seed.py TORRENT SAVE_DIR PORT [--peer HOST:PORT]... [--ip IP] [-v]
+usage: /usr/bin/python3 lt_seed.py TORRENT SAVE_DIR PORT [--peer HOST:PORT]... [--ip IP] [-v] [--utp-only]
 
 --ip: the loopback address to listen on (default 127.0.0.1). -v logs every
 alert, among them each incoming connection with its address.
@@ -26,9 +26,10 @@ def main():
     ap.add_argument("--peer", action="append", default=[])
     ap.add_argument("--ip", default="127.0.0.1")
     ap.add_argument("-v", action="store_true")
+    ap.add_argument("--utp-only", action="store_true")
     args = ap.parse_args()
 
-    ses = ltpeer.session(args.port, args.v, args.ip)
+    ses = ltpeer.session(args.port, args.v, args.ip, args.utp_only)
     h = ltpeer.add(ses, args.torrent, args.save_dir)
     ready = False
     while not ltpeer.parent_gone():

@@ -24,7 +24,7 @@ def parent_gone():
     return os.getppid() != _PARENT
 
 
-def session(port, verbose=False, ip="127.0.0.1"):
+def session(port, verbose=False, ip="127.0.0.1", utp_only=False):
     cat = lt.alert.category_t
     settings = {
         "listen_interfaces": "%s:%d" % (ip, port),
@@ -50,6 +50,16 @@ def session(port, verbose=False, ip="127.0.0.1"):
         | cat.tracker_notification
         | cat.storage_notification,
     }
+    if utp_only:
+        # A peer reachable only over uTP (BEP 29): no TCP either way.
+        settings.update(
+            {
+                "enable_outgoing_utp": True,
+                "enable_incoming_utp": True,
+                "enable_outgoing_tcp": False,
+                "enable_incoming_tcp": False,
+            }
+        )
     return lt.session(settings)
 
 

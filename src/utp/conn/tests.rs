@@ -526,15 +526,20 @@ fn fin_after_data_gives_eof_once_every_byte_is_read() {
 fn ledbat_grows_the_window_under_the_target_and_shrinks_it_above() {
     let (mut a, _b) = handshake(Config::default(), 1, 1);
     a.slow_start = false;
-    a.cwnd = 100.0 * 1380.0;
+    a.cwnd = 40.0 * 1380.0;
     a.peer_wnd = 1 << 22;
     let mut now = MS;
     // Each round: fill the window, then ack it all with a delay sample.
     let mut run = |a: &mut Conn, extra_delay_us: u32, rounds: usize| {
         for _ in 0..rounds {
             a.write(&vec![0u8; a.writable().min(200 * 1380)]);
-            let mut out = Outbox::default();
-            a.transmit(now, &mut out);
+            loop {
+                let mut out = Outbox::default();
+                a.transmit(now, &mut out);
+                if out.is_empty() {
+                    break;
+                }
+            }
             now += 20 * MS;
             let last = a.seq_nr.wrapping_sub(1);
             let h = Header {
@@ -559,4 +564,22 @@ fn ledbat_grows_the_window_under_the_target_and_shrinks_it_above() {
     run(&mut a, 300_000, 20);
     let shrunk = a.cwnd();
     assert!(shrunk < grown, "{grown} -> {shrunk} at 300 ms of delay");
+}
+
+#[test]
+fn a_state_after_our_fin_carries_the_fins_seq() {
+    // libtorrent ignores a packet whose seq is past the FIN it got, so
+    // the ack of its FIN must not carry FIN + 1.
+    let (mut a, _b) = handshake(Config::default(), 10, 20);
+    a.close();
+    let mut out = Outbox::default();
+    a.transmit(MS, &mut out);
+    let fin = decode(out.datagrams().next().unwrap()).unwrap().header;
+    assert_eq!(fin.ty, Type::Fin);
+    a.need_ack = true;
+    let mut again = Outbox::default();
+    a.transmit(2 * MS, &mut again);
+    let state = decode(again.datagrams().next().unwrap()).unwrap().header;
+    assert_eq!(state.ty, Type::State);
+    assert_eq!(state.seq_nr, fin.seq_nr);
 }
