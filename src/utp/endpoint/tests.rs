@@ -218,3 +218,50 @@ fn streams_survive_a_lossy_reordering_relay() {
     let (ours, theirs) = send_and_check(ours, theirs, content(4 << 20, 3));
     send_and_check(theirs, ours, content(1 << 20, 4));
 }
+
+/// The loopback figure for docs: 256 MiB between two endpoints, one way.
+/// By hand: `cargo test --release --lib utp_loopback_256_mib -- --ignored
+/// --nocapture` (prints MB/s and the process's CPU time).
+#[test]
+#[ignore = "a measurement, run by hand in release"]
+fn utp_loopback_256_mib() {
+    fn cpu_secs() -> f64 {
+        // utime + stime of this process, from /proc (Linux).
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let after = stat.rsplit(')').next().unwrap_or("");
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        ticks / 100.0
+    }
+    let a = Endpoint::bind(local()).unwrap();
+    let b = Endpoint::bind(local()).unwrap();
+    let (mut ours, mut theirs) = pair(&a, &b);
+    const TOTAL: usize = 256 << 20;
+    let chunk = content(1 << 20, 5);
+    let cpu0 = cpu_secs();
+    let start = Instant::now();
+    let writer = thread::spawn(move || {
+        for _ in 0..TOTAL / chunk.len() {
+            ours.write_all(&chunk).unwrap();
+        }
+        ours
+    });
+    let mut buf = vec![0u8; 128 * 1024];
+    let mut got = 0;
+    theirs
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    while got < TOTAL {
+        got += theirs.read(&mut buf).unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu0;
+    drop(writer.join().unwrap());
+    eprintln!(
+        "uTP loopback: {} MiB in {secs:.2} s = {:.0} MB/s, {cpu:.2} CPU-s for both ends ({:.2} CPU-s/GiB)",
+        TOTAL >> 20,
+        TOTAL as f64 / secs / 1e6,
+        cpu * (1u64 << 30) as f64 / TOTAL as f64
+    );
+}
