@@ -5,6 +5,7 @@
 //!   decoding never panics.
 //! - `conn.rs`: one connection as a state machine with no socket (packets
 //!   and time in, packets and bytes out), unit-tested alone.
+//! - `config.rs`: the connection's knobs, constants, `Outbox` and `Stats`.
 //! - `endpoint.rs`: one UDP socket and its thread, many connections;
 //!   `UtpStream` is a connection as a blocking [`Transport`].
 //!
@@ -13,6 +14,7 @@
 //! otherwise one started on first use on an ephemeral port, which accepts
 //! nothing).
 
+pub mod config;
 pub mod conn;
 pub mod endpoint;
 pub mod packet;
