@@ -108,6 +108,13 @@ fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
+/// Whether a datagram on a UDP socket shared with the DHT is uTP: its first
+/// byte is a version 1 and a type 0 to 4 (0x01..=0x41), where a KRPC
+/// message starts with `d` (0x64).
+pub fn looks_like_utp(datagram: &[u8]) -> bool {
+    datagram.len() >= HEADER_LEN && datagram[0] & 0x0f == VERSION && datagram[0] >> 4 <= 4
+}
+
 /// Reads one datagram.
 pub fn decode(buf: &[u8]) -> Result<Packet<'_>, DecodeError> {
     if buf.len() < HEADER_LEN {
@@ -246,6 +253,17 @@ mod tests {
         odd[1] = EXT_SACK;
         odd.extend_from_slice(&[0, 3, 1, 2, 3]);
         assert_eq!(decode(&odd), Err(DecodeError::SackLength(3)));
+    }
+
+    #[test]
+    fn utp_is_told_from_krpc_by_its_first_byte() {
+        let mut syn = Vec::new();
+        encode(&header(Type::Syn), None, &[], &mut syn);
+        assert!(looks_like_utp(&syn));
+        assert!(!looks_like_utp(
+            b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe"
+        ));
+        assert!(!looks_like_utp(&syn[..HEADER_LEN - 1]));
     }
 
     #[test]
