@@ -63,6 +63,10 @@ pub(crate) struct Cli {
     /// listens on every address, IPv4 and IPv6.
     #[arg(long, global = true, value_name = "ADDR")]
     pub(crate) bind: Option<std::net::IpAddr>,
+    /// Never use uTP: a peer whose TCP port does not answer is not tried
+    /// over uTP (BEP 29) either.
+    #[arg(long, global = true)]
+    pub(crate) no_utp: bool,
     #[command(subcommand)]
     pub(crate) command: Command,
 }

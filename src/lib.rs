@@ -44,6 +44,7 @@ pub mod storage;
 pub mod tracker;
 pub mod transport;
 pub mod units;
+pub mod utp;
 pub mod verify;
 pub mod webseed;
 pub mod wire;

@@ -106,6 +106,8 @@ fn main() -> ExitCode {
         eprintln!("tget: {}", f.message);
         return ExitCode::from(f.code);
     }
+    // Outgoing connections fall back to uTP where TCP fails (tget::utp).
+    tget::utp::set_enabled(networked && !cli.no_utp);
     let result = match cli.command {
         Command::Download {
             torrent,

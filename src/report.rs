@@ -455,7 +455,7 @@ pub fn notice_event(n: &Notice) -> String {
             .str("addr", &addr.to_string())
             .str("direction", if *inbound { "in" } else { "out" })
             .str("transport", transport)
-            .bool("encrypted", *transport == "mse-rc4")
+            .bool("encrypted", transport.ends_with("mse-rc4"))
             .finish(),
         Notice::WebSeed {
             url,

@@ -27,7 +27,8 @@ pub trait Transport: Read + Write + Send {
     /// Non-blocking: reads and writes fail with `WouldBlock` at once instead
     /// of waiting.
     fn set_nonblocking(&self, on: bool) -> io::Result<()>;
-    /// A short name for logs and events: "tcp" today.
+    /// A short name for logs and events: "tcp", "utp", "mse-rc4",
+    /// "mse-plain".
     fn kind(&self) -> &'static str;
 }
 
@@ -55,6 +56,19 @@ impl Transport for TcpStream {
 pub fn dial_tcp(addr: SocketAddr, limit: Duration) -> io::Result<Box<dyn Transport>> {
     let stream = crate::dial::connect(&addr, limit)?;
     tcp(stream)
+}
+
+/// A connection to `addr` within `limit`: TCP, and when that fails and uTP
+/// is on ([`crate::utp::enabled`]: the binary's default, off with
+/// `--no-utp`), uTP, libtorrent's order: a peer that answers only over uTP
+/// (TCP refused or filtered) is still reached.
+pub fn dial(addr: SocketAddr, limit: Duration) -> io::Result<Box<dyn Transport>> {
+    match dial_tcp(addr, limit) {
+        Ok(t) => Ok(t),
+        Err(e) if crate::utp::enabled() => crate::utp::dial(addr, limit)
+            .map_err(|u| io::Error::new(e.kind(), format!("{e}; over uTP: {u}"))),
+        Err(e) => Err(e),
+    }
 }
 
 /// An accepted (or otherwise connected) TCP stream as a transport.

@@ -83,6 +83,9 @@ fn start_download(torrent: &Path, out: &Path, peers: &[String], extra: &[&str]) 
     if !extra.contains(&"--encryption") {
         cmd.args(["--encryption", "off"]);
     }
+    // Nor over uTP, which they do not speak: a peer that hangs up before
+    // its handshake would cost each dial a uTP attempt besides.
+    cmd.arg("--no-utp");
     for p in peers {
         cmd.args(["--peer", p]);
     }

@@ -14,6 +14,8 @@ mod encryption;
 mod harness;
 #[path = "interop/nginx.rs"]
 mod nginx;
+#[path = "interop/utp.rs"]
+mod utp;
 #[path = "interop/webseed.rs"]
 mod webseed;
 

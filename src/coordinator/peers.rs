@@ -90,10 +90,10 @@ impl Coordinator {
             peer_interested: false,
             unchoked: false,
             slot: SlotState::new(Instant::now()),
-            encrypted: transport == "mse-rc4",
+            encrypted: transport.ends_with("mse-rc4"),
         });
         self.shared.peers_connected.fetch_add(1, Ordering::Relaxed);
-        if transport == "mse-rc4" {
+        if transport.ends_with("mse-rc4") {
             self.shared.peers_encrypted.fetch_add(1, Ordering::Relaxed);
         }
         debug!(

@@ -312,11 +312,8 @@ fn connect_offering(
     )))
 }
 
-/// Dials `addr` as `policy` says: `Off` plain TCP; `Require` TCP then MSE
-/// (an MSE failure is the dial's failure); `Prefer` TCP then MSE, and if the
-/// MSE handshake fails (a plaintext-only peer closes on our random bytes),
-/// a second, plain TCP connection. Each TCP connect gets `connect_limit`;
-/// the MSE handshake must end by `now + handshake_limit`.
+/// Dials `addr` (TCP, or uTP where TCP fails: `transport::dial`) as
+/// `policy` says: see [`dial_over`]. Each connect gets `connect_limit`.
 pub fn dial(
     addr: std::net::SocketAddr,
     info_hash: [u8; 20],
@@ -324,14 +321,29 @@ pub fn dial(
     connect_limit: Duration,
     handshake_limit: Duration,
 ) -> io::Result<Box<dyn Transport>> {
-    let stream = crate::transport::dial_tcp(addr, connect_limit)?;
+    let open = || crate::transport::dial(addr, connect_limit);
+    dial_over(&open, info_hash, policy, handshake_limit)
+}
+
+/// A connection `open` makes (TCP or uTP), set up as `policy` says: `Off`
+/// as it is; `Require` then MSE (an MSE failure is the dial's failure);
+/// `Prefer` then MSE, and if the MSE handshake fails (a plaintext-only
+/// peer closes on our random bytes), a second connection from `open`,
+/// plain. The MSE handshake must end by `now + handshake_limit`.
+pub fn dial_over(
+    open: &dyn Fn() -> io::Result<Box<dyn Transport>>,
+    info_hash: [u8; 20],
+    policy: Encryption,
+    handshake_limit: Duration,
+) -> io::Result<Box<dyn Transport>> {
+    let stream = open()?;
     if policy == Encryption::Off {
         return Ok(stream);
     }
     match connect(stream, info_hash, policy, Instant::now() + handshake_limit) {
         Ok(t) => Ok(t),
         Err(e) if policy == Encryption::Require => Err(e),
-        Err(_) => crate::transport::dial_tcp(addr, connect_limit),
+        Err(_) => open(),
     }
 }
 
@@ -549,10 +561,11 @@ impl Transport for MseStream {
     }
 
     fn kind(&self) -> &'static str {
-        if self.rc4.is_some() {
-            "mse-rc4"
-        } else {
-            "mse-plain"
+        match (self.rc4.is_some(), self.inner.kind() == "utp") {
+            (true, false) => "mse-rc4",
+            (false, false) => "mse-plain",
+            (true, true) => "utp+mse-rc4",
+            (false, true) => "utp+mse-plain",
         }
     }
 }

@@ -150,6 +150,7 @@ impl Connection<'_> {
         self.extensions =
             h.reserved[wire::EXTENSION_PROTOCOL_BYTE] & wire::EXTENSION_PROTOCOL_BIT != 0;
         self.peer_dht = h.reserved[wire::DHT_BYTE] & wire::DHT_BIT != 0;
+        self.heard = true;
         let _ = self.ctx.events.send(Event::Handshaked {
             worker: self.ctx.id,
             addr: self.addr,

@@ -169,47 +169,92 @@ pub(crate) fn run(ctx: WorkerCtx) {
         if ctx.shared.stopping.load(Ordering::Relaxed) {
             break;
         }
-        let (addr, theirs, result) = match job {
-            // TCP, with MSE on it as the policy says (src/mse/).
-            Job::Connect(addr) => (
-                addr,
-                None,
-                crate::mse::dial(
-                    addr,
-                    ctx.info_hash,
-                    ctx.encryption,
-                    CONNECT_TIMEOUT,
-                    HANDSHAKE_TIMEOUT,
-                ),
-            ),
-            Job::Inbound(stream, addr, theirs) => (addr, Some(theirs), Ok(stream)),
-        };
-        let (connected, misbehaved, reason) = match result {
-            Err(e) => (false, false, format!("connect failed: {e}")),
-            Ok(stream) => {
-                let mut conn = Connection::new(&ctx, stream, addr, theirs);
-                let r = conn.run();
-                conn.release_all();
-                if conn.refused > 0 {
-                    debug!("{addr}: refused {} requests", conn.refused);
-                }
-                let misbehaved = matches!(r, Err(Close::Misbehaved(_)));
-                let reason = match r {
-                    Ok(()) => "done".to_string(),
-                    Err(e) => e.to_string(),
-                };
-                (conn.handshaked, misbehaved, reason)
+        let (addr, end) = match job {
+            Job::Connect(addr) => (addr, connect(&ctx, addr)),
+            Job::Inbound(stream, addr, theirs) => {
+                (addr, attempt(&ctx, addr, Some(theirs), Ok(stream)))
             }
         };
         let _ = ctx.events.send(Event::Closed {
             worker: ctx.id,
             addr,
-            connected,
-            misbehaved,
-            reason,
+            connected: end.connected,
+            misbehaved: end.misbehaved,
+            reason: end.reason,
         });
         // Drop control messages meant for the connection that just ended.
         while ctx.control.try_recv().is_ok() {}
+    }
+}
+
+/// How one connection ended.
+struct End {
+    /// Whether the handshake completed.
+    connected: bool,
+    misbehaved: bool,
+    reason: String,
+    /// Whether it ended before the peer's handshake arrived, with the
+    /// coordinator none the wiser: the dial or the socket failed.
+    unheard: bool,
+}
+
+/// An outgoing connection: TCP (MSE on it as `--encryption` says,
+/// src/mse/), and where TCP is refused or closed before the peer's
+/// handshake, uTP (src/utp/), libtorrent's order; `--no-utp` turns the
+/// second try off. A peer that answers on neither gets the TCP failure.
+fn connect(ctx: &WorkerCtx, addr: SocketAddr) -> End {
+    let over = |open: &dyn Fn() -> io::Result<Box<dyn Transport>>| {
+        crate::mse::dial_over(open, ctx.info_hash, ctx.encryption, HANDSHAKE_TIMEOUT)
+    };
+    let tcp = over(&|| crate::transport::dial_tcp(addr, CONNECT_TIMEOUT));
+    let first = attempt(ctx, addr, None, tcp);
+    if !first.unheard || !crate::utp::enabled() || ctx.shared.stopping.load(Ordering::Relaxed) {
+        return first;
+    }
+    let utp = over(&|| crate::utp::dial(addr, CONNECT_TIMEOUT));
+    let second = attempt(ctx, addr, None, utp);
+    if second.unheard {
+        End {
+            reason: format!("{}; over uTP: {}", first.reason, second.reason),
+            ..first
+        }
+    } else {
+        second
+    }
+}
+
+/// Runs one connection on `result` (a dialled or accepted transport).
+fn attempt(
+    ctx: &WorkerCtx,
+    addr: SocketAddr,
+    theirs: Option<[u8; HANDSHAKE_LEN]>,
+    result: io::Result<Box<dyn Transport>>,
+) -> End {
+    match result {
+        Err(e) => End {
+            connected: false,
+            misbehaved: false,
+            reason: format!("connect failed: {e}"),
+            unheard: true,
+        },
+        Ok(stream) => {
+            let mut conn = Connection::new(ctx, stream, addr, theirs);
+            let r = conn.run();
+            conn.release_all();
+            if conn.refused > 0 {
+                debug!("{addr}: refused {} requests", conn.refused);
+            }
+            End {
+                connected: conn.handshaked,
+                misbehaved: matches!(r, Err(Close::Misbehaved(_))),
+                // Closed, reset or silent before its handshake.
+                unheard: !conn.heard && matches!(r, Err(Close::Io(_) | Close::Quiet(_))),
+                reason: match r {
+                    Ok(()) => "done".to_string(),
+                    Err(e) => e.to_string(),
+                },
+            }
+        }
     }
 }
 
@@ -287,6 +332,10 @@ struct Connection<'a> {
     reader: MessageReader,
     out: Vec<u8>,
     handshaked: bool,
+    /// Whether the peer's handshake arrived (the coordinator heard of the
+    /// connection): until then a failed outgoing TCP connection may be
+    /// tried again over uTP.
+    heard: bool,
     ours: Bitfield,
     peer_bits: Bitfield,
     am_interested: bool,
@@ -378,6 +427,7 @@ impl<'a> Connection<'a> {
             reader: MessageReader::new(wire::max_message_len(n)),
             out: Vec::with_capacity(64 * 1024),
             handshaked: false,
+            heard: false,
             ours: Bitfield::new(n),
             peer_bits: Bitfield::new(n),
             am_interested: false,

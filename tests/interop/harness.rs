@@ -1350,7 +1350,7 @@ impl Swarm {
     /// IPv6).
     pub fn leech_libtorrent_on(&mut self, t: &Torrent, ip: &str, peers: &[String]) -> Leecher {
         let out = self.subdir("lt-leech");
-        let mut cmd = Command::new(PYTHON);
+        let mut cmd = self.python();
         cmd.arg(script("lt_leech.py"))
             .arg(&t.file)
             .arg(&out)
@@ -1360,6 +1360,46 @@ impl Swarm {
             cmd.arg("--peer").arg(p);
         }
         let proc = self.spawn("libtorrent leecher", &mut cmd);
+        Leecher {
+            proc,
+            out,
+            content: t.content.clone(),
+        }
+    }
+}
+
+// ------------------------------------------------------------ uTP (issue 18) --
+
+impl Swarm {
+    /// Seeds `t` with libtorrent reachable only over uTP (TCP off both
+    /// ways); returns its port once the data is verified.
+    pub fn seed_libtorrent_utp_only(&mut self, t: &Torrent) -> u16 {
+        let port = free_port();
+        let mut cmd = self.python();
+        cmd.arg(script("lt_seed.py"))
+            .arg(&t.file)
+            .arg(&t.data_dir)
+            .arg(port.to_string())
+            .arg("--utp-only");
+        let proc = self.spawn("libtorrent uTP-only seeder", &mut cmd);
+        self.wait_seeder_ready(t, proc, "READY");
+        port
+    }
+
+    /// Starts a libtorrent leecher of `t` that speaks only uTP, dialling
+    /// the given 127.0.0.1 ports.
+    pub fn leech_libtorrent_utp_only(&mut self, t: &Torrent, peers: &[u16]) -> Leecher {
+        let out = self.subdir("lt-utp-leech");
+        let mut cmd = self.python();
+        cmd.arg(script("lt_leech.py"))
+            .arg(&t.file)
+            .arg(&out)
+            .arg(free_port().to_string())
+            .arg("--utp-only");
+        for p in peers {
+            cmd.arg("--peer").arg(format!("127.0.0.1:{p}"));
+        }
+        let proc = self.spawn("libtorrent uTP-only leecher", &mut cmd);
         Leecher {
             proc,
             out,

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Download a torrent with libtorrent on 127.0.0.1, then exit 0.
 
-usage: /usr/bin/python3 lt_leech.py TORRENT SAVE_DIR PORT [--peer HOST:PORT]... [--ip IP] [-v]
+usage: /usr/bin/python3 lt_leech.py TORRENT SAVE_DIR PORT [--peer HOST:PORT]... [--ip IP] [-v] [--utp-only]
 
 --ip: the loopback address to listen on (default 127.0.0.1; ::1 for IPv6,
 with peers given as [::1]:PORT).
@@ -29,9 +29,10 @@ def main():
     ap.add_argument("--peer", action="append", default=[])
     ap.add_argument("--ip", default="127.0.0.1")
     ap.add_argument("-v", action="store_true")
+    ap.add_argument("--utp-only", action="store_true")
     args = ap.parse_args()
 
-    ses = ltpeer.session(args.port, args.v, args.ip)
+    ses = ltpeer.session(args.port, args.v, args.ip, utp_only=args.utp_only)
     h = ltpeer.add(ses, args.torrent, args.save_dir)
     ltpeer.connect_peers(h, args.peer)
     last_report = 0.0

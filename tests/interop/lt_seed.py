@@ -2,7 +2,7 @@
 """Seed a torrent with libtorrent on 127.0.0.1 until killed.
 
 usage: /usr/bin/python3 lt_seed.py TORRENT SAVE_DIR PORT [--peer HOST:PORT]... [--ip IP]
-                                   [--upload-limit BYTES_PER_S] [-v]
+                                   [--upload-limit BYTES_PER_S] [-v] [--utp-only]
 
 --ip: the loopback address to listen on (default 127.0.0.1).
 --upload-limit: the session's upload cap in bytes per second (default 0,
@@ -30,9 +30,10 @@ def main():
     ap.add_argument("--ip", default="127.0.0.1")
     ap.add_argument("--upload-limit", type=int, default=0)
     ap.add_argument("-v", action="store_true")
+    ap.add_argument("--utp-only", action="store_true")
     args = ap.parse_args()
 
-    ses = ltpeer.session(args.port, args.v, args.ip, args.upload_limit)
+    ses = ltpeer.session(args.port, args.v, args.ip, args.upload_limit, args.utp_only)
     h = ltpeer.add(ses, args.torrent, args.save_dir)
     ready = False
     while not ltpeer.parent_gone():

@@ -28,9 +28,10 @@ def parent_gone():
     return os.getppid() != _PARENT
 
 
-def session(port, verbose=False, ip="127.0.0.1", upload_limit=0):
+def session(port, verbose=False, ip="127.0.0.1", upload_limit=0, utp_only=False):
     """upload_limit: bytes per second this session sends at most (0: no cap).
-    A cap also holds on loopback (libtorrent exempts local peers otherwise)."""
+    A cap also holds on loopback (libtorrent exempts local peers otherwise).
+    utp_only: reachable over uTP only, TCP off both ways."""
     cat = lt.alert.category_t
     settings = {
         # An IPv6 address goes in brackets: "[::1]:6881".
@@ -69,6 +70,16 @@ def session(port, verbose=False, ip="127.0.0.1", upload_limit=0):
         settings["in_enc_policy"] = int(lt.enc_policy.disabled)
     elif enc:
         raise SystemExit("LT_ENCRYPTION: unknown value %r" % enc)
+    if utp_only:
+        # A peer reachable only over uTP (BEP 29): no TCP either way.
+        settings.update(
+            {
+                "enable_outgoing_utp": True,
+                "enable_incoming_utp": True,
+                "enable_outgoing_tcp": False,
+                "enable_incoming_tcp": False,
+            }
+        )
     return lt.session(settings)
 
 
