@@ -276,12 +276,13 @@ fn one_port_answers_for_each_active_torrent_and_closes_others() {
     );
     // One for a torrent tget does not download is closed unanswered.
     assert_eq!(handshake_answer(to, &[0x42; 20]), None);
-    // A seeder that dials tget's one port for each torrent completes both.
-    let serving: Vec<_> = [&a, &b]
+    // A seeder that dials tget's one port for each torrent completes both:
+    // A's in plaintext, B's encrypted (MSE finds B among the active ones).
+    let serving: Vec<_> = [(&a, false), (&b, true)]
         .into_iter()
-        .map(|c| {
+        .map(|(c, mse)| {
             let (meta, file) = (c.meta.clone(), c.root.join(&c.name));
-            std::thread::spawn(move || serve(to, &meta, &fs::read(file).unwrap()))
+            std::thread::spawn(move || serve(to, &meta, &fs::read(file).unwrap(), mse))
         })
         .collect();
     let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
@@ -296,10 +297,16 @@ fn one_port_answers_for_each_active_torrent_and_closes_others() {
     drop(serving);
 }
 
-/// A seeder of `data` that dials `to` (as a peer behind a NAT would) and
-/// answers plain requests until tget closes the connection.
-fn serve(to: SocketAddr, meta: &Metainfo, data: &[u8]) {
-    let mut s = TcpStream::connect(to).unwrap();
+/// A seeder of `data` that dials `to` (as a peer behind a NAT would),
+/// through MSE/PE if `mse`, and answers requests until tget closes the
+/// connection.
+fn serve(to: SocketAddr, meta: &Metainfo, data: &[u8], mse: bool) {
+    let mut s = tget::transport::tcp(TcpStream::connect(to).unwrap()).unwrap();
+    if mse {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        s = tget::mse::connect(s, meta.info_hash, tget::mse::Encryption::Require, deadline)
+            .unwrap();
+    }
     let mut h = vec![19u8];
     h.extend_from_slice(b"BitTorrent protocol");
     h.extend_from_slice(&[0; 8]);
