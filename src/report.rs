@@ -742,6 +742,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_batch_status_line_has_the_totals_and_the_torrent_in_progress_within_the_width() {
+        let all = Stats {
+            total: 30 << 20,
+            verified: 10 << 20,
+            peers_connected: 7,
+            ..Stats::default()
+        };
+        let now = Stats {
+            total: 20 << 20,
+            verified: 5 << 20,
+            ..Stats::default()
+        };
+        let r = Rates::default();
+        let line = batch_status_text((1, 1, 4), &all, &r, Some(("b.iso", &now)), 1, 0);
+        assert!(
+            line.starts_with("[1/4 done, 1 failed]  10.0 MiB of 30.0 MiB"),
+            "{line}"
+        );
+        assert!(line.contains("peers 7"), "{line}");
+        assert!(line.ends_with("now: b.iso 25.0% (+1)"), "{line}");
+        for width in [20, 40, 60] {
+            let cut = batch_status_text((1, 1, 4), &all, &r, Some(("b.iso", &now)), 1, width);
+            assert!(width_of(&cut) < width, "{width}: {cut}");
+        }
+        // A name cannot drive the terminal.
+        let line = batch_status_text((0, 0, 2), &all, &r, Some(("x\x1b[2J", &now)), 0, 0);
+        assert!(!line.contains('\x1b'), "{line}");
+    }
+
+    #[test]
     fn units_and_clock() {
         assert_eq!(human(1000), "1000 B");
         assert_eq!(human(1536), "1.5 KiB");

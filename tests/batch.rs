@@ -92,7 +92,11 @@ fn two_torrents_from_two_seeders_in_one_process() {
     // Every event names its torrent once it is known.
     for e in ev.iter().filter(|e| e["event"] != "summary") {
         let hash = e["info_hash"].as_str().unwrap_or_else(|| panic!("{e}"));
-        let c = if hash == a.meta.info_hash_hex() { &a } else { &b };
+        let c = if hash == a.meta.info_hash_hex() {
+            &a
+        } else {
+            &b
+        };
         assert_eq!(hash, c.meta.info_hash_hex(), "{e}");
         assert_eq!(e["name"], c.name.as_str(), "{e}");
         assert_eq!(e["torrent"], path(c), "{e}");
@@ -260,7 +264,12 @@ fn one_port_answers_for_each_active_torrent_and_closes_others() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = Vec::new();
     let mut port = None;
-    while seen.iter().filter(|e: &&Value| e["event"] == "started").count() < 2 {
+    while seen
+        .iter()
+        .filter(|e: &&Value| e["event"] == "started")
+        .count()
+        < 2
+    {
         let line = lines.next().expect("tget ended early").unwrap();
         let e: Value = serde_json::from_str(&line).unwrap();
         if e["event"] == "started" {
@@ -352,4 +361,84 @@ fn serve(to: SocketAddr, meta: &Metainfo, data: &[u8], mse: bool) {
             }
         }
     }
+}
+
+#[test]
+fn the_hook_runs_once_for_each_torrent() {
+    let tmp = TempDir::new("batch-hook");
+    let a = content(tmp.path(), "a.bin", 200 * 1024);
+    let b = content(tmp.path(), "b.bin", 300 * 1024);
+    let (sa, sb) = (seeder(&a, false), seeder(&b, false));
+    let log = tmp.path().join("hook.log");
+    let run = run_with_limit(
+        tget()
+            .env("HOOK_LOG", &log)
+            .args(["download", path(&a), path(&b), "--port", "0", "-q"])
+            .args([
+                "--on-complete",
+                r#"echo "$TGET_INFO_HASH $TGET_NAME" >> "$HOOK_LOG""#,
+            ])
+            .args(["--peer", &addr_of(&sa), "--peer", &addr_of(&sb), "--dir"])
+            .arg(tmp.path().join("out")),
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let mut lines: Vec<String> = fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.sort();
+    let mut want = vec![
+        format!("{} a.bin", a.meta.info_hash_hex()),
+        format!("{} b.bin", b.meta.info_hash_hex()),
+    ];
+    want.sort();
+    assert_eq!(lines, want);
+}
+
+/// Six torrents, -j 2, --max-peers 8: the threads are those of two
+/// torrents with 4 workers each, whatever the number of torrents.
+#[test]
+fn threads_are_bounded_by_jobs_and_max_peers_not_by_torrents() {
+    let tmp = TempDir::new("batch-threads");
+    let cs: Vec<Content> = (0..6)
+        .map(|i| content(tmp.path(), &format!("t{i}.bin"), 256 * 1024 + i))
+        .collect();
+    let seeders: Vec<Session> = cs.iter().map(|c| seeder(c, false)).collect();
+    let mut cmd = tget();
+    cmd.args([
+        "download",
+        "-j",
+        "2",
+        "--max-peers",
+        "8",
+        "--port",
+        "0",
+        "--json",
+    ])
+    .arg("--dir")
+    .arg(tmp.path().join("out"));
+    for c in &cs {
+        cmd.arg(path(c));
+    }
+    for s in &seeders {
+        cmd.args(["--peer", &addr_of(s)]);
+    }
+    let (run, peak) = support::hostile::Watched::spawn(&mut cmd).finish(LIMIT);
+    assert!(run.status.success(), "{}", run.stderr);
+    for c in &cs {
+        same_file(c, &tmp.path().join("out"));
+    }
+    // main, 2 torrent drivers, the one listener; each of the 2 torrents
+    // at once: its coordinator, its resume saver and 8 / 2 workers (16);
+    // and for a moment the 4 workers of a torrent that just ended, while
+    // the next one starts. Without the split (8 workers each) it is 24,
+    // without -j (6 at once) 26.
+    let bound = 1 + 2 + 1 + 2 * (1 + 1 + 8 / 2) + 8 / 2;
+    assert!(
+        peak.threads <= bound,
+        "{} threads, more than {bound}",
+        peak.threads
+    );
 }
