@@ -326,7 +326,7 @@ fn serve(to: SocketAddr, meta: &Metainfo, data: &[u8], mse: bool) {
     if s.read_exact(&mut back).is_err() {
         return;
     }
-    let pieces = meta.info.num_pieces() as usize;
+    let pieces = meta.info.num_pieces();
     let mut bits = vec![0u8; pieces.div_ceil(8)];
     for p in 0..pieces {
         bits[p / 8] |= 0x80 >> (p % 8);
