@@ -38,7 +38,9 @@ pub(crate) const EXIT_CODES: &str = "Exit codes:
   130  download interrupted by SIGINT (Ctrl+C); state saved, run again to resume
   143  download interrupted by SIGTERM; state saved, run again to resume
        (seeding stopped by a signal, `tget seed` with or without --partial
-       or `download --seed` once complete, exits 0)";
+       or `download --seed` once complete, exits 0)
+Several torrents: 0 when all completed, else the code of the first one
+(in the order given) that did not.";
 
 #[derive(Parser)]
 #[command(name = "tget", version, about = "A small BitTorrent client: blocking sockets, plain threads.", after_help = EXIT_CODES)]
