@@ -442,3 +442,105 @@ fn threads_are_bounded_by_jobs_and_max_peers_not_by_torrents() {
         peak.threads
     );
 }
+
+/// The names of `pid`'s threads now.
+fn thread_names(pid: u32) -> Vec<String> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|t| fs::read_to_string(t.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect()
+}
+
+/// Two torrents found through the DHT alone (no tracker, no --peer): one
+/// set of DHT nodes serves both lookups.
+#[test]
+fn the_torrents_share_one_dht_node() {
+    use tget::dht::{Dht, DhtConfig};
+    let local = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut nodes: Vec<Dht> = Vec::new();
+    for i in 0..6 {
+        let bootstrap = match i {
+            0 => vec![],
+            _ => vec![nodes[0].local_addr(), nodes[i / 2].local_addr()],
+        };
+        let node = DhtConfig {
+            bind: local,
+            bootstrap,
+            state_dir: None,
+            node_id: None,
+        };
+        nodes.push(Dht::start(node).unwrap());
+    }
+    let boot = nodes[0].local_addr();
+    let tmp = TempDir::new("batch-dht");
+    let cs = [
+        content(tmp.path(), "a.bin", 300 * 1024),
+        content(tmp.path(), "b.bin", 200 * 1024),
+    ];
+    let seeders: Vec<Session> = cs
+        .iter()
+        .map(|c| {
+            let config = tget::session::Config {
+                dir: c.root.clone(),
+                port: 0,
+                seed: true,
+                force_check: true,
+                use_trackers: false,
+                dht: Some(tget::session::DhtSettings {
+                    port: 0,
+                    bootstrap: vec![boot],
+                }),
+                ..tget::session::Config::default()
+            };
+            Session::start(&c.meta, config).unwrap()
+        })
+        .collect();
+    // Wait until the network knows both seeders.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for (c, s) in cs.iter().zip(&seeders) {
+        loop {
+            let rx = nodes[5].get_peers(c.meta.info_hash, None);
+            let found = rx
+                .recv_timeout(Duration::from_secs(5))
+                .is_ok_and(|p| p.iter().any(|a| a.port() == s.listen_port()));
+            if found {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no announce");
+        }
+    }
+    let out = tmp.path().join("out");
+    // Not tget(): that one adds --no-dht.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tget"))
+        .env_remove("RUST_LOG")
+        .args(["download", path(&cs[0]), path(&cs[1]), "--port", "0", "-q"])
+        .args(["--dht-port", "0", "--dht-bootstrap", &boot.to_string()])
+        .arg("--dir")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut most = 0;
+    let deadline = std::time::Instant::now() + LIMIT;
+    while child.try_wait().unwrap().is_none() {
+        let dht = thread_names(pid).iter().filter(|n| *n == "dht").count();
+        most = most.max(dht);
+        assert!(std::time::Instant::now() < deadline, "tget did not finish");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let run = wait_with_limit(child, LIMIT);
+    assert!(run.status.success(), "{}", run.stderr);
+    for c in &cs {
+        same_file(c, &out);
+    }
+    // An IPv4 node, and an IPv6 one where the host has IPv6: one set.
+    let has_v6 = std::net::UdpSocket::bind((std::net::Ipv6Addr::UNSPECIFIED, 0)).is_ok();
+    assert!(most >= 1, "no DHT thread seen");
+    assert!(most <= 1 + has_v6 as usize, "{most} DHT threads");
+}
