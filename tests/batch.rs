@@ -544,3 +544,53 @@ fn the_torrents_share_one_dht_node() {
     assert!(most >= 1, "no DHT thread seen");
     assert!(most <= 1 + has_v6 as usize, "{most} DHT threads");
 }
+
+/// Ctrl+C stops the torrent running (130) and the waiting ones never start;
+/// the summary says so for each.
+#[test]
+fn an_interrupt_stops_the_running_torrent_and_the_waiting_ones() {
+    let tmp = TempDir::new("batch-int");
+    let cs: Vec<Content> = ["a.bin", "b.bin", "c.bin"]
+        .iter()
+        .map(|n| content(tmp.path(), n, 128 * 1024))
+        .collect();
+    // No seeder: the first torrent waits for peers until interrupted.
+    let mut cmd = tget();
+    cmd.args(["download", "-j", "1", "--port", "0", "--json", "--dir"])
+        .arg(tmp.path().join("out"));
+    for c in &cs {
+        cmd.arg(path(c));
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("tget ended early").unwrap();
+        if line.contains(r#""event":"started""#) {
+            break;
+        }
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let run = wait_with_limit(child, LIMIT);
+    assert_eq!(run.status.code(), Some(130), "{}", run.stderr);
+    let rest = rest.join().unwrap();
+    let summary: Value = serde_json::from_str(rest.last().unwrap()).unwrap();
+    assert_eq!(summary["event"], "summary");
+    let t = summary["torrents"].as_array().unwrap();
+    assert_eq!(t.len(), 3);
+    for (i, t) in t.iter().enumerate() {
+        assert_eq!(t["code"], 130, "{i}: {summary}");
+    }
+    // Only the first one started.
+    assert_eq!(t[0]["name"], "a.bin");
+    assert!(t[1]["info_hash"].is_null() && t[2]["info_hash"].is_null());
+}
