@@ -307,6 +307,7 @@ fn info(
     let sources = MagnetSources {
         peers: resolve_peers(&fetch.peers)?,
         dht,
+        dht_nodes: Vec::new(),
         port: 0,
         workers: 8,
         timeout: fetch.timeout,

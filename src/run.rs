@@ -136,12 +136,9 @@ pub(crate) fn download_one(
     };
     let sources = MagnetSources {
         peers: resolve_peers(&net.peers)?,
-        // In a batch the fetch's short-lived nodes take any free port:
-        // the hub's nodes hold the one asked for.
-        dht: match batch {
-            Some(_) => dht.clone().map(|d| DhtSettings { port: 0, ..d }),
-            None => dht.clone(),
-        },
+        dht: dht.clone(),
+        // In a batch the fetch asks the hub's nodes.
+        dht_nodes: batch.map_or(Vec::new(), |b| b.hub.dht()),
         // Behind a proxy nothing listens: no port is told to anyone.
         port: match batch {
             Some(b) => b.hub.port(),

@@ -454,8 +454,9 @@ fn thread_names(pid: u32) -> Vec<String> {
         .collect()
 }
 
-/// Two torrents found through the DHT alone (no tracker, no --peer): one
-/// set of DHT nodes serves both lookups.
+/// Two torrents found through the DHT alone (no tracker, no --peer), one
+/// a bare magnet link: one set of DHT nodes serves every lookup, the
+/// metadata fetch's included.
 #[test]
 fn the_torrents_share_one_dht_node() {
     use tget::dht::{Dht, DhtConfig};
@@ -513,10 +514,12 @@ fn the_torrents_share_one_dht_node() {
         }
     }
     let out = tmp.path().join("out");
+    // B as a bare magnet link: its metadata is fetched through the DHT too.
+    let magnet = format!("magnet:?xt=urn:btih:{}", cs[1].meta.info_hash_hex());
     // Not tget(): that one adds --no-dht.
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tget"))
         .env_remove("RUST_LOG")
-        .args(["download", path(&cs[0]), path(&cs[1]), "--port", "0", "-q"])
+        .args(["download", path(&cs[0]), &magnet, "--port", "0", "-q"])
         .args(["--dht-port", "0", "--dht-bootstrap", &boot.to_string()])
         .arg("--dir")
         .arg(&out)
