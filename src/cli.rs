@@ -38,7 +38,9 @@ pub(crate) const EXIT_CODES: &str = "Exit codes:
   130  download interrupted by SIGINT (Ctrl+C); state saved, run again to resume
   143  download interrupted by SIGTERM; state saved, run again to resume
        (seeding stopped by a signal, `tget seed` with or without --partial
-       or `download --seed` once complete, exits 0)";
+       or `download --seed` once complete, exits 0)
+Several torrents: 0 when all completed, else the code of the first one
+(in the order given) that did not.";
 
 #[derive(Parser)]
 #[command(name = "tget", version, about = "A small BitTorrent client: blocking sockets, plain threads.", after_help = EXIT_CODES)]
@@ -240,11 +242,24 @@ pub(crate) struct PickArgs {
 
 #[derive(Subcommand)]
 pub(crate) enum Command {
-    /// Download a torrent; exits 0 once every piece is verified and written.
+    /// Download one or more torrents; exits 0 once every piece of each is
+    /// verified and written.
     Download {
         /// The .torrent: a path, `-` for standard input, an http(s) URL, or
-        /// a magnet link (its metadata is fetched from peers first).
-        torrent: String,
+        /// a magnet link (its metadata is fetched from peers first). Several
+        /// are downloaded in one process, -j at once, sharing the port, the
+        /// DHT, the rate limits and --max-peers.
+        #[arg(value_name = "TORRENT", required_unless_present = "input")]
+        torrents: Vec<String>,
+        /// Also download the torrents listed in FILE (`-`: standard input):
+        /// one path, URL or magnet link a line; blank lines and lines
+        /// starting with `#` are skipped.
+        #[arg(short = 'i', long = "input-file", value_name = "FILE")]
+        input: Option<String>,
+        /// How many torrents download at once; the others wait, in order.
+        #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 3,
+              value_parser = clap::value_parser!(u16).range(1..=100))]
+        jobs: u16,
         #[command(flatten)]
         net: NetArgs,
         #[command(flatten)]

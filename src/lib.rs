@@ -16,6 +16,7 @@ pub mod dht;
 pub mod dial;
 pub mod extension;
 pub mod fast;
+pub mod hub;
 pub mod json;
 pub mod layout;
 pub mod listen;

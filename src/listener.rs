@@ -27,6 +27,12 @@
 //! plain handshake inside the encrypted stream included); then the
 //! connection goes to the coordinator like a plain one. Under
 //! `--encryption require` a plain handshake is closed.
+//!
+//! One listener may serve several torrents (a batch, `tget download A B`):
+//! a [`Router`] maps each active torrent's info-hash to its coordinator. A
+//! handshake goes to the torrent it names; one for a torrent that is not
+//! active is closed. MSE's key exchange is answered for any active
+//! info-hash.
 
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -160,6 +166,122 @@ impl<C> HalfOpen<C> {
     }
 }
 
+/// Where inbound connections go: the coordinator of each active torrent,
+/// by info-hash. A session's own listener routes to that one torrent and
+/// ends with it; a batch's shared one ([`crate::hub::Hub`]) routes to the
+/// torrents active at the moment and ends when closed.
+pub struct Router {
+    routes: Mutex<Vec<Route>>,
+    /// The one torrent whose stop ends the listener (a session's own).
+    owner: Option<Arc<Shared>>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+struct Route {
+    info_hash: [u8; 20],
+    events: Sender<Event>,
+    shared: Arc<Shared>,
+}
+
+impl Router {
+    /// A router for one torrent: the listener ends when it stops.
+    pub(crate) fn single(
+        info_hash: [u8; 20],
+        events: Sender<Event>,
+        shared: Arc<Shared>,
+    ) -> Router {
+        let r = Router::shared();
+        r.add(info_hash, events, shared.clone());
+        Router {
+            owner: Some(shared),
+            ..r
+        }
+    }
+
+    /// A router with no torrent yet, for a listener shared by several; it
+    /// ends when [`Router::close`]d.
+    pub(crate) fn shared() -> Router {
+        Router {
+            routes: Mutex::new(Vec::new()),
+            owner: None,
+            closed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn routes(&self) -> std::sync::MutexGuard<'_, Vec<Route>> {
+        self.routes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Inbound handshakes for `info_hash` go to `events` from now on.
+    pub(crate) fn add(&self, info_hash: [u8; 20], events: Sender<Event>, shared: Arc<Shared>) {
+        let mut r = self.routes();
+        r.retain(|x| x.info_hash != info_hash);
+        r.push(Route {
+            info_hash,
+            events,
+            shared,
+        });
+    }
+
+    /// The torrent is no longer active: its handshakes are closed.
+    pub(crate) fn remove(&self, info_hash: &[u8; 20]) {
+        self.routes().retain(|x| &x.info_hash != info_hash);
+    }
+
+    /// Ends the listener (at its next poll).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    fn stopping(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+            || self
+                .owner
+                .as_ref()
+                .is_some_and(|s| s.stopping.load(Ordering::Relaxed))
+    }
+
+    /// Whether `info_hash` is an active torrent's.
+    pub fn knows(&self, info_hash: &[u8; 20]) -> bool {
+        self.routes().iter().any(|r| &r.info_hash == info_hash)
+    }
+
+    /// The active torrents' info-hashes.
+    pub fn info_hashes(&self) -> Vec<[u8; 20]> {
+        self.routes().iter().map(|r| r.info_hash).collect()
+    }
+
+    /// Hands a connection whose handshake names `info_hash` to that
+    /// torrent's coordinator; false (the connection dropped) when it is
+    /// not active.
+    fn deliver(
+        &self,
+        info_hash: &[u8; 20],
+        stream: Box<dyn crate::transport::Transport>,
+        addr: SocketAddr,
+        handshake: [u8; HANDSHAKE_LEN],
+    ) -> bool {
+        let events = self
+            .routes()
+            .iter()
+            .find(|r| &r.info_hash == info_hash)
+            .map(|r| r.events.clone());
+        events.is_some_and(|e| e.send(Event::Inbound(stream, addr, handshake)).is_ok())
+    }
+
+    /// Counts an address the blocklist refused: on the owner, or (shared)
+    /// on the first active torrent.
+    fn count_blocked(&self) {
+        let shared = match &self.owner {
+            Some(s) => Some(s.clone()),
+            None => self.routes().first().map(|r| r.shared.clone()),
+        };
+        if let Some(s) = shared {
+            s.peers_blocked.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// An inbound socket whose handshake is on its way.
 struct Arriving {
     stream: TcpStream,
@@ -185,7 +307,7 @@ enum Progress {
 
 impl Arriving {
     /// Reads what the peer sent so far (never past the handshake).
-    fn read(&mut self, info_hash: &[u8; 20], policy: Encryption) -> Progress {
+    fn read(&mut self, router: &Router, policy: Encryption) -> Progress {
         loop {
             match self.stream.read(&mut self.handshake[self.got..]) {
                 Ok(0) => return Progress::Refused("closed before its handshake".into()),
@@ -217,8 +339,8 @@ impl Arriving {
                     Ok(_) if policy == Encryption::Require => {
                         Progress::Refused("a plain handshake (--encryption require)".into())
                     }
-                    Ok(h) if &h.info_hash == info_hash => Progress::Ready,
-                    Ok(_) => Progress::Refused("a handshake for another torrent".into()),
+                    Ok(h) if router.knows(&h.info_hash) => Progress::Ready,
+                    Ok(_) => Progress::Refused("a handshake for a torrent not active here".into()),
                     Err(e) => Progress::Refused(e.to_string()),
                 };
             }
@@ -228,12 +350,11 @@ impl Arriving {
 
 /// The listener thread's body: accepts, holds half-open connections, and
 /// sends each whose handshake arrived whole to the coordinator
-/// ([`Event::Inbound`]). Ends when the session stops.
+/// ([`Event::Inbound`]) of the torrent it names (`router`). Ends when the
+/// router's session stops or the router is closed.
 pub(crate) fn run(
     listener: TcpListener,
-    info_hash: [u8; 20],
-    events: Sender<Event>,
-    shared: Arc<Shared>,
+    router: Arc<Router>,
     blocklist: Arc<Blocklist>,
     policy: Encryption,
 ) {
@@ -243,7 +364,7 @@ pub(crate) fn run(
         return;
     }
     let mut half_open: HalfOpen<Arriving> = HalfOpen::new(MAX_HALF_OPEN, MAX_HALF_OPEN_PER_IP);
-    while !shared.stopping.load(Ordering::Relaxed) {
+    while !router.stopping() {
         let now = Instant::now();
         loop {
             match listener.accept() {
@@ -254,7 +375,7 @@ pub(crate) fn run(
                     // never sees a byte of ours.
                     if blocklist.contains(addr.ip()) {
                         debug!("{addr}: inbound connection refused, on the blocklist");
-                        shared.peers_blocked.fetch_add(1, Ordering::Relaxed);
+                        router.count_blocked();
                         drop(stream);
                         continue;
                     }
@@ -280,23 +401,21 @@ pub(crate) fn run(
                 }
             }
         }
-        let ready = half_open.sweep(now, HALF_OPEN_DEADLINE, |c| {
-            match c.read(&info_hash, policy) {
-                Progress::Waiting => Verdict::Hold,
-                Progress::Ready => Verdict::Pass,
-                Progress::Encrypted => {
-                    c.encrypted = true;
-                    Verdict::Pass
-                }
-                Progress::Refused(why) => {
-                    debug!("{}: inbound connection closed: {why}", c.addr);
-                    Verdict::Close
-                }
+        let ready = half_open.sweep(now, HALF_OPEN_DEADLINE, |c| match c.read(&router, policy) {
+            Progress::Waiting => Verdict::Hold,
+            Progress::Ready => Verdict::Pass,
+            Progress::Encrypted => {
+                c.encrypted = true;
+                Verdict::Pass
+            }
+            Progress::Refused(why) => {
+                debug!("{}: inbound connection closed: {why}", c.addr);
+                Verdict::Close
             }
         });
         for c in ready {
             if c.encrypted {
-                answer_mse(c, info_hash, policy, &events, &handshaking);
+                answer_mse(c, &router, policy, &handshaking);
                 continue;
             }
             let Ok(stream) = c
@@ -306,11 +425,11 @@ pub(crate) fn run(
             else {
                 continue;
             };
-            if events
-                .send(Event::Inbound(stream, c.addr, c.handshake))
-                .is_err()
-            {
-                return;
+            let Ok(h) = Handshake::decode(&c.handshake) else {
+                continue;
+            };
+            if !router.deliver(&h.info_hash, stream, c.addr, c.handshake) {
+                debug!("{}: inbound connection closed: its torrent ended", c.addr);
             }
         }
         std::thread::sleep(if half_open.is_empty() {
@@ -323,13 +442,13 @@ pub(crate) fn run(
 
 /// Runs the MSE handshake of an arriving connection on a thread of its
 /// own, within the caps; the connection reaches the coordinator once the
-/// plain handshake inside the encrypted stream is read and is for our
-/// torrent. `handshaking` lists the addresses whose handshake is running.
+/// plain handshake inside the encrypted stream is read and is for the
+/// torrent the key exchange named. `handshaking` lists the addresses whose
+/// handshake is running.
 fn answer_mse(
     c: Arriving,
-    info_hash: [u8; 20],
+    router: &Arc<Router>,
     policy: Encryption,
-    events: &Sender<Event>,
     handshaking: &Arc<Mutex<Vec<IpAddr>>>,
 ) {
     let addr = c.addr;
@@ -337,16 +456,18 @@ fn answer_mse(
         debug!("{addr}: encrypted connection closed: too many MSE handshakes at once");
         return;
     };
-    let events = events.clone();
+    let router = router.clone();
     // If the thread cannot start, the closure is dropped, and the slot
     // with it.
     let spawned = std::thread::Builder::new()
         .name("mse-accept".into())
         .spawn(move || {
             let _slot = slot;
-            match mse_handshake(c, info_hash, policy) {
-                Ok((stream, handshake)) => {
-                    let _ = events.send(Event::Inbound(stream, addr, handshake));
+            match mse_handshake(c, &router.info_hashes(), policy) {
+                Ok((stream, info_hash, handshake)) => {
+                    if !router.deliver(&info_hash, stream, addr, handshake) {
+                        debug!("{addr}: encrypted connection closed: its torrent ended");
+                    }
                 }
                 Err(e) => debug!("{addr}: encrypted connection closed: {e}"),
             }
@@ -389,26 +510,28 @@ impl Drop for MseSlot {
 }
 
 /// The answering side of MSE on `c`, then the peer's plain handshake read
-/// through it, all within [`MSE_DEADLINE`].
+/// through it, all within [`MSE_DEADLINE`]; `known` are the active
+/// torrents' info-hashes. Returns the stream, the info-hash and the
+/// handshake.
+#[allow(clippy::type_complexity)]
 fn mse_handshake(
     c: Arriving,
-    info_hash: [u8; 20],
+    known: &[[u8; 20]],
     policy: Encryption,
-) -> io::Result<(Box<dyn crate::transport::Transport>, [u8; HANDSHAKE_LEN])> {
+) -> io::Result<(
+    Box<dyn crate::transport::Transport>,
+    [u8; 20],
+    [u8; HANDSHAKE_LEN],
+)> {
     let deadline = Instant::now() + MSE_DEADLINE;
     let stream = crate::transport::tcp(c.stream)?;
-    let (mut stream, _) = crate::mse::accept(
-        stream,
-        &c.handshake[..c.got],
-        &[info_hash],
-        policy,
-        deadline,
-    )?;
+    let (mut stream, info_hash) =
+        crate::mse::accept(stream, &c.handshake[..c.got], known, policy, deadline)?;
     let left = deadline.saturating_duration_since(Instant::now());
     let theirs = crate::wire::read_handshake(&mut *stream, left)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     match Handshake::decode(&theirs) {
-        Ok(h) if h.info_hash == info_hash => Ok((stream, theirs)),
+        Ok(h) if h.info_hash == info_hash => Ok((stream, info_hash, theirs)),
         Ok(_) => Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "a handshake for another torrent",

@@ -41,6 +41,8 @@ fn load_failure(torrent: &str, e: tget::source::LoadError) -> Failure {
 pub(crate) struct MagnetSources {
     pub(crate) peers: Vec<SocketAddr>,
     pub(crate) dht: Option<DhtSettings>,
+    /// A batch's running DHT nodes, used instead of starting `dht`'s.
+    pub(crate) dht_nodes: Vec<Arc<tget::dht::Dht>>,
     pub(crate) port: u16,
     pub(crate) workers: usize,
     pub(crate) timeout: Option<Duration>,
@@ -91,6 +93,7 @@ pub(crate) fn load_any(
             let dir = state_dir.clone().unwrap_or_else(|| ".tget".into());
             (settings, dir)
         }),
+        dht_nodes: sources.dht_nodes,
         port: sources.port,
         workers: sources.workers,
         timeout: sources

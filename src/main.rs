@@ -12,6 +12,7 @@ use clap::Parser;
 use tget::session::{DhtSettings, SessionError};
 use tget::{create, demo, report};
 
+mod batch;
 mod cli;
 mod hook;
 mod loading;
@@ -110,7 +111,9 @@ fn main() -> ExitCode {
     tget::utp::set_enabled(networked && !cli.no_utp);
     let result = match cli.command {
         Command::Download {
-            torrent,
+            torrents,
+            input,
+            jobs,
             net,
             out,
             pick,
@@ -118,13 +121,32 @@ fn main() -> ExitCode {
             share,
             on_complete,
         } => {
-            let role = Role::Download {
-                pick,
-                seed,
-                on_complete,
-            };
             let no_dht = no_dht || net.no_dht;
-            download(&torrent, &net, &out, &share, role, no_dht, quiet)
+            match batch::inputs(&torrents, input.as_deref()) {
+                Err(f) => Err(f),
+                Ok(list) if list.len() == 1 => {
+                    let role = Role::Download {
+                        pick,
+                        seed,
+                        on_complete,
+                    };
+                    download(&list[0], &net, &out, &share, role, no_dht, quiet)
+                }
+                Ok(list) => batch::download_all(
+                    list,
+                    batch::BatchArgs {
+                        jobs: jobs as usize,
+                        net,
+                        out,
+                        share,
+                        pick,
+                        seed,
+                        on_complete,
+                        no_dht,
+                        quiet,
+                    },
+                ),
+            }
         }
         Command::Seed {
             torrent,
@@ -287,6 +309,7 @@ fn info(
     let sources = MagnetSources {
         peers: resolve_peers(&fetch.peers)?,
         dht,
+        dht_nodes: Vec::new(),
         port: 0,
         workers: 8,
         timeout: fetch.timeout,
@@ -465,6 +488,7 @@ fn demo_cmd(size: u64, peers: usize, quiet: bool) -> Result<(), Failure> {
             s,
             &signals,
             ui,
+            None,
             None,
             None,
             None,

@@ -504,6 +504,103 @@ pub fn done_event(t: &RunTotals) -> String {
         .finish()
 }
 
+/// One torrent's outcome in a batch's `summary` event.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// The input as given: a path, URL or magnet link.
+    pub torrent: String,
+    /// 40 hex digits, once the torrent was loaded.
+    pub info_hash: Option<String>,
+    /// Its name, once loaded.
+    pub name: Option<String>,
+    /// Its exit code (0: complete).
+    pub code: u8,
+    /// Bytes verified by this run.
+    pub bytes: u64,
+    /// What went wrong (when `code` is not 0).
+    pub error: Option<String>,
+}
+
+/// `summary`: a batch ended; each torrent's outcome in input order, and
+/// the process's exit `code` (docs/JSON.md).
+pub fn summary_event(torrents: &[Outcome], code: u8) -> String {
+    let items = torrents.iter().map(|t| {
+        let mut o = crate::json::Object::new().str("torrent", &t.torrent);
+        o = match &t.info_hash {
+            Some(h) => o.str("info_hash", h),
+            None => o.raw("info_hash", "null"),
+        };
+        o = match &t.name {
+            Some(n) => o.str("name", n),
+            None => o.raw("name", "null"),
+        };
+        o = o
+            .str("result", if t.code == 0 { "ok" } else { "error" })
+            .num("code", t.code as u64)
+            .num("bytes", t.bytes);
+        if let Some(e) = &t.error {
+            o = o.str("error", e);
+        }
+        o.finish()
+    });
+    event("summary")
+        .num("code", code as u64)
+        .num(
+            "completed",
+            torrents.iter().filter(|t| t.code == 0).count() as u64,
+        )
+        .num(
+            "failed",
+            torrents.iter().filter(|t| t.code != 0).count() as u64,
+        )
+        .raw("torrents", &crate::json::array(items))
+        .finish()
+}
+
+/// A batch's status line: how many torrents ended of how many, the bytes
+/// of all of them (`all`), rates and peers, then the torrent in progress
+/// (`now`: its name and counters; `more` others run beside it); at most
+/// `width - 1` columns (0: no limit).
+pub fn batch_status_text(
+    (ended, failed, of): (usize, usize, usize),
+    all: &Stats,
+    r: &Rates,
+    now: Option<(&str, &Stats)>,
+    more: usize,
+    width: usize,
+) -> String {
+    let failed = match failed {
+        0 => String::new(),
+        n => format!(", {n} failed"),
+    };
+    let head = format!("[{ended}/{of} done{failed}]");
+    let mut rest = format!(
+        "{} of {}  down {}/s  up {}/s  peers {}",
+        human(all.verified),
+        human(all.total),
+        human(r.down as u64),
+        human(r.up as u64),
+        all.peers_connected
+    );
+    if let Some((name, s)) = now {
+        let pct = if s.total == 0 {
+            100.0
+        } else {
+            s.verified as f64 * 100.0 / s.total as f64
+        };
+        let state = match s.checking {
+            Some((d, of)) => format!("checking {d}/{of}"),
+            None => format!("{pct:.1}%"),
+        };
+        let more = match more {
+            0 => String::new(),
+            n => format!(" (+{n})"),
+        };
+        rest.push_str(&format!("  now: {} {state}{more}", Escaped(name)));
+    }
+    fit(&head, &rest, width)
+}
+
 /// `error`: the run failed with exit `code`.
 pub fn error_event(code: u8, message: &str) -> String {
     event("error")
@@ -643,6 +740,36 @@ pub fn info_text(meta: &Metainfo) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_status_line_has_the_totals_and_the_torrent_in_progress_within_the_width() {
+        let all = Stats {
+            total: 30 << 20,
+            verified: 10 << 20,
+            peers_connected: 7,
+            ..Stats::default()
+        };
+        let now = Stats {
+            total: 20 << 20,
+            verified: 5 << 20,
+            ..Stats::default()
+        };
+        let r = Rates::default();
+        let line = batch_status_text((1, 1, 4), &all, &r, Some(("b.iso", &now)), 1, 0);
+        assert!(
+            line.starts_with("[1/4 done, 1 failed]  10.0 MiB of 30.0 MiB"),
+            "{line}"
+        );
+        assert!(line.contains("peers 7"), "{line}");
+        assert!(line.ends_with("now: b.iso 25.0% (+1)"), "{line}");
+        for width in [20, 40, 60] {
+            let cut = batch_status_text((1, 1, 4), &all, &r, Some(("b.iso", &now)), 1, width);
+            assert!(width_of(&cut) < width, "{width}: {cut}");
+        }
+        // A name cannot drive the terminal.
+        let line = batch_status_text((0, 0, 2), &all, &r, Some(("x\x1b[2J", &now)), 0, 0);
+        assert!(!line.contains('\x1b'), "{line}");
+    }
 
     #[test]
     fn units_and_clock() {

@@ -20,6 +20,7 @@ use crate::{fail, session_failure, Failure};
 
 /// Signals: the first SIGINT/SIGTERM asks for a clean stop; a second one
 /// exits at once (the verified pieces are already written).
+#[derive(Clone)]
 pub(crate) struct Signals {
     pub(crate) flag: Arc<AtomicBool>,
     pub(crate) which: Arc<AtomicUsize>,
@@ -65,6 +66,27 @@ pub(crate) enum Role {
     Seed { partial: bool },
 }
 
+/// What a torrent of a batch (crate::batch) gets from it: the shared
+/// resources, and where its progress goes instead of the status line.
+pub(crate) struct BatchCtx<'a> {
+    pub(crate) hub: Arc<tget::hub::Hub>,
+    /// This torrent's share of --max-peers.
+    pub(crate) max_peers: usize,
+    pub(crate) blocklist: Arc<tget::blocklist::Blocklist>,
+    /// Told the torrent once it is loaded.
+    pub(crate) loaded: &'a (dyn Fn(&Metainfo) + Sync),
+    /// Told the counters while the session runs.
+    pub(crate) publish: &'a (dyn Fn(&Stats) + Sync),
+}
+
+/// How a download that ended well ended: what it did, and the final line
+/// for a person (printed by the caller, unless -q or --json).
+pub(crate) struct Finished {
+    pub(crate) done: Done,
+    pub(crate) final_text: String,
+}
+
+/// `tget download` or `tget seed` of one torrent.
 pub(crate) fn download(
     torrent: &str,
     net: &NetArgs,
@@ -75,6 +97,31 @@ pub(crate) fn download(
     quiet: bool,
 ) -> Result<(), Failure> {
     let signals = Signals::install();
+    let finished = download_one(
+        torrent, net, out, share, role, no_dht, quiet, &signals, None,
+    )?;
+    if !out.json && !quiet {
+        eprintln!("{}", finished.final_text);
+    }
+    Ok(())
+}
+
+/// Downloads (or seeds) one torrent: alone, or as one of a batch (`batch`:
+/// the hub's listener, DHT and limits; its events tagged; no status line
+/// of its own).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn download_one(
+    torrent: &str,
+    net: &NetArgs,
+    out: &OutArgs,
+    share: &ShareArgs,
+    role: Role,
+    no_dht: bool,
+    quiet: bool,
+    signals: &Signals,
+    batch: Option<&BatchCtx>,
+) -> Result<Finished, Failure> {
+    let signals = signals.clone();
     let dht = if no_dht {
         None
     } else {
@@ -83,19 +130,33 @@ pub(crate) fn download(
             bootstrap: dht_bootstrap(&net.dht_bootstrap)?,
         })
     };
-    let blocklist = load_blocklists(&net.blocklists)?;
+    let blocklist = match batch {
+        Some(b) => b.blocklist.clone(),
+        None => load_blocklists(&net.blocklists)?,
+    };
     let sources = MagnetSources {
         peers: resolve_peers(&net.peers)?,
         dht: dht.clone(),
+        // In a batch the fetch asks the hub's nodes.
+        dht_nodes: batch.map_or(Vec::new(), |b| b.hub.dht()),
         // Behind a proxy nothing listens: no port is told to anyone.
-        port: if tget::dial::listens() { net.port() } else { 0 },
-        workers: net.max_peers as usize,
+        port: match batch {
+            Some(b) => b.hub.port(),
+            None if tget::dial::listens() => net.port(),
+            None => 0,
+        },
+        workers: batch.map_or(net.max_peers as usize, |b| b.max_peers.min(8)),
         timeout: out.timeout,
         cache_dir: Some(net.dir.clone()),
         blocklist: blocklist.clone(),
         encryption: net.encryption,
     };
-    let (meta, found, magnet_select) = load_any(torrent, sources, &signals, out.json, quiet)?;
+    // A batch's status line is its own: no metadata line from a fetch.
+    let quiet_fetch = quiet || batch.is_some();
+    let (meta, found, magnet_select) = load_any(torrent, sources, &signals, out.json, quiet_fetch)?;
+    if let Some(b) = batch {
+        (b.loaded)(&meta);
+    }
     let seed = matches!(role, Role::Seed { .. } | Role::Download { seed: true, .. });
     let mut config = Config {
         dir: net.dir.clone(),
@@ -115,6 +176,10 @@ pub(crate) fn download(
     config.peers.extend(found);
     share.apply(&mut config);
     config.dht = dht;
+    if let Some(b) = batch {
+        config.hub = Some(b.hub.clone());
+        config.max_peers = b.max_peers;
+    }
     let mut streamer = None;
     if let Role::Seed { partial } = role {
         config.serve_only = true;
@@ -178,7 +243,7 @@ pub(crate) fn download(
     }
     let ui = if out.json {
         Ui::Json
-    } else if quiet {
+    } else if quiet || batch.is_some() {
         Ui::Silent
     } else if std::io::stderr().is_terminal() {
         Ui::Status
@@ -219,6 +284,7 @@ pub(crate) fn download(
                 out.timeout,
                 streamer.as_mut(),
                 Some(&mut completion),
+                batch.map(|b| b.publish),
                 report::StatusInfo {
                     name: &meta.info.name,
                     serving: serve_only,
@@ -232,32 +298,17 @@ pub(crate) fn download(
     completion.finish();
     match &result {
         Ok(done) if ui == Ui::Json => {
-            let _ = emit(&report::done_event(&report::RunTotals {
-                seconds: done.seconds,
-                bytes: done.bytes,
-                have: done.have,
-                size: done.size,
-                uploaded: done.uploaded,
-                peers_blocked: done.peers_blocked,
-            }));
-        }
-        Ok(done) if !quiet => {
-            let totals = report::RunTotals {
-                seconds: done.seconds,
-                bytes: done.bytes,
-                have: done.have,
-                size: done.size,
-                uploaded: done.uploaded,
-                peers_blocked: done.peers_blocked,
-            };
-            eprintln!("{}", report::final_text(&meta.info.name, &totals, seeded));
+            let _ = emit(&report::done_event(&done.totals()));
         }
         Err(f) if ui == Ui::Json && f.code != exit::OK => {
             let _ = emit(&report::error_event(f.code, &f.message));
         }
         _ => {}
     }
-    result.map(|_| ())
+    result.map(|done| Finished {
+        final_text: report::final_text(&meta.info.name, &done.totals(), seeded),
+        done,
+    })
 }
 
 /// `tget seed` without --partial: a missing file means incomplete data; say
@@ -282,7 +333,7 @@ fn check_files_exist(meta: &Metainfo, dir: &Path) -> Result<(), Failure> {
 /// How often a plain progress line is written when stderr is not a
 /// terminal: every 30 s, or every `TGET_PROGRESS_INTERVAL` seconds (a
 /// knob for tests, not documented for users).
-fn plain_interval() -> Duration {
+pub(crate) fn plain_interval() -> Duration {
     std::env::var("TGET_PROGRESS_INTERVAL")
         .ok()
         .and_then(|v| v.parse::<f64>().ok())
@@ -315,11 +366,66 @@ pub(crate) fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
     }
 }
 
-/// Writes one line to stdout. An error means the reader went away.
+/// Writes one line to stdout. An error means the reader went away. In a
+/// batch, the event gets the fields of its thread's torrent ([`tag`]).
 pub(crate) fn emit(line: &str) -> std::io::Result<()> {
+    let line = TAG.with(|t| match &mut *t.borrow_mut() {
+        Some(tag) => tag.apply(line),
+        None => line.to_string(),
+    });
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}")?;
     out.flush()
+}
+
+/// The torrent a batch's thread works on, named in each event it emits.
+pub(crate) struct Tag {
+    /// The input as given (a path, URL or magnet link).
+    pub(crate) torrent: String,
+    pub(crate) info_hash: Option<String>,
+    pub(crate) name: Option<String>,
+    /// A `done` or `error` event was emitted.
+    pub(crate) ended: bool,
+}
+
+impl Tag {
+    /// `line` (one JSON object) with `torrent`, `info_hash` and `name`
+    /// added where it has not got them.
+    fn apply(&mut self, line: &str) -> String {
+        if line.starts_with(r#"{"event":"done""#) || line.starts_with(r#"{"event":"error""#) {
+            self.ended = true;
+        }
+        let Some(body) = line.strip_suffix('}') else {
+            return line.to_string();
+        };
+        let mut out = body.to_string();
+        let mut add = |key: &str, value: &str| {
+            // A key inside a JSON string has its quotes escaped: a bare
+            // `"key":` is a key of the object.
+            if !line.contains(&format!("\"{key}\":")) {
+                out.push_str(&format!(",\"{key}\":"));
+                tget::json::string_into(&mut out, value);
+            }
+        };
+        add("torrent", &self.torrent);
+        if let Some(h) = &self.info_hash {
+            add("info_hash", h);
+        }
+        if let Some(n) = &self.name {
+            add("name", n);
+        }
+        out.push('}');
+        out
+    }
+}
+
+thread_local! {
+    static TAG: std::cell::RefCell<Option<Tag>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Sets (or with `None` clears) this thread's [`Tag`]; `f` changes it.
+pub(crate) fn tag(f: impl FnOnce(&mut Option<Tag>)) {
+    TAG.with(|t| f(&mut t.borrow_mut()));
 }
 
 /// The reader of our stdout left (`| head`): like other Unix tools, stop
@@ -329,6 +435,7 @@ pub(crate) fn reader_gone() -> Failure {
 }
 
 /// What a completed run achieved.
+#[derive(Clone, Copy)]
 pub(crate) struct Done {
     pub(crate) seconds: f64,
     /// Bytes verified in this run (a resumed run counts only what it
@@ -342,6 +449,19 @@ pub(crate) struct Done {
     pub(crate) uploaded: u64,
     /// Addresses the blocklist refused.
     pub(crate) peers_blocked: u64,
+}
+
+impl Done {
+    pub(crate) fn totals(&self) -> report::RunTotals {
+        report::RunTotals {
+            seconds: self.seconds,
+            bytes: self.bytes,
+            have: self.have,
+            size: self.size,
+            uploaded: self.uploaded,
+            peers_blocked: self.peers_blocked,
+        }
+    }
 }
 
 /// What happens once the chosen data is complete and verified on disk:
@@ -401,7 +521,9 @@ impl<'a> Completion<'a> {
 }
 
 /// Follows the session until it ends: status line or JSON events, signals,
-/// `--timeout`. Maps the outcome to an exit.
+/// `--timeout`. Maps the outcome to an exit. `publish` is told the
+/// counters as they change (a batch's status line).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run_session(
     session: Session,
     signals: &Signals,
@@ -409,6 +531,7 @@ pub(crate) fn run_session(
     timeout: Option<Duration>,
     mut streamer: Option<&mut Streamer>,
     mut completion: Option<&mut Completion>,
+    publish: Option<&(dyn Fn(&Stats) + Sync)>,
     mut status: report::StatusInfo,
 ) -> Result<Done, Failure> {
     let serving = status.serving;
@@ -431,6 +554,9 @@ pub(crate) fn run_session(
             session.stop();
         }
         let stats = session.stats();
+        if let Some(p) = publish {
+            p(&stats);
+        }
         if stats.verified != progress_mark.1 || stats.checking.is_some() {
             progress_mark = (Instant::now(), stats.verified);
         }
@@ -502,6 +628,9 @@ pub(crate) fn run_session(
         std::thread::sleep(Duration::from_millis(50));
     }
     let stats = session.stats();
+    if let Some(p) = publish {
+        p(&stats);
+    }
     if ui == Ui::Json {
         // What each web seed gave in all (after the last notices).
         let last = session

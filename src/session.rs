@@ -107,6 +107,10 @@ pub struct Config {
     /// [`crate::ownip::find`]), told to HTTP trackers (BEP 7 `ipv6=`) and
     /// peers (BEP 10 `ipv6`) when we listen on IPv6; `None`: not told.
     pub ipv6: Option<std::net::Ipv6Addr>,
+    /// What the torrents of a batch share (crate::hub): its listener, DHT
+    /// nodes and rate limits are used instead of the session's own (`port`,
+    /// `dht`, the rates and `encryption`'s inbound side are then the hub's).
+    pub hub: Option<Arc<crate::hub::Hub>>,
 }
 
 /// What to stream, for `-O -`.
@@ -148,6 +152,7 @@ impl Default for Config {
             web_seed_timeout: crate::webseed::DEFAULT_TIMEOUT,
             encryption: crate::mse::Encryption::default(),
             ipv6: None,
+            hub: None,
         }
     }
 }
@@ -206,7 +211,7 @@ impl From<StorageError> for SessionError {
 }
 
 /// A snapshot of a session's progress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Total bytes of content.
     pub total: u64,
@@ -281,7 +286,7 @@ fn start_up_check<T>(
 /// families (crate::listen); none behind a proxy (nothing may arrive
 /// outside it; see crate::dial). A `strict` port (given with `--port`)
 /// that is taken is an error.
-fn bind_listener(port: u16, strict: bool) -> Result<Option<TcpListener>, SessionError> {
+pub(crate) fn bind_listener(port: u16, strict: bool) -> Result<Option<TcpListener>, SessionError> {
     if !crate::dial::listens() {
         info!("not listening for peers: connections go through the proxy");
         return Ok(None);
@@ -365,11 +370,16 @@ impl Session {
             (Some(d), true) => Some(crate::lock::Lock::take(d, &hex).map_err(SessionError::Lock)?),
             _ => None,
         };
-        let listener = bind_listener(config.port, config.strict_port)?;
+        // A batch's torrents share the hub's listener.
+        let listener = match &config.hub {
+            Some(_) => None,
+            None => bind_listener(config.port, config.strict_port)?,
+        };
         // 0 (told to trackers and peers) when we do not listen.
-        let local = match &listener {
-            Some(l) => Some(l.local_addr().map_err(SessionError::Listen)?),
-            None => None,
+        let local = match (&listener, &config.hub) {
+            (Some(l), _) => Some(l.local_addr().map_err(SessionError::Listen)?),
+            (None, Some(hub)) => hub.local_addr(),
+            (None, None) => None,
         };
         let port = local.map_or(0, |a| a.port());
         // Our IPv6 address is news only when IPv6 peers can reach us.
@@ -382,11 +392,14 @@ impl Session {
 
         // The DHT: off for private torrents (BEP 27). Its state is kept
         // beside the resume state so later runs start with a warm table.
-        let dht = match &config.dht {
-            Some(d) if !meta.info.private => {
-                start_dht(d, state_dir.as_deref().unwrap_or(&config.dir))?
-            }
-            _ => Vec::new(),
+        let dht: Vec<Arc<Dht>> = match (&config.hub, &config.dht) {
+            _ if meta.info.private => Vec::new(),
+            (Some(hub), _) => hub.dht(),
+            (None, Some(d)) => start_dht(d, state_dir.as_deref().unwrap_or(&config.dir))?
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
+            (None, None) => Vec::new(),
         };
         let our_id = crate::wire::new_peer_id();
         // Shared with the torrent's own copy, not duplicated.
@@ -397,7 +410,10 @@ impl Session {
         let coord_notices = notice_tx.clone();
         let (jobs_tx, jobs_rx) = unbounded();
         let max_peers = config.max_peers.max(1);
-        let limits = Limits::new(config.max_download_rate, config.max_upload_rate);
+        let limits = match &config.hub {
+            Some(hub) => hub.limits(),
+            None => Limits::new(config.max_download_rate, config.max_upload_rate),
+        };
         let mut controls = Vec::with_capacity(max_peers);
         for id in 0..max_peers {
             let (ctl_tx, ctl_rx) = unbounded();
@@ -454,8 +470,9 @@ impl Session {
             let info_hash = meta.info_hash;
             let blocklist = config.blocklist.clone();
             let encryption = config.encryption;
+            let router = Arc::new(crate::listener::Router::single(info_hash, events, shared));
             spawn("listener".into(), move || {
-                crate::listener::run(listener, info_hash, events, shared, blocklist, encryption)
+                crate::listener::run(listener, router, blocklist, encryption)
             })?;
         }
 
@@ -473,7 +490,14 @@ impl Session {
         let coord_shared = shared.clone();
         let coord_events = events_tx.clone();
         let initial_peers = config.peers.clone();
+        // In a batch, the hub's listener hands us our inbound peers while
+        // the coordinator runs.
+        let route = config
+            .hub
+            .as_ref()
+            .map(|hub| hub.route(info_hash, events_tx.clone(), shared.clone()));
         let coordinator = spawn("coordinator".into(), move || {
+            let _route = route;
             let shared = coord_shared;
             // Trust the resume state when the files still match it; otherwise
             // check existing data (all cores), so we never fetch or overwrite
@@ -759,7 +783,7 @@ pub fn start_dht(
 }
 
 /// The UDP port of the DHT node of one family, if running.
-fn dht_port(nodes: &[Dht], v6: bool) -> Option<u16> {
+fn dht_port(nodes: &[Arc<Dht>], v6: bool) -> Option<u16> {
     nodes
         .iter()
         .find(|d| d.local_addr().is_ipv6() == v6)

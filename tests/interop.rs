@@ -8,6 +8,8 @@
 //! A missing tool fails the test. Set TGET_INTEROP_KEEP=1 to keep the scratch
 //! folders (under the system temp dir) for a look at the logs.
 
+#[path = "interop/batch.rs"]
+mod batch;
 #[path = "interop/encryption.rs"]
 mod encryption;
 #[path = "interop/harness.rs"]

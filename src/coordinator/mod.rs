@@ -60,7 +60,8 @@ impl Stream {
 
 /// A DHT node and the lookup for our torrent on it.
 struct DhtSearch {
-    dht: crate::dht::Dht,
+    /// Shared with the other torrents of a batch (crate::hub).
+    dht: std::sync::Arc<crate::dht::Dht>,
     search: crate::dht::Search,
 }
 
@@ -319,7 +320,7 @@ impl Coordinator {
     /// to find peers for `info_hash` and announce us.
     pub(crate) fn with_dht(
         mut self,
-        dht: Vec<crate::dht::Dht>,
+        dht: Vec<std::sync::Arc<crate::dht::Dht>>,
         info_hash: [u8; 20],
     ) -> Coordinator {
         self.dht = dht

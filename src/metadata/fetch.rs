@@ -19,6 +19,9 @@ pub struct FetchConfig {
     pub trackers: Vec<String>,
     /// The DHT, if on, and the folder its tables are kept in.
     pub dht: Option<(crate::dht::DhtSettings, PathBuf)>,
+    /// DHT nodes already running (a batch's, crate::hub): used instead of
+    /// starting nodes for `dht`.
+    pub dht_nodes: Vec<Arc<crate::dht::Dht>>,
     /// The port we will listen on (told to trackers and peers; 0 = unknown).
     pub port: u16,
     /// Threads connecting to peers (the pool is fixed; at most 8 are used).
@@ -140,7 +143,11 @@ struct Known {
 /// Fetches the info dictionary named by `cfg.info_hash`; see the module
 /// documentation. `stop` ends the fetch early (signals).
 pub fn fetch(cfg: &FetchConfig, stop: &AtomicBool) -> Result<Fetched, FetchError> {
-    if cfg.peers.is_empty() && cfg.trackers.is_empty() && cfg.dht.is_none() {
+    if cfg.peers.is_empty()
+        && cfg.trackers.is_empty()
+        && cfg.dht.is_none()
+        && cfg.dht_nodes.is_empty()
+    {
         return Err(FetchError::NoSources);
     }
     let started = Instant::now();
@@ -199,11 +206,16 @@ pub fn fetch(cfg: &FetchConfig, stop: &AtomicBool) -> Result<Fetched, FetchError
             .map_err(spawn_err)?;
         threads.push(t);
     }
-    let dht = match &cfg.dht {
-        Some((settings, dir)) => crate::dht::start_nodes(settings, dir).unwrap_or_else(|e| {
-            log::warn!("metadata: DHT not started: {e}");
-            Vec::new()
-        }),
+    let dht: Vec<Arc<crate::dht::Dht>> = match &cfg.dht {
+        _ if !cfg.dht_nodes.is_empty() => cfg.dht_nodes.clone(),
+        Some((settings, dir)) => crate::dht::start_nodes(settings, dir)
+            .unwrap_or_else(|e| {
+                log::warn!("metadata: DHT not started: {e}");
+                Vec::new()
+            })
+            .into_iter()
+            .map(Arc::new)
+            .collect(),
         None => Vec::new(),
     };
     let mut searches: Vec<crate::dht::Search> = dht
@@ -705,6 +717,7 @@ mod tests {
             peers: vec![],
             trackers: vec![],
             dht: None,
+            dht_nodes: Vec::new(),
             port: 0,
             workers: 2,
             timeout: Duration::from_secs(60),
