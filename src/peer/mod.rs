@@ -58,6 +58,9 @@ use crate::transport::Transport;
 use crate::wire::{self, Bitfield, Handshake, Message, MessageReader, HANDSHAKE_LEN};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The uTP try after TCP failed: a peer that speaks uTP answers the SYN
+/// within a round trip; this allows the SYN and one resend.
+const UTP_FALLBACK_TIMEOUT: Duration = Duration::from_secs(2);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_TICK: Duration = Duration::from_millis(100);
 /// Shortest read timeout while waiting for upload credit.
@@ -211,7 +214,7 @@ fn connect(ctx: &WorkerCtx, addr: SocketAddr) -> End {
     if !first.unheard || !crate::utp::enabled() || ctx.shared.stopping.load(Ordering::Relaxed) {
         return first;
     }
-    let utp = over(&|| crate::utp::dial(addr, CONNECT_TIMEOUT));
+    let utp = over(&|| crate::utp::dial(addr, UTP_FALLBACK_TIMEOUT));
     let second = attempt(ctx, addr, None, utp);
     if second.unheard {
         End {
