@@ -455,7 +455,7 @@ pub fn notice_event(n: &Notice) -> String {
             .str("addr", &addr.to_string())
             .str("direction", if *inbound { "in" } else { "out" })
             .str("transport", transport)
-            .bool("encrypted", transport.ends_with("mse-rc4"))
+            .bool("encrypted", crate::transport::encrypted(transport))
             .finish(),
         Notice::WebSeed {
             url,
@@ -938,6 +938,29 @@ mod tests {
         let text = verify_text(&r);
         assert!(!text.contains(['\r', '\u{202e}']), "{text:?}");
         assert_eq!(text.lines().count(), 2, "{text}");
+    }
+
+    #[test]
+    fn progress_counts_the_encrypted_peers_and_a_peer_event_says_its_transport() {
+        let s = Stats {
+            peers_connected: 5,
+            peers_encrypted: 3,
+            ..Stats::default()
+        };
+        let p = progress_event(&s, &Rates::default());
+        assert!(
+            p.contains(r#""peers_connected":5,"peers_encrypted":3,"#),
+            "{p}"
+        );
+        let n = notice_event(&Notice::Peer {
+            addr: "127.0.0.2:6881".parse().unwrap(),
+            inbound: true,
+            transport: "utp+mse-rc4",
+        });
+        assert!(
+            n.contains(r#""direction":"in","transport":"utp+mse-rc4","encrypted":true"#),
+            "{n}"
+        );
     }
 
     #[test]

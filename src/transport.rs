@@ -17,6 +17,12 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+/// Whether a transport of this `kind` encrypts the peer protocol (RC4
+/// under MSE/PE, over TCP or uTP).
+pub fn encrypted(kind: &str) -> bool {
+    kind.ends_with("mse-rc4")
+}
+
 /// A connected byte stream with deadlines.
 pub trait Transport: Read + Write + Send {
     /// How long a read waits before it fails with `WouldBlock`/`TimedOut`
@@ -80,6 +86,16 @@ pub fn tcp(stream: TcpStream) -> io::Result<Box<dyn Transport>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rc4_over_tcp_or_utp_counts_as_encrypted_and_nothing_else_does() {
+        for kind in ["mse-rc4", "utp+mse-rc4"] {
+            assert!(encrypted(kind), "{kind}");
+        }
+        for kind in ["tcp", "utp", "mse-plain", "utp+mse-plain"] {
+            assert!(!encrypted(kind), "{kind}");
+        }
+    }
     use std::net::TcpListener;
 
     #[test]

@@ -79,6 +79,7 @@ impl Coordinator {
             return;
         }
         let n = self.picker.have().len();
+        let encrypted = crate::transport::encrypted(transport);
         self.conns[worker] = Some(Conn {
             addr,
             listen: (!inbound).then_some(addr),
@@ -90,10 +91,10 @@ impl Coordinator {
             peer_interested: false,
             unchoked: false,
             slot: SlotState::new(Instant::now()),
-            encrypted: transport.ends_with("mse-rc4"),
+            encrypted,
         });
         self.shared.peers_connected.fetch_add(1, Ordering::Relaxed);
-        if transport.ends_with("mse-rc4") {
+        if encrypted {
             self.shared.peers_encrypted.fetch_add(1, Ordering::Relaxed);
         }
         debug!(

@@ -525,16 +525,27 @@ impl Write for MseStream {
         if self.rc4.is_none() {
             return self.inner.write_vectored(bufs);
         }
-        // RC4 needs a copy anyway: gather up to one chunk and encrypt it.
-        let mut gathered = Vec::new();
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if !self.unsent.is_empty() {
+            return self.write_unsent(total);
+        }
+        // RC4 needs a copy anyway: gather up to one chunk into the buffer
+        // `write` uses (its allocation is kept), encrypt it, send it.
         for b in bufs {
-            let room = WRITE_CHUNK - gathered.len();
-            gathered.extend_from_slice(&b[..b.len().min(room)]);
-            if gathered.len() == WRITE_CHUNK {
+            let room = WRITE_CHUNK - self.unsent.len();
+            self.unsent.extend_from_slice(&b[..b.len().min(room)]);
+            if self.unsent.len() == WRITE_CHUNK {
                 break;
             }
         }
-        self.write(&gathered)
+        let take = self.unsent.len();
+        if take == 0 {
+            return Ok(0);
+        }
+        if let Some((enc, _)) = &mut self.rc4 {
+            enc.apply(&mut self.unsent);
+        }
+        self.write_unsent(take)
     }
 
     fn flush(&mut self) -> io::Result<()> {

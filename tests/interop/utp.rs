@@ -265,7 +265,14 @@ fn tget_download_reaches_a_utp_only_libtorrent_seeder_and_no_utp_does_not() {
     let peer = format!("127.0.0.1:{port}");
     sw.tget_download(&t, &["--peer", &peer]);
     // MSE over uTP, as libtorrent speaks it: RC4 required both ways.
-    sw.tget_download(&t, &["--peer", &peer, "--encryption", "require"]);
+    let (status, log) = sw.tget_run(&t, &["--peer", &peer, "--encryption", "require"]);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "log:\n{}", crate::harness::tail(&log));
+    assert!(
+        text.contains("(outbound, utp+mse-rc4)"),
+        "log:\n{}",
+        crate::harness::tail(&log)
+    );
     let (status, log) = sw.tget_run(&t, &["--peer", &peer, "--no-utp", "--timeout", "6s"]);
     assert_eq!(
         status.code(),
