@@ -226,7 +226,9 @@ fn a_server_ignoring_range_is_refused_after_one_answer() {
     let size = 32 << 20;
     let content = single_file(tmp.path(), size, 256 * 1024, &[]);
     let bad = HttpServer::start(&content.root, Mode::IgnoreRange);
-    let good = HttpServer::start(&content.root, Mode::Ranges);
+    // Slow enough that the bad server is always asked before the good
+    // one has served everything.
+    let good = HttpServer::start(&content.root, Mode::Slow(Duration::from_millis(20)));
     let (bad_url, good_url) = (bad.url(), good.url());
     let out = tmp.path().join("out");
     let run = download(
@@ -256,7 +258,9 @@ fn a_short_body_is_a_wrong_length() {
     let tmp = TempDir::new("ws-short");
     let content = single_file(tmp.path(), 2 << 20, 256 * 1024, &[]);
     let bad = HttpServer::start(&content.root, Mode::ShortBody);
-    let good = HttpServer::start(&content.root, Mode::Ranges);
+    // Slow, so that the 8 pieces are not all served before the bad server
+    // is asked (CI once saw no request reach it).
+    let good = HttpServer::start(&content.root, Mode::Slow(Duration::from_millis(150)));
     let (bad_url, good_url) = (bad.url(), good.url());
     let out = tmp.path().join("out");
     let run = download(
@@ -300,7 +304,8 @@ fn a_stalled_answer_times_out_and_is_retried() {
 fn redirects_are_followed_to_a_bound() {
     let tmp = TempDir::new("ws-redirect");
     let content = single_file(tmp.path(), 1 << 20, 64 * 1024, &[]);
-    let good = HttpServer::start(&content.root, Mode::Ranges);
+    // Slow, so that the looping server is always asked.
+    let good = HttpServer::start(&content.root, Mode::Slow(Duration::from_millis(50)));
     let via = HttpServer::start(
         &content.root,
         Mode::RedirectTo(format!("http://{}", good.addr)),
