@@ -19,7 +19,7 @@ use tget::session::{DhtSettings, Stats};
 
 use crate::cli::{exit, NetArgs, OutArgs, PickArgs, ShareArgs};
 use crate::loading::{dht_bootstrap, load_blocklists};
-use crate::run::{self, download_one, emit, status_line, BatchCtx, Role, Signals, Tag};
+use crate::run::{self, download_one, emit, status_line, BatchCtx, Request, Role, Signals, Tag};
 use crate::{fail, session_failure, Failure};
 
 /// The torrents named on the command line and in `-i FILE` (`-`: standard
@@ -266,17 +266,15 @@ fn drive(
         seed: a.seed,
         on_complete: a.on_complete.clone(),
     };
-    let result = download_one(
-        torrent,
-        &a.net,
-        &a.out,
-        &a.share,
+    let req = Request {
+        net: &a.net,
+        out: &a.out,
+        share: &a.share,
         role,
-        a.no_dht,
-        a.quiet,
-        signals,
-        Some(&ctx),
-    );
+        no_dht: a.no_dht,
+        quiet: a.quiet,
+    };
+    let result = download_one(torrent, req, signals, Some(&ctx));
     // A failure before the session (a bad torrent) has no `error` event yet.
     let mut ended = false;
     run::tag(|t| ended = t.as_ref().is_some_and(|t| t.ended));

@@ -19,7 +19,7 @@ mod loading;
 mod run;
 
 use loading::{dht_bootstrap, load, load_any, resolve_peers, MagnetSources};
-use run::{download, run_session, status_line, write_stdout, Role, Signals, Ui};
+use run::{download, run_session, status_line, write_stdout, Request, Role, Signals, Ui};
 
 use cli::{exit, Cli, Command, FetchArgs};
 
@@ -130,7 +130,17 @@ fn main() -> ExitCode {
                         seed,
                         on_complete,
                     };
-                    download(&list[0], &net, &out, &share, role, no_dht, quiet)
+                    download(
+                        &list[0],
+                        Request {
+                            net: &net,
+                            out: &out,
+                            share: &share,
+                            role,
+                            no_dht,
+                            quiet,
+                        },
+                    )
                 }
                 Ok(list) => batch::download_all(
                     list,
@@ -157,7 +167,15 @@ fn main() -> ExitCode {
         } => {
             let role = Role::Seed { partial };
             let no_dht = no_dht || net.no_dht;
-            download(&torrent, &net, &out, &share, role, no_dht, quiet)
+            let req = Request {
+                net: &net,
+                out: &out,
+                share: &share,
+                role,
+                no_dht,
+                quiet,
+            };
+            download(&torrent, req)
         }
         Command::Info {
             torrent,

@@ -86,21 +86,22 @@ pub(crate) struct Finished {
     pub(crate) final_text: String,
 }
 
+/// What one torrent is run with: the command line's parts.
+pub(crate) struct Request<'a> {
+    pub(crate) net: &'a NetArgs,
+    pub(crate) out: &'a OutArgs,
+    pub(crate) share: &'a ShareArgs,
+    pub(crate) role: Role,
+    pub(crate) no_dht: bool,
+    pub(crate) quiet: bool,
+}
+
 /// `tget download` or `tget seed` of one torrent.
-pub(crate) fn download(
-    torrent: &str,
-    net: &NetArgs,
-    out: &OutArgs,
-    share: &ShareArgs,
-    role: Role,
-    no_dht: bool,
-    quiet: bool,
-) -> Result<(), Failure> {
+pub(crate) fn download(torrent: &str, req: Request<'_>) -> Result<(), Failure> {
     let signals = Signals::install();
-    let finished = download_one(
-        torrent, net, out, share, role, no_dht, quiet, &signals, None,
-    )?;
-    if !out.json && !quiet {
+    let (json, quiet) = (req.out.json, req.quiet);
+    let finished = download_one(torrent, req, &signals, None)?;
+    if !json && !quiet {
         eprintln!("{}", finished.final_text);
     }
     Ok(())
@@ -109,18 +110,20 @@ pub(crate) fn download(
 /// Downloads (or seeds) one torrent: alone, or as one of a batch (`batch`:
 /// the hub's listener, DHT and limits; its events tagged; no status line
 /// of its own).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn download_one(
     torrent: &str,
-    net: &NetArgs,
-    out: &OutArgs,
-    share: &ShareArgs,
-    role: Role,
-    no_dht: bool,
-    quiet: bool,
+    req: Request<'_>,
     signals: &Signals,
     batch: Option<&BatchCtx>,
 ) -> Result<Finished, Failure> {
+    let Request {
+        net,
+        out,
+        share,
+        role,
+        no_dht,
+        quiet,
+    } = req;
     let signals = signals.clone();
     let dht = if no_dht {
         None
@@ -189,57 +192,7 @@ pub(crate) fn download_one(
         }
     }
     if let Role::Download { pick, .. } = &role {
-        if pick.sparse {
-            config.allocation = storage::Allocation::Sparse;
-        }
-        config.use_web_seeds = !pick.no_web_seeds;
-        config.web_seeds = pick.web_seeds.clone();
-        if tget::source::is_magnet(torrent) {
-            // The link's `ws=` (it parsed when it was loaded).
-            if let Ok(m) = tget::magnet::Magnet::parse(torrent) {
-                config.web_seeds.extend(m.web_seeds);
-            }
-        }
-        if let Some(t) = pick.web_seed_timeout {
-            config.web_seed_timeout = t;
-        }
-        if !pick.files_matching.is_empty() || pick.file_indexes.is_some() {
-            let names: Vec<&str> = meta.info.files.iter().map(|f| f.path).collect();
-            config.selected =
-                select::select(&names, &pick.files_matching, pick.file_indexes.as_deref())
-                    .map_err(|e| fail(exit::USAGE, e))?;
-        }
-        // The magnet link's `so` (BEP 53), unless the command line chose.
-        if let (None, Some(so)) = (&config.selected, magnet_select) {
-            let mask = select::from_indexes(meta.info.files.len(), &so)
-                .map_err(|e| fail(exit::BAD_INPUT, e))?;
-            config.selected = Some(mask);
-        }
-        let to_stdout = pick.stdout || pick.output.is_some();
-        if let Some(o) = pick.output.as_deref().filter(|o| *o != "-") {
-            return Err(fail(
-                exit::USAGE,
-                format!("-O {o}: only `-O -` (standard output) is supported"),
-            ));
-        }
-        if to_stdout {
-            let chosen: Vec<usize> = match &config.selected {
-                Some(sel) => (0..sel.len()).filter(|&i| sel[i]).collect(),
-                None => (0..meta.info.files.len()).collect(),
-            };
-            let [file] = chosen[..] else {
-                return Err(fail(
-                    exit::USAGE,
-                    "-O - needs a single-file torrent or exactly one file chosen with --file or --files",
-                ));
-            };
-            config.stream = Some(StreamConfig {
-                file,
-                window: pick.window,
-            });
-            config.no_save = pick.no_save;
-            streamer = Some(Streamer::new(file, meta.info.files.length(file)));
-        }
+        streamer = apply_pick(pick, torrent, &meta, magnet_select, &mut config)?;
     }
     let ui = if out.json {
         Ui::Json
@@ -309,6 +262,69 @@ pub(crate) fn download_one(
         final_text: report::final_text(&meta.info.name, &done.totals(), seeded),
         done,
     })
+}
+
+/// `tget download`'s choices (files, web seeds, allocation, `-O -`) in
+/// `config`; the streamer when the data goes to standard output.
+fn apply_pick(
+    pick: &PickArgs,
+    torrent: &str,
+    meta: &Metainfo,
+    magnet_select: Option<Vec<usize>>,
+    config: &mut Config,
+) -> Result<Option<Streamer>, Failure> {
+    if pick.sparse {
+        config.allocation = storage::Allocation::Sparse;
+    }
+    config.use_web_seeds = !pick.no_web_seeds;
+    config.web_seeds = pick.web_seeds.clone();
+    if tget::source::is_magnet(torrent) {
+        // The link's `ws=` (it parsed when it was loaded).
+        if let Ok(m) = tget::magnet::Magnet::parse(torrent) {
+            config.web_seeds.extend(m.web_seeds);
+        }
+    }
+    if let Some(t) = pick.web_seed_timeout {
+        config.web_seed_timeout = t;
+    }
+    if !pick.files_matching.is_empty() || pick.file_indexes.is_some() {
+        let names: Vec<&str> = meta.info.files.iter().map(|f| f.path).collect();
+        config.selected =
+            select::select(&names, &pick.files_matching, pick.file_indexes.as_deref())
+                .map_err(|e| fail(exit::USAGE, e))?;
+    }
+    // The magnet link's `so` (BEP 53), unless the command line chose.
+    if let (None, Some(so)) = (&config.selected, magnet_select) {
+        let mask = select::from_indexes(meta.info.files.len(), &so)
+            .map_err(|e| fail(exit::BAD_INPUT, e))?;
+        config.selected = Some(mask);
+    }
+    let to_stdout = pick.stdout || pick.output.is_some();
+    if let Some(o) = pick.output.as_deref().filter(|o| *o != "-") {
+        return Err(fail(
+            exit::USAGE,
+            format!("-O {o}: only `-O -` (standard output) is supported"),
+        ));
+    }
+    if to_stdout {
+        let chosen: Vec<usize> = match &config.selected {
+            Some(sel) => (0..sel.len()).filter(|&i| sel[i]).collect(),
+            None => (0..meta.info.files.len()).collect(),
+        };
+        let [file] = chosen[..] else {
+            return Err(fail(
+                exit::USAGE,
+                "-O - needs a single-file torrent or exactly one file chosen with --file or --files",
+            ));
+        };
+        config.stream = Some(StreamConfig {
+            file,
+            window: pick.window,
+        });
+        config.no_save = pick.no_save;
+        return Ok(Some(Streamer::new(file, meta.info.files.length(file))));
+    }
+    Ok(None)
 }
 
 /// `tget seed` without --partial: a missing file means incomplete data; say
