@@ -141,6 +141,121 @@ fn bench_one_nginx_web_seed() {
     println!("{table}");
 }
 
+/// Seeding (issue 15): the client under test seeds alone and three
+/// libtorrent leechers, which know only it (no tracker, no PEX), download
+/// the whole torrent from it at once. Figures: the seeder's CPU while it
+/// serves (its start-up check excluded), per GiB served.
+#[test]
+#[ignore = "benchmark: run by hand, see docs/PERFORMANCE.md"]
+fn bench_seeding() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mib = env_u64("TGET_BENCH_MIB", 256);
+    let repeats = env_u64("TGET_BENCH_REPEATS", 3).max(1);
+    const LEECHERS: usize = 3;
+    let settings = settings_line();
+    eprintln!("bench: {settings}");
+    let mut sw = Swarm::new("bench-seeding");
+    let content = sw.single_file(&format!("bench-{mib}MiB.bin"), mib * MIB);
+    let t = sw.mktorrent(&content, PIECE_LOG2, Announce::Dead);
+    let clients = [Client::Tget, Client::Libtorrent, Client::Aria2];
+    let ticks = clock_ticks();
+    // Per client: (wall s, seeder CPU s, seeder peak RSS MiB) per round.
+    let mut results: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); clients.len()];
+    for round in 1..=repeats {
+        for (i, client) in clients.iter().enumerate() {
+            let before = sw.peer_pids();
+            let port = match client {
+                Client::Tget => sw.tget_seed_with(&t, &[]),
+                Client::Libtorrent => sw.seed_libtorrent(&t),
+                _ => sw.seed_aria2(&t),
+            };
+            let pid = *sw
+                .peer_pids()
+                .iter()
+                .find(|p| !before.contains(p))
+                .expect("bench: the seeder's pid");
+            // Its start-up check done: nearly no CPU for 2 s in a row.
+            let waited = Instant::now();
+            let mut idle = 0;
+            while idle < 2 && waited.elapsed() < QUIET_WAIT {
+                let c = cpu_of(&[pid], ticks);
+                sleep(Duration::from_secs(1));
+                idle = if cpu_of(&[pid], ticks) - c < 0.05 {
+                    idle + 1
+                } else {
+                    0
+                };
+            }
+            let _ = Command::new("sync").status();
+            if !busy_ok() {
+                wait_for_quiet(&[pid]);
+            }
+            let cpu0 = cpu_of(&[pid], ticks);
+            let start = Instant::now();
+            let leechers: Vec<_> = (0..LEECHERS)
+                .map(|_| sw.leech_libtorrent(&t, &[port]))
+                .collect();
+            let mut outs = Vec::new();
+            for mut l in leechers {
+                l.wait_done();
+                outs.push(l);
+            }
+            let wall = start.elapsed().as_secs_f64();
+            let cpu = cpu_of(&[pid], ticks) - cpu0;
+            let rss = peak_rss_mib(pid);
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            for l in outs {
+                let out = l.out_dir();
+                l.finish();
+                let _ = fs::remove_dir_all(out);
+            }
+            eprintln!(
+                "bench: seed-{}-{round}: {LEECHERS} leechers done after {wall:.2} s, \
+                 seeder CPU {cpu:.2} s, peak RSS {rss:.1} MiB",
+                client.name()
+            );
+            results[i].push((wall, cpu, rss));
+        }
+    }
+    let served_gib = (LEECHERS as u64 * mib) as f64 / 1024.0;
+    let mut table = format!(
+        "\n{mib} MiB (256 KiB pieces) seeded to {LEECHERS} libtorrent leechers at once \
+         (TCP, no tracker, no PEX: {served_gib:.2} GiB served), on 127.0.0.1; \
+         median of {repeats} run(s)\n{settings}\n\n\
+         | seeder | median wall s (last leecher done) | median seeder CPU s | CPU s per GiB served \
+         | median seeder peak RSS MiB |\n|---|---:|---:|---:|---:|\n"
+    );
+    for (client, runs) in clients.iter().zip(&results) {
+        let wall = median(runs.iter().map(|r| r.0).collect());
+        let cpu = median(runs.iter().map(|r| r.1).collect());
+        let rss = median(runs.iter().map(|r| r.2).collect());
+        let star = if *client == Client::Libtorrent {
+            " ¹"
+        } else {
+            ""
+        };
+        table.push_str(&format!(
+            "| {}{star} | {wall:.2} | {cpu:.2} | {:.2} | {rss:.1} |\n",
+            client.name(),
+            cpu / served_gib
+        ));
+    }
+    table.push_str("\n¹ python3 lt_seed.py: the figures include the interpreter.\n");
+    println!("{table}");
+}
+
+/// Peak RSS (VmHWM) of a running process in MiB; 0 if it is gone.
+fn peak_rss_mib(pid: u32) -> f64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
 /// TGET_BENCH_BUSY=1: on a machine that is never quiet (shared by
 /// others), run at once and keep every run, counting the disturbed ones,
 /// instead of waiting for quiet and retrying. Only the ratios of clients
