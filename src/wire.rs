@@ -360,13 +360,16 @@ pub struct MessageReader {
 }
 
 /// How much the reader asks the socket for at least, per read.
-const MIN_READ: usize = 32 * 1024;
+const MIN_READ: usize = 16 * 1024;
+/// A piece message of one whole block: its length prefix, id, index and
+/// begin, and 16 KiB of data.
+const BLOCK_MESSAGE: usize = 4 + 9 + 16 * 1024;
 /// The reader's buffer to begin with (it grows only for a message longer
 /// than fits): every byte of it is touched once reads have gone round it,
 /// so it is resident for each connected worker. 128 KiB made 6 MiB of
-/// the peak with 48 peers (issue 15); a piece message (16 KiB and 13
-/// bytes) and a read's worth fit in 64 KiB.
-const READ_BUFFER: usize = 2 * MIN_READ;
+/// the peak with 48 peers (issue 15). The part of a block message left
+/// over after a read, and a read's worth after it, fit.
+const READ_BUFFER: usize = MIN_READ + BLOCK_MESSAGE;
 
 impl MessageReader {
     /// A reader refusing messages longer than `max_len` bytes.
@@ -639,10 +642,11 @@ mod tests {
     }
 
     #[test]
-    fn the_read_buffer_stays_at_64_kib_for_a_stream_of_blocks() {
+    fn the_read_buffer_stays_at_32_kib_for_a_stream_of_blocks() {
         // A peer sending 16 KiB blocks, read as a socket hands them over:
         // sometimes a little, sometimes a lot. The buffer each connected
-        // worker keeps resident stays at 64 KiB (issue 15's 48-peer bound).
+        // worker keeps resident stays at 32 KiB and a block's header
+        // (issue 15's bound at 24 and 48 peers).
         let mut out = Vec::new();
         let block = vec![5u8; 16 * 1024];
         for i in 0..64u32 {
@@ -667,7 +671,7 @@ mod tests {
                 assert!(matches!(m, Message::Piece { .. }));
                 blocks += 1;
             }
-            assert!(r.capacity() <= 64 * 1024, "{} bytes", r.capacity());
+            assert!(r.capacity() <= 32 * 1024 + 13, "{} bytes", r.capacity());
         }
         assert_eq!(blocks, 64);
     }
