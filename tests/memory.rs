@@ -29,11 +29,11 @@ const PIECE: u64 = 256 * 1024;
 const SEEDERS: usize = 3;
 /// docs/ARCHITECTURE.md's memory formula: what does not grow with peers
 /// (code, the 2 MiB region window, the 4 MiB buffer budget, the coordinator)
-/// and what each connected peer adds (a 128 KiB read buffer, a piece
+/// and what each connected peer adds (a 32 KiB read buffer, a piece
 /// buffer of 256 KiB beyond the budget and a second one while pieces
 /// arrive out of order, taken as half the time).
 const FIXED_KIB: u64 = 12 * 1024;
-const PER_PEER_KIB: u64 = 128 + 256 + 128;
+const PER_PEER_KIB: u64 = 32 + 256 + 128;
 
 fn sparse_content(dir: &Path, size: u64, piece: u64) -> (std::path::PathBuf, Metainfo) {
     let root = dir.join("seed");

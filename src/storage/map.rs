@@ -75,6 +75,9 @@ impl Storage {
         // whole, and reading (zero-filling) the pages around it is wasted
         // work that also makes each page's write fault walk a large folio.
         let _ = map.advise(memmap2::Advice::Random);
+        // The pages into the page cache in one batch, as in
+        // `write_in_region`.
+        let _ = map.advise(memmap2::Advice::WillNeed);
         let populate = map.advise(memmap2::Advice::PopulateWrite);
         self.populated(file, f, offset, data.len() as u64, populate)?;
         map.copy_from_slice(data);
@@ -113,6 +116,18 @@ impl Storage {
         // Only the pages written are made present: with huge pages that is
         // the whole region in one fault (none at all while the region stays
         // mapped and dirty), without them no page outside `data`.
+        // First read them into the page cache in one batch (MADV_WILLNEED:
+        // readahead of exactly this range; a hole is zero-filled), so that
+        // the populate below finds every page cached and takes only minor
+        // faults. Without it each 4 KiB page was a major fault reading one
+        // page (the window is MADV_RANDOM): 262 144 of them per GiB, and
+        // 0.15 s of system time more per GiB from a web seed (issue 19).
+        // SAFETY: `first..last` lies inside the region mapped.
+        let _ = advise(
+            unsafe { base.add(first) },
+            last - first,
+            libc::MADV_WILLNEED,
+        );
         // SAFETY: `first..last` lies inside the region mapped.
         let populate = advise(
             unsafe { base.add(first) },
