@@ -8,7 +8,8 @@
 //! - A UDP tracker announce goes through the relay and gets peers; a
 //!   tracker named by host name is named so to the proxy (no local DNS).
 //! - The association ending (the proxy closes the control connection)
-//!   stops UDP: the reply that arrives after it is not taken.
+//!   stops UDP for good: the reply that arrives after it is not taken,
+//!   and nothing more is sent (neither through the relay nor directly).
 //! - A proxy that does not relay UDP refuses, with its reason.
 //! - The DHT's queries go through the relay, and answers come back
 //!   through it; the node that answers never hears from us directly.
