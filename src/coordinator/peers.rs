@@ -246,9 +246,7 @@ impl Coordinator {
         let mut found = Vec::new();
         let every = Duration::from_secs(if starving { 60 } else { 15 * 60 });
         for d in &mut self.dht {
-            // Port 0: not listening (behind a proxy): look up, announce nothing.
-            d.search
-                .poll(&d.dht, every, Some(port).filter(|&p| p != 0), &mut found);
+            d.search.poll(&d.dht, every, Some(port), &mut found);
         }
         if !found.is_empty() {
             debug!("DHT: {} peers", found.len());

@@ -207,7 +207,8 @@ impl Dht {
     /// [`lookup::MAX_DURATION`]), or at once if too many lookups run. With
     /// `announce_port`, when the lookup ends we announce ourselves on that
     /// port to the closest nodes that gave a token. Announces expire after
-    /// 30 minutes: call this again every 15 or so to stay listed.
+    /// 30 minutes: call this again every 15 or so to stay listed. Port 0
+    /// (nothing listens, as behind a proxy) announces nothing.
     pub fn get_peers(
         &self,
         info_hash: [u8; 20],
@@ -216,7 +217,7 @@ impl Dht {
         let (tx, rx) = crossbeam_channel::bounded(PEER_CHANNEL);
         let _ = self.commands.send(Command::GetPeers {
             info_hash,
-            announce_port,
+            announce_port: announce_port.filter(|&p| p != 0),
             tx,
         });
         rx
