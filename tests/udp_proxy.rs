@@ -108,9 +108,13 @@ fn a_udp_tracker_named_by_host_is_resolved_by_the_proxy() {
         .next()
         .unwrap()
         .trim_end_matches("/announce");
+    register(&tracker, [0x12; 20], 6881);
     let before = proxy.udp_sent().len();
-    tget::tracker::announce(&url, &request([0x12; 20]), LIMIT).unwrap();
-    assert_eq!(tracker.announces(), 1);
+    let r = tget::tracker::announce(&url, &request([0x12; 20]), LIMIT).unwrap();
+    assert_eq!(tracker.announces(), 2);
+    // Nor a lookup of the name to check the loopback peer it names is its
+    // neighbour: such a peer is left out.
+    assert_eq!(r.peers, vec![]);
     // The name went to the proxy (ATYP 3): no lookup here.
     let sent = proxy.udp_sent()[before..].to_vec();
     assert_eq!(sent, vec![format!("localhost:{port}"); 2]);

@@ -600,8 +600,16 @@ pub fn start_nodes(settings: &DhtSettings, state_dir: &Path) -> io::Result<Vec<D
     let mut nodes = Vec::new();
     if crate::dial::proxied() {
         // Behind a proxy: one node, on its UDP relay if it grants one.
-        if crate::dial::udp_allowed() {
-            let socket = Udp::through_proxy(crate::dial::PROBE_TIMEOUT)?;
+        // (A proxy that granted a relay once and fails now: no node either,
+        // and not an error for the download.)
+        let socket = if crate::dial::udp_allowed() {
+            Udp::through_proxy(crate::dial::PROBE_TIMEOUT)
+                .map_err(|e| info!("no DHT: {e}"))
+                .ok()
+        } else {
+            None
+        };
+        if let Some(socket) = socket {
             let d = Dht::start_with(
                 DhtConfig {
                     bind: socket.local_addr()?,
