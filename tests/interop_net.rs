@@ -21,7 +21,7 @@ use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use harness::{free_port, tail, Announce, Proc, Swarm, MIB};
+use harness::{free_port, tail, Announce, Proc, Swarm, DOWNLOAD_TIMEOUT, KIB, MIB};
 
 const MICROSOCKS_OUT: &str = "127.0.0.4";
 const DANTE_OUT: &str = "127.0.0.5";
@@ -253,6 +253,48 @@ fn a_udp_tracker_through_dantes_udp_relay_finds_the_libtorrent_seeder() {
     for l in &seen {
         assert!(l.contains(DANTE_OUT), "not through the proxy: {l}");
     }
+    let proxied = read(&proxy.log);
+    assert!(
+        proxied.contains("udpassociate"),
+        "dante granted no UDP association:\n{proxied}"
+    );
+}
+
+/// A magnet link with nothing but the info-hash, found by the DHT alone
+/// through dante's UDP relay: libtorrent sessions form a DHT on 127.0.0.1,
+/// one seeds and announces there; tget, joined through one node given by
+/// address, asks them through the relay (they see 127.0.0.5) and connects
+/// to the seeder through dante.
+#[test]
+#[ignore = "needs danted, python3-libtorrent, mktorrent: run by .ci/run"]
+fn a_magnet_found_by_the_dht_through_dantes_udp_relay() {
+    let mut sw = Swarm::new("proxy-dante-dht");
+    let (port, proxy) = danted(&mut sw);
+    let content = sw.single_file("by-dht-proxied.bin", 2 * MIB + 9);
+    let t = sw.lt_torrent(&content, 64 * KIB, Announce::Dead);
+    let ports = sw.dht_swarm_libtorrent(&t, 4);
+    let link = sw.magnet(&t, "");
+    let out = sw.subdir("tget-out");
+    let url = format!("socks5://127.0.0.1:{port}");
+    let boot = format!("127.0.0.1:{}", ports[1]);
+    // The DHT on (no --no-dht), joined through a loopback node only.
+    let mut cmd = Command::new(harness::TGET);
+    cmd.args(["download", &link, "--dir"])
+        .arg(&out)
+        .args(["--proxy", &url, "--dht-bootstrap", &boot])
+        .args(["--timeout", "90s", "-v"]);
+    let mut tget = sw.spawn("tget download (DHT through dante)", &mut cmd);
+    let status = tget
+        .wait_for(DOWNLOAD_TIMEOUT)
+        .expect("tget did not end in time");
+    assert_eq!(exit_code(status), Some(0), "tget:\n{}", tail(&tget.log));
+    harness::assert_same_content(&t.content, &out.join(t.name()));
+    let text = read(&tget.log);
+    assert!(
+        text.contains("DHT node through the proxy's UDP relay"),
+        "{}",
+        tail(&tget.log)
+    );
     let proxied = read(&proxy.log);
     assert!(
         proxied.contains("udpassociate"),
