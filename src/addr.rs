@@ -101,7 +101,9 @@ pub fn allowed_from(addr: SocketAddr, source: IpAddr) -> bool {
 /// The address a tracker at `url` answers from, as far as a lookup of its
 /// host tells: the least local of the host's addresses (a name that
 /// resolves to a public address and a private one is treated as public).
-/// `None` when the host cannot be resolved.
+/// `None` when the host cannot be resolved, and for a name behind a proxy
+/// (the lookup would leave outside it: such a tracker may name no local
+/// peers).
 pub fn tracker_source(url: &str) -> Option<IpAddr> {
     let rest = url.split_once("://")?.1;
     let authority = rest.split(['/', '?', '#']).next()?;
@@ -117,6 +119,9 @@ pub fn tracker_source(url: &str) -> Option<IpAddr> {
     };
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Some(ip);
+    }
+    if crate::dial::proxied() {
+        return None;
     }
     (host, port.unwrap_or(80))
         .to_socket_addrs()

@@ -15,8 +15,11 @@
 //! - HTTP(S) trackers, torrent URLs and web seeds go through it too: their
 //!   ureq agents ([`http_agent`], [`agent`]) open every connection with
 //!   [`connect_to`], the host name resolved by the proxy (`dial/http.rs`);
-//! - nothing can use UDP ([`udp_local`] answers `None`): no UDP trackers,
-//!   no DHT; and [`listens`] is false, so no listener is opened.
+//! - UDP trackers and the DHT go through the proxy's UDP relay when it
+//!   grants one (SOCKS5 UDP ASSOCIATE: [`Udp`], [`udp_allowed`],
+//!   `dial/udp.rs`), and are left out when it does not; no other socket
+//!   may use UDP ([`udp_local`] answers `None`: no uTP); and [`listens`]
+//!   is false, so no listener is opened.
 
 use std::fmt;
 use std::io;
@@ -256,6 +259,8 @@ fn tcp(bind: Option<IpAddr>, to: SocketAddr, timeout: Duration) -> io::Result<Tc
 }
 
 mod http;
+mod udp;
+pub use udp::{is_v6, udp_allowed, Udp};
 
 #[cfg(test)]
 mod tests {

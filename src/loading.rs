@@ -146,12 +146,20 @@ pub(crate) fn resolve_peers(peers: &[String]) -> Result<Vec<SocketAddr>, Failure
 }
 
 /// The DHT's entry points: those given, or the well-known routers (looked
-/// up now; a router that cannot be found is skipped with a warning).
+/// up now; a router that cannot be found is skipped with a warning; none
+/// behind a proxy, where the lookup would leave outside it).
 pub(crate) fn dht_bootstrap(given: &[String]) -> Result<Vec<SocketAddr>, Failure> {
     if !given.is_empty() {
         return resolve_peers(given);
     }
     let mut out = Vec::new();
+    if tget::dial::proxied() {
+        // Their names would be looked up here, outside the proxy.
+        log::info!(
+            "DHT: behind a proxy the default routers are not used (give --dht-bootstrap ADDR:PORT)"
+        );
+        return Ok(out);
+    }
     for name in tget::dht::DEFAULT_BOOTSTRAP {
         match name.to_socket_addrs() {
             Ok(addrs) => out.extend(addrs),

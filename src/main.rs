@@ -96,8 +96,9 @@ fn main() -> ExitCode {
         .format(log_line)
         .init();
     let quiet = cli.quiet;
-    // Behind a proxy nothing may use UDP: no DHT.
-    let no_dht = cli.no_dht || cli.proxy.is_some();
+    // Behind a proxy the DHT goes through its UDP relay, if it grants one
+    // (tget::dht::start_nodes).
+    let no_dht = cli.no_dht;
     let networked = !matches!(cli.command, Command::Demo { .. });
     if !networked && (cli.proxy.is_some() || cli.bind.is_some()) {
         eprintln!("tget: demo runs its own swarm on 127.0.0.1: --proxy and --bind do not apply");

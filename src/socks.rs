@@ -1,5 +1,6 @@
-//! A SOCKS5 client: the CONNECT command of RFC 1928 with no authentication
-//! or with username/password (RFC 1929), on a blocking `TcpStream`.
+//! A SOCKS5 client: the CONNECT and UDP ASSOCIATE commands of RFC 1928
+//! with no authentication or with username/password (RFC 1929), on a
+//! blocking `TcpStream`, and the header of datagrams through a UDP relay.
 //!
 //! Every read asks for exactly the bytes the protocol says come next (at
 //! most 255 at a time) and waits no later than one deadline for the whole
@@ -160,6 +161,9 @@ pub enum SocksError {
     Malformed(String),
     /// The proxy refused the CONNECT (the RFC 1928 reply code).
     Refused(u8),
+    /// The proxy refused the UDP ASSOCIATE (the RFC 1928 reply code;
+    /// 7, command not supported, from a proxy that relays no UDP).
+    UdpRefused(u8),
 }
 
 impl SocksError {
@@ -167,7 +171,7 @@ impl SocksError {
     /// credentials, not SOCKS5) rather than about one target it could not
     /// reach: a failure of the first kind ends the run.
     pub fn is_fatal(&self) -> bool {
-        !matches!(self, SocksError::Refused(_))
+        !matches!(self, SocksError::Refused(_) | SocksError::UdpRefused(_))
     }
 }
 
@@ -189,6 +193,9 @@ impl fmt::Display for SocksError {
             SocksError::AuthRefused => write!(f, "it refused our username and password"),
             SocksError::Malformed(m) => write!(f, "malformed reply: {m}"),
             SocksError::Refused(code) => write!(f, "CONNECT refused: {}", reply_text(*code)),
+            SocksError::UdpRefused(code) => {
+                write!(f, "UDP ASSOCIATE refused: {}", reply_text(*code))
+            }
         }
     }
 }
@@ -215,6 +222,7 @@ const NO_AUTH: u8 = 0;
 const USER_PASS: u8 = 2;
 const NO_ACCEPTABLE: u8 = 0xff;
 const CMD_CONNECT: u8 = 1;
+const CMD_UDP_ASSOCIATE: u8 = 3;
 const ATYP_V4: u8 = 1;
 const ATYP_NAME: u8 = 3;
 const ATYP_V6: u8 = 4;
@@ -305,17 +313,34 @@ pub fn request_connect_to(
     target: Target<'_>,
     deadline: Instant,
 ) -> Result<SocketAddr, SocksError> {
-    let mut req = vec![VERSION, CMD_CONNECT, 0];
+    request(s, CMD_CONNECT, target, deadline)
+}
+
+/// Asks the proxy for a UDP relay (RFC 1928 UDP ASSOCIATE) for datagrams
+/// we will send from `from` (`0.0.0.0:0` when not known yet), before
+/// `deadline`. Returns the relay's address, as the proxy gave it (all
+/// zeros: the proxy's own address). Datagrams for the relay carry the
+/// header [`udp_wrap`] writes. The relay lives as long as `s` stays open.
+pub fn request_udp_associate(
+    s: &mut TcpStream,
+    from: SocketAddr,
+    deadline: Instant,
+) -> Result<SocketAddr, SocksError> {
+    request(s, CMD_UDP_ASSOCIATE, Target::Addr(from), deadline)
+}
+
+/// Writes `target` as an address (ATYP, address, port) into `out`.
+fn put_target(out: &mut Vec<u8>, target: Target<'_>) -> Result<(), SocksError> {
     let port = match target {
         Target::Addr(a) => {
             match a.ip() {
                 IpAddr::V4(ip) => {
-                    req.push(ATYP_V4);
-                    req.extend_from_slice(&ip.octets());
+                    out.push(ATYP_V4);
+                    out.extend_from_slice(&ip.octets());
                 }
                 IpAddr::V6(ip) => {
-                    req.push(ATYP_V6);
-                    req.extend_from_slice(&ip.octets());
+                    out.push(ATYP_V6);
+                    out.extend_from_slice(&ip.octets());
                 }
             }
             a.port()
@@ -327,56 +352,107 @@ pub fn request_connect_to(
                 .ok_or_else(|| {
                     SocksError::Io(io::Error::new(
                         io::ErrorKind::InvalidInput,
-                        "a host name of 1 to 255 bytes is needed for a SOCKS5 CONNECT",
+                        "a host name of 1 to 255 bytes is needed for SOCKS5",
                     ))
                 })?;
-            req.push(ATYP_NAME);
-            req.push(len);
-            req.extend_from_slice(host.as_bytes());
+            out.push(ATYP_NAME);
+            out.push(len);
+            out.extend_from_slice(host.as_bytes());
             port
         }
     };
-    req.extend_from_slice(&port.to_be_bytes());
-    send(s, &req, deadline, "CONNECT")?;
+    out.extend_from_slice(&port.to_be_bytes());
+    Ok(())
+}
+
+/// One request (CONNECT or UDP ASSOCIATE) and its reply: the address the
+/// proxy bound.
+fn request(
+    s: &mut TcpStream,
+    cmd: u8,
+    target: Target<'_>,
+    deadline: Instant,
+) -> Result<SocketAddr, SocksError> {
+    let step = if cmd == CMD_CONNECT {
+        "CONNECT"
+    } else {
+        "UDP ASSOCIATE"
+    };
+    let mut req = vec![VERSION, cmd, 0];
+    put_target(&mut req, target)?;
+    send(s, &req, deadline, step)?;
     let mut head = [0u8; 4];
-    recv(s, &mut head, deadline, "CONNECT")?;
+    recv(s, &mut head, deadline, step)?;
     if head[0] != VERSION {
         return Err(SocksError::Malformed(format!(
-            "version {} in the CONNECT reply",
+            "version {} in the {step} reply",
             head[0]
         )));
     }
-    if head[1] != 0 {
-        return Err(SocksError::Refused(head[1]));
+    match head[1] {
+        0 => {}
+        code if cmd == CMD_CONNECT => return Err(SocksError::Refused(code)),
+        code => return Err(SocksError::UdpRefused(code)),
     }
     let ip: IpAddr = match head[3] {
         ATYP_V4 => {
             let mut a = [0u8; 4];
-            recv(s, &mut a, deadline, "CONNECT")?;
+            recv(s, &mut a, deadline, step)?;
             a.into()
         }
         ATYP_V6 => {
             let mut a = [0u8; 16];
-            recv(s, &mut a, deadline, "CONNECT")?;
+            recv(s, &mut a, deadline, step)?;
             a.into()
         }
         ATYP_NAME => {
             // A name we do not use: read past it (at most 255 bytes).
             let mut len = [0u8; 1];
-            recv(s, &mut len, deadline, "CONNECT")?;
+            recv(s, &mut len, deadline, step)?;
             let mut name = [0u8; 255];
-            recv(s, &mut name[..len[0] as usize], deadline, "CONNECT")?;
+            recv(s, &mut name[..len[0] as usize], deadline, step)?;
             IpAddr::from([0, 0, 0, 0])
         }
         t => {
             return Err(SocksError::Malformed(format!(
-                "address type {t} in the CONNECT reply"
+                "address type {t} in the {step} reply"
             )))
         }
     };
     let mut port = [0u8; 2];
-    recv(s, &mut port, deadline, "CONNECT")?;
+    recv(s, &mut port, deadline, step)?;
     Ok(SocketAddr::new(ip, u16::from_be_bytes(port)))
+}
+
+/// The longest header [`udp_wrap`] writes (a 255-byte name).
+pub const UDP_HEADER_MAX: usize = 4 + 1 + 255 + 2;
+
+/// A datagram for a SOCKS5 UDP relay (RFC 1928 section 7): two reserved
+/// bytes, fragment 0 (we never fragment), the destination (an address, or
+/// a host name the proxy resolves), then `payload`.
+pub fn udp_wrap(to: Target<'_>, payload: &[u8]) -> Result<Vec<u8>, SocksError> {
+    let mut d = Vec::with_capacity(UDP_HEADER_MAX + payload.len());
+    d.extend_from_slice(&[0, 0, 0]);
+    put_target(&mut d, to)?;
+    d.extend_from_slice(payload);
+    Ok(d)
+}
+
+/// A datagram from a SOCKS5 UDP relay: where it came from and the length
+/// of its header (the payload follows). `None` for anything else: too
+/// short, a fragment (FRAG not 0: we never reassemble), a source given as
+/// a name, or an unknown address type.
+pub fn udp_unwrap(d: &[u8]) -> Option<(SocketAddr, usize)> {
+    if d.get(..3)? != [0, 0, 0] {
+        return None;
+    }
+    let (ip, at): (IpAddr, usize) = match *d.get(3)? {
+        ATYP_V4 => (<[u8; 4]>::try_from(d.get(4..8)?).ok()?.into(), 8),
+        ATYP_V6 => (<[u8; 16]>::try_from(d.get(4..20)?).ok()?.into(), 20),
+        _ => return None,
+    };
+    let port = u16::from_be_bytes(d.get(at..at + 2)?.try_into().ok()?);
+    Some((SocketAddr::new(ip, port), at + 2))
 }
 
 fn timed_out(e: &io::Error) -> bool {
@@ -442,6 +518,51 @@ fn recv(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn udp_datagrams_are_wrapped_and_unwrapped_and_others_refused() {
+        let to: SocketAddr = "127.0.0.9:6969".parse().unwrap();
+        let d = udp_wrap(Target::Addr(to), b"payload").unwrap();
+        assert_eq!(&d[..10], &[0, 0, 0, 1, 127, 0, 0, 9, 0x1b, 0x39]);
+        assert_eq!(udp_unwrap(&d), Some((to, 10)));
+        assert_eq!(&d[10..], b"payload");
+        let v6: SocketAddr = "[::1]:80".parse().unwrap();
+        let d6 = udp_wrap(Target::Addr(v6), b"x").unwrap();
+        assert_eq!(udp_unwrap(&d6), Some((v6, 22)));
+        let n = udp_wrap(Target::Name("tr.example", 80), b"x").unwrap();
+        let mut want = vec![0, 0, 0, 3, 10];
+        want.extend_from_slice(b"tr.example");
+        want.extend_from_slice(&[0, 80, b'x']);
+        assert_eq!(n, want);
+        assert!(udp_wrap(Target::Name(&"a".repeat(256), 80), b"x").is_err());
+        // A fragment, a name, a short datagram: refused, never a panic.
+        let mut frag = d.clone();
+        frag[2] = 1;
+        assert_eq!(udp_unwrap(&frag), None);
+        assert_eq!(udp_unwrap(&n), None);
+        for len in 0..10 {
+            assert_eq!(udp_unwrap(&d[..len]), None, "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn udp_associate_is_asked_and_a_refusal_is_not_fatal() {
+        let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        let (a, h) = scripted(vec![5, 0, 0, 1, 127, 0, 0, 1, 0x1f, 0x90], false);
+        let mut s = TcpStream::connect(a).unwrap();
+        let relay = request_udp_associate(&mut s, any, soon()).unwrap();
+        assert_eq!(relay, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(h.join().unwrap(), [5, 3, 0, 1, 0, 0, 0, 0, 0, 0]);
+        // microsocks: command not supported.
+        let (a, _h) = scripted(vec![5, 7, 0, 1, 0, 0, 0, 0, 0, 0], false);
+        let mut s = TcpStream::connect(a).unwrap();
+        let e = request_udp_associate(&mut s, any, soon()).unwrap_err();
+        assert!(
+            matches!(e, SocksError::UdpRefused(7)) && !e.is_fatal(),
+            "{e}"
+        );
+        assert!(e.to_string().contains("command not supported"), "{e}");
+    }
 
     #[test]
     fn urls_are_parsed() {

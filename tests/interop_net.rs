@@ -21,7 +21,7 @@ use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use harness::{free_port, tail, Announce, Proc, Swarm, MIB};
+use harness::{free_port, tail, Announce, Proc, Swarm, DOWNLOAD_TIMEOUT, KIB, MIB};
 
 const MICROSOCKS_OUT: &str = "127.0.0.4";
 const DANTE_OUT: &str = "127.0.0.5";
@@ -76,7 +76,16 @@ fn microsocks(sw: &mut Swarm, auth: Option<(&str, &str)>) -> (u16, Proc) {
 }
 
 /// danted (no authentication) on 127.0.0.1:PORT, its outgoing connections
-/// from [`DANTE_OUT`].
+/// from [`DANTE_OUT`], relaying UDP too.
+///
+/// UDP ASSOCIATE from 127.0.0.1 to 127.0.0.1 works with dante 1.4.2 with
+/// nothing more than `udpassociate` (the association) and `udpreply` (the
+/// answers coming back) in the `socks pass` rule's commands: the relay
+/// listens on the internal address (127.0.0.1, a port of its choosing,
+/// which it names in its reply) and sends from the external one
+/// (127.0.0.5). It checks that datagrams come from the address the client
+/// named in its request, which tget gives exactly. No `udp.portrange` is
+/// needed.
 fn danted(sw: &mut Swarm) -> (u16, Proc) {
     need("danted");
     let port = free_port();
@@ -91,7 +100,7 @@ fn danted(sw: &mut Swarm) -> (u16, Proc) {
              socksmethod: none\n\
              user.unprivileged: nobody\n\
              client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n\
-             socks pass {{\n  from: 127.0.0.0/8 to: 0.0.0.0/0\n  command: connect\n  log: connect error\n}}\n"
+             socks pass {{\n  from: 127.0.0.0/8 to: 0.0.0.0/0\n  command: connect udpassociate udpreply\n  log: connect disconnect error\n}}\n"
         ),
     )
     .unwrap();
@@ -219,6 +228,101 @@ fn through_dante_from_libtorrent() {
         &format!("socks5://127.0.0.1:{port}"),
         &log,
         DANTE_OUT,
+    );
+}
+
+/// tget finds the libtorrent seeder through opentracker's UDP port
+/// (BEP 15) by way of dante's UDP relay, with no `--peer` (and no DHT):
+/// the download completes only if the UDP announce went through.
+#[test]
+#[ignore = "needs danted, python3-libtorrent, opentracker, mktorrent: run by .ci/run"]
+fn a_udp_tracker_through_dantes_udp_relay_finds_the_libtorrent_seeder() {
+    let mut sw = Swarm::new("proxy-dante-udp");
+    let (port, proxy) = danted(&mut sw);
+    let content = sw.single_file("udp-proxied.bin", 3 * MIB + 17);
+    let t = sw.mktorrent(&content, 16, Announce::Udp);
+    let (_, seeder_log) = sw.seed_libtorrent_logged(&t, "127.0.0.1");
+    let url = format!("socks5://127.0.0.1:{port}");
+    let (status, log) = sw.tget_run(&t, &["--proxy", &url, "--timeout", "60s"]);
+    assert_eq!(exit_code(status), Some(0), "tget:\n{}", tail(&log));
+    let text = read(&log);
+    assert!(text.contains("the proxy relays UDP"), "{}", tail(&log));
+    assert!(text.contains("UDP through proxy"), "{}", tail(&log));
+    let seen = incoming(&seeder_log);
+    assert!(!seen.is_empty(), "the seeder saw no connection");
+    for l in &seen {
+        assert!(l.contains(DANTE_OUT), "not through the proxy: {l}");
+    }
+    let proxied = read(&proxy.log);
+    assert!(
+        proxied.contains("udpassociate"),
+        "dante granted no UDP association:\n{proxied}"
+    );
+}
+
+/// A magnet link with nothing but the info-hash, found by the DHT alone
+/// through dante's UDP relay: libtorrent sessions form a DHT on 127.0.0.1,
+/// one seeds and announces there; tget, joined through one node given by
+/// address, asks them through the relay (they see 127.0.0.5) and connects
+/// to the seeder through dante.
+#[test]
+#[ignore = "needs danted, python3-libtorrent, mktorrent: run by .ci/run"]
+fn a_magnet_found_by_the_dht_through_dantes_udp_relay() {
+    let mut sw = Swarm::new("proxy-dante-dht");
+    let (port, proxy) = danted(&mut sw);
+    let content = sw.single_file("by-dht-proxied.bin", 2 * MIB + 9);
+    let t = sw.lt_torrent(&content, 64 * KIB, Announce::Dead);
+    let ports = sw.dht_swarm_libtorrent(&t, 4);
+    let link = sw.magnet(&t, "");
+    let out = sw.subdir("tget-out");
+    let url = format!("socks5://127.0.0.1:{port}");
+    let boot = format!("127.0.0.1:{}", ports[1]);
+    // The DHT on (no --no-dht), joined through a loopback node only.
+    let mut cmd = Command::new(harness::TGET);
+    cmd.args(["download", &link, "--dir"])
+        .arg(&out)
+        .args(["--proxy", &url, "--dht-bootstrap", &boot])
+        .args(["--timeout", "90s", "-v"]);
+    let mut tget = sw.spawn("tget download (DHT through dante)", &mut cmd);
+    let status = tget
+        .wait_for(DOWNLOAD_TIMEOUT)
+        .expect("tget did not end in time");
+    assert_eq!(exit_code(status), Some(0), "tget:\n{}", tail(&tget.log));
+    harness::assert_same_content(&t.content, &out.join(t.name()));
+    let text = read(&tget.log);
+    assert!(
+        text.contains("DHT node through the proxy's UDP relay"),
+        "{}",
+        tail(&tget.log)
+    );
+    let proxied = read(&proxy.log);
+    assert!(
+        proxied.contains("udpassociate"),
+        "dante granted no UDP association:\n{proxied}"
+    );
+}
+
+/// microsocks does not relay UDP (UDP ASSOCIATE: command not supported):
+/// the UDP tracker is left out with a `-v` line, and the download goes on
+/// with the peer given.
+#[test]
+#[ignore = "needs microsocks, python3-libtorrent, opentracker, mktorrent: run by .ci/run"]
+fn microsocks_relays_no_udp_and_the_udp_tracker_is_left_out() {
+    let mut sw = Swarm::new("proxy-microsocks-udp");
+    let (port, _proxy) = microsocks(&mut sw, None);
+    let content = sw.single_file("no-udp.bin", MIB + 3);
+    let t = sw.mktorrent(&content, 16, Announce::Udp);
+    let (seeder_port, _) = sw.seed_libtorrent_logged(&t, "127.0.0.1");
+    let url = format!("socks5://127.0.0.1:{port}");
+    let peer = format!("127.0.0.1:{seeder_port}");
+    let (status, log) = sw.tget_run(&t, &["--proxy", &url, "--peer", &peer]);
+    assert_eq!(exit_code(status), Some(0), "tget:\n{}", tail(&log));
+    let text = read(&log);
+    assert!(text.contains("command not supported"), "{}", tail(&log));
+    assert!(
+        text.contains("the proxy does not relay UDP"),
+        "{}",
+        tail(&log)
     );
 }
 

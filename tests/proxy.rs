@@ -3,10 +3,11 @@
 //!
 //! Through the proxy: the download completes, every connection the seeder
 //! saw came from the proxy's relay address (none directly from tget), and
-//! HTTP tracker announces go through it too, with port 0, while a UDP
-//! tracker is never contacted. A proxy that is down, wants credentials we
-//! lack, refuses ours, answers garbage or stalls ends the run with exit 7
-//! and one line, before any peer is dialled. `--bind 127.0.0.2`: the seeder
+//! HTTP tracker announces go through it too, with port 0; a UDP tracker
+//! through the proxy's UDP relay when it grants one (UDP ASSOCIATE), and
+//! is never contacted when it does not. A proxy that is down, wants
+//! credentials we lack, refuses ours, answers garbage or stalls ends the
+//! run with exit 7 and one line, before any peer is dialled. `--bind 127.0.0.2`: the seeder
 //! sees the connection from 127.0.0.2; an address the host lacks is exit 7.
 //! HTTP goes the same way as peers: HTTP trackers, the torrent a URL names
 //! and web seeds come from the bound address, or through the proxy.
@@ -153,7 +154,7 @@ fn a_proxy_that_stalls_is_exit_7_within_the_probe_deadline() {
 }
 
 #[test]
-fn tracker_announces_go_through_the_proxy_and_udp_trackers_stay_off() {
+fn tracker_announces_go_through_the_proxy_and_udp_trackers_stay_off_if_it_relays_no_udp() {
     let tracker = TestTracker::start();
     let udp = TestUdpTracker::start();
     let tmp = TempDir::new("proxy-tracker");
@@ -162,7 +163,8 @@ fn tracker_announces_go_through_the_proxy_and_udp_trackers_stay_off() {
     let content = single_file(tmp.path(), 256 * 1024, 16 * 1024, &trackers);
     // Slow enough that the first announce happens while downloading.
     let seeder = SlowSeeder::start(&content, Duration::from_millis(20));
-    let proxy = SocksServer::start(Mode::Open);
+    // Like microsocks: UDP ASSOCIATE is "command not supported".
+    let proxy = SocksServer::start(Mode::NoUdp);
     let out = tmp.path().join("out");
     let run = run_with_limit(
         download_from(&content, &out, &seeder.addr.to_string()).args([
@@ -186,6 +188,58 @@ fn tracker_announces_go_through_the_proxy_and_udp_trackers_stay_off() {
         0,
         "the UDP tracker was used"
     );
+    assert!(
+        run.stderr.contains("the proxy does not relay UDP"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// Puts the seeder at 127.0.0.1:`port` in `udp`'s swarm (announced
+/// directly: this test process has no proxy).
+fn register_seeder(udp: &TestUdpTracker, content: &Content, port: u16) {
+    let req = tget::tracker::AnnounceRequest::new(content.meta.info_hash, [0x2d; 20], port);
+    tget::tracker::announce(&udp.url, &req, Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn a_udp_tracker_through_the_proxys_udp_relay_finds_the_seeder() {
+    let udp = TestUdpTracker::start();
+    let tmp = TempDir::new("proxy-udp-tracker");
+    let content = single_file(
+        tmp.path(),
+        256 * 1024,
+        16 * 1024,
+        std::slice::from_ref(&udp.url),
+    );
+    let seeder = SlowSeeder::start(&content, Duration::ZERO);
+    register_seeder(&udp, &content, seeder.addr.port());
+    let proxy = SocksServer::start(Mode::Open);
+    let out = tmp.path().join("out");
+    // No --peer: the UDP tracker is the only way to the seeder.
+    let run = run_with_limit(
+        tget()
+            .args(["download", content.torrent.to_str().unwrap()])
+            .args(["--port", "0", "-v", "--timeout", "20s", "--dir"])
+            .arg(&out)
+            .args(["--proxy", &proxy.url(None)]),
+        LIMIT,
+    );
+    assert_eq!(run.status.code(), Some(0), "stderr:\n{}", run.stderr);
+    assert_same_tree(&content.root.join(&content.name), &out.join(&content.name));
+    // tget's announces (after the seeder's own) came from the relay,
+    // naming port 0.
+    let seen = udp.seen();
+    assert!(seen.len() >= 2, "{seen:?}");
+    assert!(
+        seen[1..]
+            .iter()
+            .all(|&a| a == SocketAddr::new(relay_ip(), 0)),
+        "a UDP announce came directly: {seen:?}"
+    );
+    assert!(!proxy.udp_sent().is_empty());
+    let from = seeder.connected_from();
+    assert!(!from.is_empty() && from.iter().all(|a| a.ip() == relay_ip()));
 }
 
 #[test]

@@ -25,7 +25,7 @@ pub mod table;
 pub mod token;
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,6 +36,7 @@ use crossbeam_channel::{Receiver, Sender};
 use log::{debug, info, warn};
 
 use crate::bencode::{self, Value};
+use crate::dial::Udp;
 use crate::rng::Rng;
 use krpc::{NodeId, NodeInfo, MAX_DATAGRAM};
 use node::{Node, Outbox};
@@ -132,14 +133,18 @@ impl Dht {
     /// Binds the socket, loads the saved table if any, and starts the
     /// thread, which at once begins joining the network.
     pub fn start(cfg: DhtConfig) -> io::Result<Dht> {
-        let socket = UdpSocket::bind(cfg.bind)?;
+        let socket = Udp::bind(cfg.bind)?;
+        Dht::start_with(cfg, socket)
+    }
+
+    /// [`Dht::start`] on a socket of the caller's (`cfg.bind` unused):
+    /// behind a proxy, one on its UDP relay (an IPv4 node, whatever the
+    /// relay's own family).
+    pub fn start_with(cfg: DhtConfig, socket: Udp) -> io::Result<Dht> {
         socket.set_read_timeout(Some(READ_TIMEOUT))?;
         let local = socket.local_addr()?;
-        let name = if local.is_ipv6() {
-            STATE_FILE6
-        } else {
-            STATE_FILE
-        };
+        let v6 = local.is_ipv6() && !socket.relayed();
+        let name = if v6 { STATE_FILE6 } else { STATE_FILE };
         let state_file = cfg.state_dir.as_ref().map(|d| d.join(name));
         let saved = match &state_file {
             Some(path) => match load_state(path) {
@@ -161,7 +166,7 @@ impl Dht {
             id
         });
         let now = Instant::now();
-        let mut node = Node::new(id, local.is_ipv6(), cfg.bootstrap, now);
+        let mut node = Node::new(id, v6, cfg.bootstrap, now);
         let mut out = Outbox::new();
         node.bootstrap(&saved_nodes, now, &mut out);
         let (commands, rx) = crossbeam_channel::unbounded();
@@ -202,7 +207,8 @@ impl Dht {
     /// [`lookup::MAX_DURATION`]), or at once if too many lookups run. With
     /// `announce_port`, when the lookup ends we announce ourselves on that
     /// port to the closest nodes that gave a token. Announces expire after
-    /// 30 minutes: call this again every 15 or so to stay listed.
+    /// 30 minutes: call this again every 15 or so to stay listed. Port 0
+    /// (nothing listens, as behind a proxy) announces nothing.
     pub fn get_peers(
         &self,
         info_hash: [u8; 20],
@@ -211,7 +217,7 @@ impl Dht {
         let (tx, rx) = crossbeam_channel::bounded(PEER_CHANNEL);
         let _ = self.commands.send(Command::GetPeers {
             info_hash,
-            announce_port,
+            announce_port: announce_port.filter(|&p| p != 0),
             tx,
         });
         rx
@@ -289,7 +295,7 @@ impl Drop for Dht {
 
 /// The thread: read, handle, run timers, send, until told to stop.
 fn run(
-    socket: UdpSocket,
+    socket: Udp,
     mut node: Node,
     mut out: Outbox,
     commands: Receiver<Command>,
@@ -447,6 +453,7 @@ fn hex(id: &[u8]) -> String {
 mod tests {
     use super::*;
     use std::fs;
+    use std::net::UdpSocket;
 
     fn tmpdir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("tget-dht-{name}-{}", std::process::id()));
@@ -591,7 +598,38 @@ pub fn start_nodes(settings: &DhtSettings, state_dir: &Path) -> io::Result<Vec<D
         })
     };
     let mut nodes = Vec::new();
-    // `--bind` to an IPv6 address, or a proxy: no IPv4 node.
+    if crate::dial::proxied() {
+        // Behind a proxy: one node, on its UDP relay if it grants one.
+        // (A proxy that granted a relay once and fails now: no node either,
+        // and not an error for the download.)
+        let socket = if crate::dial::udp_allowed() {
+            Udp::through_proxy(crate::dial::PROBE_TIMEOUT)
+                .map_err(|e| info!("no DHT: {e}"))
+                .ok()
+        } else {
+            None
+        };
+        if let Some(socket) = socket {
+            let d = Dht::start_with(
+                DhtConfig {
+                    bind: socket.local_addr()?,
+                    bootstrap: settings
+                        .bootstrap
+                        .iter()
+                        .copied()
+                        .filter(|a| a.is_ipv4())
+                        .collect(),
+                    state_dir: Some(state_dir.to_path_buf()),
+                    node_id: None,
+                },
+                socket,
+            )?;
+            info!("DHT node through the proxy's UDP relay");
+            nodes.push(d);
+        }
+        return Ok(nodes);
+    }
+    // `--bind` to an IPv6 address: no IPv4 node.
     let v4 = match start(false, settings.port) {
         _ if crate::dial::udp_local(false, 0).is_none() => None,
         Ok(d) => Some(d),

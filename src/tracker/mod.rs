@@ -187,10 +187,10 @@ pub fn announce(
 ) -> Result<AnnounceResponse, TrackerError> {
     let mut response = match scheme_of(url) {
         Some(Scheme::Http) => http::announce(url, req, timeout),
-        // UDP cannot go through a SOCKS5 CONNECT proxy: never sent directly.
-        Some(Scheme::Udp) if crate::dial::proxied() => Err(TrackerError::UnsupportedUrl(format!(
-            "{url} (UDP does not go through --proxy)"
-        ))),
+        // Behind a proxy, UDP goes through its relay or not at all.
+        Some(Scheme::Udp) if !crate::dial::udp_allowed() => Err(TrackerError::UnsupportedUrl(
+            format!("{url} (the proxy does not relay UDP)"),
+        )),
         Some(Scheme::Udp) => udp::announce(url, req, timeout),
         None => Err(TrackerError::UnsupportedUrl(url.to_string())),
     }?;
@@ -489,8 +489,8 @@ impl Announcer {
                     log::debug!("tracker: skipping unsupported tracker URL {url}");
                     continue;
                 }
-                if scheme_of(&url) == Some(Scheme::Udp) && crate::dial::proxied() {
-                    log::info!("tracker: skipping {url}: UDP does not go through --proxy");
+                if scheme_of(&url) == Some(Scheme::Udp) && !crate::dial::udp_allowed() {
+                    log::info!("tracker: skipping {url}: the proxy does not relay UDP");
                     continue;
                 }
                 if seen.contains(&url) {

@@ -8,7 +8,10 @@
 //! never past the caller's overall timeout.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+
+use crate::dial::Udp;
+use crate::socks::Target;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -282,32 +285,33 @@ pub fn encode_error(txid: u32, message: &str) -> Vec<u8> {
 // The client
 // ---------------------------------------------------------------------------
 
-/// Connection ids per tracker address: (address, id, when received).
-/// Process-wide, small, and pruned of expired entries on every use.
-static CONNECTION_IDS: Mutex<Vec<(SocketAddr, u64, Instant)>> = Mutex::new(Vec::new());
+/// Connection ids per tracker (its address, or behind a proxy its
+/// `host:port`): (tracker, id, when received). Process-wide, small, and
+/// pruned of expired entries on every use.
+static CONNECTION_IDS: Mutex<Vec<(String, u64, Instant)>> = Mutex::new(Vec::new());
 const MAX_CACHED_IDS: usize = 64;
 
-fn cache_get(addr: SocketAddr, now: Instant) -> Option<(u64, Instant)> {
+fn cache_get(addr: &str, now: Instant) -> Option<(u64, Instant)> {
     let mut cache = CONNECTION_IDS.lock().unwrap_or_else(|e| e.into_inner());
     cache.retain(|(_, _, at)| now.saturating_duration_since(*at) < CONNECTION_ID_LIFETIME);
     cache
         .iter()
-        .find(|(a, _, _)| *a == addr)
+        .find(|(a, _, _)| a == addr)
         .map(|(_, id, at)| (*id, *at))
 }
 
-fn cache_put(addr: SocketAddr, id: u64, at: Instant) {
+fn cache_put(addr: &str, id: u64, at: Instant) {
     let mut cache = CONNECTION_IDS.lock().unwrap_or_else(|e| e.into_inner());
-    cache.retain(|(a, _, _)| *a != addr);
+    cache.retain(|(a, _, _)| a != addr);
     if cache.len() >= MAX_CACHED_IDS {
         cache.remove(0);
     }
-    cache.push((addr, id, at));
+    cache.push((addr.to_string(), id, at));
 }
 
-fn cache_forget(addr: SocketAddr) {
+fn cache_forget(addr: &str) {
     let mut cache = CONNECTION_IDS.lock().unwrap_or_else(|e| e.into_inner());
-    cache.retain(|(a, _, _)| *a != addr);
+    cache.retain(|(a, _, _)| a != addr);
 }
 
 /// `host` and `port` of a `udp://host:port[/path][?query]` URL.
@@ -338,23 +342,26 @@ enum Exchange<T> {
     Expired,
 }
 
-/// Sends `packet` and waits for the reply to `txid`, retransmitting after
-/// base · 2ⁿ, until `deadline`. Datagrams that are too short to carry a
-/// transaction id or carry another one are ignored. With `valid_until`,
-/// stops retransmitting when that instant has passed.
+/// Sends `packet` to `to` and waits for the reply to `txid`, retransmitting
+/// after base · 2ⁿ, until `deadline`. Datagrams from another address than
+/// `to` (directly; through a proxy's relay the source it reports is not
+/// checked: the transaction id is), too short to carry a transaction id or
+/// carrying another one are ignored. `decode` gets the reply and its
+/// source. With `valid_until`, stops retransmitting when that instant has
+/// passed.
 #[allow(clippy::too_many_arguments)]
 fn exchange<T>(
-    socket: &UdpSocket,
-    addr: SocketAddr,
+    socket: &Udp,
+    to: Target<'_>,
     packet: &[u8],
     txid: u32,
     base: Duration,
     deadline: Instant,
     valid_until: Option<Instant>,
     buf: &mut [u8],
-    decode: impl Fn(&[u8]) -> Result<T, ReplyError>,
+    decode: impl Fn(&[u8], SocketAddr) -> Result<T, ReplyError>,
 ) -> Result<Exchange<T>, TrackerError> {
-    let io = |what: &str, e: std::io::Error| TrackerError::Io(format!("{what} {addr}: {e}"));
+    let io = |what: &str, e: std::io::Error| TrackerError::Io(format!("{what} {to}: {e}"));
     let mut n = 0u32;
     loop {
         let now = Instant::now();
@@ -364,11 +371,10 @@ fn exchange<T>(
         if valid_until.is_some_and(|v| now >= v) {
             return Ok(Exchange::Expired);
         }
-        log::trace!(
-            "tracker: UDP send {} bytes to {addr} (try {n})",
-            packet.len()
-        );
-        socket.send(packet).map_err(|e| io("send to", e))?;
+        log::trace!("tracker: UDP send {} bytes to {to} (try {n})", packet.len());
+        socket
+            .send_to_target(packet, to)
+            .map_err(|e| io("send to", e))?;
         let wait = base.saturating_mul(1u32 << n.min(MAX_RETRANSMIT_EXPONENT));
         let wait_until = super::later(now, wait).min(deadline);
         loop {
@@ -380,16 +386,20 @@ fn exchange<T>(
             socket
                 .set_read_timeout(Some(left))
                 .map_err(|e| io("set timeout on socket for", e))?;
-            match socket.recv(buf) {
-                Ok(len) => {
+            match socket.recv_from(buf) {
+                Ok((len, from)) => {
                     let datagram = buf.get(..len).unwrap_or(&[]);
-                    if transaction_id(datagram) != Some(txid) {
+                    let stranger = match to {
+                        Target::Addr(a) if !socket.relayed() => from != a,
+                        _ => false,
+                    };
+                    if stranger || transaction_id(datagram) != Some(txid) {
                         log::trace!(
-                            "tracker: ignoring a {len}-byte datagram from {addr} (not ours)"
+                            "tracker: ignoring a {len}-byte datagram from {from} (not ours)"
                         );
                         continue;
                     }
-                    return decode(datagram)
+                    return decode(datagram, from)
                         .map(Exchange::Reply)
                         .map_err(TrackerError::from);
                 }
@@ -428,26 +438,34 @@ pub(crate) fn announce_with(
     let start = Instant::now();
     let deadline = super::later(start, timeout);
     let (host, port) = parse_url(url)?;
-    let addr = (host.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|e| TrackerError::Io(format!("cannot resolve {host}:{port}: {e}")))?
-        .next()
-        .ok_or_else(|| TrackerError::Io(format!("{host}:{port} resolves to no address")))?;
-    let ipv6 = match addr.ip() {
-        IpAddr::V4(_) => false,
-        IpAddr::V6(ip) => ip.to_ipv4_mapped().is_none(),
+    // Behind a proxy: through its UDP relay, the host name resolved by the
+    // proxy (no DNS query leaves here). Else from `--bind`'s address when
+    // given (crate::dial), to the address the name resolves to.
+    let (socket, to) = if crate::dial::proxied() {
+        let to = match host.parse::<IpAddr>() {
+            Ok(ip) => Target::Addr(SocketAddr::new(ip, port)),
+            Err(_) => Target::Name(&host, port),
+        };
+        let socket = Udp::through_proxy(timeout)
+            .map_err(|e| TrackerError::Io(format!("UDP to {to}: {e}")))?;
+        (socket, to)
+    } else {
+        let addr = (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| TrackerError::Io(format!("cannot resolve {host}:{port}: {e}")))?
+            .next()
+            .ok_or_else(|| TrackerError::Io(format!("{host}:{port} resolves to no address")))?;
+        let socket = Udp::open(addr.is_ipv6(), 0, timeout)
+            .map_err(|e| TrackerError::Io(format!("no local address of {addr}'s family: {e}")))?;
+        // Connected: the system drops datagrams from others and reports a
+        // closed port.
+        socket
+            .connect(addr)
+            .map_err(|e| TrackerError::Io(format!("connect to {addr}: {e}")))?;
+        (socket, Target::Addr(addr))
     };
-    // From `--bind`'s address when given (crate::dial).
-    let local = crate::dial::udp_local(addr.is_ipv6(), 0).ok_or_else(|| {
-        TrackerError::Io(format!(
-            "no local address of {addr}'s family (--bind, --proxy)"
-        ))
-    })?;
-    let socket =
-        UdpSocket::bind(local).map_err(|e| TrackerError::Io(format!("bind {local}: {e}")))?;
-    socket
-        .connect(addr)
-        .map_err(|e| TrackerError::Io(format!("connect to {addr}: {e}")))?;
+    let key = to.to_string();
+    let addr = &key;
     let mut buf = vec![0u8; 65_536];
     // A cached id that the tracker rejects earns one fresh connect.
     let mut fresh_connect_tried = false;
@@ -457,17 +475,17 @@ pub(crate) fn announce_with(
             None => {
                 let txid = random_u64() as u32;
                 let packet = encode_connect_request(txid);
-                log::debug!("tracker: UDP connect to {addr}");
+                log::debug!("tracker: UDP connect to {to}");
                 let id = match exchange(
                     &socket,
-                    addr,
+                    to,
                     &packet,
                     txid,
                     base,
                     deadline,
                     None,
                     &mut buf,
-                    |d| decode_connect_response(d, txid),
+                    |d, _| decode_connect_response(d, txid),
                 ) {
                     Ok(Exchange::Reply(id)) => id,
                     Ok(Exchange::Expired) => continue,
@@ -483,14 +501,15 @@ pub(crate) fn announce_with(
         let valid_until = super::later(obtained_at, CONNECTION_ID_LIFETIME);
         let result = exchange(
             &socket,
-            addr,
+            to,
             &packet,
             txid,
             base,
             deadline,
             Some(valid_until),
             &mut buf,
-            |d| decode_announce_response(d, txid, ipv6),
+            // BEP 15: the peer list's format follows the tracker's family.
+            |d, from| decode_announce_response(d, txid, crate::dial::is_v6(from.ip())),
         );
         match result {
             Ok(Exchange::Reply(response)) => return Ok(response),
@@ -516,6 +535,7 @@ pub(crate) fn announce_with(
 mod tests {
     use super::*;
     use crate::tracker::Event;
+    use std::net::UdpSocket;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::thread;
