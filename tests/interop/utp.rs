@@ -146,7 +146,8 @@ fn utp_downloads_a_torrent_from_a_libtorrent_seeder_with_tcp_off() {
         );
     }
 
-    tget::utp::install(Endpoint::bind(local()).unwrap()).unwrap();
+    let ep = Endpoint::bind(local()).unwrap();
+    tget::utp::install(&ep).unwrap();
     let start = Instant::now();
     let mut conn = tget::utp::dial(addr, Duration::from_secs(10)).expect("uTP connect");
     assert_eq!(conn.kind(), "utp");
