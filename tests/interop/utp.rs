@@ -282,3 +282,23 @@ fn tget_download_reaches_a_utp_only_libtorrent_seeder_and_no_utp_does_not() {
         crate::harness::tail(&log)
     );
 }
+
+/// The session's incoming uTP: a libtorrent leecher with TCP off both ways
+/// downloads a whole torrent from `tget seed` (its listen port, over UDP),
+/// byte-identical; tget's log shows the peer came in over uTP.
+#[test]
+#[ignore = "needs python3-libtorrent: run by .ci/run"]
+fn a_utp_only_libtorrent_leecher_downloads_from_tget_seed() {
+    let mut sw = Swarm::new("utp-lt-from-tget");
+    let content = sw.single_file("utp-seed.bin", 6 * MIB + 4321);
+    let t = sw.mktorrent(&content, 18, Announce::Dead);
+    let port = sw.tget_seed(&t);
+    sw.leech_libtorrent_utp_only(&t, &[port]).finish();
+    let log = sw.log_of("tget seed").unwrap();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("(inbound, utp"),
+        "no inbound uTP peer in tget's log:\n{}",
+        crate::harness::tail(&log)
+    );
+}
