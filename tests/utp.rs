@@ -109,12 +109,27 @@ fn next(conn: &mut dyn Transport, reader: &mut MessageReader) -> Vec<u8> {
 
 #[test]
 fn an_incoming_utp_connection_to_tget_seed_is_served() {
-    let tmp = TempDir::new("utp-inbound");
+    served_over_utp(Ipv4Addr::LOCALHOST.into(), "utp-inbound");
+}
+
+#[test]
+fn an_incoming_utp_connection_over_ipv6_is_served_on_the_same_port() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        return eprintln!("no IPv6 here");
+    }
+    served_over_utp(std::net::Ipv6Addr::LOCALHOST.into(), "utp-inbound6");
+}
+
+/// `tget seed` answers a uTP connection from `ip` to its listen port: the
+/// handshake, then one block, byte-identical; its log shows the peer as an
+/// inbound uTP one.
+fn served_over_utp(ip: std::net::IpAddr, tag: &str) {
+    let tmp = TempDir::new(tag);
     let content = single_file(tmp.path(), 200 * KIB, 32 * KIB, &[]);
     let data = std::fs::read(content.root.join("file.bin")).unwrap();
     let (seed, port) = Seed::start(&content, &[]);
-    let ep = Endpoint::bind(local()).unwrap();
-    let to = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let ep = Endpoint::bind(SocketAddr::new(ip, 0)).unwrap();
+    let to = SocketAddr::new(ip, port);
     let mut conn = ep.connect(to, LIMIT).expect("uTP connect to tget seed");
     conn.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();

@@ -120,6 +120,8 @@ pub fn listen(port: u16) -> Vec<Endpoint> {
                 let _ = install(&ep);
                 eps.push(ep);
             }
+            // IPv6 missing here is no news; a taken IPv4 port is.
+            Err(e) if v6 => log::debug!("no incoming uTP on {local}: {e}"),
             Err(e) => log::info!("no incoming uTP on {local}: {e}"),
         }
     }
