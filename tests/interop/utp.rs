@@ -302,3 +302,24 @@ fn a_utp_only_libtorrent_leecher_downloads_from_tget_seed() {
         crate::harness::tail(&log)
     );
 }
+
+/// MSE over incoming uTP: a uTP-only libtorrent leecher that requires RC4
+/// downloads from `tget seed`; the listener answers the key exchange on
+/// the uTP connection as on a TCP one.
+#[test]
+#[ignore = "needs python3-libtorrent: run by .ci/run"]
+fn a_utp_only_libtorrent_leecher_requiring_rc4_downloads_from_tget_seed() {
+    let mut sw = Swarm::new("utp-lt-rc4-from-tget");
+    let content = sw.single_file("utp-seed-rc4.bin", 3 * MIB + 99);
+    let t = sw.mktorrent(&content, 18, Announce::Dead);
+    let port = sw.tget_seed(&t);
+    sw.lt_encryption(Some("forced"));
+    sw.leech_libtorrent_utp_only(&t, &[port]).finish();
+    let log = sw.log_of("tget seed").unwrap();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("(inbound, utp+mse-rc4)"),
+        "no encrypted inbound uTP peer in tget's log:\n{}",
+        crate::harness::tail(&log)
+    );
+}
