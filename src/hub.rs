@@ -73,6 +73,8 @@ impl Hub {
             Some(l) => Some(l.local_addr().map_err(SessionError::Listen)?),
             None => None,
         };
+        // uTP on the same port number (before the DHT, which shares it).
+        let utp = crate::utp::listen(local.map_or(0, |a| a.port()));
         let dht = match &cfg.dht {
             Some((settings, dir)) => crate::session::start_dht(settings, dir)?
                 .into_iter()
@@ -93,7 +95,7 @@ impl Hub {
                     std::thread::Builder::new()
                         .name("listener".into())
                         .stack_size(256 * 1024)
-                        .spawn(move || crate::listener::run(socket, router, blocklist, policy))
+                        .spawn(move || crate::listener::run(socket, utp, router, blocklist, policy))
                         .map_err(SessionError::Spawn)?,
                 )
             }

@@ -28,6 +28,11 @@
 //! connection goes to the coordinator like a plain one. Under
 //! `--encryption require` a plain handshake is closed.
 //!
+//! uTP (src/utp/): connections the uTP endpoints on the listen port
+//! accepted are taken here each poll and held, read and routed exactly like
+//! TCP ones (MSE included); the endpoints cap what a SYN flood can make
+//! before that.
+//!
 //! One listener may serve several torrents (a batch, `tget download A B`):
 //! a [`Router`] maps each active torrent's info-hash to its coordinator. A
 //! handshake goes to the torrent it names; one for a torrent that is not
@@ -35,7 +40,7 @@
 //! info-hash.
 
 use std::io::{self, Read};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -282,9 +287,10 @@ impl Router {
     }
 }
 
-/// An inbound socket whose handshake is on its way.
+/// An inbound connection (TCP or uTP, non-blocking) whose handshake is on
+/// its way.
 struct Arriving {
-    stream: TcpStream,
+    stream: Box<dyn crate::transport::Transport>,
     addr: SocketAddr,
     handshake: [u8; HANDSHAKE_LEN],
     got: usize,
@@ -354,6 +360,7 @@ impl Arriving {
 /// router's session stops or the router is closed.
 pub(crate) fn run(
     listener: TcpListener,
+    utp: Vec<crate::utp::Endpoint>,
     router: Arc<Router>,
     blocklist: Arc<Blocklist>,
     policy: Encryption,
@@ -380,25 +387,29 @@ pub(crate) fn run(
                         continue;
                     }
                     debug!("{addr}: inbound connection");
-                    if stream.set_nonblocking(true).is_err() {
+                    let Ok(stream) = crate::transport::tcp(stream) else {
                         continue;
-                    }
-                    let conn = Arriving {
-                        stream,
-                        addr,
-                        handshake: [0; HANDSHAKE_LEN],
-                        got: 0,
-                        encrypted: false,
                     };
-                    if let Some(old) = half_open.admit(addr.ip(), now, conn) {
-                        debug!("{}: closed to make room (no handshake yet)", old.addr);
-                    }
+                    hold(&mut half_open, stream, addr, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     debug!("listener: {e}");
                     break;
                 }
+            }
+        }
+        for ep in &utp {
+            while let Some(stream) = ep.try_accept() {
+                let addr = crate::listen::canonical(stream.peer_addr());
+                if blocklist.contains(addr.ip()) {
+                    debug!("{addr}: inbound uTP connection refused, on the blocklist");
+                    router.count_blocked();
+                    continue;
+                }
+                debug!("{addr}: inbound uTP connection");
+                crate::utp::heard_from(addr);
+                hold(&mut half_open, Box::new(stream), addr, now);
             }
         }
         let ready = half_open.sweep(now, HALF_OPEN_DEADLINE, |c| match c.read(&router, policy) {
@@ -418,13 +429,10 @@ pub(crate) fn run(
                 answer_mse(c, &router, policy, &handshaking);
                 continue;
             }
-            let Ok(stream) = c
-                .stream
-                .set_nonblocking(false)
-                .and_then(|()| crate::transport::tcp(c.stream))
-            else {
+            if c.stream.set_nonblocking(false).is_err() {
                 continue;
-            };
+            }
+            let stream = c.stream;
             let Ok(h) = Handshake::decode(&c.handshake) else {
                 continue;
             };
@@ -437,6 +445,28 @@ pub(crate) fn run(
         } else {
             NAP_BUSY
         });
+    }
+}
+
+/// Holds an inbound connection until its handshake has arrived.
+fn hold(
+    half_open: &mut HalfOpen<Arriving>,
+    stream: Box<dyn crate::transport::Transport>,
+    addr: SocketAddr,
+    now: Instant,
+) {
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    let conn = Arriving {
+        stream,
+        addr,
+        handshake: [0; HANDSHAKE_LEN],
+        got: 0,
+        encrypted: false,
+    };
+    if let Some(old) = half_open.admit(addr.ip(), now, conn) {
+        debug!("{}: closed to make room (no handshake yet)", old.addr);
     }
 }
 
@@ -524,7 +554,8 @@ fn mse_handshake(
     [u8; HANDSHAKE_LEN],
 )> {
     let deadline = Instant::now() + MSE_DEADLINE;
-    let stream = crate::transport::tcp(c.stream)?;
+    let stream = c.stream;
+    stream.set_nonblocking(false)?;
     let (mut stream, info_hash) =
         crate::mse::accept(stream, &c.handshake[..c.got], known, policy, deadline)?;
     let left = deadline.saturating_duration_since(Instant::now());

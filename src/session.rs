@@ -382,6 +382,11 @@ impl Session {
             (None, None) => None,
         };
         let port = local.map_or(0, |a| a.port());
+        // uTP on the same port number (before the DHT, which shares it).
+        let utp = match &listener {
+            Some(_) => crate::utp::listen(port),
+            None => Vec::new(),
+        };
         // Our IPv6 address is news only when IPv6 peers can reach us.
         let ipv6 = config.ipv6.filter(|_| local.is_some_and(|a| a.is_ipv6()));
         let shared = Arc::new(Shared::default());
@@ -472,7 +477,7 @@ impl Session {
             let encryption = config.encryption;
             let router = Arc::new(crate::listener::Router::single(info_hash, events, shared));
             spawn("listener".into(), move || {
-                crate::listener::run(listener, router, blocklist, encryption)
+                crate::listener::run(listener, utp, router, blocklist, encryption)
             })?;
         }
 

@@ -256,6 +256,87 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
+/// uTP (issue 18): TGET_BENCH_MIB (the issue's figure: 1024) from three
+/// libtorrent seeders with TCP off both ways, given with `--peer` (no
+/// tracker): tget (its TCP dials closed, so uTP) against libtorrent's own
+/// uTP-only leecher on the same seeders.
+#[test]
+#[ignore = "benchmark: run by hand, see docs/PERFORMANCE.md"]
+fn bench_three_utp_only_libtorrent_seeders() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    require_gnu_time();
+    let mib = env_u64("TGET_BENCH_MIB", 256);
+    let repeats = env_u64("TGET_BENCH_REPEATS", 3).max(1);
+    let settings = settings_line();
+    let mut sw = Swarm::new("bench-utp");
+    let content = sw.single_file(&format!("bench-{mib}MiB.bin"), mib * MIB);
+    let t = sw.mktorrent(&content, PIECE_LOG2, Announce::Dead);
+    let peers: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", sw.seed_libtorrent_utp_only(&t)))
+        .collect();
+    let seeders = sw.peer_pids();
+    let clients = [Client::Tget, Client::Libtorrent];
+    let mut results: Vec<Vec<Usage>> = vec![Vec::new(); clients.len()];
+    for round in 1..=repeats {
+        for (i, client) in clients.iter().enumerate() {
+            let synced = Command::new("sync").status();
+            assert!(synced.is_ok_and(|s| s.success()), "bench: sync failed");
+            if !busy_ok() {
+                wait_for_quiet(&seeders);
+            }
+            let out = sw.subdir(&format!("{}-out", client.name()));
+            let mut argv = client.argv(&t, &out, harness::free_port());
+            if *client == Client::Libtorrent {
+                argv.push("--utp-only".into());
+            }
+            for p in &peers {
+                argv.push("--peer".into());
+                argv.push(p.into());
+            }
+            let tag = format!("utp-{}-{round}", client.name());
+            let u = timed(
+                &argv,
+                &sw.dir.join(format!("{tag}.log")),
+                &sw.dir.join(format!("{tag}.time")),
+                &seeders,
+            );
+            harness::assert_same_content(&t.content, &out.join(t.name()));
+            let _ = fs::remove_dir_all(&out);
+            eprintln!(
+                "bench: {tag:<18} wall {:6.2} s  user {:5.2} s  sys {:5.2} s  \
+                 peak RSS {:7.1} MiB  seeders' CPU {:5.2} s  rest of machine {:5.2} s",
+                u.wall,
+                u.user,
+                u.sys,
+                u.max_rss_kib as f64 / 1024.0,
+                u.seeders_cpu,
+                u.rest_cpu
+            );
+            results[i].push(u);
+        }
+    }
+    let gib = mib as f64 / 1024.0;
+    let mut table = format!(
+        "\n{mib} MiB (256 KiB pieces) from 3 uTP-only libtorrent seeders on 127.0.0.1 \
+         (--peer, no tracker); median of {repeats} run(s)\n{settings}\n\n\
+         | client | median wall s | MiB/s | median CPU s (user+sys) | CPU s per GiB \
+         | median peak RSS MiB | median seeders' CPU s |\n|---|---:|---:|---:|---:|---:|---:|\n"
+    );
+    for (client, runs) in clients.iter().zip(&results) {
+        let wall = median(runs.iter().map(|u| u.wall).collect());
+        let cpu = median(runs.iter().map(Usage::cpu).collect());
+        let rss = median(runs.iter().map(|u| u.max_rss_kib as f64 / 1024.0).collect());
+        let seed_cpu = median(runs.iter().map(|u| u.seeders_cpu).collect());
+        table.push_str(&format!(
+            "| {} | {wall:.2} | {:.0} | {cpu:.2} | {:.2} | {rss:.1} | {seed_cpu:.2} |\n",
+            client.name(),
+            mib as f64 / wall,
+            cpu / gib
+        ));
+    }
+    println!("{table}");
+}
+
 /// TGET_BENCH_BUSY=1: on a machine that is never quiet (shared by
 /// others), run at once and keep every run, counting the disturbed ones,
 /// instead of waiting for quiet and retrying. Only the ratios of clients

@@ -142,6 +142,21 @@ impl Dht {
     /// relay's own family).
     pub fn start_with(cfg: DhtConfig, socket: Udp) -> io::Result<Dht> {
         socket.set_read_timeout(Some(READ_TIMEOUT))?;
+        Dht::start_on(cfg, socket, None)
+    }
+
+    /// `start` on a socket shared with uTP (crate::utp::dht_socket): the
+    /// node sends through `socket` and receives from `feed` (`cfg.bind` is
+    /// not used).
+    pub fn start_shared(
+        cfg: DhtConfig,
+        socket: std::net::UdpSocket,
+        feed: Receiver<Fed>,
+    ) -> io::Result<Dht> {
+        Dht::start_on(cfg, Udp::direct(socket), Some(feed))
+    }
+
+    fn start_on(cfg: DhtConfig, socket: Udp, feed: Option<Receiver<Fed>>) -> io::Result<Dht> {
         let local = socket.local_addr()?;
         let v6 = local.is_ipv6() && !socket.relayed();
         let name = if v6 { STATE_FILE6 } else { STATE_FILE };
@@ -177,7 +192,7 @@ impl Dht {
             let stats = Arc::clone(&stats);
             std::thread::Builder::new()
                 .name("dht".into())
-                .spawn(move || run(socket, node, out, rx, stop, stats, state_file))?
+                .spawn(move || run(socket, feed, node, out, rx, stop, stats, state_file))?
         };
         debug!("dht: node {} listening on {local}", hex(&id));
         Ok(Dht {
@@ -294,8 +309,10 @@ impl Drop for Dht {
 }
 
 /// The thread: read, handle, run timers, send, until told to stop.
+#[allow(clippy::too_many_arguments)]
 fn run(
     socket: Udp,
+    feed: Option<Receiver<Fed>>,
     mut node: Node,
     mut out: Outbox,
     commands: Receiver<Command>,
@@ -327,7 +344,7 @@ fn run(
         if !out.is_empty() {
             continue;
         }
-        match socket.recv_from(&mut buf) {
+        match receive(&socket, feed.as_ref(), &mut buf) {
             Ok((n, from)) => {
                 // The decoder refuses (and counts) a datagram over the limit.
                 let datagram = buf.get(..n).unwrap_or_default();
@@ -357,6 +374,35 @@ fn run(
         }
     }
     save(&state_file, &node);
+}
+
+/// A datagram received for the node by another socket's owner, and its
+/// sender.
+pub type Fed = (Vec<u8>, SocketAddr);
+
+/// The next datagram, from the socket or (shared with uTP) the feed,
+/// waiting at most [`READ_TIMEOUT`].
+fn receive(
+    socket: &Udp,
+    feed: Option<&Receiver<Fed>>,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr)> {
+    let Some(feed) = feed else {
+        return socket.recv_from(buf);
+    };
+    match feed.recv_timeout(READ_TIMEOUT) {
+        Ok((d, from)) => {
+            let n = d.len().min(buf.len());
+            buf[..n].copy_from_slice(&d[..n]);
+            Ok((n, from))
+        }
+        Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(io::ErrorKind::TimedOut.into()),
+        // The uTP endpoint is gone: nothing more will come.
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+            std::thread::sleep(READ_TIMEOUT);
+            Err(io::ErrorKind::TimedOut.into())
+        }
+    }
 }
 
 fn save(state_file: &Option<PathBuf>, node: &Node) {
@@ -585,7 +631,9 @@ pub fn start_nodes(settings: &DhtSettings, state_dir: &Path) -> io::Result<Vec<D
         // `--bind`'s address; none of this family (or behind a proxy): no node.
         let bind = crate::dial::udp_local(v6, port)
             .ok_or_else(|| io::Error::new(io::ErrorKind::AddrNotAvailable, "no local address"))?;
-        Dht::start(DhtConfig {
+        // The uTP endpoint on this port, if any, shares its socket.
+        let shared = crate::utp::dht_socket(v6, port);
+        let cfg = DhtConfig {
             bind,
             bootstrap: settings
                 .bootstrap
@@ -595,7 +643,11 @@ pub fn start_nodes(settings: &DhtSettings, state_dir: &Path) -> io::Result<Vec<D
                 .collect(),
             state_dir: Some(state_dir.to_path_buf()),
             node_id: None,
-        })
+        };
+        match shared {
+            Some((socket, feed)) => Dht::start_shared(cfg, socket, feed),
+            None => Dht::start(cfg),
+        }
     };
     let mut nodes = Vec::new();
     if crate::dial::proxied() {

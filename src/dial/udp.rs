@@ -60,6 +60,15 @@ pub fn udp_allowed() -> bool {
 }
 
 impl Udp {
+    /// A direct socket of the caller's (the uTP endpoint's, shared with
+    /// the DHT: crate::utp::dht_socket).
+    pub fn direct(socket: UdpSocket) -> Udp {
+        Udp {
+            socket,
+            relay: None,
+        }
+    }
+
     /// A direct socket bound to `local`.
     pub fn bind(local: SocketAddr) -> io::Result<Udp> {
         Ok(Udp {

@@ -49,8 +49,14 @@ impl Connection<'_> {
                     let peers: Vec<SocketAddr> = m
                         .added
                         .into_iter()
-                        .map(|(a, _)| a)
-                        .filter(|&a| crate::addr::allowed_from(a, from))
+                        .filter(|&(a, _)| crate::addr::allowed_from(a, from))
+                        .map(|(a, f)| {
+                            // It speaks uTP: dialled over uTP first.
+                            if f & crate::pex::flags::UTP != 0 {
+                                crate::utp::heard_from(a);
+                            }
+                            a
+                        })
                         .collect();
                     debug!("{}: peer exchange gave {} peers", self.addr, peers.len());
                     if !peers.is_empty() {

@@ -204,23 +204,29 @@ struct End {
 /// An outgoing connection: TCP (MSE on it as `--encryption` says,
 /// src/mse/), and where TCP is refused or closed before the peer's
 /// handshake, uTP (src/utp/), libtorrent's order; `--no-utp` turns the
-/// second try off. A peer that answers on neither gets the TCP failure.
+/// second try off. A peer known to speak uTP (it connected to us over uTP,
+/// or a peer exchange flagged it) is dialled the other way round: uTP
+/// first, TCP as the fallback. A peer that answers on neither gets the
+/// first failure.
 fn connect(ctx: &WorkerCtx, addr: SocketAddr) -> End {
     let over = |open: &dyn Fn() -> io::Result<Box<dyn Transport>>| {
         crate::mse::dial_over(open, ctx.info_hash, ctx.encryption, HANDSHAKE_TIMEOUT)
     };
-    let tcp = over(&|| crate::transport::dial_tcp(addr, CONNECT_TIMEOUT));
-    let first = attempt(ctx, addr, None, tcp);
+    let tcp = || over(&|| crate::transport::dial_tcp(addr, CONNECT_TIMEOUT));
+    let utp = || over(&|| crate::utp::dial(addr, UTP_FALLBACK_TIMEOUT));
+    let utp_first = crate::utp::enabled() && crate::utp::speaks_utp(addr);
+    let first = attempt(ctx, addr, None, if utp_first { utp() } else { tcp() });
     if !first.unheard || !crate::utp::enabled() || ctx.shared.stopping.load(Ordering::Relaxed) {
         return first;
     }
-    let utp = over(&|| crate::utp::dial(addr, UTP_FALLBACK_TIMEOUT));
-    let second = attempt(ctx, addr, None, utp);
+    let second = attempt(ctx, addr, None, if utp_first { tcp() } else { utp() });
     if second.unheard {
-        End {
-            reason: format!("{}; over uTP: {}", first.reason, second.reason),
-            ..first
-        }
+        let reason = if utp_first {
+            format!("over uTP: {}; over TCP: {}", first.reason, second.reason)
+        } else {
+            format!("{}; over uTP: {}", first.reason, second.reason)
+        };
+        End { reason, ..first }
     } else {
         second
     }

@@ -856,3 +856,30 @@ fn a_worker_streaming_large_pieces_requests_one_piece_when_the_budget_is_spent()
         "requests for piece 1 too: {asked:?}"
     );
 }
+
+#[test]
+fn with_no_socket_peer_exchange_marks_the_peers_flagged_as_speaking_utp() {
+    let r = rig("offline-pex-utp");
+    let mut conn = offline(&r, &[]);
+    conn.extensions = true;
+    let utp: SocketAddr = "127.0.0.41:6881".parse().unwrap();
+    let tcp: SocketAddr = "127.0.0.42:6881".parse().unwrap();
+    let m = PexMessage {
+        added: vec![
+            (utp, crate::pex::flags::UTP | crate::pex::flags::REACHABLE),
+            (tcp, crate::pex::flags::REACHABLE),
+        ],
+        ..PexMessage::default()
+    };
+    let mut bytes = Vec::new();
+    Message::Extended(crate::extension::UT_PEX_ID, &m.encode()).encode_into(&mut bytes);
+    feed(&mut conn, &bytes).unwrap();
+    assert!(
+        events(&r)
+            .iter()
+            .any(|e| matches!(e, Event::Peers(p) if p == &vec![utp, tcp])),
+        "both peers go to the coordinator"
+    );
+    assert!(crate::utp::speaks_utp(utp), "dialled over uTP first");
+    assert!(!crate::utp::speaks_utp(tcp));
+}

@@ -25,6 +25,17 @@ pub struct Config {
     /// buffer overflows; with 1 MiB, a uTP-only libtorrent leecher lost
     /// packets there and then stopped answering (1 run in 5; with 128 KiB,
     /// 0 in 12). At a 100 ms round trip that is 1.3 MB/s per connection.
+    /// Looked at again (issue 18, a 24 MiB transfer to `lt_leech.py
+    /// --utp-only` with 1 MiB): stalls in 2 runs of 2, and in 4 of 6 with
+    /// the datagrams sent in order (below). libtorrent keeps the
+    /// peer and its requests time out after 20 s; it never acks our
+    /// retransmissions of the first packet it lacks, though its last ack
+    /// advertised a 1 MiB window, and it had about 380 packets (530 KB) in
+    /// flight from us at that moment. Our datagrams also left out of order
+    /// (the socket thread and the writer each send what they built,
+    /// after releasing the connection's lock), some with stale acks;
+    /// sending under the lock put them in order but did not end the stall.
+    /// Not solved: the cap stays.
     pub max_cwnd: usize,
 }
 

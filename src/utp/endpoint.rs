@@ -9,14 +9,23 @@
 //! held for the state machine's work and never across a socket call.
 //!
 //! Bounds: at most `MAX_CONNECTIONS` connections, of which at most
-//! `MAX_PENDING` accepted but not yet taken by `accept`. A SYN beyond
-//! either is dropped, as is every packet for a connection we do not know
-//! (no RESET is sent back: nothing to amplify). Each connection's buffers
-//! are capped by its `Config`. So a SYN flood costs neither memory nor
-//! threads beyond those caps.
+//! `MAX_HALF_OPEN` incoming ones heard only by their SYN (half-open) and
+//! at most `MAX_PENDING` accepted but not yet taken by `accept`. A SYN
+//! beyond any of them is dropped, as is every packet for a connection we
+//! do not know (no RESET is sent back: nothing to amplify). A half-open
+//! connection whose stream is dropped (the listener gave up on it) is reset
+//! and forgotten at once rather than closed with a FIN nobody may ack. Each
+//! connection's buffers are capped by its `Config`. So a SYN flood costs
+//! neither memory nor threads beyond those caps.
+//!
+//! The socket may be shared with the DHT (one UDP port for both, as
+//! libtorrent does): a datagram whose first byte is `d` is a bencoded KRPC
+//! message (uTP's first byte has version 1 in its low nibble, `d` is 0x64)
+//! and goes to the receiver `divert_krpc` returned, if any, else is dropped.
 
 use super::conn::{Config, Conn, End, Outbox};
 use super::packet::{decode, Type};
+use crate::dht::Fed;
 use crate::rng::Rng;
 use crate::transport::Transport;
 use std::cell::Cell;
@@ -32,6 +41,10 @@ use std::time::{Duration, Instant};
 pub const MAX_CONNECTIONS: usize = 1024;
 /// Incoming connections waiting for `accept` at most.
 pub const MAX_PENDING: usize = 32;
+/// Incoming connections heard only by their SYN at most (accepted or not).
+pub const MAX_HALF_OPEN: usize = 64;
+/// KRPC datagrams waiting for the DHT thread at most; more are dropped.
+const KRPC_QUEUE: usize = 256;
 /// How long an accepted connection waits for `accept` before it is
 /// dropped (so SYNs that lead nowhere cannot hold the queue).
 const PENDING_TIMEOUT_US: u64 = 10_000_000;
@@ -42,6 +55,8 @@ const DRAIN: usize = 256;
 
 struct Slot {
     peer: SocketAddr,
+    /// Incoming, and nothing but the SYN heard from the peer yet.
+    half_open: AtomicBool,
     state: Mutex<SlotState>,
     cv: Condvar,
 }
@@ -57,7 +72,20 @@ struct Table {
     /// Accepted, waiting for `accept`, with the time they came.
     pending: VecDeque<(Arc<Slot>, u64)>,
     accepting: bool,
+    /// Slots with `half_open` set.
+    half_open: usize,
     rng: Rng,
+}
+
+impl Table {
+    /// Forgets the connection under `key`, keeping the half-open count.
+    fn forget(&mut self, key: &(SocketAddr, u16)) {
+        if let Some(slot) = self.conns.remove(key) {
+            if slot.half_open.swap(false, Ordering::Relaxed) {
+                self.half_open -= 1;
+            }
+        }
+    }
 }
 
 struct Shared {
@@ -68,6 +96,8 @@ struct Shared {
     accept_cv: Condvar,
     stop: AtomicBool,
     dropped_syns: AtomicU64,
+    /// Where KRPC (DHT) datagrams go when the port is shared.
+    krpc: Mutex<Option<crossbeam_channel::Sender<Fed>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -158,11 +188,13 @@ impl Endpoint {
                 conns: HashMap::new(),
                 pending: VecDeque::new(),
                 accepting: true,
+                half_open: 0,
                 rng: Rng::from_entropy(),
             }),
             accept_cv: Condvar::new(),
             stop: AtomicBool::new(false),
             dropped_syns: AtomicU64::new(0),
+            krpc: Mutex::new(None),
         });
         let for_thread = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -195,6 +227,35 @@ impl Endpoint {
         lock(&self.shared().table).conns.len()
     }
 
+    /// Incoming connections heard only by their SYN so far.
+    pub fn half_open(&self) -> usize {
+        lock(&self.shared().table).half_open
+    }
+
+    /// A weak handle: it does not keep the endpoint (and its port) alive.
+    pub fn downgrade(&self) -> WeakEndpoint {
+        WeakEndpoint(Arc::downgrade(&self.inner))
+    }
+
+    /// Shares the port with a DHT node: from now on KRPC datagrams (first
+    /// byte `d`) arriving here go to the returned receiver (at most
+    /// `KRPC_QUEUE` waiting; more are dropped), and the node sends through
+    /// the returned handle to the same socket. A later call replaces the
+    /// earlier receiver. The handle must not change the socket's modes.
+    pub fn divert_krpc(&self) -> io::Result<(UdpSocket, crossbeam_channel::Receiver<Fed>)> {
+        let mut krpc = lock(&self.shared().krpc);
+        if krpc.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "uTP: the port is shared with a DHT node already",
+            ));
+        }
+        let socket = self.shared().socket.try_clone()?;
+        let (tx, rx) = crossbeam_channel::bounded(KRPC_QUEUE);
+        *krpc = Some(tx);
+        Ok((socket, rx))
+    }
+
     /// Incoming connections waiting for `accept`.
     pub fn pending(&self) -> usize {
         lock(&self.shared().table).pending.len()
@@ -221,6 +282,7 @@ impl Endpoint {
             let seq = t.rng.below(1 << 16) as u16;
             let slot = Arc::new(Slot {
                 peer,
+                half_open: AtomicBool::new(false),
                 state: Mutex::new(SlotState {
                     conn: Conn::connect(sh.cfg.clone(), id, seq, now),
                     attached: true,
@@ -263,10 +325,16 @@ impl Endpoint {
         match result {
             Ok(()) => Ok(UtpStream::new(self.clone(), slot)),
             Err(e) => {
-                lock(&sh.table).conns.remove(&(peer, id));
+                lock(&sh.table).forget(&(peer, id));
                 Err(e)
             }
         }
+    }
+
+    /// The next incoming connection if one is waiting, without waiting.
+    pub fn try_accept(&self) -> Option<UtpStream> {
+        let slot = lock(&self.shared().table).pending.pop_front()?.0;
+        Some(UtpStream::new(self.clone(), slot))
     }
 
     /// The next incoming connection, waiting for ever.
@@ -347,6 +415,12 @@ fn run(sh: &Shared) {
 }
 
 fn handle(sh: &Shared, datagram: &[u8], from: SocketAddr, dirty: &mut Vec<Arc<Slot>>) {
+    if datagram.first() == Some(&b'd') {
+        if let Some(tx) = &*lock(&sh.krpc) {
+            let _ = tx.try_send((datagram.to_vec(), from));
+        }
+        return;
+    }
     let Ok(p) = decode(datagram) else {
         return;
     };
@@ -372,13 +446,19 @@ fn handle(sh: &Shared, datagram: &[u8], from: SocketAddr, dirty: &mut Vec<Arc<Sl
     let slot = match t.conns.get(&(from, id)) {
         Some(s) => Arc::clone(s),
         None if h.ty == Type::Syn => {
-            if !t.accepting || t.pending.len() >= MAX_PENDING || t.conns.len() >= MAX_CONNECTIONS {
+            if !t.accepting
+                || t.pending.len() >= MAX_PENDING
+                || t.half_open >= MAX_HALF_OPEN
+                || t.conns.len() >= MAX_CONNECTIONS
+            {
                 sh.dropped_syns.fetch_add(1, Ordering::Relaxed);
                 return;
             }
             let seq = t.rng.below(1 << 16) as u16;
+            t.half_open += 1;
             let slot = Arc::new(Slot {
                 peer: from,
+                half_open: AtomicBool::new(true),
                 state: Mutex::new(SlotState {
                     conn: Conn::accept(sh.cfg.clone(), &p, seq, now),
                     attached: true,
@@ -394,6 +474,9 @@ fn handle(sh: &Shared, datagram: &[u8], from: SocketAddr, dirty: &mut Vec<Arc<Sl
         }
         None => return,
     };
+    if h.ty != Type::Syn && slot.half_open.swap(false, Ordering::Relaxed) {
+        t.half_open -= 1;
+    }
     drop(t);
     lock(&slot.state).conn.on_packet(&p, now);
     slot.cv.notify_all();
@@ -427,7 +510,7 @@ fn tick_all(sh: &Shared, out: &mut Outbox) {
     }
     let mut t = lock(&sh.table);
     for key in gone {
-        t.conns.remove(&key);
+        t.forget(&key);
     }
     // Accepted connections nobody took in time, or that died waiting.
     let mut expired = Vec::new();
@@ -439,7 +522,7 @@ fn tick_all(sh: &Shared, out: &mut Outbox) {
         let slot = Arc::clone(slot);
         t.pending.pop_front();
         let id = lock(&slot.state).conn.recv_id();
-        t.conns.remove(&(slot.peer, id));
+        t.forget(&(slot.peer, id));
         expired.push(slot);
     }
     drop(t);
@@ -452,6 +535,17 @@ fn tick_all(sh: &Shared, out: &mut Outbox) {
         }
         drop(st);
         sh.send(out, slot.peer);
+    }
+}
+
+/// An endpoint that may be gone (see `Endpoint::downgrade`).
+#[derive(Clone)]
+pub struct WeakEndpoint(std::sync::Weak<Inner>);
+
+impl WeakEndpoint {
+    /// The endpoint, if something still holds it.
+    pub fn upgrade(&self) -> Option<Endpoint> {
+        self.0.upgrade().map(|inner| Endpoint { inner })
     }
 }
 
@@ -615,9 +709,14 @@ impl Drop for UtpStream {
         let slot = Arc::clone(&self.slot);
         let mut st = lock(&slot.state);
         st.attached = false;
-        if st.conn.end().is_none() {
+        let now = self.ep.shared().now();
+        if st.conn.end().is_none() && slot.half_open.load(Ordering::Relaxed) {
+            // Nothing heard but a SYN (perhaps forged): no FIN to wait on,
+            // forgotten at the next tick.
+            st.conn.reset();
+            st.conn.reset_packet(now, &mut self.out);
+        } else if st.conn.end().is_none() {
             st.conn.close();
-            let now = self.ep.shared().now();
             st.conn.transmit(now, &mut self.out);
         }
         drop(st);

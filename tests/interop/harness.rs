@@ -512,6 +512,14 @@ impl Swarm {
     }
 
     /// Starts a process with its output in a log file of the scratch folder.
+    /// The log of the first process started under `name` (e.g. "tget seed").
+    pub fn log_of(&self, name: &str) -> Option<PathBuf> {
+        self.logs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, l)| l.clone())
+    }
+
     pub fn spawn(&mut self, name: &str, cmd: &mut Command) -> Proc {
         let id = self.next_id();
         let log = self

@@ -146,7 +146,8 @@ fn utp_downloads_a_torrent_from_a_libtorrent_seeder_with_tcp_off() {
         );
     }
 
-    tget::utp::install(Endpoint::bind(local()).unwrap()).unwrap();
+    let ep = Endpoint::bind(local()).unwrap();
+    tget::utp::install(&ep).unwrap();
     let start = Instant::now();
     let mut conn = tget::utp::dial(addr, Duration::from_secs(10)).expect("uTP connect");
     assert_eq!(conn.kind(), "utp");
@@ -283,6 +284,47 @@ fn tget_download_reaches_a_utp_only_libtorrent_seeder_and_no_utp_does_not() {
         status.code(),
         Some(4),
         "log:\n{}",
+        crate::harness::tail(&log)
+    );
+}
+
+/// The session's incoming uTP: a libtorrent leecher with TCP off both ways
+/// downloads a whole torrent from `tget seed` (its listen port, over UDP),
+/// byte-identical; tget's log shows the peer came in over uTP.
+#[test]
+#[ignore = "needs python3-libtorrent: run by .ci/run"]
+fn a_utp_only_libtorrent_leecher_downloads_from_tget_seed() {
+    let mut sw = Swarm::new("utp-lt-from-tget");
+    let content = sw.single_file("utp-seed.bin", 6 * MIB + 4321);
+    let t = sw.mktorrent(&content, 18, Announce::Dead);
+    let port = sw.tget_seed(&t);
+    sw.leech_libtorrent_utp_only(&t, &[port]).finish();
+    let log = sw.log_of("tget seed").unwrap();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("(inbound, utp"),
+        "no inbound uTP peer in tget's log:\n{}",
+        crate::harness::tail(&log)
+    );
+}
+
+/// MSE over incoming uTP: a uTP-only libtorrent leecher that requires RC4
+/// downloads from `tget seed`; the listener answers the key exchange on
+/// the uTP connection as on a TCP one.
+#[test]
+#[ignore = "needs python3-libtorrent: run by .ci/run"]
+fn a_utp_only_libtorrent_leecher_requiring_rc4_downloads_from_tget_seed() {
+    let mut sw = Swarm::new("utp-lt-rc4-from-tget");
+    let content = sw.single_file("utp-seed-rc4.bin", 3 * MIB + 99);
+    let t = sw.mktorrent(&content, 18, Announce::Dead);
+    let port = sw.tget_seed(&t);
+    sw.lt_encryption(Some("forced"));
+    sw.leech_libtorrent_utp_only(&t, &[port]).finish();
+    let log = sw.log_of("tget seed").unwrap();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("(inbound, utp+mse-rc4)"),
+        "no encrypted inbound uTP peer in tget's log:\n{}",
         crate::harness::tail(&log)
     );
 }

@@ -265,3 +265,102 @@ fn utp_loopback_256_mib() {
         cpu * (1u64 << 30) as f64 / TOTAL as f64
     );
 }
+
+/// Sends `count` SYNs from `flood` to `to` in bursts the socket's receive
+/// buffer holds, calling `between` after each burst until `seen` (given the
+/// SYNs sent so far) says the endpoint has looked at all of them.
+fn syn_flood(
+    flood: &UdpSocket,
+    to: SocketAddr,
+    count: u16,
+    mut between: impl FnMut(),
+    seen: impl Fn() -> u64,
+) {
+    let mut syn = Vec::new();
+    for burst in 0..count / 50 {
+        for i in 0..50u16 {
+            syn.clear();
+            let h = Header {
+                ty: Type::Syn,
+                conn_id: (burst * 50 + i) * 2,
+                timestamp: 0,
+                timestamp_diff: 0,
+                wnd_size: 1 << 20,
+                seq_nr: 1,
+                ack_nr: 0,
+            };
+            encode(&h, None, &[], &mut syn);
+            flood.send_to(&syn, to).unwrap();
+        }
+        let sent = u64::from(burst + 1) * 50;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while seen() < sent && Instant::now() < deadline {
+            between();
+            thread::sleep(Duration::from_millis(1));
+        }
+        between();
+    }
+}
+
+#[test]
+fn half_open_connections_are_capped_and_forgotten_once_given_up() {
+    // As the listener does: every connection is taken at once and held
+    // for its handshake, which never comes (the SYNs are forged).
+    let b = Endpoint::bind(local()).unwrap();
+    let to = b.local_addr().unwrap();
+    let flood = UdpSocket::bind(local()).unwrap();
+    let mut held = Vec::new();
+    syn_flood(
+        &flood,
+        to,
+        3000,
+        || held.extend(std::iter::from_fn(|| b.try_accept())),
+        || b.half_open() as u64 + b.dropped_syns(),
+    );
+    assert_eq!(held.len(), MAX_HALF_OPEN);
+    assert_eq!(b.half_open(), MAX_HALF_OPEN);
+    assert_eq!(b.connections(), MAX_HALF_OPEN);
+    assert_eq!(b.dropped_syns(), 3000 - MAX_HALF_OPEN as u64);
+    // Given up (the handshake deadline): reset and forgotten, not left to
+    // wait for the ack of a FIN nobody will send.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.connections() > 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(b.connections(), 0);
+    assert_eq!(b.half_open(), 0);
+    // A real peer gets in, and is no longer half-open once it speaks.
+    let a = Endpoint::bind(local()).unwrap();
+    let (mut ours, mut theirs) = pair(&a, &b);
+    ours.write_all(b"hello").unwrap();
+    let mut got = [0u8; 5];
+    theirs.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"hello");
+    assert_eq!(b.half_open(), 0);
+}
+
+#[test]
+fn krpc_datagrams_go_to_the_dht_and_utp_still_works_on_the_shared_port() {
+    let b = Endpoint::bind(local()).unwrap();
+    let to = b.local_addr().unwrap();
+    let (socket, krpc) = b.divert_krpc().unwrap();
+    assert!(b.divert_krpc().is_err(), "one DHT node per endpoint");
+    let node = UdpSocket::bind(local()).unwrap();
+    node.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let ping = b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe";
+    node.send_to(ping, to).unwrap();
+    let (got, from) = krpc.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(got, ping);
+    assert_eq!(from, node.local_addr().unwrap());
+    // The DHT's answer leaves from the shared port.
+    socket.send_to(b"d1:y1:re", from).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, src) = node.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], src), (&b"d1:y1:re"[..], to));
+    // uTP on the same port is untouched.
+    let a = Endpoint::bind(local()).unwrap();
+    let (ours, theirs) = pair(&a, &b);
+    send_and_check(ours, theirs, content(100_000, 7));
+    assert!(krpc.try_recv().is_err(), "no uTP packet reached the DHT");
+}
