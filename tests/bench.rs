@@ -9,6 +9,8 @@
 //! - TGET_BENCH_SEEDERS, TGET_BENCH_CAP: the swarm of capped seeders
 //!   (`bench_swarm_of_capped_seeders`: default 12 seeders x 4194304 bytes/s).
 //! - TGET_BENCH_BUSY=1: no waiting for a quiet machine, no retries.
+//! - TGET_BENCH_LT_ENCRYPTION=disabled or forced: the libtorrent peers' MSE
+//!   policy in `bench_seeding` (default: libtorrent's, MSE offered first).
 //!
 //! Every table starts with the machine's settings (`settings_line`).
 //!
@@ -155,6 +157,14 @@ fn bench_seeding() {
     let settings = settings_line();
     eprintln!("bench: {settings}");
     let mut sw = Swarm::new("bench-seeding");
+    // TGET_BENCH_LT_ENCRYPTION=disabled|forced: the libtorrent peers'
+    // MSE policy (default: libtorrent's own, which offers MSE first).
+    match std::env::var("TGET_BENCH_LT_ENCRYPTION").as_deref() {
+        Ok("disabled") => sw.lt_encryption(Some("disabled")),
+        Ok("forced") => sw.lt_encryption(Some("forced")),
+        Ok(other) => panic!("bench: TGET_BENCH_LT_ENCRYPTION={other:?}: disabled or forced"),
+        Err(_) => {}
+    }
     let content = sw.single_file(&format!("bench-{mib}MiB.bin"), mib * MIB);
     let t = sw.mktorrent(&content, PIECE_LOG2, Announce::Dead);
     let clients = [Client::Tget, Client::Libtorrent, Client::Aria2];
