@@ -13,7 +13,8 @@
 //! +---------------+---------------+---------------+---------------+
 //! ```
 //! Each extension is `next type (1 byte), length (1 byte), bytes`. Type 1 is
-//! the selective ack: a bitmask (a multiple of 4 bytes) where bit `i` of byte
+//! the selective ack: a bitmask (BEP 29 says a multiple of 4 bytes; we send
+//! that and read any non-zero length) where bit `i` of byte
 //! `j` (least significant first) stands for packet `ack_nr + 2 + 8j + i`.
 //! Other extension types are skipped by their length.
 //!
@@ -85,8 +86,6 @@ pub enum DecodeError {
     Version(u8),
     /// The type nibble is not 0..=4.
     Type(u8),
-    /// A selective ack whose length is not a non-zero multiple of 4.
-    SackLength(u8),
 }
 
 impl std::fmt::Display for DecodeError {
@@ -95,7 +94,6 @@ impl std::fmt::Display for DecodeError {
             DecodeError::Truncated => write!(f, "truncated uTP packet"),
             DecodeError::Version(v) => write!(f, "uTP version {v} (only 1 exists)"),
             DecodeError::Type(t) => write!(f, "uTP packet type {t} (0 to 4 exist)"),
-            DecodeError::SackLength(n) => write!(f, "selective ack of {n} bytes"),
         }
     }
 }
@@ -149,10 +147,11 @@ pub fn decode(buf: &[u8]) -> Result<Packet<'_>, DecodeError> {
         if buf.len() < end {
             return Err(DecodeError::Truncated);
         }
-        if kind == EXT_SACK {
-            if len == 0 || len % 4 != 0 {
-                return Err(DecodeError::SackLength(len as u8));
-            }
+        // BEP 29 asks for a multiple of 4 bytes, but libtorrent sends as
+        // many bytes as its receive buffer spans (one or more). Refusing
+        // those packets dropped every ack and request it sent while it had
+        // a gap, and the connection froze.
+        if kind == EXT_SACK && len > 0 {
             sack = Some(&buf[start..end]);
         }
         at = end;
@@ -164,8 +163,8 @@ pub fn decode(buf: &[u8]) -> Result<Packet<'_>, DecodeError> {
     })
 }
 
-/// Appends one packet to `out`. A selective ack, if given, must be a
-/// non-zero multiple of 4 bytes of at most 252.
+/// Appends one packet to `out`. A selective ack, if given, must be 1 to
+/// 255 bytes (ours are multiples of 4, as BEP 29 asks).
 pub fn encode(h: &Header, sack: Option<&[u8]>, payload: &[u8], out: &mut Vec<u8>) {
     out.push(((h.ty as u8) << 4) | VERSION);
     out.push(if sack.is_some() { EXT_SACK } else { 0 });
@@ -176,7 +175,7 @@ pub fn encode(h: &Header, sack: Option<&[u8]>, payload: &[u8], out: &mut Vec<u8>
     out.extend_from_slice(&h.seq_nr.to_be_bytes());
     out.extend_from_slice(&h.ack_nr.to_be_bytes());
     if let Some(mask) = sack {
-        debug_assert!(!mask.is_empty() && mask.len() % 4 == 0 && mask.len() <= 252);
+        debug_assert!(!mask.is_empty() && mask.len() <= 255);
         out.push(0);
         out.push(mask.len() as u8);
         out.extend_from_slice(mask);
@@ -248,11 +247,19 @@ mod tests {
         assert_eq!(decode(&bad), Err(DecodeError::Version(2)));
         bad[0] = 0x51;
         assert_eq!(decode(&bad), Err(DecodeError::Type(5)));
+        // libtorrent's selective acks come in any length (its receive
+        // span in bytes), not only BEP 29's multiples of 4.
         let mut odd = Vec::new();
         encode(&header(Type::State), None, &[], &mut odd);
         odd[1] = EXT_SACK;
         odd.extend_from_slice(&[0, 3, 1, 2, 3]);
-        assert_eq!(decode(&odd), Err(DecodeError::SackLength(3)));
+        assert_eq!(decode(&odd).unwrap().sack, Some(&[1u8, 2, 3][..]));
+        // An empty one says nothing.
+        let mut empty = Vec::new();
+        encode(&header(Type::State), None, &[], &mut empty);
+        empty[1] = EXT_SACK;
+        empty.extend_from_slice(&[0, 0]);
+        assert_eq!(decode(&empty).unwrap().sack, None);
     }
 
     #[test]

@@ -104,6 +104,8 @@ _LOUD = (
     lt.hash_failed_alert,
     lt.tracker_reply_alert,
     lt.state_changed_alert,
+    lt.udp_error_alert,
+    lt.peer_error_alert,
 )
 
 

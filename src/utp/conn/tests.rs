@@ -265,6 +265,41 @@ fn a_hole_is_selectively_acked_and_fast_resent_without_a_timeout() {
 }
 
 #[test]
+fn a_selective_ack_as_short_as_libtorrent_sends_it_is_read() {
+    // libtorrent sends as many SACK bytes as its receive buffer spans (here
+    // one byte for seven packets), not BEP 29's multiple of 4. Before we
+    // read those, every ack it sent while it had a gap was dropped, and
+    // the connection froze with only timeouts resending one packet.
+    let (mut a, mut b) = handshake(Config::default(), 100, 200);
+    a.cwnd = 64.0 * 1380.0;
+    a.peer_wnd = 1 << 20;
+    a.write(&content(8 * 1380, 7));
+    let mut out = Outbox::default();
+    a.transmit(MS, &mut out);
+    let packets: Vec<Vec<u8>> = out.datagrams().map(|d| d.to_vec()).collect();
+    for p in &packets[1..] {
+        b.on_packet(&decode(p).unwrap(), 2 * MS);
+    }
+    let mut acks = Outbox::default();
+    b.transmit(2 * MS, &mut acks);
+    let ours = acks.datagrams().last().unwrap().to_vec();
+    assert_eq!(&ours[20..], &[0, 4, 0x7f, 0, 0, 0], "our SACK: 4 bytes");
+    let mut theirs = ours[..20].to_vec();
+    theirs.extend_from_slice(&[0, 1, 0x7f]);
+    let ack = decode(&theirs).expect("a one-byte SACK decodes");
+    a.on_packet(&ack, 2 * MS);
+    let mut resend = Outbox::default();
+    a.transmit(3 * MS, &mut resend);
+    let first = resend
+        .datagrams()
+        .map(|d| decode(d).unwrap().header)
+        .find(|h| h.ty == Type::Data)
+        .expect("the hole is resent at once");
+    assert_eq!(first.seq_nr, decode(&packets[0]).unwrap().header.seq_nr);
+    assert_eq!(a.stats().fast_resends, 1);
+}
+
+#[test]
 fn three_duplicate_acks_resend_the_oldest_packet() {
     let (mut a, mut b) = handshake(Config::default(), 100, 200);
     a.cwnd = 64.0 * 1380.0;
