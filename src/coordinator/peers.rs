@@ -56,7 +56,23 @@ impl Coordinator {
         inbound: bool,
         transport: &'static str,
     ) {
-        let duplicate = self.conns.iter().flatten().any(|c| c.peer_id == peer_id);
+        // A peer dialling us again from the very address of a connection
+        // it made to us before has given that one up (a uTP peer sends
+        // every connection from its one UDP port; a TCP source port is not
+        // reused while its connection lives): the old one is stale, and
+        // the new one takes its place rather than being refused while the
+        // old one times out.
+        let stale = self.conns.iter().position(|c| {
+            c.as_ref().is_some_and(|c| {
+                inbound && c.listen.is_none() && c.addr == addr && c.peer_id == peer_id
+            })
+        });
+        if let Some(old) = stale.filter(|&old| old != worker) {
+            debug!("{addr}: connected again; its earlier connection is closed");
+            self.send(old, ToWorker::Disconnect);
+        }
+        let duplicate =
+            stale.is_none() && self.conns.iter().flatten().any(|c| c.peer_id == peer_id);
         let banned =
             self.bans.is_banned(addr.ip()) || self.known.get(&addr).is_some_and(|k| k.banned);
         if peer_id == self.our_id || duplicate || banned {

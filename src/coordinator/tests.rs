@@ -282,6 +282,37 @@ fn ourselves_and_a_second_connection_to_one_peer_are_rejected() {
 }
 
 #[test]
+fn a_peer_connecting_again_from_the_same_address_replaces_its_stale_connection() {
+    // A uTP peer (libtorrent) that gave a connection up dials again from
+    // its one UDP port while we still hold the old connection.
+    let mut r = rig("stale", 2, &[], 3);
+    let addr: SocketAddr = "127.0.0.2:6881".parse().unwrap();
+    let id = *b"-LT2080-abcdefghijkl";
+    let inbound = |worker| Event::Handshaked {
+        worker,
+        addr,
+        peer_id: id,
+        inbound: true,
+        transport: "utp",
+    };
+    r.coord.handle(inbound(0));
+    assert!(matches!(r.sent(0)[..], [ToWorker::Accept { .. }]));
+    r.coord.handle(inbound(1));
+    assert!(matches!(r.sent(1)[0], ToWorker::Accept { .. }));
+    assert!(matches!(r.sent(0)[..], [ToWorker::Disconnect]));
+    // The same peer from another port is still a duplicate.
+    r.coord.handle(Event::Handshaked {
+        worker: 2,
+        addr: "127.0.0.2:6882".parse().unwrap(),
+        peer_id: id,
+        inbound: true,
+        transport: "tcp",
+    });
+    assert!(matches!(r.sent(2)[..], [ToWorker::Reject]));
+    assert!(r.sent(1).is_empty());
+}
+
+#[test]
 fn an_ipv4_mapped_address_is_the_ipv4_peer() {
     let mut r = rig("mapped", 4, &[], 2);
     r.coord.handle(Event::Peers(vec![

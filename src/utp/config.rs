@@ -14,7 +14,8 @@ pub struct Config {
     /// Bytes received and not yet read (in order plus reordered): the
     /// largest window we advertise.
     pub recv_buffer: usize,
-    /// Timeouts in a row that end a connection.
+    /// Timeouts in a row that end a connection (5: about 15 s of silence
+    /// after a good round trip time, 31 s from the initial RTO).
     pub max_timeouts: u32,
     /// Timeouts of the SYN that end a connect.
     pub max_syn_timeouts: u32,
@@ -45,7 +46,7 @@ impl Default for Config {
             mss: 1380,
             send_buffer: 512 * 1024,
             recv_buffer: 512 * 1024,
-            max_timeouts: 8,
+            max_timeouts: 5,
             max_syn_timeouts: 3,
             target_delay_us: 100_000,
             max_cwnd: 128 * 1024,

@@ -235,11 +235,8 @@ fn a_utp_only_libtorrent_leecher_downloads_from_our_utp_endpoint() {
     let served = content.clone();
     // Accept every connection libtorrent makes (it may try MSE first and
     // come back in the clear); each is served on its own thread. The wait
-    // outlasts the leecher's limit: in about one run in ten on a busy
-    // machine libtorrent 2.0.8 stops taking the connection's packets (its
-    // utp_packets_in counter freezes, the kernel counts UDP receive buffer
-    // errors), times it out, and dials again only after its 60 s reconnect
-    // delay; that second connection must still find us listening.
+    // outlasts the leecher's limit, so a connection libtorrent dials again
+    // late (its reconnect delay is 60 s) still finds us listening.
     let acceptor = thread::spawn(move || {
         let mut accepted = 0;
         while let Ok(Some(conn)) = ep.accept_timeout(Some(Duration::from_secs(150))) {

@@ -460,6 +460,7 @@ fn timeouts_double_and_too_many_end_the_connection() {
     link.cut_a = true;
     link.record_a = Some(Vec::new());
     link.a.write(&content(1380, 13));
+    let cut_at = link.now;
     for _ in 0..100_000 {
         link.round();
         if link.a.end().is_some() {
@@ -467,6 +468,10 @@ fn timeouts_double_and_too_many_end_the_connection() {
         }
     }
     assert_eq!(link.a.end(), Some(End::TimedOut));
+    // A dead peer is given up within half a minute (libtorrent gives up
+    // after three timeouts), so its worker is free for another peer.
+    let gave_up_after = link.now - cut_at;
+    assert!(gave_up_after <= 30_000 * MS, "{gave_up_after} µs");
     let sends: Vec<u64> = link
         .record_a
         .take()
