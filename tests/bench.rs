@@ -754,7 +754,9 @@ fn one_run(sw: &mut Swarm, t: &Torrent, client: Client, tag: &str, seeders: &[u3
 
 /// The machine's settings that move these figures, in one line: free page
 /// reporting's order (a VM's balloon), the transparent huge page modes,
-/// the dirty-page writeback limits and the kernel. The bench changes none.
+/// the dirty-page writeback limits, the socket receive buffer limits (uTP
+/// asks for 2 MiB, capped by rmem_max) and the kernel. The bench changes
+/// none.
 fn settings_line() -> String {
     let read = |path: &str| {
         fs::read_to_string(path)
@@ -774,7 +776,7 @@ fn settings_line() -> String {
         "settings (none changed): page_reporting_order {}, THP enabled {} defrag {} \
          shmem_enabled {}, vm.dirty_ratio {} dirty_background_ratio {} dirty_bytes {} \
          dirty_background_bytes {} dirty_expire_centisecs {} dirty_writeback_centisecs {}, \
-         kernel {}",
+         net.core.rmem_max {} rmem_default {}, kernel {}",
         read("/sys/module/page_reporting/parameters/page_reporting_order"),
         mode("/sys/kernel/mm/transparent_hugepage/enabled"),
         mode("/sys/kernel/mm/transparent_hugepage/defrag"),
@@ -785,6 +787,8 @@ fn settings_line() -> String {
         vm("dirty_background_bytes"),
         vm("dirty_expire_centisecs"),
         vm("dirty_writeback_centisecs"),
+        read("/proc/sys/net/core/rmem_max"),
+        read("/proc/sys/net/core/rmem_default"),
         read("/proc/sys/kernel/osrelease"),
     )
 }

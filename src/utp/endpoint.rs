@@ -52,6 +52,8 @@ const PENDING_TIMEOUT_US: u64 = 10_000_000;
 const TICK: Duration = Duration::from_millis(10);
 /// Datagrams read in one go before the answers go out.
 const DRAIN: usize = 256;
+/// The UDP socket's receive buffer we ask for (the kernel caps it).
+const SOCKET_RECV_BUFFER: usize = 2 << 20;
 
 struct Slot {
     peer: SocketAddr,
@@ -180,6 +182,9 @@ impl Endpoint {
     /// An endpoint on a socket bound elsewhere (to share a port).
     pub fn from_socket(socket: UdpSocket, cfg: Config) -> io::Result<Endpoint> {
         socket.set_read_timeout(Some(TICK))?;
+        // Room for the bursts of many peers while this thread works: the
+        // kernel caps it at net.core.rmem_max (often 208 KiB, a no-op).
+        let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(SOCKET_RECV_BUFFER);
         let shared = Arc::new(Shared {
             socket,
             start: Instant::now(),

@@ -364,3 +364,21 @@ fn krpc_datagrams_go_to_the_dht_and_utp_still_works_on_the_shared_port() {
     send_and_check(ours, theirs, content(100_000, 7));
     assert!(krpc.try_recv().is_err(), "no uTP packet reached the DHT");
 }
+
+#[test]
+fn the_socket_asks_for_a_receive_buffer_that_holds_many_peers_bursts() {
+    // With the kernel's default (208 KiB) three seeders' bursts overflowed
+    // it: 2 % of 1 GiB's datagrams were lost, and their LEDBAT backed off
+    // (26 s for 1 GiB instead of 5, docs/PERFORMANCE.md).
+    let ep = Endpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let got = socket2::SockRef::from(&ep.shared().socket)
+        .recv_buffer_size()
+        .unwrap();
+    let max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    // Linux doubles what it grants (bookkeeping) and caps it at rmem_max.
+    let want = SOCKET_RECV_BUFFER.min(max);
+    assert!(got >= want, "receive buffer {got} B, rmem_max {max} B");
+}
