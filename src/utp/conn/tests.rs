@@ -426,6 +426,57 @@ fn the_sender_never_exceeds_the_advertised_window() {
 }
 
 #[test]
+fn a_long_round_trip_gets_a_window_of_more_than_128_kib() {
+    // At a 100 ms round trip 128 KiB in flight is 1.3 MB/s per connection.
+    // The window was capped there while libtorrent's short selective acks
+    // were being dropped (see packet.rs); the cap is now 1 MiB. Here each
+    // way takes 50 ms and b's clock runs 7 ms ahead (LEDBAT's base delay
+    // takes both out): the window grows past 400 KiB.
+    let (mut a, mut b) = handshake(Config::default(), 100, 200);
+    let data = content(16 * 1024 * 1024, 14);
+    let (mut sent, mut got, mut peak) = (0, 0, 0);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut now = 0;
+    for _ in 0..400 {
+        now += 100 * MS;
+        let at_b = now + 50 * MS + 7 * MS;
+        sent += a.write(&data[sent..]);
+        a.tick(now);
+        // The endpoint transmits on every ack; here, until the window
+        // (not the burst limit) stops a.
+        for _ in 0..100 {
+            let mut to_b = Outbox::default();
+            a.transmit(now, &mut to_b);
+            if to_b.is_empty() {
+                break;
+            }
+            for d in to_b.datagrams() {
+                b.on_packet(&decode(d).unwrap(), at_b);
+            }
+        }
+        peak = peak.max(a.inflight_bytes);
+        loop {
+            let n = b.read(&mut buf);
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        let mut to_a = Outbox::default();
+        b.tick(at_b);
+        b.transmit(at_b, &mut to_a);
+        for d in to_a.datagrams() {
+            a.on_packet(&decode(d).unwrap(), now + 100 * MS);
+        }
+        if got == data.len() {
+            break;
+        }
+    }
+    assert_eq!(got, data.len(), "{:?}", a.stats());
+    assert!(peak >= 400 * 1024, "at most {peak} bytes in flight");
+}
+
+#[test]
 fn a_reset_mid_transfer_ends_both_directions() {
     let mut link = Link::new(Config::default(), Faults::default(), 11);
     let data = content(1024 * 1024, 11);
