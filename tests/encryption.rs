@@ -87,13 +87,17 @@ fn require_downloads_over_rc4_from_a_seeder_that_prefers() {
 }
 
 #[test]
-fn prefer_encrypts_where_it_can_and_falls_back_to_plaintext() {
+fn prefer_speaks_mse_where_it_can_and_falls_back_to_plaintext() {
     let tmp = TempDir::new("enc-pref");
     let c = content(&tmp);
     let both = seeder_with(&c, Encryption::Prefer);
     let (run, transports) = download(&c, &tmp.path().join("a"), &both, "prefer");
     assert!(run.status.success(), "{}", run.stderr);
-    assert_eq!(transports, vec!["mse-rc4"], "the default encrypts");
+    assert_eq!(
+        transports,
+        vec!["mse-plain"],
+        "the default hides the handshake; the seeder leaves the payload in clear"
+    );
     drop(both);
     // A seeder that refuses MSE closes on our key; the retry is plain.
     let plain = seeder_with(&c, Encryption::Off);

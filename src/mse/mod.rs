@@ -53,7 +53,9 @@ pub const PUBLIC_KEY_BYTES: usize = dh::KEY_BYTES;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Encryption {
     /// Outgoing: try MSE first (offering RC4 or plaintext), fall back to a
-    /// plain connection. Incoming: accept both, select RC4 when offered.
+    /// plain connection. Incoming: accept both; of an MSE peer's offer,
+    /// select plaintext if offered (as libtorrent does: the handshake is
+    /// hidden, the payload costs no RC4), else RC4.
     #[default]
     Prefer,
     /// Never send the peer protocol in plaintext: only RC4, both ways.
@@ -351,7 +353,7 @@ pub fn dial_over(
 /// (already read, to tell MSE from the plain protocol) are `first_bytes`.
 /// The peer's torrent must be one of `known_info_hashes`; the one it asked
 /// for is returned with the transport. `Require` selects only RC4; `Prefer`
-/// selects RC4 when offered, else plaintext; `Off` refuses MSE.
+/// selects plaintext when offered, else RC4; `Off` refuses MSE.
 pub fn accept(
     stream: Box<dyn Transport>,
     first_bytes: &[u8],
@@ -403,10 +405,13 @@ pub fn accept(
     let ia_len = usize::from(u16::from_be_bytes([ia_len[0], ia_len[1]]));
     let ia = wire.take_decrypted(ia_len, &mut dec)?;
 
-    let select = if provide & CRYPTO_RC4 != 0 {
-        CRYPTO_RC4
-    } else if provide & CRYPTO_PLAINTEXT != 0 && policy == Encryption::Prefer {
+    // A peer that wants its payload encrypted offers RC4 alone; one that
+    // offers both leaves it to us, and RC4 costs CPU on every byte we
+    // serve (seeding 1 GiB: 5.6 CPU-s with RC4, 0.6 without).
+    let select = if provide & CRYPTO_PLAINTEXT != 0 && policy == Encryption::Prefer {
         CRYPTO_PLAINTEXT
+    } else if provide & CRYPTO_RC4 != 0 {
+        CRYPTO_RC4
     } else {
         return Err(bad(&format!(
             "the peer offers {provide:#x}, our policy is {policy}"

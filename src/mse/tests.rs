@@ -112,8 +112,20 @@ fn the_policy_parses_from_the_flag_words() {
 }
 
 #[test]
-fn rc4_is_chosen_and_carries_bytes_both_ways_encrypted() {
+fn offered_both_prefer_chooses_plaintext_and_require_rc4() {
+    // As libtorrent does: the handshake is hidden either way, and RC4
+    // would cost CPU on every byte served.
     let (ka, kb, wa, wb) = exchange(CRYPTO_RC4 | CRYPTO_PLAINTEXT, Encryption::Prefer);
+    assert_eq!((ka.as_str(), kb.as_str()), ("mse-plain", "mse-plain"));
+    assert!(find(&wa, FROM_A) && find(&wb, FROM_B));
+    assert!(!find(&wa, &IH) && !find(&wb, &IH), "the info-hash showed");
+    let (ka, kb, ..) = exchange(CRYPTO_RC4 | CRYPTO_PLAINTEXT, Encryption::Require);
+    assert_eq!((ka.as_str(), kb.as_str()), ("mse-rc4", "mse-rc4"));
+}
+
+#[test]
+fn rc4_is_chosen_and_carries_bytes_both_ways_encrypted() {
+    let (ka, kb, wa, wb) = exchange(CRYPTO_RC4, Encryption::Prefer);
     assert_eq!((ka.as_str(), kb.as_str()), ("mse-rc4", "mse-rc4"));
     assert!(!find(&wa, FROM_A), "the dialer's bytes went out in clear");
     assert!(!find(&wb, FROM_B), "the answerer's bytes went out in clear");
@@ -226,8 +238,8 @@ fn a_socket_from_a_non_blocking_accept_loop_does_not_spin() {
         connect(Box::new(a), IH, Encryption::Prefer, soon()).map(|t| t.kind())
     });
     let (t, _) = accept(Box::new(counted), &[], &[IH], Encryption::Prefer, soon()).unwrap();
-    assert_eq!(t.kind(), "mse-rc4");
-    assert_eq!(dialer.join().unwrap().unwrap(), "mse-rc4");
+    assert_eq!(t.kind(), "mse-plain");
+    assert_eq!(dialer.join().unwrap().unwrap(), "mse-plain");
     let n = *reads.lock().unwrap();
     assert!(n < 100, "{n} reads for one handshake");
 }
@@ -301,7 +313,11 @@ fn prefer_dials_mse_where_the_peer_speaks_it() {
     });
     let limit = Duration::from_secs(10);
     let mut t = dial(addr, IH, Encryption::Prefer, limit, limit).unwrap();
-    assert_eq!(t.kind(), "mse-rc4");
+    assert_eq!(
+        t.kind(),
+        "mse-plain",
+        "MSE, and the answerer chose plaintext"
+    );
     let mut got = vec![0u8; FROM_B.len()];
     t.read_exact(&mut got).unwrap();
     assert_eq!(got, FROM_B);
