@@ -252,6 +252,17 @@ fn an_interested_peer_takes_a_free_upload_slot_and_loses_it_with_its_interest() 
     assert!(r.sent(0).iter().any(|m| matches!(m, ToWorker::Choke)));
 }
 
+/// An inbound connection's handshake, as the worker reports it.
+fn handshaked_in(worker: usize, addr: &str, peer_id: [u8; 20]) -> Event {
+    Event::Handshaked {
+        worker,
+        addr: addr.parse().unwrap(),
+        peer_id,
+        inbound: true,
+        transport: "tcp",
+    }
+}
+
 #[test]
 fn ourselves_and_a_second_connection_to_one_peer_are_rejected() {
     let mut r = rig("reject", 2, &[], 3);
@@ -271,13 +282,7 @@ fn ourselves_and_a_second_connection_to_one_peer_are_rejected() {
     assert!(matches!(r.sent(1)[..], [ToWorker::Reject]));
     // Our own id: we dialled ourselves.
     let us = r.coord.our_id;
-    r.coord.handle(Event::Handshaked {
-        worker: 2,
-        addr: "127.0.0.6:6881".parse().unwrap(),
-        peer_id: us,
-        inbound: true,
-        transport: "tcp",
-    });
+    r.coord.handle(handshaked_in(2, "127.0.0.6:6881", us));
     assert!(matches!(r.sent(2)[..], [ToWorker::Reject]));
 }
 
@@ -286,28 +291,14 @@ fn a_peer_connecting_again_from_the_same_address_replaces_its_stale_connection()
     // A uTP peer (libtorrent) that gave a connection up dials again from
     // its one UDP port while we still hold the old connection.
     let mut r = rig("stale", 2, &[], 3);
-    let addr: SocketAddr = "127.0.0.2:6881".parse().unwrap();
     let id = *b"-LT2080-abcdefghijkl";
-    let inbound = |worker| Event::Handshaked {
-        worker,
-        addr,
-        peer_id: id,
-        inbound: true,
-        transport: "utp",
-    };
-    r.coord.handle(inbound(0));
+    r.coord.handle(handshaked_in(0, "127.0.0.2:6881", id));
     assert!(matches!(r.sent(0)[..], [ToWorker::Accept { .. }]));
-    r.coord.handle(inbound(1));
+    r.coord.handle(handshaked_in(1, "127.0.0.2:6881", id));
     assert!(matches!(r.sent(1)[0], ToWorker::Accept { .. }));
     assert!(matches!(r.sent(0)[..], [ToWorker::Disconnect]));
     // The same peer from another port is still a duplicate.
-    r.coord.handle(Event::Handshaked {
-        worker: 2,
-        addr: "127.0.0.2:6882".parse().unwrap(),
-        peer_id: id,
-        inbound: true,
-        transport: "tcp",
-    });
+    r.coord.handle(handshaked_in(2, "127.0.0.2:6882", id));
     assert!(matches!(r.sent(2)[..], [ToWorker::Reject]));
     assert!(r.sent(1).is_empty());
 }

@@ -221,25 +221,43 @@ fn reordered_packets_are_delivered_in_order_and_selectively_acked() {
     assert_eq!(got, data);
 }
 
-#[test]
-fn a_hole_is_selectively_acked_and_fast_resent_without_a_timeout() {
+/// a, its window open (as if many round trips went well), sends 8
+/// packets of `data`; b receives all but the first. Returns both ends,
+/// a's datagrams and b's ack (bytes).
+fn first_of_eight_lost(data: &[u8]) -> (Conn, Conn, Vec<Vec<u8>>, Vec<u8>) {
     let (mut a, mut b) = handshake(Config::default(), 100, 200);
-    // Open the window: pretend many round trips went well.
     a.cwnd = 64.0 * 1380.0;
     a.peer_wnd = 1 << 20;
-    let data = content(8 * 1380, 5);
-    a.write(&data);
+    a.write(data);
     let mut out = Outbox::default();
     a.transmit(MS, &mut out);
     let packets: Vec<Vec<u8>> = out.datagrams().map(|d| d.to_vec()).collect();
     assert_eq!(packets.len(), 8);
-    // The first is lost; the other seven arrive.
     for p in &packets[1..] {
         b.on_packet(&decode(p).unwrap(), 2 * MS);
     }
     let mut acks = Outbox::default();
     b.transmit(2 * MS, &mut acks);
     let ack = acks.datagrams().last().unwrap().to_vec();
+    (a, b, packets, ack)
+}
+
+/// What a sends at `now`, and the seq of its first DATA packet.
+fn resend_at(a: &mut Conn, now: u64) -> (Outbox, u16) {
+    let mut resend = Outbox::default();
+    a.transmit(now, &mut resend);
+    let first = resend
+        .datagrams()
+        .map(|d| decode(d).unwrap().header)
+        .find(|h| h.ty == Type::Data)
+        .expect("the hole is resent at once");
+    (resend, first.seq_nr)
+}
+
+#[test]
+fn a_hole_is_selectively_acked_and_fast_resent_without_a_timeout() {
+    let data = content(8 * 1380, 5);
+    let (mut a, mut b, packets, ack) = first_of_eight_lost(&data);
     let ack = decode(&ack).unwrap();
     assert_eq!(ack.header.ack_nr, 100, "nothing in order past the SYN");
     assert_eq!(
@@ -248,14 +266,8 @@ fn a_hole_is_selectively_acked_and_fast_resent_without_a_timeout() {
         "packets 2..8 acked selectively"
     );
     a.on_packet(&ack, 2 * MS);
-    let mut resend = Outbox::default();
-    a.transmit(3 * MS, &mut resend);
-    let first = resend
-        .datagrams()
-        .map(|d| decode(d).unwrap().header)
-        .find(|h| h.ty == Type::Data)
-        .expect("the hole is resent at once");
-    assert_eq!(first.seq_nr, decode(&packets[0]).unwrap().header.seq_nr);
+    let (resend, seq) = resend_at(&mut a, 3 * MS);
+    assert_eq!(seq, decode(&packets[0]).unwrap().header.seq_nr);
     assert_eq!(a.stats().fast_resends, 1);
     assert_eq!(a.stats().timeouts, 0);
     b.on_packet(&decode(resend.datagrams().next().unwrap()).unwrap(), 4 * MS);
@@ -270,32 +282,14 @@ fn a_selective_ack_as_short_as_libtorrent_sends_it_is_read() {
     // one byte for seven packets), not BEP 29's multiple of 4. Before we
     // read those, every ack it sent while it had a gap was dropped, and
     // the connection froze with only timeouts resending one packet.
-    let (mut a, mut b) = handshake(Config::default(), 100, 200);
-    a.cwnd = 64.0 * 1380.0;
-    a.peer_wnd = 1 << 20;
-    a.write(&content(8 * 1380, 7));
-    let mut out = Outbox::default();
-    a.transmit(MS, &mut out);
-    let packets: Vec<Vec<u8>> = out.datagrams().map(|d| d.to_vec()).collect();
-    for p in &packets[1..] {
-        b.on_packet(&decode(p).unwrap(), 2 * MS);
-    }
-    let mut acks = Outbox::default();
-    b.transmit(2 * MS, &mut acks);
-    let ours = acks.datagrams().last().unwrap().to_vec();
+    let (mut a, _b, packets, ours) = first_of_eight_lost(&content(8 * 1380, 7));
     assert_eq!(&ours[20..], &[0, 4, 0x7f, 0, 0, 0], "our SACK: 4 bytes");
     let mut theirs = ours[..20].to_vec();
     theirs.extend_from_slice(&[0, 1, 0x7f]);
     let ack = decode(&theirs).expect("a one-byte SACK decodes");
     a.on_packet(&ack, 2 * MS);
-    let mut resend = Outbox::default();
-    a.transmit(3 * MS, &mut resend);
-    let first = resend
-        .datagrams()
-        .map(|d| decode(d).unwrap().header)
-        .find(|h| h.ty == Type::Data)
-        .expect("the hole is resent at once");
-    assert_eq!(first.seq_nr, decode(&packets[0]).unwrap().header.seq_nr);
+    let (_, seq) = resend_at(&mut a, 3 * MS);
+    assert_eq!(seq, decode(&packets[0]).unwrap().header.seq_nr);
     assert_eq!(a.stats().fast_resends, 1);
 }
 
