@@ -408,8 +408,11 @@ fn run(sh: &Shared) {
             Err(e) => log::trace!("utp: recv: {e}"),
         }
         let now = sh.now();
+        // One wake-up per connection per batch, not one per datagram: the
+        // stream handle then reads what the whole batch brought.
         for slot in dirty.drain(..) {
             lock(&slot.state).conn.transmit(now, &mut out);
+            slot.cv.notify_all();
             sh.send(&mut out, slot.peer);
         }
         if last_tick.elapsed() >= TICK {
@@ -484,7 +487,6 @@ fn handle(sh: &Shared, datagram: &[u8], from: SocketAddr, dirty: &mut Vec<Arc<Sl
     }
     drop(t);
     lock(&slot.state).conn.on_packet(&p, now);
-    slot.cv.notify_all();
     if !dirty.iter().any(|d| Arc::ptr_eq(d, &slot)) {
         dirty.push(slot);
     }
