@@ -22,7 +22,8 @@ pub struct Config {
     /// LEDBAT's target queueing delay.
     pub target_delay_us: u64,
     /// The congestion window's ceiling, 1 MiB (libtorrent's receive
-    /// window): about 10 MB/s per connection at a 100 ms round trip.
+    /// window). What is in flight is also bounded by `send_buffer` (512
+    /// KiB): about 5 MB/s per connection at a 100 ms round trip.
     /// Sessions 9 and 10 capped it at 128 KiB because a uTP-only libtorrent
     /// leecher "stopped answering" after a loss; the cause was ours (we
     /// dropped its selective acks, packet.rs), and with it fixed 25 runs of
