@@ -62,17 +62,26 @@ impl Coordinator {
         // reused while its connection lives): the old one is stale, and
         // the new one takes its place rather than being refused while the
         // old one times out.
-        let stale = self.conns.iter().position(|c| {
-            c.as_ref().is_some_and(|c| {
-                inbound && c.listen.is_none() && c.addr == addr && c.peer_id == peer_id
-            })
-        });
-        if let Some(old) = stale.filter(|&old| old != worker) {
+        let same_peer = |c: &Option<Conn>| c.as_ref().is_some_and(|c| c.peer_id == peer_id);
+        let stale: Vec<usize> = if inbound {
+            (0..self.conns.len())
+                .filter(|&w| w != worker && same_peer(&self.conns[w]))
+                .filter(|&w| {
+                    self.conns[w]
+                        .as_ref()
+                        .is_some_and(|c| c.listen.is_none() && c.addr == addr)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for &old in &stale {
             debug!("{addr}: connected again; its earlier connection is closed");
             self.send(old, ToWorker::Disconnect);
         }
+        // Any other connection to the same peer makes this one a duplicate.
         let duplicate =
-            stale.is_none() && self.conns.iter().flatten().any(|c| c.peer_id == peer_id);
+            (0..self.conns.len()).any(|w| !stale.contains(&w) && same_peer(&self.conns[w]));
         let banned =
             self.bans.is_banned(addr.ip()) || self.known.get(&addr).is_some_and(|k| k.banned);
         if peer_id == self.our_id || duplicate || banned {

@@ -304,6 +304,24 @@ fn a_peer_connecting_again_from_the_same_address_replaces_its_stale_connection()
 }
 
 #[test]
+fn every_stale_connection_from_the_address_gives_way_to_the_newest() {
+    // The peer gives up twice in a row, faster than our workers close:
+    // both earlier connections are closed and the third is taken.
+    let mut r = rig("stale-twice", 2, &[], 3);
+    let id = *b"-LT2080-abcdefghijkl";
+    r.coord.handle(handshaked_in(0, "127.0.0.2:6881", id));
+    r.coord.handle(handshaked_in(1, "127.0.0.2:6881", id));
+    r.sent(0);
+    r.coord.handle(handshaked_in(2, "127.0.0.2:6881", id));
+    assert!(matches!(r.sent(2)[0], ToWorker::Accept { .. }));
+    assert!(matches!(
+        r.sent(1)[..],
+        [ToWorker::Accept { .. }, ToWorker::Disconnect]
+    ));
+    assert!(matches!(r.sent(0)[..], [ToWorker::Disconnect]));
+}
+
+#[test]
 fn an_ipv4_mapped_address_is_the_ipv4_peer() {
     let mut r = rig("mapped", 4, &[], 2);
     r.coord.handle(Event::Peers(vec![
