@@ -6,11 +6,16 @@ use super::*;
 
 impl InFlight {
     /// Blocks below this may be requested (the window's end when streaming).
+    /// The ring holds every block from the first one not yet in the file,
+    /// so the window trails `written_blocks`, not `hashed_blocks`: a block
+    /// `window` past a hashed block still waiting for its group's write
+    /// would land in that block's slot, and the file would get the later
+    /// block's bytes in a piece whose SHA-1 (taken before) matched.
     pub(super) fn request_limit(&self) -> u32 {
         if self.window == 0 {
             self.num_blocks
         } else {
-            self.num_blocks.min(self.hashed_blocks + self.window)
+            self.num_blocks.min(self.written_blocks + self.window)
         }
     }
 

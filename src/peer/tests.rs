@@ -883,3 +883,69 @@ fn with_no_socket_peer_exchange_marks_the_peers_flagged_as_speaking_utp() {
     assert!(crate::utp::speaks_utp(utp), "dialled over uTP first");
     assert!(!crate::utp::speaks_utp(tcp));
 }
+
+#[test]
+fn a_streamed_piece_answered_out_of_order_reaches_the_file_as_its_hash_says() {
+    // One 2 MiB piece: streamed through a 64-block ring, written 16
+    // blocks at a time once hashed. The peer sends the first 5 blocks,
+    // then answers every request newest first. Had the window trailed the
+    // hashed blocks rather than the written ones, blocks 64 to 68 would be
+    // asked for now, arrive before block 5 and land in the slots of blocks
+    // 0 to 4, hashed but not yet written: the SHA-1 would match and the
+    // file would hold the wrong bytes.
+    const PIECE: u32 = 2 << 20;
+    let mut r = rig_with(
+        "stream-order",
+        Layout::new(u64::from(PIECE), &[u64::from(PIECE)]),
+    );
+    let data: Vec<u8> = (0..PIECE)
+        .map(|i| (i / 16384 * 7 + i % 251) as u8)
+        .collect();
+    r.ctx.hashes = vec![Sha1::digest(&data).into()].into();
+    let mut conn = offline(&r, &[]);
+    conn.peer_bits.fill();
+    conn.am_interested = true;
+    conn.peer_choking = false;
+    conn.depth = 200;
+    conn.on_assign(vec![0]);
+    let block = |begin: u32| {
+        let mut out = Vec::new();
+        let at = begin as usize;
+        Message::Piece {
+            index: 0,
+            begin,
+            data: &data[at..at + 16384],
+        }
+        .encode_into(&mut out);
+        out
+    };
+    conn.fill_pipeline().unwrap();
+    let mut asked = requests_in(&std::mem::take(&mut conn.out));
+    assert_eq!(asked.len(), 64, "one window");
+    for (_, begin) in asked.drain(..5) {
+        feed(&mut conn, &block(begin)).unwrap();
+    }
+    // Newest first, asking for more after every block; bounded.
+    for _ in 0..1000 {
+        conn.fill_pipeline().unwrap();
+        asked.extend(requests_in(&std::mem::take(&mut conn.out)));
+        let Some((_, begin)) = asked.pop() else {
+            break;
+        };
+        feed(&mut conn, &block(begin)).unwrap();
+    }
+    assert!(asked.is_empty(), "{} requests unanswered", asked.len());
+    let done = events(&r)
+        .iter()
+        .filter(|e| matches!(e, Event::PieceDone { piece: 0, .. }))
+        .count();
+    assert_eq!(done, 1, "the piece is done");
+    let file = std::fs::read(r.dir.join("f")).unwrap();
+    let wrong = (0..128)
+        .filter(|b| file[b * 16384..(b + 1) * 16384] != data[b * 16384..(b + 1) * 16384])
+        .collect::<Vec<_>>();
+    assert!(
+        wrong.is_empty(),
+        "blocks with wrong bytes in the file: {wrong:?}"
+    );
+}
