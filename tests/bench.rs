@@ -9,6 +9,11 @@
 //! - TGET_BENCH_SEEDERS, TGET_BENCH_CAP: the swarm of capped seeders
 //!   (`bench_swarm_of_capped_seeders`: default 12 seeders x 4194304 bytes/s).
 //! - TGET_BENCH_BUSY=1: no waiting for a quiet machine, no retries.
+//! - TGET_BENCH_BASE=PATH: another tget binary (an earlier build) run
+//!   beside this one as the client `tget-base`, for a before-and-after in
+//!   one run (download benches).
+//! - TGET_BENCH_CLIENTS=rqbit,...: only these clients besides tget (and
+//!   tget-base).
 //! - TGET_BENCH_LT_ENCRYPTION=disabled or forced: the libtorrent peers' MSE
 //!   policy in `bench_seeding` (default: libtorrent's, MSE offered first).
 //!
@@ -368,6 +373,8 @@ fn env_u64(name: &str, default: u64) -> u64 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Client {
     Tget,
+    /// TGET_BENCH_BASE's binary.
+    TgetBase,
     Aria2,
     Libtorrent,
     /// Only when `cargo install rqbit` put it on PATH.
@@ -378,11 +385,19 @@ impl Client {
     /// The clients to compare: tget, aria2c, libtorrent, and rqbit if it
     /// is on PATH.
     fn all() -> Vec<Client> {
-        let mut v = vec![Client::Tget, Client::Aria2, Client::Libtorrent];
+        let mut v = vec![Client::Tget];
+        if std::env::var_os("TGET_BENCH_BASE").is_some() {
+            v.push(Client::TgetBase);
+        }
+        v.extend([Client::Aria2, Client::Libtorrent]);
         let on_path = std::env::var_os("PATH")
             .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join("rqbit").is_file()));
         if on_path {
             v.push(Client::Rqbit);
+        }
+        if let Ok(only) = std::env::var("TGET_BENCH_CLIENTS") {
+            let only: Vec<&str> = only.split(',').map(str::trim).collect();
+            v.retain(|c| matches!(c, Client::Tget | Client::TgetBase) || only.contains(&c.name()));
         }
         v
     }
@@ -390,6 +405,7 @@ impl Client {
     fn name(self) -> &'static str {
         match self {
             Client::Tget => "tget",
+            Client::TgetBase => "tget-base",
             Client::Aria2 => "aria2c",
             Client::Libtorrent => "libtorrent",
             Client::Rqbit => "rqbit",
@@ -400,8 +416,11 @@ impl Client {
     fn argv(self, t: &Torrent, out: &Path, port: u16) -> Vec<OsString> {
         let mut v: Vec<OsString> = Vec::new();
         match self {
-            Client::Tget => {
-                v.push(TGET.into());
+            Client::Tget | Client::TgetBase => {
+                match std::env::var_os("TGET_BENCH_BASE") {
+                    Some(base) if self == Client::TgetBase => v.push(base),
+                    _ => v.push(TGET.into()),
+                }
                 v.push("--no-dht".into());
                 v.push("download".into());
                 v.push(t.file.clone().into());
