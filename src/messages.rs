@@ -13,7 +13,6 @@
 
 use std::net::SocketAddr;
 
-use crossbeam_channel::{Receiver, Sender};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
@@ -212,34 +211,97 @@ pub struct Shared {
 
 /// Piece buffers kept for reuse by all workers together.
 const POOLED_BUFS: usize = 64;
+/// Bytes of piece buffers kept for reuse at most.
+const POOLED_BYTES: usize = 1 << 20;
+
+/// A piece buffer: its own anonymous memory map, so its pages go back to
+/// the system the moment it is dropped, wherever it was used. From the
+/// heap, buffers freed by one worker thread and taken by another spread
+/// over the allocator's per-thread arenas, which keep freed memory
+/// resident: with 48 peers the arenas held twice the buffers in use. A
+/// heap buffer is the fallback where a map cannot be made.
+#[derive(Debug, Default)]
+pub enum PieceBuf {
+    /// No buffer.
+    #[default]
+    Empty,
+    /// A private anonymous map.
+    Map(memmap2::MmapMut),
+    /// Heap memory, where no map could be made.
+    Heap(Vec<u8>),
+}
+
+impl PieceBuf {
+    fn new(len: usize) -> PieceBuf {
+        if len == 0 {
+            return PieceBuf::Empty;
+        }
+        match memmap2::MmapMut::map_anon(len) {
+            Ok(map) => PieceBuf::Map(map),
+            Err(_) => PieceBuf::Heap(vec![0; len]),
+        }
+    }
+
+    /// Whether this holds any memory.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::ops::Deref for PieceBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            PieceBuf::Empty => &[],
+            PieceBuf::Map(m) => m,
+            PieceBuf::Heap(v) => v,
+        }
+    }
+}
+
+impl std::ops::DerefMut for PieceBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match self {
+            PieceBuf::Empty => &mut [],
+            PieceBuf::Map(m) => m,
+            PieceBuf::Heap(v) => v,
+        }
+    }
+}
 
 /// Piece buffers shared by the workers: a buffer freed by one is taken by
 /// the next piece of any worker, so the memory they use is what the
-/// in-flight budget allows, allocated once, wherever the allocator would
-/// otherwise keep a freed buffer resident (one arena per thread).
-#[derive(Debug)]
+/// in-flight budget allows, made once. Buffers come in a few sizes (a
+/// whole piece, a streamed piece's ring or window, a web seed's chunk);
+/// one is reused only for its own size.
+#[derive(Debug, Default)]
 pub struct BufPool {
-    free_tx: Sender<Vec<u8>>,
-    free_rx: Receiver<Vec<u8>>,
-}
-
-impl Default for BufPool {
-    fn default() -> BufPool {
-        let (free_tx, free_rx) = crossbeam_channel::bounded(POOLED_BUFS);
-        BufPool { free_tx, free_rx }
-    }
+    free: std::sync::Mutex<Vec<PieceBuf>>,
 }
 
 impl BufPool {
-    /// A buffer of `len` bytes (contents unspecified): a pooled one if any.
-    pub(crate) fn take(&self, len: usize) -> Vec<u8> {
-        let mut buf = self.free_rx.try_recv().unwrap_or_default();
-        buf.resize(len, 0);
-        buf
+    /// A buffer of `len` bytes (contents unspecified): a pooled one of that
+    /// size if any.
+    pub(crate) fn take(&self, len: usize) -> PieceBuf {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        match free.iter().rposition(|b| b.len() == len) {
+            Some(i) => free.swap_remove(i),
+            None => {
+                drop(free);
+                PieceBuf::new(len)
+            }
+        }
     }
 
     /// Gives a buffer back (freed if the pool is full).
-    pub(crate) fn give(&self, buf: Vec<u8>) {
-        let _ = self.free_tx.try_send(buf);
+    pub(crate) fn give(&self, buf: PieceBuf) {
+        if buf.is_empty() {
+            return;
+        }
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let pooled: usize = free.iter().map(|b| b.len()).sum();
+        if free.len() < POOLED_BUFS && pooled + buf.len() <= POOLED_BYTES {
+            free.push(buf);
+        }
     }
 }

@@ -62,6 +62,9 @@ impl Connection<'_> {
             return;
         };
         let p = self.pieces.remove(pos);
+        if p.claimed {
+            self.ctx.storage.unclaim(piece);
+        }
         self.retire(p.buf, p.reserved);
         let (ours, others): (VecDeque<_>, VecDeque<_>) =
             self.requests.drain(..).partition(|&(i, _)| i == piece);
@@ -210,12 +213,10 @@ impl Connection<'_> {
 
     /// A piece's buffer is done with: back to the pool, and its room in
     /// the budget given back.
-    pub(super) fn retire(&mut self, buf: Vec<u8>, reserved: u64) {
+    pub(super) fn retire(&mut self, buf: PieceBuf, reserved: u64) {
         let shared = &self.ctx.shared;
         shared.buffered.fetch_sub(reserved, Ordering::Relaxed);
-        if buf.capacity() > 0 {
-            shared.buffers.give(buf);
-        }
+        shared.buffers.give(buf);
         // Room again (or no buffer held, which always gets one): pieces
         // that found none may be asked for.
         for p in &mut self.pieces {
@@ -223,17 +224,30 @@ impl Connection<'_> {
         }
     }
 
-    /// Starts fetching piece `index` (its buffer comes with its first block).
+    /// Starts fetching piece `index` (its buffer comes with its first
+    /// block): streamed through a window when it is large, or when the
+    /// buffer budget has no room for it whole, if this worker gets its
+    /// claim; else held whole.
     pub(super) fn start_piece(&mut self, index: u32) {
-        let window = if streams_piece(self.layout, index) {
-            STREAM_WINDOW
-        } else {
-            0
-        };
         let num_blocks = self.layout.num_blocks(index);
+        let len = u64::from(self.layout.piece_len(index));
+        let (window, group) = if streams_piece(self.layout, index) {
+            (STREAM_WINDOW, STREAM_GROUP)
+        } else if num_blocks > RING_WINDOW
+            && self.ctx.shared.peers_connected.load(Ordering::Relaxed) * len > BUFFER_BUDGET
+        {
+            (RING_WINDOW, RING_GROUP)
+        } else {
+            (0, 0)
+        };
+        // The coordinator hands a large piece to one source at a time, so
+        // its claim is free; if it were not, holding it whole is still
+        // right, only costly.
+        let claimed = window > 0 && self.ctx.storage.claim(index);
+        let (window, group) = if claimed { (window, group) } else { (0, 0) };
         self.pieces.push(InFlight {
             index,
-            buf: Vec::new(),
+            buf: PieceBuf::Empty,
             num_blocks,
             next_request: 0,
             retry: Vec::new(),
@@ -244,6 +258,8 @@ impl Connection<'_> {
             reserved: 0,
             window,
             written_blocks: 0,
+            group,
+            claimed,
             starved: false,
         });
     }
@@ -386,13 +402,12 @@ impl Connection<'_> {
     /// Writing piece `index` failed: its buffer goes back, the piece goes
     /// back to the coordinator with the error (which ends the download),
     /// and the connection closes.
-    pub(super) fn disk_failed(
-        &mut self,
-        index: u32,
-        (buf, reserved): (Vec<u8>, u64),
-        e: crate::storage::StorageError,
-    ) -> Close {
-        self.retire(buf, reserved);
+    pub(super) fn disk_failed(&mut self, p: InFlight, e: crate::storage::StorageError) -> Close {
+        let index = p.index;
+        if p.claimed {
+            self.ctx.storage.unclaim(index);
+        }
+        self.retire(p.buf, p.reserved);
         let _ = self.ctx.events.send(Event::Released {
             worker: self.ctx.id,
             pieces: vec![index],
@@ -417,9 +432,9 @@ impl Connection<'_> {
         }
         // A streamed piece's hashed blocks go to the file, a group at a
         // time (groups never wrap the ring: the window is a multiple).
-        let mut streamed = Ok(());
-        while p.window > 0 && streamed.is_ok() {
-            let end = (p.written_blocks + STREAM_GROUP).min(p.num_blocks);
+        let mut streamed = Ok(true);
+        while p.window > 0 && matches!(streamed, Ok(true)) {
+            let end = (p.written_blocks + p.group).min(p.num_blocks);
             if end > p.hashed_blocks || p.written_blocks == end {
                 break;
             }
@@ -428,30 +443,43 @@ impl Connection<'_> {
                 .map(|b| layout.block_len(index, b) as usize)
                 .sum();
             let at = p.slot(first);
-            streamed = self
-                .ctx
-                .storage
-                .write_at(index, first * BLOCK_SIZE, &p.buf[at..at + bytes]);
+            streamed =
+                self.ctx
+                    .storage
+                    .write_claimed(index, first * BLOCK_SIZE, &p.buf[at..at + bytes]);
             p.written_blocks = end;
         }
-        if let Err(e) = streamed {
-            let p = self.pieces.remove(pos);
-            return Err(self.disk_failed(index, (p.buf, p.reserved), e));
+        match streamed {
+            Ok(true) => {}
+            // Sealed: an endgame copy verified the piece and wrote it
+            // first. Done, by the copy's bytes.
+            Ok(false) => {
+                self.drop_piece(index, true);
+                self.ours.set(index);
+                let _ = self.ctx.events.send(Event::PieceDone {
+                    worker: self.ctx.id,
+                    piece: index,
+                });
+                return Ok(());
+            }
+            Err(e) => {
+                let p = self.pieces.remove(pos);
+                return Err(self.disk_failed(p, e));
+            }
         }
         if p.received_count < p.num_blocks {
             return Ok(());
         }
-        let p = self.pieces.remove(pos);
-        let digest = p.hasher.finalize();
+        let mut p = self.pieces.remove(pos);
+        let digest = std::mem::take(&mut p.hasher).finalize();
         let good = digest.as_slice() == self.ctx.hashes[index as usize];
         if good {
-            let written = if p.window > 0 {
-                Ok(()) // already in the file
-            } else {
-                self.ctx.storage.write_piece(index, &p.buf)
-            };
-            if let Err(e) = written {
-                return Err(self.disk_failed(index, (p.buf, p.reserved), e));
+            if p.claimed {
+                // Every byte is in the file already.
+                p.claimed = false;
+                self.ctx.storage.seal_claimed(index);
+            } else if let Err(e) = self.ctx.storage.write_verified(index, &p.buf) {
+                return Err(self.disk_failed(p, e));
             }
             self.ours.set(index);
             let _ = self.ctx.events.send(Event::PieceDone {
@@ -460,6 +488,9 @@ impl Connection<'_> {
             });
         } else {
             debug!("{}: piece {index} failed its hash check", self.addr);
+            if p.claimed {
+                self.ctx.storage.unclaim(index);
+            }
             let _ = self.ctx.events.send(Event::PieceFailed {
                 worker: self.ctx.id,
                 piece: index,

@@ -10,7 +10,7 @@ use std::thread;
 fn in_flight(index: u32, reserved: u64) -> InFlight {
     InFlight {
         index,
-        buf: Vec::new(),
+        buf: PieceBuf::Empty,
         num_blocks: 1,
         next_request: 0,
         retry: Vec::new(),
@@ -21,6 +21,8 @@ fn in_flight(index: u32, reserved: u64) -> InFlight {
         reserved,
         window: 0,
         written_blocks: 0,
+        group: 0,
+        claimed: false,
         starved: false,
     }
 }
@@ -948,4 +950,101 @@ fn a_streamed_piece_answered_out_of_order_reaches_the_file_as_its_hash_says() {
         wrong.is_empty(),
         "blocks with wrong bytes in the file: {wrong:?}"
     );
+}
+
+/// A connection over one 256 KiB piece of `data`, its hash set, with
+/// `peers` connections open in the session (the ring rule counts them).
+fn one_piece_of_sixteen_blocks(tag: &str, data: &[u8], peers: u64) -> Rig {
+    let mut r = rig_with(tag, Layout::new(262_144, &[262_144]));
+    r.ctx.hashes = vec![Sha1::digest(data).into()].into();
+    r.ctx.shared.peers_connected.store(peers, Ordering::Relaxed);
+    r
+}
+
+fn block_of(data: &[u8], begin: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let at = begin as usize;
+    Message::Piece {
+        index: 0,
+        begin,
+        data: &data[at..at + 16384],
+    }
+    .encode_into(&mut out);
+    out
+}
+
+fn unchoked_with(conn: &mut Connection<'_>, pieces: Vec<u32>) {
+    conn.peer_bits.fill();
+    conn.am_interested = true;
+    conn.peer_choking = false;
+    conn.depth = 64;
+    conn.on_assign(pieces);
+}
+
+#[test]
+fn with_more_peers_than_whole_pieces_fit_the_budget_a_piece_streams_through_a_ring() {
+    let data: Vec<u8> = (0..262_144u32).map(|i| (i % 253) as u8).collect();
+    // 16 peers: each may hold a 256 KiB piece within the 4 MiB budget.
+    let r = one_piece_of_sixteen_blocks("ring-few", &data, 16);
+    let mut conn = offline(&r, &[]);
+    unchoked_with(&mut conn, vec![0]);
+    conn.fill_pipeline().unwrap();
+    assert_eq!(requests_in(&std::mem::take(&mut conn.out)).len(), 16);
+    drop(conn);
+    // 17: a ring of 4 blocks, so 4 requests, and a 64 KiB buffer.
+    let r = one_piece_of_sixteen_blocks("ring-many", &data, 17);
+    let mut conn = offline(&r, &[]);
+    unchoked_with(&mut conn, vec![0]);
+    let mut asked = Vec::new();
+    let mut most = 0;
+    for _ in 0..100 {
+        conn.fill_pipeline().unwrap();
+        asked.extend(requests_in(&std::mem::take(&mut conn.out)));
+        most = most.max(asked.len());
+        if asked.is_empty() {
+            break;
+        }
+        let (_, begin) = asked.remove(0);
+        feed(&mut conn, &block_of(&data, begin)).unwrap();
+        if let Some(p) = conn.pieces.first() {
+            assert_eq!(p.reserved, 4 * 16384, "a ring, not the piece");
+        }
+    }
+    assert_eq!(most, 4, "requests run a ring ahead of the file");
+    assert!(events(&r)
+        .iter()
+        .any(|e| matches!(e, Event::PieceDone { piece: 0, .. })));
+    assert_eq!(std::fs::read(r.dir.join("f")).unwrap(), data);
+    assert!(!r.ctx.storage.claim(0), "sealed");
+}
+
+#[test]
+fn a_ring_streamed_piece_that_a_copy_sealed_takes_no_more_bytes_from_its_peer() {
+    let data: Vec<u8> = (0..262_144u32).map(|i| (i % 241) as u8).collect();
+    let r = one_piece_of_sixteen_blocks("ring-sealed", &data, 48);
+    let mut conn = offline(&r, &[]);
+    unchoked_with(&mut conn, vec![0]);
+    conn.fill_pipeline().unwrap();
+    let asked = requests_in(&std::mem::take(&mut conn.out));
+    assert_eq!(asked.len(), 4);
+    // Another worker's whole copy verifies and is written meanwhile: it
+    // could not claim the piece, so it holds it whole.
+    assert!(!r.ctx.storage.claim(0), "this worker holds the claim");
+    assert!(r.ctx.storage.write_verified(0, &data).unwrap());
+    // This peer now sends garbage for the rest of its requests.
+    let garbage = vec![0xEE; 262_144];
+    for (_, begin) in asked {
+        feed(&mut conn, &block_of(&garbage, begin)).unwrap();
+    }
+    assert_eq!(
+        std::fs::read(r.dir.join("f")).unwrap(),
+        data,
+        "the sealed piece kept the copy's bytes"
+    );
+    assert!(conn.pieces.is_empty(), "the piece was dropped");
+    assert!(events(&r)
+        .iter()
+        .any(|e| matches!(e, Event::PieceDone { piece: 0, .. })));
+    conn.fill_pipeline().unwrap();
+    assert!(requests_in(&std::mem::take(&mut conn.out)).is_empty());
 }

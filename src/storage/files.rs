@@ -128,6 +128,7 @@ impl Storage {
             memory_file,
             side: sides,
             window: Mutex::new(RegionWindow::reserve()),
+            gate: Mutex::default(),
         };
         let mut opened = 0;
         for i in 0..storage.kept.len() {

@@ -21,7 +21,8 @@
 //! sizes and allocates the files; `cache.rs` keeps at most
 //! [`MAX_OPEN_FILES`] of them open; `links.rs` refuses paths through
 //! symbolic links; `paths.rs` keeps every file's path; `memory.rs` holds
-//! the `--no-save` file; `write.rs` writes pieces and syncs them;
+//! the `--no-save` file; `write.rs` writes pieces and syncs them; `gate.rs` says who may write
+//! a piece before it is verified, and seals it once it is;
 //! `upload.rs` makes upload windows; `check.rs` hash-checks pieces on
 //! several threads; `space.rs` counts the room the files still need.
 //! `map.rs` holds the memory maps and the few system calls the standard
@@ -30,6 +31,7 @@
 mod cache;
 mod check;
 mod files;
+mod gate;
 mod links;
 mod map;
 mod memory;
@@ -176,6 +178,9 @@ pub struct Storage {
     /// Where whole regions are mapped for writing, one at a time (`None`
     /// where the address space could not be reserved).
     window: Mutex<Option<RegionWindow>>,
+    /// Which writer may write which piece before it is verified, and which
+    /// pieces are sealed (`gate.rs`).
+    gate: Mutex<gate::Gate>,
 }
 
 impl Storage {

@@ -85,6 +85,23 @@ impl Drop for Room<'_> {
     }
 }
 
+/// A streamed piece's claim, given back when the fetch ends unless the
+/// piece was sealed.
+struct Claim<'a>(&'a crate::storage::Storage, u32);
+
+impl<'a> Claim<'a> {
+    fn take(storage: &'a crate::storage::Storage, piece: u32) -> Option<Claim<'a>> {
+        storage.claim(piece).then_some(Claim(storage, piece))
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        // After `seal_claimed` this finds no claim: a no-op.
+        self.0.unclaim(self.1);
+    }
+}
+
 /// The buffer a slot needs for `piece`: the piece, or one read's worth of
 /// a streamed one.
 pub(super) fn buffer_len(layout: &Layout, piece: u32) -> usize {
@@ -198,6 +215,13 @@ pub(super) fn cancelled(ctx: &SlotCtx, piece: u32) -> Option<Stop> {
 pub(super) fn fetch_piece(ctx: &SlotCtx, piece: u32, buf: &mut [u8]) -> Result<(), Stop> {
     let layout: &Layout = ctx.storage.layout();
     let streamed = crate::peer::streams_piece(layout, piece);
+    // A streamed piece's bytes reach the file before its check: only under
+    // its claim (`Storage::claim`), which the coordinator's one-source rule
+    // for large pieces leaves free.
+    let _claim = match streamed {
+        true => Some(Claim::take(&ctx.storage, piece).ok_or(Stop::Cancelled)?),
+        false => None,
+    };
     let piece_len = layout.piece_len(piece) as usize;
     debug_assert_eq!(buf.len(), buffer_len(layout, piece));
     let mut hasher = Sha1::new();
@@ -317,9 +341,13 @@ pub(super) fn fetch_piece(ctx: &SlotCtx, piece: u32, buf: &mut [u8]) -> Result<(
             }
             if streamed {
                 hasher.update(&buf[..n]);
-                if let Err(e) = ctx.storage.write_at(piece, at as u32, &buf[..n]) {
-                    let _ = ctx.events.send(Event::DiskError(e));
-                    return Err(Stop::Ending);
+                match ctx.storage.write_claimed(piece, at as u32, &buf[..n]) {
+                    Ok(true) => {}
+                    Ok(false) => return Err(Stop::Cancelled),
+                    Err(e) => {
+                        let _ = ctx.events.send(Event::DiskError(e));
+                        return Err(Stop::Ending);
+                    }
                 }
             } else {
                 hasher.update(&buf[at..at + n]);
@@ -346,7 +374,9 @@ pub(super) fn fetch_piece(ctx: &SlotCtx, piece: u32, buf: &mut [u8]) -> Result<(
     if digest.as_slice() != ctx.hashes[piece as usize] {
         return Err(Stop::Failed(Failure::Hash));
     }
-    if !streamed {
+    if streamed {
+        ctx.storage.seal_claimed(piece);
+    } else {
         // Completed by a peer meanwhile: written once, by that peer. A
         // verified piece is written even while the session ends: the
         // coordinator's shutdown waits for it and records it.
@@ -357,9 +387,13 @@ pub(super) fn fetch_piece(ctx: &SlotCtx, piece: u32, buf: &mut [u8]) -> Result<(
         {
             return Err(Stop::Cancelled);
         }
-        if let Err(e) = ctx.storage.write_piece(piece, &buf[..piece_len]) {
-            let _ = ctx.events.send(Event::DiskError(e));
-            return Err(Stop::Ending);
+        match ctx.storage.write_verified(piece, &buf[..piece_len]) {
+            Ok(true) => {}
+            Ok(false) => return Err(Stop::Cancelled),
+            Err(e) => {
+                let _ = ctx.events.send(Event::DiskError(e));
+                return Err(Stop::Ending);
+            }
         }
     }
     Ok(())
