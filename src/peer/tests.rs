@@ -883,3 +883,56 @@ fn with_no_socket_peer_exchange_marks_the_peers_flagged_as_speaking_utp() {
     assert!(crate::utp::speaks_utp(utp), "dialled over uTP first");
     assert!(!crate::utp::speaks_utp(tcp));
 }
+
+#[test]
+fn at_shutdown_the_closer_ends_a_worker_blocked_on_an_idle_peer() {
+    let r = rig("closer");
+    let (stream, mut theirs, addr) = greeted(&r, Bitfield::new(3), &[]);
+    thread::scope(|s| {
+        let worker = s.spawn(|| attempt(&r.ctx, addr, None, Ok(Box::new(stream))));
+        // Our handshake reached the peer, and the coordinator heard of it:
+        // the connection runs, registered, and the peer stays silent.
+        let mut h = [0u8; HANDSHAKE_LEN];
+        theirs.read_exact(&mut h).unwrap();
+        let handshaked = r
+            .events
+            .recv_timeout(Duration::from_secs(10))
+            .expect("an event");
+        assert!(matches!(handshaked, Event::Handshaked { .. }));
+        // What the coordinator's shutdown does.
+        r.ctx.shared.stopping.store(true, Ordering::SeqCst);
+        assert_eq!(r.ctx.shared.closers.close_all(), 1);
+        let end = worker.join().unwrap();
+        // Without the closer the loop would end at its next read deadline
+        // with "done".
+        assert_eq!(end.reason, "closed at shutdown");
+        assert!(!end.misbehaved);
+    });
+    // The worker took its closer out (the socket's duplicate with it): the
+    // peer sees the connection end.
+    assert_eq!(r.ctx.shared.closers.close_all(), 0);
+    theirs
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = theirs.read_to_end(&mut rest);
+}
+
+#[test]
+fn a_connection_that_starts_once_the_session_is_stopping_ends_at_once() {
+    // The worker registered after the coordinator called the closers: it
+    // sees `stopping` and never runs the connection.
+    let r = rig("closer-late");
+    r.ctx.shared.stopping.store(true, Ordering::SeqCst);
+    let (stream, mut theirs, addr) = greeted(&r, Bitfield::new(3), &[]);
+    let end = attempt(&r.ctx, addr, None, Ok(Box::new(stream)));
+    assert_eq!(end.reason, "session ending");
+    assert_eq!(r.ctx.shared.closers.close_all(), 0);
+    // Not even our handshake went out.
+    theirs
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = theirs.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
+}
