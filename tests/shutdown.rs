@@ -68,8 +68,10 @@ fn at_completion_an_idle_peers_connection_is_closed_by_the_shutdown_not_its_read
         "tget never connected to the idle peer"
     );
     // The worker's reason: its read ended by the closer. Without it, the
-    // worker would notice the session ending at its next read deadline
-    // and end with "done" (or "disconnected by us").
+    // worker notices the session ending at its next read deadline and
+    // ends with "done". (Only if that deadline fell in the microseconds
+    // between the coordinator's setting `stopping` and calling the
+    // closers would it end so with the closer too.)
     let line = run
         .stderr
         .lines()

@@ -279,9 +279,9 @@ fn attempt(
                 // Closed, reset or silent before its handshake.
                 unheard: !conn.heard && matches!(r, Err(Close::Io(_) | Close::Quiet(_))),
                 reason: match r {
-                    // What the peer seemed to do (end of stream, a reset)
-                    // was our closer.
-                    _ if closed_at_shutdown && !misbehaved => "closed at shutdown".to_string(),
+                    // What looked like the peer's doing (end of stream, a
+                    // reset, an aborted read) was our closer.
+                    Err(_) if closed_at_shutdown && !misbehaved => "closed at shutdown".to_string(),
                     Ok(()) => "done".to_string(),
                     Err(e) => e.to_string(),
                 },

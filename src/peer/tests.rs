@@ -888,8 +888,12 @@ fn with_no_socket_peer_exchange_marks_the_peers_flagged_as_speaking_utp() {
 fn at_shutdown_the_closer_ends_a_worker_blocked_on_an_idle_peer() {
     let r = rig("closer");
     let (stream, mut theirs, addr) = greeted(&r, Bitfield::new(3), &[]);
+    let (done_tx, done) = unbounded();
     thread::scope(|s| {
-        let worker = s.spawn(|| attempt(&r.ctx, addr, None, Ok(Box::new(stream))));
+        s.spawn(|| {
+            let end = attempt(&r.ctx, addr, None, Ok(Box::new(stream)));
+            done_tx.send(end).unwrap();
+        });
         // Our handshake reached the peer, and the coordinator heard of it:
         // the connection runs, registered, and the peer stays silent.
         let mut h = [0u8; HANDSHAKE_LEN];
@@ -899,12 +903,15 @@ fn at_shutdown_the_closer_ends_a_worker_blocked_on_an_idle_peer() {
             .recv_timeout(Duration::from_secs(10))
             .expect("an event");
         assert!(matches!(handshaked, Event::Handshaked { .. }));
-        // What the coordinator's shutdown does.
+        // The closers alone, `stopping` left unset: nothing else can end
+        // the worker (its timers are minutes away), so without a working
+        // closer the wait below runs out.
+        let closed = r.ctx.shared.closers.close_all();
+        let end = done.recv_timeout(Duration::from_secs(10));
+        // Whatever happened, let the worker go (at its next read deadline).
         r.ctx.shared.stopping.store(true, Ordering::SeqCst);
-        assert_eq!(r.ctx.shared.closers.close_all(), 1);
-        let end = worker.join().unwrap();
-        // Without the closer the loop would end at its next read deadline
-        // with "done".
+        assert_eq!(closed, 1);
+        let end = end.expect("the closer did not end the worker");
         assert_eq!(end.reason, "closed at shutdown");
         assert!(!end.misbehaved);
     });
