@@ -32,7 +32,10 @@
 //! after that, reads time out every 100 ms so the worker notices control
 //! messages and its own timers (a read timeout loses nothing, the framing
 //! reader keeps partial messages), and writes time out after 30 s, which ends
-//! a peer that stopped reading.
+//! a peer that stopped reading. At shutdown the coordinator does not wait
+//! for those: it ends every connection's transport through the closer the
+//! worker registered (`Shared::closers`), so a worker blocked in a read
+//! stops at once.
 
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, IoSlice, Write};
