@@ -185,6 +185,27 @@ pub(crate) mod tests {
         r
     }
 
+    /// Writes to `t` on another thread (with a deadline of `limit`) more
+    /// than the peer, which reads nothing, lets through, until `closer` is
+    /// called: what the write returned.
+    pub(crate) fn write_until_closed(
+        mut t: Box<dyn Transport>,
+        closer: Closer,
+        limit: Duration,
+    ) -> io::Result<()> {
+        t.set_write_timeout(Some(limit)).unwrap();
+        let writer = std::thread::spawn(move || {
+            let big = vec![7u8; 64 << 20];
+            let r = t.write_all(&big);
+            (r, t)
+        });
+        // Give the writer time to fill the buffers and block.
+        std::thread::sleep(Duration::from_millis(200));
+        closer.close();
+        let (r, _t) = writer.join().unwrap();
+        r
+    }
+
     /// Whether `r` is what a closed transport's read gives: end of stream
     /// or an error, not its deadline passing.
     pub(crate) fn ended_by_closer(r: &io::Result<usize>) -> bool {
@@ -207,5 +228,17 @@ pub(crate) mod tests {
         let closer = ours.closer().expect("TCP has a closer");
         let r = read_until_closed(ours, closer, Duration::from_secs(10));
         assert!(ended_by_closer(&r), "{r:?}");
+    }
+
+    #[test]
+    fn a_tcp_closer_ends_a_write_blocked_on_a_peer_that_reads_nothing() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ours = dial_tcp(addr, Duration::from_secs(5)).unwrap();
+        let (_theirs, _) = listener.accept().unwrap();
+        let closer = ours.closer().expect("TCP has a closer");
+        let r = write_until_closed(ours, closer, Duration::from_secs(10));
+        let e = r.expect_err("64 MiB went through a peer that reads nothing");
+        assert!(ended_by_closer(&Err(e)));
     }
 }

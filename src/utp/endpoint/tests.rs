@@ -101,6 +101,19 @@ fn a_closer_ends_a_read_blocked_on_another_thread_and_the_stream_still_closes() 
 }
 
 #[test]
+fn a_closer_ends_a_write_blocked_on_a_peer_that_reads_nothing() {
+    use crate::transport::tests::{ended_by_closer, write_until_closed};
+    let a = Endpoint::bind(local()).unwrap();
+    let b = Endpoint::bind(local()).unwrap();
+    let (ours, _theirs) = pair(&a, &b);
+    let closer = ours.closer().expect("uTP has a closer");
+    let r = write_until_closed(Box::new(ours), closer, Duration::from_secs(10));
+    let e = r.expect_err("64 MiB went through a peer that reads nothing");
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted);
+    assert!(ended_by_closer(&Err(e)));
+}
+
+#[test]
 fn a_connect_to_nothing_fails_within_its_limit() {
     let a = Endpoint::bind(local()).unwrap();
     // A bound UDP socket that never answers.
