@@ -14,9 +14,9 @@
 use std::net::SocketAddr;
 
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use crate::transport::Transport;
+use crate::transport::{Closer, Transport};
 use crate::wire::{Bitfield, HANDSHAKE_LEN};
 
 /// What workers, the listener, the announcer and the session tell the coordinator.
@@ -207,6 +207,73 @@ pub struct Shared {
     pub buffered: AtomicU64,
     /// Piece buffers not in use, shared by the workers.
     pub buffers: BufPool,
+    /// Each worker's connection's closer, while it runs: the coordinator
+    /// ends them all at shutdown.
+    pub closers: Closers,
+}
+
+/// The closers of the workers' connections, by worker index (see
+/// [`Closer`]). A worker registers its transport's closer when its
+/// connection starts and takes it out when the connection ends (so a TCP
+/// socket's duplicate descriptor goes with it); at shutdown the coordinator
+/// calls them all, so a worker blocked in a read on an idle connection
+/// ends at once instead of at its next read deadline.
+///
+/// One mutex for all: it is taken twice per connection and once at
+/// shutdown.
+#[derive(Debug, Default)]
+pub struct Closers {
+    slots: Mutex<Vec<Registered>>,
+}
+
+#[derive(Debug, Default)]
+struct Registered {
+    closer: Option<Closer>,
+    /// `close_all` called the closer.
+    closed: bool,
+}
+
+impl Closers {
+    fn slots(&self) -> std::sync::MutexGuard<'_, Vec<Registered>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records worker `worker`'s closer for its connection (none: the
+    /// transport has none).
+    pub(crate) fn register(&self, worker: usize, closer: Option<Closer>) {
+        let mut slots = self.slots();
+        if slots.len() <= worker {
+            slots.resize_with(worker + 1, Registered::default);
+        }
+        slots[worker] = Registered {
+            closer,
+            closed: false,
+        };
+    }
+
+    /// Forgets worker `worker`'s closer (dropping it); whether `close_all`
+    /// called it meanwhile.
+    pub(crate) fn unregister(&self, worker: usize) -> bool {
+        match self.slots().get_mut(worker) {
+            Some(r) => std::mem::take(r).closed,
+            None => false,
+        }
+    }
+
+    /// Calls every registered closer (each stays registered until its
+    /// worker takes it out); how many there were.
+    pub(crate) fn close_all(&self) -> usize {
+        let mut slots = self.slots();
+        let mut n = 0;
+        for r in slots.iter_mut() {
+            if let Some(c) = &r.closer {
+                c.close();
+                r.closed = true;
+                n += 1;
+            }
+        }
+        n
+    }
 }
 
 /// Piece buffers kept for reuse by all workers together.
@@ -303,5 +370,39 @@ impl BufPool {
         if free.len() < POOLED_BUFS && pooled + buf.len() <= POOLED_BYTES {
             free.push(buf);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn counting(n: &Arc<AtomicUsize>) -> Closer {
+        let n = n.clone();
+        Closer::new(move || {
+            n.fetch_add(1, Ordering::SeqCst);
+        })
+    }
+
+    #[test]
+    fn closers_are_called_while_registered_and_say_so_when_taken_out() {
+        let closers = Closers::default();
+        let (a, b) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        closers.register(3, Some(counting(&a)));
+        // Taken out before shutdown: never called.
+        assert!(!closers.unregister(3));
+        closers.register(3, Some(counting(&a)));
+        closers.register(0, Some(counting(&b)));
+        closers.register(1, None);
+        assert_eq!(closers.close_all(), 2);
+        assert_eq!((a.load(Ordering::SeqCst), b.load(Ordering::SeqCst)), (1, 1));
+        assert!(closers.unregister(3));
+        assert!(!closers.unregister(1));
+        assert!(!closers.unregister(7));
+        // A worker's next connection starts unclosed.
+        closers.register(0, Some(counting(&b)));
+        assert!(!closers.unregister(0));
+        assert_eq!(closers.close_all(), 0);
     }
 }

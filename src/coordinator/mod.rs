@@ -397,13 +397,27 @@ impl Coordinator {
                 let _ = self.workers[w].send(ToWorker::Disconnect);
             }
         }
+        // A worker blocked in a read on an idle connection would see the
+        // message only at its next read deadline (100 ms): end every
+        // connection's transport now. Set after `stopping` (see the
+        // worker's `attempt` for why no connection escapes this).
+        let closed = self.shared.closers.close_all();
+        debug!("shutdown: closed {closed} connections");
         // Wait (briefly) for the workers to close, so nothing writes to the
         // files after the final save; pieces they finish meanwhile count.
         let deadline = Instant::now() + Duration::from_secs(2);
         while self.conns.iter().any(Option::is_some) || self.web.busy() {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.events.recv_timeout(left) {
-                Ok(Event::Closed { worker, .. }) => self.conns[worker] = None,
+                Ok(Event::Closed {
+                    worker,
+                    addr,
+                    reason,
+                    ..
+                }) => {
+                    debug!("{addr}: closed: {reason}");
+                    self.conns[worker] = None;
+                }
                 Ok(Event::PieceDone { piece, .. }) => {
                     if self.picker.complete(piece) {
                         let len = self.storage.layout().piece_len(piece) as u64;

@@ -330,3 +330,43 @@ fn an_ipv4_mapped_address_is_the_ipv4_peer() {
     ]));
     assert_eq!(r.dialled(), vec!["10.0.0.5:6881".parse().unwrap()]);
 }
+
+#[test]
+fn shutdown_calls_every_registered_closer_and_still_waits_for_the_workers() {
+    let mut r = rig("closers", 4, &[], 3);
+    r.connect(0, "127.0.0.2:6881", &[0, 1]);
+    r.connect(1, "127.0.0.3:6881", &[2]);
+    // Worker 0 is blocked in a read: only its closer wakes it, and it
+    // then reports its connection closed. Worker 1 has no closer (a
+    // transport without one) and closes on `Disconnect`.
+    let called = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (c, events) = (called.clone(), r._events.clone());
+    r.coord.shared.closers.register(
+        0,
+        Some(crate::transport::Closer::new(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+            let _ = events.send(Event::Closed {
+                worker: 0,
+                addr: "127.0.0.2:6881".parse().unwrap(),
+                connected: true,
+                misbehaved: false,
+                reason: "closed at shutdown".into(),
+            });
+        })),
+    );
+    r.coord.shared.closers.register(1, None);
+    r._events
+        .send(Event::Closed {
+            worker: 1,
+            addr: "127.0.0.3:6881".parse().unwrap(),
+            connected: true,
+            misbehaved: false,
+            reason: "disconnected by us".into(),
+        })
+        .unwrap();
+    r.coord.shutdown();
+    assert_eq!(called.load(Ordering::SeqCst), 1);
+    assert!(r.coord.conns.iter().all(Option::is_none));
+    assert!(r.sent(0).iter().any(|m| matches!(m, ToWorker::Disconnect)));
+    assert!(r.coord.shared.stopping.load(Ordering::SeqCst));
+}

@@ -584,6 +584,11 @@ impl Transport for MseStream {
             (false, true) => "utp+mse-plain",
         }
     }
+
+    /// The carrying transport's: ending it ends this stream.
+    fn closer(&self) -> Option<crate::transport::Closer> {
+        self.inner.closer()
+    }
 }
 
 #[cfg(test)]

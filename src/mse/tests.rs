@@ -133,6 +133,23 @@ fn rc4_is_chosen_and_carries_bytes_both_ways_encrypted() {
 }
 
 #[test]
+fn a_closer_of_an_mse_stream_ends_a_read_blocked_on_another_thread() {
+    use crate::transport::tests::{ended_by_closer, read_until_closed};
+    let (a, b) = pair();
+    let answerer = thread::spawn(move || {
+        let (t, _) = accept(Box::new(b), &[], &[IH], Encryption::Require, soon()).unwrap();
+        t
+    });
+    let ours = connect_offering(Box::new(a), IH, CRYPTO_RC4, soon()).unwrap();
+    // The answerer's end stays open and silent.
+    let _theirs = answerer.join().unwrap();
+    assert_eq!(ours.kind(), "mse-rc4");
+    let closer = ours.closer().expect("MSE over TCP has a closer");
+    let r = read_until_closed(ours, closer, Duration::from_secs(10));
+    assert!(ended_by_closer(&r), "{r:?}");
+}
+
+#[test]
 fn require_on_both_sides_gives_rc4() {
     let (ka, kb, ..) = exchange(CRYPTO_RC4, Encryption::Require);
     assert_eq!((ka.as_str(), kb.as_str()), ("mse-rc4", "mse-rc4"));

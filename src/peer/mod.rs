@@ -32,7 +32,10 @@
 //! after that, reads time out every 100 ms so the worker notices control
 //! messages and its own timers (a read timeout loses nothing, the framing
 //! reader keeps partial messages), and writes time out after 30 s, which ends
-//! a peer that stopped reading.
+//! a peer that stopped reading. At shutdown the coordinator does not wait
+//! for those: it ends every connection's transport through the closer the
+//! worker registered (`Shared::closers`), so a worker blocked in a read
+//! stops at once.
 
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, IoSlice, Write};
@@ -256,22 +259,74 @@ fn attempt(
             unheard: true,
         },
         Ok(stream) => {
+            // The coordinator's shutdown ends the connection through this
+            // closer at once, even while we are blocked in a read.
+            let registered = Registered::new(ctx, stream.closer());
+            // Registering, then looking at `stopping`, against the
+            // coordinator's setting `stopping`, then calling every closer
+            // (`Closers::close_all`): both sides take the same mutex in
+            // between, so whichever took it second sees the other's step.
+            // Either the coordinator finds this closer and calls it, or we
+            // see `stopping` here; a connection never starts unseen.
+            if ctx.shared.stopping.load(Ordering::SeqCst) {
+                registered.end();
+                return End {
+                    connected: false,
+                    misbehaved: false,
+                    reason: "session ending".into(),
+                    unheard: false,
+                };
+            }
             let mut conn = Connection::new(ctx, stream, addr, theirs);
             let r = conn.run();
             conn.release_all();
             if conn.refused > 0 {
                 debug!("{addr}: refused {} requests", conn.refused);
             }
+            let misbehaved = matches!(r, Err(Close::Misbehaved(_)));
+            let closed_at_shutdown = registered.end();
             End {
                 connected: conn.handshaked,
-                misbehaved: matches!(r, Err(Close::Misbehaved(_))),
+                misbehaved,
                 // Closed, reset or silent before its handshake.
                 unheard: !conn.heard && matches!(r, Err(Close::Io(_) | Close::Quiet(_))),
                 reason: match r {
+                    // What looked like the peer's doing (end of stream, a
+                    // reset, an aborted read) was our closer.
+                    Err(_) if closed_at_shutdown && !misbehaved => "closed at shutdown".to_string(),
                     Ok(()) => "done".to_string(),
                     Err(e) => e.to_string(),
                 },
             }
+        }
+    }
+}
+
+/// A worker's entry in [`Shared::closers`] for one connection: taken out
+/// by `end`, or when dropped on any other way out (a panic).
+struct Registered<'a> {
+    ctx: &'a WorkerCtx,
+    done: bool,
+}
+
+impl<'a> Registered<'a> {
+    fn new(ctx: &'a WorkerCtx, closer: Option<crate::transport::Closer>) -> Registered<'a> {
+        ctx.shared.closers.register(ctx.id, closer);
+        Registered { ctx, done: false }
+    }
+
+    /// Takes the closer out (the socket's duplicate goes with it); whether
+    /// the coordinator called it.
+    fn end(mut self) -> bool {
+        self.done = true;
+        self.ctx.shared.closers.unregister(self.ctx.id)
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.ctx.shared.closers.unregister(self.ctx.id);
         }
     }
 }

@@ -1048,3 +1048,63 @@ fn a_ring_streamed_piece_that_a_copy_sealed_takes_no_more_bytes_from_its_peer() 
     conn.fill_pipeline().unwrap();
     assert!(requests_in(&std::mem::take(&mut conn.out)).is_empty());
 }
+
+#[test]
+fn at_shutdown_the_closer_ends_a_worker_blocked_on_an_idle_peer() {
+    let r = rig("closer");
+    let (stream, mut theirs, addr) = greeted(&r, Bitfield::new(3), &[]);
+    let (done_tx, done) = unbounded();
+    thread::scope(|s| {
+        s.spawn(|| {
+            let end = attempt(&r.ctx, addr, None, Ok(Box::new(stream)));
+            done_tx.send(end).unwrap();
+        });
+        // Our handshake reached the peer, and the coordinator heard of it:
+        // the connection runs, registered, and the peer stays silent.
+        let mut h = [0u8; HANDSHAKE_LEN];
+        theirs.read_exact(&mut h).unwrap();
+        let handshaked = r
+            .events
+            .recv_timeout(Duration::from_secs(10))
+            .expect("an event");
+        assert!(matches!(handshaked, Event::Handshaked { .. }));
+        // The closers alone, `stopping` left unset: nothing else can end
+        // the worker (its timers are minutes away), so without a working
+        // closer the wait below runs out.
+        let closed = r.ctx.shared.closers.close_all();
+        let end = done.recv_timeout(Duration::from_secs(10));
+        // Whatever happened, let the worker go (at its next read deadline).
+        r.ctx.shared.stopping.store(true, Ordering::SeqCst);
+        assert_eq!(closed, 1);
+        let end = end.expect("the closer did not end the worker");
+        assert_eq!(end.reason, "closed at shutdown");
+        assert!(!end.misbehaved);
+    });
+    // The worker took its closer out (the socket's duplicate with it): the
+    // peer sees the connection end.
+    assert_eq!(r.ctx.shared.closers.close_all(), 0);
+    theirs
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = theirs.read_to_end(&mut rest);
+}
+
+#[test]
+fn a_connection_that_starts_once_the_session_is_stopping_ends_at_once() {
+    // The worker registered after the coordinator called the closers: it
+    // sees `stopping` and never runs the connection.
+    let r = rig("closer-late");
+    r.ctx.shared.stopping.store(true, Ordering::SeqCst);
+    let (stream, mut theirs, addr) = greeted(&r, Bitfield::new(3), &[]);
+    let end = attempt(&r.ctx, addr, None, Ok(Box::new(stream)));
+    assert_eq!(end.reason, "session ending");
+    assert_eq!(r.ctx.shared.closers.close_all(), 0);
+    // Not even our handshake went out.
+    theirs
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = theirs.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
+}

@@ -67,6 +67,10 @@ struct SlotState {
     conn: Conn,
     /// A stream handle exists (or waits in the accept queue).
     attached: bool,
+    /// The stream's `Closer` was called: its reads and writes fail with
+    /// `ConnectionAborted` (the connection itself is closed as usual when
+    /// the stream is dropped).
+    aborted: bool,
 }
 
 struct Table {
@@ -291,6 +295,7 @@ impl Endpoint {
                 state: Mutex::new(SlotState {
                     conn: Conn::connect(sh.cfg.clone(), id, seq, now),
                     attached: true,
+                    aborted: false,
                 }),
                 cv: Condvar::new(),
             });
@@ -470,6 +475,7 @@ fn handle(sh: &Shared, datagram: &[u8], from: SocketAddr, dirty: &mut Vec<Arc<Sl
                 state: Mutex::new(SlotState {
                     conn: Conn::accept(sh.cfg.clone(), &p, seq, now),
                     attached: true,
+                    aborted: false,
                 }),
                 cv: Condvar::new(),
             });
@@ -566,6 +572,12 @@ pub struct UtpStream {
     out: Outbox,
 }
 
+/// What a read or write of an aborted stream (see `SlotState::aborted`)
+/// fails with.
+fn aborted() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "uTP: closed by us")
+}
+
 fn end_error(end: End) -> io::Error {
     match end {
         End::Reset => io::Error::new(io::ErrorKind::ConnectionReset, "uTP: reset by peer"),
@@ -630,6 +642,9 @@ impl Read for UtpStream {
         let slot = Arc::clone(&self.slot);
         let mut st = lock(&slot.state);
         loop {
+            if st.aborted {
+                return Err(aborted());
+            }
             if st.conn.readable_len() > 0 {
                 let n = st.conn.read(buf);
                 let now = self.ep.shared().now();
@@ -661,6 +676,9 @@ impl Write for UtpStream {
         let slot = Arc::clone(&self.slot);
         let mut st = lock(&slot.state);
         loop {
+            if st.aborted {
+                return Err(aborted());
+            }
             if let Some(end) = st.conn.end() {
                 return Err(end_error(end));
             }
@@ -708,6 +726,17 @@ impl Transport for UtpStream {
 
     fn kind(&self) -> &'static str {
         "utp"
+    }
+
+    /// Marks the stream aborted and wakes it: a read or write waiting on
+    /// the connection fails at once, and so does every later one. Dropping
+    /// the stream still closes the connection (FIN) as usual.
+    fn closer(&self) -> Option<crate::transport::Closer> {
+        let slot = Arc::clone(&self.slot);
+        Some(crate::transport::Closer::new(move || {
+            lock(&slot.state).aborted = true;
+            slot.cv.notify_all();
+        }))
     }
 }
 

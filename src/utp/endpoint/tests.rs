@@ -81,6 +81,39 @@ fn two_endpoints_carry_bytes_both_ways_through_utp_streams() {
 }
 
 #[test]
+fn a_closer_ends_a_read_blocked_on_another_thread_and_the_stream_still_closes() {
+    use crate::transport::tests::{ended_by_closer, read_until_closed};
+    let a = Endpoint::bind(local()).unwrap();
+    let b = Endpoint::bind(local()).unwrap();
+    let (ours, theirs) = pair(&a, &b);
+    let closer = ours.closer().expect("uTP has a closer");
+    let r = read_until_closed(Box::new(ours), closer, Duration::from_secs(10));
+    assert!(ended_by_closer(&r), "{r:?}");
+    assert_eq!(r.unwrap_err().kind(), io::ErrorKind::ConnectionAborted);
+    // The closed stream was dropped: the peer sees the end of the stream
+    // (a FIN, as for any dropped stream), not a reset.
+    let mut theirs = theirs;
+    theirs
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(theirs.read(&mut buf).unwrap(), 0);
+}
+
+#[test]
+fn a_closer_ends_a_write_blocked_on_a_peer_that_reads_nothing() {
+    use crate::transport::tests::{ended_by_closer, write_until_closed};
+    let a = Endpoint::bind(local()).unwrap();
+    let b = Endpoint::bind(local()).unwrap();
+    let (ours, _theirs) = pair(&a, &b);
+    let closer = ours.closer().expect("uTP has a closer");
+    let r = write_until_closed(Box::new(ours), closer, Duration::from_secs(10));
+    let e = r.expect_err("64 MiB went through a peer that reads nothing");
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted);
+    assert!(ended_by_closer(&Err(e)));
+}
+
+#[test]
 fn a_connect_to_nothing_fails_within_its_limit() {
     let a = Endpoint::bind(local()).unwrap();
     // A bound UDP socket that never answers.
