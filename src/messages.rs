@@ -386,6 +386,29 @@ mod tests {
     }
 
     #[test]
+    fn the_buffer_pool_reuses_a_buffer_only_for_its_own_size_and_keeps_at_most_1_mib() {
+        let pool = BufPool::default();
+        let ring = pool.take(65536);
+        let ring_at = ring.as_ptr();
+        pool.give(ring);
+        // A whole piece is not served from a ring, nor a ring from a piece.
+        let whole = pool.take(262_144);
+        assert_eq!(whole.len(), 262_144);
+        assert_ne!(whole.as_ptr(), ring_at);
+        let again = pool.take(65536);
+        assert_eq!(again.as_ptr(), ring_at, "the ring came back");
+        pool.give(again);
+        pool.give(whole);
+        // Five more whole pieces: the pool keeps 1 MiB, the rest is freed.
+        for b in (0..5).map(|_| PieceBuf::new(262_144)) {
+            pool.give(b);
+        }
+        let kept: usize = pool.free.lock().unwrap().iter().map(|b| b.len()).sum();
+        assert!(kept <= POOLED_BYTES, "{kept} bytes pooled");
+        assert!(kept >= POOLED_BYTES - 262_144, "{kept} bytes pooled");
+    }
+
+    #[test]
     fn closers_are_called_while_registered_and_say_so_when_taken_out() {
         let closers = Closers::default();
         let (a, b) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
