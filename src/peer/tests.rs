@@ -905,22 +905,9 @@ fn a_streamed_piece_answered_out_of_order_reaches_the_file_as_its_hash_says() {
         .collect();
     r.ctx.hashes = vec![Sha1::digest(&data).into()].into();
     let mut conn = offline(&r, &[]);
-    conn.peer_bits.fill();
-    conn.am_interested = true;
-    conn.peer_choking = false;
+    unchoked_with(&mut conn, vec![0]);
     conn.depth = 200;
-    conn.on_assign(vec![0]);
-    let block = |begin: u32| {
-        let mut out = Vec::new();
-        let at = begin as usize;
-        Message::Piece {
-            index: 0,
-            begin,
-            data: &data[at..at + 16384],
-        }
-        .encode_into(&mut out);
-        out
-    };
+    let block = |begin: u32| block_of(&data, begin);
     conn.fill_pipeline().unwrap();
     let mut asked = requests_in(&std::mem::take(&mut conn.out));
     assert_eq!(asked.len(), 64, "one window");
