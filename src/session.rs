@@ -425,6 +425,7 @@ impl Session {
             controls.push(ctl_tx);
             let ctx = WorkerCtx {
                 id,
+                pool: max_peers as u64,
                 info_hash: meta.info_hash,
                 our_id,
                 hashes: hashes.clone(),

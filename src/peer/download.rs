@@ -231,11 +231,20 @@ impl Connection<'_> {
     pub(super) fn start_piece(&mut self, index: u32) {
         let num_blocks = self.layout.num_blocks(index);
         let len = u64::from(self.layout.piece_len(index));
+        // The peers that share the budget: those connected, or as many
+        // as are known, up to the pool, while connections are still
+        // being made (the first few must not take whole pieces the rest
+        // then have no room for).
+        let shared = &self.ctx.shared;
+        let peers = shared.peers_connected.load(Ordering::Relaxed).max(
+            shared
+                .peers_known
+                .load(Ordering::Relaxed)
+                .min(self.ctx.pool),
+        );
         let (window, group) = if streams_piece(self.layout, index) {
             (STREAM_WINDOW, STREAM_GROUP)
-        } else if num_blocks > RING_WINDOW
-            && self.ctx.shared.peers_connected.load(Ordering::Relaxed) * len > BUFFER_BUDGET
-        {
+        } else if num_blocks > RING_WINDOW && peers * len > BUFFER_BUDGET {
             (RING_WINDOW, RING_GROUP)
         } else {
             (0, 0)

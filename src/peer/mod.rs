@@ -152,6 +152,9 @@ const WINDOW_IDLE: Duration = Duration::from_secs(1);
 /// What a worker shares with the session: read-only after start.
 pub(crate) struct WorkerCtx {
     pub id: usize,
+    /// How many workers the session has (`--max-peers`): the most peers
+    /// it connects to at once.
+    pub pool: u64,
     pub info_hash: [u8; 20],
     pub our_id: [u8; 20],
     pub hashes: crate::metainfo::PieceHashes,

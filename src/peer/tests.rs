@@ -86,6 +86,7 @@ fn rig_with(tag: &str, layout: Layout) -> Rig {
     let (_jobs_tx, jobs) = unbounded();
     let ctx = WorkerCtx {
         id: 0,
+        pool: 50,
         info_hash: [3; 20],
         our_id: [4; 20],
         hashes: vec![[0; 20]; pieces].into(),
@@ -977,6 +978,14 @@ fn with_more_peers_than_whole_pieces_fit_the_budget_a_piece_streams_through_a_ri
     unchoked_with(&mut conn, vec![0]);
     conn.fill_pipeline().unwrap();
     assert_eq!(requests_in(&std::mem::take(&mut conn.out)).len(), 16);
+    drop(conn);
+    // One connected, but 48 known while the others connect: a ring.
+    let r = one_piece_of_sixteen_blocks("ring-known", &data, 1);
+    r.ctx.shared.peers_known.store(48, Ordering::Relaxed);
+    let mut conn = offline(&r, &[]);
+    unchoked_with(&mut conn, vec![0]);
+    conn.fill_pipeline().unwrap();
+    assert_eq!(requests_in(&std::mem::take(&mut conn.out)).len(), 4);
     drop(conn);
     // 17: a ring of 4 blocks, so 4 requests, and a 64 KiB buffer.
     let r = one_piece_of_sixteen_blocks("ring-many", &data, 17);
