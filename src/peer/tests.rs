@@ -972,21 +972,19 @@ fn unchoked_with(conn: &mut Connection<'_>, pieces: Vec<u32>) {
 #[test]
 fn with_more_peers_than_whole_pieces_fit_the_budget_a_piece_streams_through_a_ring() {
     let data: Vec<u8> = (0..262_144u32).map(|i| (i % 253) as u8).collect();
+    // The first requests for the piece with `connected` peers and `known`.
+    let first_requests = |tag: &str, connected: u64, known: u64| {
+        let r = one_piece_of_sixteen_blocks(tag, &data, connected);
+        r.ctx.shared.peers_known.store(known, Ordering::Relaxed);
+        let mut conn = offline(&r, &[]);
+        unchoked_with(&mut conn, vec![0]);
+        conn.fill_pipeline().unwrap();
+        requests_in(&std::mem::take(&mut conn.out)).len()
+    };
     // 16 peers: each may hold a 256 KiB piece within the 4 MiB budget.
-    let r = one_piece_of_sixteen_blocks("ring-few", &data, 16);
-    let mut conn = offline(&r, &[]);
-    unchoked_with(&mut conn, vec![0]);
-    conn.fill_pipeline().unwrap();
-    assert_eq!(requests_in(&std::mem::take(&mut conn.out)).len(), 16);
-    drop(conn);
+    assert_eq!(first_requests("ring-few", 16, 16), 16);
     // One connected, but 48 known while the others connect: a ring.
-    let r = one_piece_of_sixteen_blocks("ring-known", &data, 1);
-    r.ctx.shared.peers_known.store(48, Ordering::Relaxed);
-    let mut conn = offline(&r, &[]);
-    unchoked_with(&mut conn, vec![0]);
-    conn.fill_pipeline().unwrap();
-    assert_eq!(requests_in(&std::mem::take(&mut conn.out)).len(), 4);
-    drop(conn);
+    assert_eq!(first_requests("ring-known", 1, 48), 4);
     // 17: a ring of 4 blocks, so 4 requests, and a 64 KiB buffer.
     let r = one_piece_of_sixteen_blocks("ring-many", &data, 17);
     let mut conn = offline(&r, &[]);
