@@ -62,10 +62,7 @@ impl Connection<'_> {
             return;
         };
         let p = self.pieces.remove(pos);
-        if p.claimed {
-            self.ctx.storage.unclaim(piece);
-        }
-        self.retire(p.buf, p.reserved);
+        self.let_go(p);
         let (ours, others): (VecDeque<_>, VecDeque<_>) =
             self.requests.drain(..).partition(|&(i, _)| i == piece);
         self.requests = others;
@@ -211,12 +208,16 @@ impl Connection<'_> {
         }
     }
 
-    /// A piece's buffer is done with: back to the pool, and its room in
+    /// A piece this worker no longer fetches: its claim (if it still
+    /// holds one) given back, its buffer back to the pool, and its room in
     /// the budget given back.
-    pub(super) fn retire(&mut self, buf: PieceBuf, reserved: u64) {
+    pub(super) fn let_go(&mut self, p: InFlight) {
+        if p.claimed {
+            self.ctx.storage.unclaim(p.index);
+        }
         let shared = &self.ctx.shared;
-        shared.buffered.fetch_sub(reserved, Ordering::Relaxed);
-        shared.buffers.give(buf);
+        shared.buffered.fetch_sub(p.reserved, Ordering::Relaxed);
+        shared.buffers.give(p.buf);
         // Room again (or no buffer held, which always gets one): pieces
         // that found none may be asked for.
         for p in &mut self.pieces {
@@ -225,9 +226,9 @@ impl Connection<'_> {
     }
 
     /// Starts fetching piece `index` (its buffer comes with its first
-    /// block): streamed through a window when it is large, or when the
-    /// buffer budget has no room for it whole, if this worker gets its
-    /// claim; else held whole.
+    /// block): streamed through a window when it is large, or through a
+    /// ring when more peers share the buffer budget than could each hold
+    /// it whole, if this worker gets its claim; else held whole.
     pub(super) fn start_piece(&mut self, index: u32) {
         let num_blocks = self.layout.num_blocks(index);
         let len = u64::from(self.layout.piece_len(index));
@@ -413,10 +414,7 @@ impl Connection<'_> {
     /// and the connection closes.
     pub(super) fn disk_failed(&mut self, p: InFlight, e: crate::storage::StorageError) -> Close {
         let index = p.index;
-        if p.claimed {
-            self.ctx.storage.unclaim(index);
-        }
-        self.retire(p.buf, p.reserved);
+        self.let_go(p);
         let _ = self.ctx.events.send(Event::Released {
             worker: self.ctx.id,
             pieces: vec![index],
@@ -497,16 +495,13 @@ impl Connection<'_> {
             });
         } else {
             debug!("{}: piece {index} failed its hash check", self.addr);
-            if p.claimed {
-                self.ctx.storage.unclaim(index);
-            }
             let _ = self.ctx.events.send(Event::PieceFailed {
                 worker: self.ctx.id,
                 piece: index,
             });
             self.bad_pieces += 1;
         }
-        self.retire(p.buf, p.reserved);
+        self.let_go(p);
         // The connection ends at once, rather than when the coordinator's
         // ban reaches it, so pieces already here fail no more.
         if self.bad_pieces >= crate::ban::BAN_AFTER_BAD_PIECES {

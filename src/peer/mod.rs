@@ -125,8 +125,8 @@ pub const STREAM_ABOVE: u32 = 1 << 20;
 const STREAM_WINDOW: u32 = 64;
 const STREAM_GROUP: u32 = 16;
 /// A smaller piece is streamed too, through a ring of `RING_WINDOW`
-/// blocks written `RING_GROUP` at a time, when the buffer budget has no
-/// room left for it whole: with dozens of slow peers each holding a piece
+/// blocks written `RING_GROUP` at a time, when more peers share the buffer
+/// budget than could each hold one whole (`start_piece`): with dozens of slow peers each holding a piece
 /// that fills for a second, whole-piece buffers were most of the memory
 /// (12.5 of 22.5 MiB with 48 peers and 256 KiB pieces). Such a piece is
 /// streamed only by the worker that holds its claim

@@ -1077,11 +1077,17 @@ fn at_shutdown_the_closer_ends_a_worker_blocked_on_an_idle_peer() {
     // The worker took its closer out (the socket's duplicate with it): the
     // peer sees the connection end.
     assert_eq!(r.ctx.shared.closers.close_all(), 0);
+    rest_until_closed(&mut theirs);
+}
+
+/// What the peer's end reads until our side closes (10 s at most).
+fn rest_until_closed(theirs: &mut TcpStream) -> Vec<u8> {
     theirs
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut rest = Vec::new();
     let _ = theirs.read_to_end(&mut rest);
+    rest
 }
 
 #[test]
@@ -1095,10 +1101,6 @@ fn a_connection_that_starts_once_the_session_is_stopping_ends_at_once() {
     assert_eq!(end.reason, "session ending");
     assert_eq!(r.ctx.shared.closers.close_all(), 0);
     // Not even our handshake went out.
-    theirs
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut rest = Vec::new();
-    let _ = theirs.read_to_end(&mut rest);
+    let rest = rest_until_closed(&mut theirs);
     assert!(rest.is_empty(), "{rest:?}");
 }
