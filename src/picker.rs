@@ -9,7 +9,9 @@
 //! after that the rarest piece the peer has, ties broken at random. When no
 //! piece is left unassigned (endgame), a piece already being fetched by
 //! another worker may be handed out again; the first copy to verify wins and
-//! the others are cancelled.
+//! the others are cancelled. The copy goes to the piece handed out last
+//! among those with the fewest copies: the one deepest in its worker's
+//! queue, so the furthest from done.
 //!
 //! Cost: a pick must not scan every piece of a torrent of a million. The
 //! pieces we want, lack and nobody fetches ("free") are kept in one array
@@ -23,8 +25,9 @@
 //! almost none of the free pieces can exhaust the probe budget, and the
 //! pick then scans that peer's bitfield 64 pieces at a time, exactly as
 //! rarest-first prescribes. Pieces being fetched are kept in a list of
-//! their own, so endgame looks only at those. Memory: about 11 bytes per
-//! piece (availability 2, workers 1, position 4, bucket entry 4).
+//! their own, so endgame looks only at those. Memory: about 15 bytes per
+//! piece (availability 2, workers 1, position 4, bucket entry 4, when
+//! handed out 4).
 
 pub use crate::rng::Rng;
 use crate::wire::Bitfield;
@@ -78,6 +81,11 @@ pub struct Picker {
     start: Vec<u32>,
     /// Wanted, missing pieces some worker fetches, in no order.
     busy: Vec<u32>,
+    /// When each piece was last handed out to a first worker (a count of
+    /// such hand-outs).
+    handed: Vec<u32>,
+    /// Hand-outs to a first worker so far.
+    hand_outs: u32,
     /// Each piece's index in `free` (when not assigned) or `busy` (when
     /// assigned), or `NOWHERE` for pieces we have or do not want.
     pos: Vec<u32>,
@@ -187,6 +195,8 @@ impl Picker {
             start: vec![0, free.len() as u32],
             free,
             busy: Vec::new(),
+            handed: vec![0; n as usize],
+            hand_outs: 0,
             pos,
             window: None,
             extent: 1,
@@ -425,9 +435,11 @@ impl Picker {
     }
 
     /// Endgame: a piece the peer has that other workers already fetch, the one
-    /// with the fewest copies in flight (the lowest index among those).
+    /// with the fewest copies in flight, and among those the one handed out
+    /// last (the furthest from done: the deepest in its worker's queue);
+    /// when streaming, the lowest (the reader waits for it first).
     fn pick_endgame(&self, peer: &Bitfield, holding: &[u32]) -> Option<u32> {
-        let mut best: Option<(u8, u32)> = None;
+        let mut best: Option<(u8, std::cmp::Reverse<u32>, u32)> = None;
         for &i in &self.busy {
             let copies = self.assigned[i as usize];
             if copies >= MAX_ENDGAME_COPIES
@@ -437,11 +449,17 @@ impl Picker {
             {
                 continue;
             }
-            if best.is_none_or(|b| (copies, i) < b) {
-                best = Some((copies, i));
+            let when = if self.window.is_some() {
+                0
+            } else {
+                self.handed[i as usize]
+            };
+            let key = (copies, std::cmp::Reverse(when), i);
+            if best.is_none_or(|b| key < b) {
+                best = Some(key);
             }
         }
-        best.map(|(_, i)| i)
+        best.map(|(_, _, i)| i)
     }
 
     /// Whether any worker besides the first is fetching piece `i`.
@@ -495,6 +513,11 @@ impl Picker {
         self.wanted.get(i) && !self.have.get(i)
     }
 
+    /// How many pieces we want, lack, and no worker fetches.
+    pub fn free_count(&self) -> usize {
+        self.free.len()
+    }
+
     /// How many pieces of `peer` we want and lack.
     pub fn wanted_from(&self, peer: &Bitfield) -> u32 {
         peer.as_bytes()
@@ -518,6 +541,8 @@ impl Picker {
             self.free_remove(i);
             self.pos[idx] = self.busy.len() as u32;
             self.busy.push(i);
+            self.hand_outs = self.hand_outs.wrapping_add(1);
+            self.handed[idx] = self.hand_outs;
         }
         self.assigned[idx] = self.assigned[idx].saturating_add(1);
     }
@@ -741,6 +766,27 @@ mod tests {
     }
 
     #[test]
+    fn an_endgame_copy_goes_to_the_piece_handed_out_last() {
+        let mut p = picker_past_random_phase(8);
+        let peer = bits(8, &[5, 6, 7]);
+        p.add_peer(&peer);
+        let first: Vec<u32> = (0..3).map(|_| p.pick(&peer, &[]).unwrap()).collect();
+        // Each piece once; the first copy goes to the last picked.
+        assert_eq!(p.pick(&peer, &[]), Some(first[2]));
+        // Released and handed out again, a piece counts as handed out
+        // last: among those with one copy, it is copied first.
+        p.release(first[0]);
+        assert_eq!(p.pick(&peer, &[]), Some(first[0]), "free again");
+        assert_eq!(p.pick(&peer, &[]), Some(first[0]), "the newest");
+        assert_eq!(
+            p.pick(&peer, &[]),
+            Some(first[1]),
+            "the only one left with one copy"
+        );
+        p.check();
+    }
+
+    #[test]
     fn endgame_copies_are_bounded() {
         let mut p = picker_past_random_phase(5);
         let peer = bits(5, &[4]);
@@ -815,12 +861,13 @@ mod tests {
         let few = bits(n, &[10_000, 20_000, 49_999]);
         p.add_peer(&all);
         p.add_peer(&few);
-        let mut got: Vec<u32> = (0..3).map(|_| p.pick(&few, &[]).unwrap()).collect();
+        let picked: Vec<u32> = (0..3).map(|_| p.pick(&few, &[]).unwrap()).collect();
+        let mut got = picked.clone();
         got.sort();
         assert_eq!(got, vec![10_000, 20_000, 49_999]);
         // Nothing free left for it: endgame copies, then nothing.
         assert_eq!(p.pick(&few, &got), None);
-        assert_eq!(p.pick(&few, &[]), Some(10_000));
+        assert_eq!(p.pick(&few, &[]), Some(picked[2]));
         p.check();
     }
 
