@@ -1104,3 +1104,52 @@ fn a_connection_that_starts_once_the_session_is_stopping_ends_at_once() {
     let rest = rest_until_closed(&mut theirs);
     assert!(rest.is_empty(), "{rest:?}");
 }
+
+#[test]
+fn a_worker_holds_at_most_one_piece_beyond_those_the_budget_lets_it_request() {
+    // Pieces of 2 blocks; the budget taken by others, so this worker may
+    // request only the 2 pieces it always gets buffers for.
+    let r = rig_with("hoard", Layout::new(32768, &[8 * 32768]));
+    r.ctx
+        .shared
+        .buffered
+        .store(BUFFER_BUDGET, Ordering::Relaxed);
+    let (stream, _theirs) = pair();
+    let addr = stream.peer_addr().unwrap();
+    let mut conn = Connection::new(&r.ctx, Box::new(stream), addr, None);
+    let asked = |conn: &mut Connection| {
+        conn.asked = None;
+        conn.ask_ahead(false);
+        r.events.try_iter().find_map(|e| match e {
+            Event::WantPieces { count, .. } => Some(count),
+            _ => None,
+        })
+    };
+    // Holding 2 (4 blocks against a pipeline of 32): it wants many more,
+    // but asks for one only.
+    conn.start_piece(0);
+    conn.start_piece(1);
+    assert_eq!(conn.request_span(), 2);
+    assert_eq!(asked(&mut conn), Some(1));
+    // Holding 3, it does not ask at all.
+    conn.start_piece(2);
+    assert_eq!(asked(&mut conn), None);
+    // With room in the budget, it asks again.
+    r.ctx.shared.buffered.store(0, Ordering::Relaxed);
+    assert!(asked(&mut conn).is_some_and(|n| n > 1));
+}
+
+#[test]
+fn a_worker_that_lets_a_piece_go_may_ask_again_at_once() {
+    let r = rig_with("reask", Layout::new(32768, &[4 * 32768]));
+    let (stream, _theirs) = pair();
+    let addr = stream.peer_addr().unwrap();
+    let mut conn = Connection::new(&r.ctx, Box::new(stream), addr, None);
+    conn.peer_choking = false;
+    conn.start_piece(0);
+    // An empty answer from the coordinator puts asking off for a while.
+    conn.on_assign(vec![]);
+    assert!(conn.next_ask > Instant::now());
+    conn.drop_piece(0, false);
+    assert!(conn.next_ask <= Instant::now());
+}
