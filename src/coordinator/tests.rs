@@ -185,6 +185,45 @@ fn a_finished_piece_is_announced_to_all_and_cancelled_at_its_endgame_copy() {
 }
 
 #[test]
+fn near_the_end_a_worker_gets_one_piece_at_a_time_and_a_copy_only_when_about_to_run_dry() {
+    // 4 pieces, 3 peers that have them all: fewer free pieces than peers
+    // once one is handed out.
+    let mut r = rig("scarce", 4, &[], 3);
+    let all = [0, 1, 2, 3];
+    r.connect(0, "127.0.0.2:6881", &all);
+    r.connect(1, "127.0.0.3:6881", &all);
+    r.connect(2, "127.0.0.4:6881", &all);
+    for w in 0..3 {
+        r.sent(w);
+    }
+    let want = |r: &mut Rig, worker: usize, count: u32| {
+        r.coord.handle(Event::WantPieces { worker, count });
+        assigned(&r.sent(worker))
+    };
+    // 4 free, 3 peers: not yet scarce, so worker 0 gets the two it asks for.
+    assert_eq!(want(&mut r, 0, 2).len(), 2);
+    // 2 free: one per answer, and none to a worker already holding two.
+    assert_eq!(want(&mut r, 1, 4).len(), 1);
+    assert_eq!(want(&mut r, 0, 4), Vec::<u32>::new(), "holds two already");
+    assert_eq!(want(&mut r, 1, 4).len(), 1);
+    // Nothing free: worker 2 holds nothing, so it gets an endgame copy,
+    // one only, of the piece handed out last.
+    let last = r.coord.conns[1].as_ref().unwrap().assigned[1];
+    assert_eq!(want(&mut r, 2, 4), vec![last]);
+    assert_eq!(r.coord.picker.copies(last), 2);
+    // Worker 0, holding two, gets no copy however much it asks.
+    assert_eq!(want(&mut r, 0, 4), Vec::<u32>::new());
+    // Once it finished one, it gets a copy.
+    let done = r.coord.conns[0].as_ref().unwrap().assigned[0];
+    r.coord.handle(Event::PieceDone {
+        worker: 0,
+        piece: done,
+    });
+    r.sent(0);
+    assert_eq!(want(&mut r, 0, 4).len(), 1);
+}
+
+#[test]
 fn two_bad_pieces_from_one_address_end_its_connections_and_it_is_never_dialled_again() {
     let mut r = rig("ban", 4, &[], 3);
     r.connect(0, "127.0.0.2:6881", &[0, 1, 2, 3]);
