@@ -126,11 +126,11 @@ const STREAM_WINDOW: u32 = 64;
 const STREAM_GROUP: u32 = 16;
 /// A smaller piece is streamed too, through a ring of `RING_WINDOW`
 /// blocks written `RING_GROUP` at a time, when more peers share the buffer
-/// budget than could each hold one whole (`start_piece`): with dozens of slow peers each holding a piece
-/// that fills for a second, whole-piece buffers were most of the memory
-/// (12.5 of 22.5 MiB with 48 peers and 256 KiB pieces). Such a piece is
-/// streamed only by the worker that holds its claim
-/// (`Storage::claim`); an endgame copy holds its piece whole.
+/// budget than could each hold one whole (`start_piece`): with dozens of
+/// slow peers each holding a piece that fills for a second, whole-piece
+/// buffers were most of the memory (12.5 of 22.5 MiB with 48 peers and
+/// 256 KiB pieces). Such a piece is streamed only by the worker that holds
+/// its claim (`Storage::claim`); an endgame copy holds its piece whole.
 const RING_WINDOW: u32 = 4;
 const RING_GROUP: u32 = 2;
 
