@@ -8,6 +8,9 @@
 //! - TGET_BENCH_REPEATS: downloads per client (default 3).
 //! - TGET_BENCH_SEEDERS, TGET_BENCH_CAP: the swarm of capped seeders
 //!   (`bench_swarm_of_capped_seeders`: default 12 seeders x 4194304 bytes/s).
+//! - TGET_BENCH_RTT_MS: the round trip to each seeder in
+//!   `bench_swarm_at_a_distance` (default 100; there SEEDERS defaults to
+//!   24 and CAP to 2097152, 0 meaning no cap).
 //! - TGET_BENCH_BUSY=1: no waiting for a quiet machine, no retries.
 //! - TGET_BENCH_BASE=PATH: another tget binary (an earlier build) run
 //!   beside this one as the client `tget-base`, for a before-and-after in
@@ -29,6 +32,8 @@
 //! discarded and repeated. The two tests (3 seeders, 1 seeder) take a lock so
 //! they never run at the same time; name one to run only it.
 
+#[path = "bench/distance.rs"]
+mod distance;
 #[path = "interop/harness.rs"]
 mod harness;
 #[path = "interop/nginx.rs"]
@@ -94,6 +99,23 @@ fn bench_swarm_of_capped_seeders() {
         "bench: seeders and cap must be at least 1"
     );
     bench(0, seeders, cap);
+}
+
+/// A swarm far away: TGET_BENCH_SEEDERS libtorrent seeders (default 24),
+/// each capped at TGET_BENCH_CAP bytes per second (default 2 MiB/s; 0:
+/// none), each behind a relay on 127.0.0.1 that delays every byte by half
+/// of TGET_BENCH_RTT_MS (default 100) each way (`distance.rs`), announced
+/// by a tracker that lists the relays. How deep a client's requests run
+/// decides its rate here, which loopback alone never shows.
+#[test]
+#[ignore = "benchmark: run by hand, see docs/PERFORMANCE.md"]
+fn bench_swarm_at_a_distance() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let seeders = env_u64("TGET_BENCH_SEEDERS", 24) as usize;
+    let cap = env_u64("TGET_BENCH_CAP", 2 * MIB);
+    let rtt = env_u64("TGET_BENCH_RTT_MS", 100);
+    assert!(seeders > 0, "bench: seeders must be at least 1");
+    bench_far(0, seeders, cap, Duration::from_millis(rtt));
 }
 
 /// The mixed swarm (issue 15): 3 unlimited seeders and 9 capped at
@@ -815,6 +837,12 @@ fn settings_line() -> String {
 /// `uncapped` unlimited libtorrent seeders and `capped` more that send at
 /// most `cap` bytes per second each (none when `capped` is 0).
 fn bench(uncapped: usize, capped: usize, cap: u64) {
+    bench_far(uncapped, capped, cap, Duration::ZERO);
+}
+
+/// [`bench`] with every seeder `rtt` away (a delaying relay in front of
+/// each, see `distance.rs`); zero: none, the seeders announced directly.
+fn bench_far(uncapped: usize, capped: usize, cap: u64, rtt: Duration) {
     require_gnu_time();
     let mib = env_u64("TGET_BENCH_MIB", 256);
     let repeats = env_u64("TGET_BENCH_REPEATS", 3).max(1);
@@ -835,14 +863,44 @@ fn bench(uncapped: usize, capped: usize, cap: u64) {
     let made = Instant::now();
     let content = sw.single_file(&format!("bench-{mib}MiB.bin"), mib * MIB);
     let t = sw.mktorrent(&content, PIECE_LOG2, Announce::Http);
+    let mut ports = Vec::new();
     for i in 0..seeders {
-        if i < uncapped || cap == 0 {
-            sw.seed_libtorrent(&t);
+        ports.push(if i < uncapped || cap == 0 {
+            sw.seed_libtorrent(&t)
         } else {
-            sw.seed_libtorrent_capped(&t, cap);
-        }
+            sw.seed_libtorrent_capped(&t, cap)
+        });
     }
-    let seeder_pids = sw.peer_pids();
+    let mut seeder_pids = sw.peer_pids();
+    // Far away: the downloaders get a torrent (same info-hash) whose
+    // tracker lists a delaying relay per seeder. The relays run in this
+    // process, whose CPU is then counted with the seeders' (it is
+    // otherwise idle), not as the rest of the machine.
+    let (_relays, _tracker, t) = if rtt.is_zero() {
+        (Vec::new(), None, t)
+    } else {
+        let relays: Vec<distance::DelayRelay> = ports
+            .iter()
+            .map(|&p| distance::DelayRelay::start(([127, 0, 0, 1], p).into(), rtt / 2))
+            .collect();
+        let addrs: Vec<std::net::SocketAddr> = relays.iter().map(|r| r.addr).collect();
+        let tracker = distance::FixedTracker::start(&addrs);
+        let bytes = fs::read(&t.file).expect("bench: read the torrent");
+        let far = t.file.with_extension("far.torrent");
+        fs::write(&far, distance::with_announce(&bytes, &tracker.url))
+            .expect("bench: write the far torrent");
+        seeder_pids.push(std::process::id());
+        let t = Torrent { file: far, ..t };
+        (relays, Some(tracker), t)
+    };
+    let swarm = if rtt.is_zero() {
+        swarm
+    } else {
+        format!(
+            "{swarm}, each {} ms away (round trip, a delaying relay)",
+            rtt.as_millis()
+        )
+    };
     eprintln!(
         "bench: {mib} MiB, {swarm} ready after {:.1?}; load {}",
         made.elapsed(),
@@ -880,9 +938,14 @@ fn bench(uncapped: usize, capped: usize, cap: u64) {
     }
 
     let gib = mib as f64 / 1024.0;
+    let tracker = if rtt.is_zero() {
+        "HTTP opentracker"
+    } else {
+        "an HTTP tracker listing the relays"
+    };
     let mut table = format!(
         "\n{mib} MiB (256 KiB pieces), {swarm} on 127.0.0.1, \
-         HTTP opentracker; median of {repeats} run(s)\n{settings}\n\n\
+         {tracker}; median of {repeats} run(s)\n{settings}\n\n\
          | client | median wall s | MiB/s | median CPU s (user+sys) | CPU s per GiB \
          | median peak RSS MiB | median seeders' CPU s | tget's wall / CPU / RSS as a share of it |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|\n"

@@ -12,7 +12,7 @@ impl InFlight {
     /// would land in that block's slot, and the file would get the later
     /// block's bytes in a piece whose SHA-1 (taken before) matched.
     pub(super) fn request_limit(&self) -> u32 {
-        if self.window == 0 {
+        if self.window == 0 || self.ring {
             self.num_blocks
         } else {
             self.num_blocks.min(self.written_blocks + self.window)
@@ -115,14 +115,18 @@ impl Connection<'_> {
         while refill && self.requests.len() < self.depth {
             // The first piece with blocks left to request.
             let allowed = &self.allowed;
-            let Some(p) = self
-                .pieces
-                .iter_mut()
-                .take(span)
-                .find(|p| p.has_blocks_to_request() && (!choked || allowed.contains(&p.index)))
+            let Some(at) =
+                self.pieces.iter().take(span).position(|p| {
+                    p.has_blocks_to_request() && (!choked || allowed.contains(&p.index))
+                })
             else {
                 break;
             };
+            if self.pieces[at].ring && self.pieces[at].reserved == 0 && !self.reserve(at) {
+                self.pieces[at].starved = true;
+                continue;
+            }
+            let p = &mut self.pieces[at];
             let block = p.next_block();
             let index = p.index;
             let begin = block * BLOCK_SIZE;
@@ -139,6 +143,20 @@ impl Connection<'_> {
         }
         self.ask_ahead(choked);
         Ok(())
+    }
+
+    /// Takes room in the budget, and a buffer, for piece `at` of this
+    /// worker's; false if there is no room.
+    pub(super) fn reserve(&mut self, at: usize) -> bool {
+        let want = self.pieces[at].buffer_len(self.layout);
+        if !take_room(&self.ctx.shared.buffered, &self.pieces, want as u64) {
+            return false;
+        }
+        let buf = self.ctx.shared.buffers.take(want);
+        let p = &mut self.pieces[at];
+        p.buf = buf;
+        p.reserved = want as u64;
+        true
     }
 
     /// How many of this worker's pieces (the first ones, in the order they
@@ -272,6 +290,7 @@ impl Connection<'_> {
         // right, only costly.
         let claimed = window > 0 && self.ctx.storage.claim(index);
         let (window, group) = if claimed { (window, group) } else { (0, 0) };
+        let ring = claimed && window == RING_WINDOW && !streams_piece(self.layout, index);
         self.pieces.push(InFlight {
             index,
             buf: PieceBuf::Empty,
@@ -287,6 +306,8 @@ impl Connection<'_> {
             written_blocks: 0,
             group,
             claimed,
+            ring,
+            spilled: 0,
             starved: false,
         });
     }
@@ -440,6 +461,48 @@ impl Connection<'_> {
         Close::Quiet("disk write failed".into())
     }
 
+    /// Piece `index` is sealed: an endgame copy verified it and wrote it
+    /// first. Done, by the copy's bytes.
+    pub(super) fn sealed_by_copy(&mut self, index: u32) {
+        self.drop_piece(index, true);
+        self.ours.set(index);
+        let _ = self.ctx.events.send(Event::PieceDone {
+            worker: self.ctx.id,
+            piece: index,
+        });
+    }
+
+    /// A ring's block `block` of the piece at `at`, which came before its
+    /// slot was free, was written to the file (`written`: what
+    /// `Storage::write_claimed` said): noted, to be hashed from there.
+    pub(super) fn on_spilled(
+        &mut self,
+        at: usize,
+        block: u32,
+        written: Result<bool, crate::storage::StorageError>,
+    ) -> Result<(), Close> {
+        let index = self.pieces[at].index;
+        match written {
+            Ok(true) => {
+                let p = &mut self.pieces[at];
+                p.spilled |= 1 << block;
+                if !p.received[block as usize] {
+                    p.received[block as usize] = true;
+                    p.received_count += 1;
+                }
+                self.advance_piece(index)
+            }
+            Ok(false) => {
+                self.sealed_by_copy(index);
+                Ok(())
+            }
+            Err(e) => {
+                let p = self.pieces.remove(at);
+                Err(self.disk_failed(p, e))
+            }
+        }
+    }
+
     /// Hashes the blocks that are now contiguous and, when the piece is whole,
     /// checks it and writes it.
     pub(super) fn advance_piece(&mut self, index: u32) -> Result<(), Close> {
@@ -447,43 +510,55 @@ impl Connection<'_> {
             return Ok(());
         };
         let layout = self.layout;
+        let storage = &self.ctx.storage;
         let p = &mut self.pieces[pos];
+        let mut streamed = Ok(true);
         while p.hashed_blocks < p.num_blocks && p.received[p.hashed_blocks as usize] {
-            let start = p.slot(p.hashed_blocks);
-            let len = layout.block_len(index, p.hashed_blocks) as usize;
-            p.hasher.update(&p.buf[start..start + len]);
+            let b = p.hashed_blocks;
+            let len = layout.block_len(index, b) as usize;
+            if p.spilled & (1 << b) != 0 {
+                // In the file already: read back from the page cache.
+                let mut block = vec![0u8; len];
+                if let Err(e) = storage.read(index, b * BLOCK_SIZE, &mut block) {
+                    streamed = Err(e);
+                    break;
+                }
+                p.hasher.update(&block);
+            } else {
+                let start = p.slot(b);
+                p.hasher.update(&p.buf[start..start + len]);
+            }
             p.hashed_blocks += 1;
         }
         // A streamed piece's hashed blocks go to the file, a group at a
-        // time (groups never wrap the ring: the window is a multiple).
-        let mut streamed = Ok(true);
+        // time (groups never wrap the ring: the window is a multiple),
+        // but for those spilled there already.
         while p.window > 0 && matches!(streamed, Ok(true)) {
             let end = (p.written_blocks + p.group).min(p.num_blocks);
             if end > p.hashed_blocks || p.written_blocks == end {
                 break;
             }
-            let first = p.written_blocks;
-            let bytes: usize = (first..end)
-                .map(|b| layout.block_len(index, b) as usize)
-                .sum();
-            let at = p.slot(first);
-            streamed =
-                self.ctx
-                    .storage
-                    .write_claimed(index, first * BLOCK_SIZE, &p.buf[at..at + bytes]);
+            let mut first = p.written_blocks;
+            while first < end && matches!(streamed, Ok(true)) {
+                let spilled = |b: u32| p.spilled & (1 << b) != 0;
+                if spilled(first) {
+                    first += 1;
+                    continue;
+                }
+                let run = (first..end).find(|&b| spilled(b)).unwrap_or(end);
+                let bytes: usize = (first..run)
+                    .map(|b| layout.block_len(index, b) as usize)
+                    .sum();
+                let at = p.slot(first);
+                streamed = storage.write_claimed(index, first * BLOCK_SIZE, &p.buf[at..at + bytes]);
+                first = run;
+            }
             p.written_blocks = end;
         }
         match streamed {
             Ok(true) => {}
-            // Sealed: an endgame copy verified the piece and wrote it
-            // first. Done, by the copy's bytes.
             Ok(false) => {
-                self.drop_piece(index, true);
-                self.ours.set(index);
-                let _ = self.ctx.events.send(Event::PieceDone {
-                    worker: self.ctx.id,
-                    piece: index,
-                });
+                self.sealed_by_copy(index);
                 return Ok(());
             }
             Err(e) => {

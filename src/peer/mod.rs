@@ -393,6 +393,15 @@ struct InFlight {
     /// Whether this worker holds the piece's claim (`Storage::claim`):
     /// exactly the streamed pieces.
     claimed: bool,
+    /// A ring (a piece of ordinary size streamed because many peers share
+    /// the budget, see `RING_WINDOW`): its blocks are requested beyond
+    /// the window, and its room in the budget is taken when its first
+    /// block is requested rather than when one arrives.
+    ring: bool,
+    /// A ring's blocks that came ahead of their slot (bit `b` for block
+    /// `b`; a ring has at most 64 blocks): written straight to the file,
+    /// hashed from there, and skipped by the ring's group writes.
+    spilled: u64,
     /// A block of this piece found no room in the buffer budget: its
     /// blocks are asked for again only once this worker gives a buffer
     /// back, not at once (which would fetch and drop them in a loop).

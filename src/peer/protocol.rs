@@ -103,6 +103,20 @@ impl Connection<'_> {
                                 // answered late) can fall outside the window.
                                 continue;
                             }
+                            if p.window > 0 && block >= p.written_blocks + p.window {
+                                // A ring's block that came ahead of blocks
+                                // before it (libtorrent's disk reads finish
+                                // out of order): its slot is not free yet,
+                                // so it goes straight to the file.
+                                if p.received[block as usize] {
+                                    continue;
+                                }
+                                trace!("{}: piece {index} block {block} spilled", self.addr);
+                                let written = self.ctx.storage.write_claimed(index, begin, data);
+                                self.landed(len);
+                                self.on_spilled(at, block, written)?;
+                                continue;
+                            }
                             if p.reserved == 0 {
                                 let want = p.buffer_len(self.layout);
                                 let budget = &self.ctx.shared.buffered;
@@ -129,18 +143,7 @@ impl Connection<'_> {
                                 p.received[b] = true;
                                 p.received_count += 1;
                             }
-                            self.last_block = Instant::now();
-                            self.last_useful = self.last_block;
-                            self.rate_bytes += len as u64;
-                            if self.ramping && self.depth < self.max_depth {
-                                self.depth += 1;
-                            }
-                            self.report_down += len as u64;
-                            self.rejects = 0;
-                            self.ctx
-                                .shared
-                                .downloaded
-                                .fetch_add(len as u64, Ordering::Relaxed);
+                            self.landed(len);
                             self.advance_piece(index)?;
                         }
                         None => {
@@ -161,5 +164,21 @@ impl Connection<'_> {
                 }
             }
         }
+    }
+
+    /// The bookkeeping of a block we asked for that landed (`len` bytes).
+    fn landed(&mut self, len: u32) {
+        self.last_block = Instant::now();
+        self.last_useful = self.last_block;
+        self.rate_bytes += len as u64;
+        if self.ramping && self.depth < self.max_depth {
+            self.depth += 1;
+        }
+        self.report_down += len as u64;
+        self.rejects = 0;
+        self.ctx
+            .shared
+            .downloaded
+            .fetch_add(len as u64, Ordering::Relaxed);
     }
 }

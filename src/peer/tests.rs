@@ -23,6 +23,8 @@ fn in_flight(index: u32, reserved: u64) -> InFlight {
         written_blocks: 0,
         group: 0,
         claimed: false,
+        ring: false,
+        spilled: 0,
         starved: false,
     }
 }
@@ -972,29 +974,36 @@ fn unchoked_with(conn: &mut Connection<'_>, pieces: Vec<u32>) {
 #[test]
 fn with_more_peers_than_whole_pieces_fit_the_budget_a_piece_streams_through_a_ring() {
     let data: Vec<u8> = (0..262_144u32).map(|i| (i % 253) as u8).collect();
-    // The first requests for the piece with `connected` peers and `known`.
+    // The first requests for the piece with `connected` peers and `known`,
+    // and the buffer room it holds once they are out.
     let first_requests = |tag: &str, connected: u64, known: u64| {
         let r = one_piece_of_sixteen_blocks(tag, &data, connected);
         r.ctx.shared.peers_known.store(known, Ordering::Relaxed);
         let mut conn = offline(&r, &[]);
         unchoked_with(&mut conn, vec![0]);
         conn.fill_pipeline().unwrap();
-        requests_in(&std::mem::take(&mut conn.out)).len()
+        let asked = requests_in(&std::mem::take(&mut conn.out)).len();
+        (asked, conn.pieces[0].reserved)
     };
-    // 16 peers: each may hold a 256 KiB piece within the 4 MiB budget.
-    assert_eq!(first_requests("ring-few", 16, 16), 16);
-    // One connected, but 48 known while the others connect: a ring.
-    assert_eq!(first_requests("ring-known", 1, 48), 4);
-    // 17: a ring of 4 blocks, so 4 requests, and a 64 KiB buffer.
+    // 16 peers: each may hold a 256 KiB piece within the 4 MiB budget,
+    // taken when its first block arrives.
+    assert_eq!(first_requests("ring-few", 16, 16), (16, 0));
+    // One connected, but 48 known while the others connect: a ring of 4
+    // blocks, its 64 KiB taken as the first request goes out. Every block
+    // is asked for at once all the same: a far peer's round trip is not
+    // paid once per 4 blocks.
+    assert_eq!(first_requests("ring-known", 1, 48), (16, 4 * 16384));
+    // 17: a ring, answered in order: its buffer stays 64 KiB.
     let r = one_piece_of_sixteen_blocks("ring-many", &data, 17);
     let mut conn = offline(&r, &[]);
     unchoked_with(&mut conn, vec![0]);
     let mut asked = Vec::new();
-    let mut most = 0;
+    let mut total = 0;
     for _ in 0..100 {
         conn.fill_pipeline().unwrap();
-        asked.extend(requests_in(&std::mem::take(&mut conn.out)));
-        most = most.max(asked.len());
+        let new = requests_in(&std::mem::take(&mut conn.out));
+        total += new.len();
+        asked.extend(new);
         if asked.is_empty() {
             break;
         }
@@ -1002,14 +1011,78 @@ fn with_more_peers_than_whole_pieces_fit_the_budget_a_piece_streams_through_a_ri
         feed(&mut conn, &block_of(&data, begin)).unwrap();
         if let Some(p) = conn.pieces.first() {
             assert_eq!(p.reserved, 4 * 16384, "a ring, not the piece");
+            assert_eq!(p.spilled, 0, "in order, every block finds its slot");
         }
     }
-    assert_eq!(most, 4, "requests run a ring ahead of the file");
+    assert_eq!(total, 16, "each block asked for once");
     assert!(events(&r)
         .iter()
         .any(|e| matches!(e, Event::PieceDone { piece: 0, .. })));
     assert_eq!(std::fs::read(r.dir.join("f")).unwrap(), data);
     assert!(!r.ctx.storage.claim(0), "sealed");
+}
+
+/// A ring's 16 blocks answered newest first: those ahead of their slot
+/// go straight to the file and are hashed from there. Returns the
+/// requests made, the most blocks spilled at once, the events, and the
+/// file.
+fn ring_answered_newest_first(
+    tag: &str,
+    data: &[u8],
+    sent: &[u8],
+) -> (usize, u32, Vec<Event>, Vec<u8>) {
+    let r = one_piece_of_sixteen_blocks(tag, data, 48);
+    let mut conn = offline(&r, &[]);
+    unchoked_with(&mut conn, vec![0]);
+    let mut asked = Vec::new();
+    let (mut total, mut spilled) = (0, 0);
+    for _ in 0..100 {
+        conn.fill_pipeline().unwrap();
+        let new = requests_in(&std::mem::take(&mut conn.out));
+        total += new.len();
+        asked.extend(new);
+        let Some((_, begin)) = asked.pop() else {
+            break;
+        };
+        feed(&mut conn, &block_of(sent, begin)).unwrap();
+        if let Some(p) = conn.pieces.first() {
+            assert_eq!(p.reserved, 4 * 16384, "the buffer stays a ring");
+            spilled = spilled.max(p.spilled.count_ones());
+        }
+    }
+    assert!(conn.pieces.is_empty(), "the piece is settled");
+    let file = std::fs::read(r.dir.join("f")).unwrap();
+    (total, spilled, events(&r), file)
+}
+
+#[test]
+fn a_ring_answered_out_of_order_asks_each_block_once_and_its_hash_still_decides() {
+    // libtorrent's disk reads finish out of order: at 100 ms from 24
+    // capped seeders, blocks thrown away and asked for again when they
+    // came ahead of the ring took the download from 6.4 s to 9.8 s.
+    let data: Vec<u8> = (0..262_144u32)
+        .map(|i| (i / 16384 * 5 + i % 239) as u8)
+        .collect();
+    let (asked, spilled, events, file) = ring_answered_newest_first("ring-order", &data, &data);
+    assert_eq!(asked, 16, "no block asked for twice");
+    assert_eq!(spilled, 12, "all but the ring's 4 went to the file first");
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::PieceDone { piece: 0, .. })));
+    assert_eq!(file, data, "every block, spilled or not, in its place");
+
+    // One block that went to the file ahead of its slot is wrong: the
+    // piece fails its hash check.
+    let mut bad = data.clone();
+    bad[15 * 16384 + 7] ^= 1;
+    let (_, spilled, events, _) = ring_answered_newest_first("ring-order-bad", &data, &bad);
+    assert_eq!(spilled, 12);
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::PieceFailed { piece: 0, .. })));
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::PieceDone { piece: 0, .. })));
 }
 
 #[test]
@@ -1020,7 +1093,7 @@ fn a_ring_streamed_piece_that_a_copy_sealed_takes_no_more_bytes_from_its_peer() 
     unchoked_with(&mut conn, vec![0]);
     conn.fill_pipeline().unwrap();
     let asked = requests_in(&std::mem::take(&mut conn.out));
-    assert_eq!(asked.len(), 4);
+    assert_eq!(asked.len(), 16);
     // Another worker's whole copy verifies and is written meanwhile: it
     // could not claim the piece, so it holds it whole.
     assert!(!r.ctx.storage.claim(0), "this worker holds the claim");
