@@ -131,6 +131,12 @@ const STREAM_GROUP: u32 = 16;
 /// buffers were most of the memory (12.5 of 22.5 MiB with 48 peers and
 /// 256 KiB pieces). Such a piece is streamed only by the worker that holds
 /// its claim (`Storage::claim`); an endgame copy holds its piece whole.
+/// All its blocks are requested at once, not a ring's worth: with the
+/// peer 100 ms away, 4 blocks per round trip held 24 capped seeders to
+/// 58 % of their caps. A block that comes ahead of its slot (libtorrent
+/// answers a piece's requests out of order) goes straight to the file
+/// and is hashed from there (`InFlight::spilled`), so the ring stays
+/// 64 KiB whatever the distance.
 const RING_WINDOW: u32 = 4;
 const RING_GROUP: u32 = 2;
 
@@ -380,7 +386,8 @@ struct InFlight {
     hashed_blocks: u32,
     hasher: Sha1,
     /// Bytes of the buffer budget this piece holds: 0 until its first
-    /// block arrives (and `buf` is empty until then).
+    /// block arrives (a ring's: until its first block is requested), and
+    /// `buf` is empty until then.
     reserved: u64,
     /// Streamed (large) pieces: the blocks `buf` holds, as a ring indexed
     /// by block number; 0 when `buf` holds the whole piece.
