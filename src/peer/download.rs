@@ -46,6 +46,43 @@ impl InFlight {
         (slot * BLOCK_SIZE) as usize
     }
 
+    /// Writes a streamed piece's hashed blocks to the file, a group at a
+    /// time (groups never wrap the ring: the window is a multiple), but
+    /// for those spilled there already. `Ok(false)` once the piece is
+    /// sealed (an endgame copy was verified first).
+    pub(super) fn write_groups(
+        &mut self,
+        layout: &Layout,
+        storage: &crate::storage::Storage,
+    ) -> Result<bool, crate::storage::StorageError> {
+        while self.window > 0 {
+            let end = (self.written_blocks + self.group).min(self.num_blocks);
+            if end > self.hashed_blocks || self.written_blocks == end {
+                break;
+            }
+            let spilled = |b: u32| self.spilled & (1 << b) != 0;
+            let mut first = self.written_blocks;
+            while first < end {
+                if spilled(first) {
+                    first += 1;
+                    continue;
+                }
+                let run = (first..end).find(|&b| spilled(b)).unwrap_or(end);
+                let bytes: usize = (first..run)
+                    .map(|b| layout.block_len(self.index, b) as usize)
+                    .sum();
+                let at = self.slot(first);
+                let data = &self.buf[at..at + bytes];
+                if !storage.write_claimed(self.index, first * BLOCK_SIZE, data)? {
+                    return Ok(false);
+                }
+                first = run;
+            }
+            self.written_blocks = end;
+        }
+        Ok(true)
+    }
+
     /// The next block to request: a rejected one first, else the next new one.
     pub(super) fn next_block(&mut self) -> u32 {
         self.retry.pop().unwrap_or_else(|| {
@@ -513,47 +550,26 @@ impl Connection<'_> {
         let storage = &self.ctx.storage;
         let p = &mut self.pieces[pos];
         let mut streamed = Ok(true);
-        while p.hashed_blocks < p.num_blocks && p.received[p.hashed_blocks as usize] {
+        while matches!(streamed, Ok(true)) {
+            // A streamed piece's hashed blocks go to the file before the
+            // next is hashed, so a spilled block's slot is free for it.
+            streamed = p.write_groups(layout, storage);
             let b = p.hashed_blocks;
+            if !matches!(streamed, Ok(true)) || b >= p.num_blocks || !p.received[b as usize] {
+                break;
+            }
+            let start = p.slot(b);
             let len = layout.block_len(index, b) as usize;
             if p.spilled & (1 << b) != 0 {
                 // In the file already: read back from the page cache.
-                let mut block = vec![0u8; len];
-                if let Err(e) = storage.read(index, b * BLOCK_SIZE, &mut block) {
+                if let Err(e) = storage.read(index, b * BLOCK_SIZE, &mut p.buf[start..start + len])
+                {
                     streamed = Err(e);
                     break;
                 }
-                p.hasher.update(&block);
-            } else {
-                let start = p.slot(b);
-                p.hasher.update(&p.buf[start..start + len]);
             }
+            p.hasher.update(&p.buf[start..start + len]);
             p.hashed_blocks += 1;
-        }
-        // A streamed piece's hashed blocks go to the file, a group at a
-        // time (groups never wrap the ring: the window is a multiple),
-        // but for those spilled there already.
-        while p.window > 0 && matches!(streamed, Ok(true)) {
-            let end = (p.written_blocks + p.group).min(p.num_blocks);
-            if end > p.hashed_blocks || p.written_blocks == end {
-                break;
-            }
-            let mut first = p.written_blocks;
-            while first < end && matches!(streamed, Ok(true)) {
-                let spilled = |b: u32| p.spilled & (1 << b) != 0;
-                if spilled(first) {
-                    first += 1;
-                    continue;
-                }
-                let run = (first..end).find(|&b| spilled(b)).unwrap_or(end);
-                let bytes: usize = (first..run)
-                    .map(|b| layout.block_len(index, b) as usize)
-                    .sum();
-                let at = p.slot(first);
-                streamed = storage.write_claimed(index, first * BLOCK_SIZE, &p.buf[at..at + bytes]);
-                first = run;
-            }
-            p.written_blocks = end;
         }
         match streamed {
             Ok(true) => {}
