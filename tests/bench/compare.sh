@@ -15,6 +15,10 @@
 #   TGET_BENCH_SEEDERS=24 TGET_BENCH_CAP=2097152 tests/bench/compare.sh bench_swarm_of_capped_seeders
 #   TGET_BENCH_SEEDERS=48 TGET_BENCH_CAP=1048576 tests/bench/compare.sh bench_swarm_of_capped_seeders
 #   tests/bench/compare.sh bench_mixed_swarm
+#   # the same swarms far away: a relay in front of each seeder delays
+#   # every byte by half the round trip each way (default 100 ms; 24 x
+#   # 2 MiB/s unless SEEDERS and CAP say otherwise, CAP=0 for no cap):
+#   TGET_BENCH_RTT_MS=100 tests/bench/compare.sh bench_swarm_at_a_distance
 #   TGET_BENCH_BUSY=1 ...   # a shared machine: no waiting for quiet, no retries
 #
 # Needs opentracker, aria2c, python3-libtorrent, mktorrent and GNU time
