@@ -46,6 +46,12 @@ impl InFlight {
         (slot * BLOCK_SIZE) as usize
     }
 
+    /// Whether block `b` went to the file ahead of its ring slot.
+    pub(super) fn is_spilled(&self, b: u32) -> bool {
+        1u64.checked_shl(b)
+            .is_some_and(|bit| self.spilled & bit != 0)
+    }
+
     /// Writes a streamed piece's hashed blocks to the file, a group at a
     /// time (groups never wrap the ring: the window is a multiple), but
     /// for those spilled there already. `Ok(false)` once the piece is
@@ -60,7 +66,7 @@ impl InFlight {
             if end > self.hashed_blocks || self.written_blocks == end {
                 break;
             }
-            let spilled = |b: u32| self.spilled & (1 << b) != 0;
+            let spilled = |b: u32| self.is_spilled(b);
             let mut first = self.written_blocks;
             while first < end {
                 if spilled(first) {
@@ -522,7 +528,7 @@ impl Connection<'_> {
         match written {
             Ok(true) => {
                 let p = &mut self.pieces[at];
-                p.spilled |= 1 << block;
+                p.spilled |= 1u64.checked_shl(block).unwrap_or(0);
                 if !p.received[block as usize] {
                     p.received[block as usize] = true;
                     p.received_count += 1;
@@ -560,7 +566,7 @@ impl Connection<'_> {
             }
             let start = p.slot(b);
             let len = layout.block_len(index, b) as usize;
-            if p.spilled & (1 << b) != 0 {
+            if p.is_spilled(b) {
                 // In the file already: read back from the page cache.
                 if let Err(e) = storage.read(index, b * BLOCK_SIZE, &mut p.buf[start..start + len])
                 {

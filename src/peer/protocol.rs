@@ -103,7 +103,7 @@ impl Connection<'_> {
                                 // answered late) can fall outside the window.
                                 continue;
                             }
-                            if p.window > 0 && block >= p.written_blocks + p.window {
+                            if p.ring && block >= p.written_blocks + p.window {
                                 // A ring's block that came ahead of blocks
                                 // before it (libtorrent's disk reads finish
                                 // out of order): its slot is not free yet,
