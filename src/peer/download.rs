@@ -143,6 +143,7 @@ impl Connection<'_> {
     /// Keeps `depth` requests outstanding while the peer lets us download:
     /// unchoked, anything it has; choked, only the pieces it allows fast.
     pub(super) fn fill_pipeline(&mut self) -> Result<(), Close> {
+        self.unstick()?;
         let choked = self.peer_choking;
         if !self.am_interested || (choked && !self.allowed_fast_useful()) {
             return Ok(());
@@ -165,10 +166,6 @@ impl Connection<'_> {
             else {
                 break;
             };
-            if self.pieces[at].ring && self.pieces[at].reserved == 0 && !self.reserve(at) {
-                self.pieces[at].starved = true;
-                continue;
-            }
             let p = &mut self.pieces[at];
             let block = p.next_block();
             let index = p.index;
@@ -211,11 +208,49 @@ impl Connection<'_> {
     /// keep a second's worth of requests spread over a dozen pieces.
     pub(super) fn request_span(&self) -> usize {
         let held = self.pieces.iter().filter(|p| p.reserved > 0).count();
-        // A streamed piece holds a window, not the whole piece.
-        let piece = u64::from(self.layout.piece_len(0).min(STREAM_WINDOW * BLOCK_SIZE)).max(1);
+        // A streamed piece holds a window, not the whole piece, and a ring
+        // 4 blocks.
+        let rings = self.pieces.iter().any(|p| p.ring);
+        let piece = if rings {
+            u64::from(RING_WINDOW * BLOCK_SIZE)
+        } else {
+            u64::from(self.layout.piece_len(0).min(STREAM_WINDOW * BLOCK_SIZE)).max(1)
+        };
         let free = BUFFER_BUDGET.saturating_sub(self.ctx.shared.buffered.load(Ordering::Relaxed));
         let room = usize::try_from(free / piece).unwrap_or(usize::MAX);
-        held.saturating_add(room).max(buffers_always(&self.pieces))
+        let span = held.saturating_add(room).max(buffers_always(&self.pieces));
+        // A ring's block that finds no room goes to the file rather than
+        // being thrown away: one ring more may always be asked for, so a
+        // far peer's requests do not wait for room.
+        if rings {
+            span.saturating_add(1)
+        } else {
+            span
+        }
+    }
+
+    /// Hashes on where a ring waited for a buffer to read its spilled
+    /// blocks back into (`advance_piece`), now that there may be room.
+    pub(super) fn unstick(&mut self) -> Result<(), Close> {
+        let waiting = |p: &InFlight| {
+            p.ring
+                && p.reserved == 0
+                && p.hashed_blocks < p.num_blocks
+                && p.received[p.hashed_blocks as usize]
+        };
+        if !self.pieces.iter().any(waiting) {
+            return Ok(());
+        }
+        let stuck: Vec<u32> = self
+            .pieces
+            .iter()
+            .filter(|p| waiting(p))
+            .map(|p| p.index)
+            .collect();
+        for index in stuck {
+            self.advance_piece(index)?;
+        }
+        Ok(())
     }
 
     /// Asks the coordinator for more pieces while this worker still has
@@ -552,6 +587,18 @@ impl Connection<'_> {
         let Some(pos) = self.pieces.iter().position(|p| p.index == index) else {
             return Ok(());
         };
+        // A ring that took no buffer yet (its blocks all went to the
+        // file) needs one to read them back into for the hash: it waits
+        // for room (`unstick` tries again).
+        let p = &self.pieces[pos];
+        if p.ring
+            && p.reserved == 0
+            && p.hashed_blocks < p.num_blocks
+            && p.received[p.hashed_blocks as usize]
+            && !self.reserve(pos)
+        {
+            return Ok(());
+        }
         let layout = self.layout;
         let storage = &self.ctx.storage;
         let p = &mut self.pieces[pos];

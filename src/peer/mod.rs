@@ -134,9 +134,11 @@ const STREAM_GROUP: u32 = 16;
 /// All its blocks are requested at once, not a ring's worth: with the
 /// peer 100 ms away, 4 blocks per round trip held 24 capped seeders to
 /// 58 % of their caps. A block that comes ahead of its slot (libtorrent
-/// answers a piece's requests out of order) goes straight to the file
-/// and is hashed from there (`InFlight::spilled`), so the ring stays
-/// 64 KiB whatever the distance.
+/// answers a piece's requests out of order), or finds the ring without a
+/// buffer and the budget without room, goes straight to the file and is
+/// hashed from there (`InFlight::spilled`): no block is thrown away, and
+/// the ring stays 64 KiB, taken from its first block's arrival to its
+/// last write, whatever the distance.
 const RING_WINDOW: u32 = 4;
 const RING_GROUP: u32 = 2;
 
@@ -386,7 +388,7 @@ struct InFlight {
     hashed_blocks: u32,
     hasher: Sha1,
     /// Bytes of the buffer budget this piece holds: 0 until its first
-    /// block arrives (a ring's: until its first block is requested), and
+    /// block arrives (a ring's: until one arrives that finds room), and
     /// `buf` is empty until then.
     reserved: u64,
     /// Streamed (large) pieces: the blocks `buf` holds, as a ring indexed
@@ -402,12 +404,12 @@ struct InFlight {
     claimed: bool,
     /// A ring (a piece of ordinary size streamed because many peers share
     /// the budget, see `RING_WINDOW`): its blocks are requested beyond
-    /// the window, and its room in the budget is taken when its first
-    /// block is requested rather than when one arrives.
+    /// the window, and one that finds no slot or no room goes to the file.
     ring: bool,
-    /// A ring's blocks that came ahead of their slot (bit `b` for block
-    /// `b`; a ring has at most 64 blocks): written straight to the file,
-    /// hashed from there, and skipped by the ring's group writes.
+    /// A ring's blocks that came ahead of their slot, or before the ring
+    /// had a buffer and the budget room for one (bit `b` for block `b`; a
+    /// ring has at most 64 blocks): written straight to the file, read
+    /// back into their slot to be hashed, skipped by the group writes.
     spilled: u64,
     /// A block of this piece found no room in the buffer budget: its
     /// blocks are asked for again only once this worker gives a buffer

@@ -103,11 +103,21 @@ impl Connection<'_> {
                                 // answered late) can fall outside the window.
                                 continue;
                             }
-                            if p.ring && block >= p.written_blocks + p.window {
-                                // A ring's block that came ahead of blocks
-                                // before it (libtorrent's disk reads finish
-                                // out of order): its slot is not free yet,
-                                // so it goes straight to the file.
+                            // A ring's block goes straight to the file when
+                            // it came ahead of blocks before it (libtorrent's
+                            // disk reads finish out of order), so its slot is
+                            // not free yet, or when the ring has no buffer
+                            // and the budget no room for one.
+                            let spill = p.ring
+                                && (block >= p.written_blocks + p.window
+                                    || (p.reserved == 0
+                                        && !take_room(
+                                            &self.ctx.shared.buffered,
+                                            &self.pieces,
+                                            p.buffer_len(self.layout) as u64,
+                                        )));
+                            let p = &mut self.pieces[at];
+                            if spill {
                                 if p.received[block as usize] {
                                     continue;
                                 }
@@ -116,6 +126,12 @@ impl Connection<'_> {
                                 self.landed(len);
                                 self.on_spilled(at, block, written)?;
                                 continue;
+                            }
+                            if p.ring && p.reserved == 0 {
+                                // Room taken just above.
+                                let want = p.buffer_len(self.layout);
+                                p.buf = self.ctx.shared.buffers.take(want);
+                                p.reserved = want as u64;
                             }
                             if p.reserved == 0 {
                                 let want = p.buffer_len(self.layout);
