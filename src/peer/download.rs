@@ -12,7 +12,7 @@ impl InFlight {
     /// would land in that block's slot, and the file would get the later
     /// block's bytes in a piece whose SHA-1 (taken before) matched.
     pub(super) fn request_limit(&self) -> u32 {
-        if self.window == 0 || self.ring {
+        if self.window == 0 || self.ring() {
             self.num_blocks
         } else {
             self.num_blocks.min(self.written_blocks + self.window)
@@ -44,6 +44,13 @@ impl InFlight {
     pub(super) fn slot(&self, b: u32) -> usize {
         let slot = if self.window == 0 { b } else { b % self.window };
         (slot * BLOCK_SIZE) as usize
+    }
+
+    /// A ring: a piece of ordinary size streamed because many peers share
+    /// the budget (see `RING_WINDOW`). Its blocks are requested beyond the
+    /// window, and one that finds no slot or no room goes to the file.
+    pub(super) fn ring(&self) -> bool {
+        self.window == RING_WINDOW
     }
 
     /// Whether block `b` went to the file ahead of its ring slot.
@@ -188,15 +195,7 @@ impl Connection<'_> {
     /// Takes room in the budget, and a buffer, for piece `at` of this
     /// worker's; false if there is no room.
     pub(super) fn reserve(&mut self, at: usize) -> bool {
-        let want = self.pieces[at].buffer_len(self.layout);
-        if !take_room(&self.ctx.shared.buffered, &self.pieces, want as u64) {
-            return false;
-        }
-        let buf = self.ctx.shared.buffers.take(want);
-        let p = &mut self.pieces[at];
-        p.buf = buf;
-        p.reserved = want as u64;
-        true
+        take_buffer(&self.ctx.shared, &mut self.pieces, at, self.layout)
     }
 
     /// How many of this worker's pieces (the first ones, in the order they
@@ -210,7 +209,7 @@ impl Connection<'_> {
         let held = self.pieces.iter().filter(|p| p.reserved > 0).count();
         // A streamed piece holds a window, not the whole piece, and a ring
         // 4 blocks.
-        let rings = self.pieces.iter().any(|p| p.ring);
+        let rings = self.pieces.iter().any(InFlight::ring);
         let piece = if rings {
             u64::from(RING_WINDOW * BLOCK_SIZE)
         } else {
@@ -233,7 +232,7 @@ impl Connection<'_> {
     /// blocks back into (`advance_piece`), now that there may be room.
     pub(super) fn unstick(&mut self) -> Result<(), Close> {
         let waiting = |p: &InFlight| {
-            p.ring
+            p.ring()
                 && p.reserved == 0
                 && p.hashed_blocks < p.num_blocks
                 && p.received[p.hashed_blocks as usize]
@@ -368,7 +367,6 @@ impl Connection<'_> {
         // right, only costly.
         let claimed = window > 0 && self.ctx.storage.claim(index);
         let (window, group) = if claimed { (window, group) } else { (0, 0) };
-        let ring = claimed && window == RING_WINDOW && !streams_piece(self.layout, index);
         self.pieces.push(InFlight {
             index,
             buf: PieceBuf::Empty,
@@ -384,7 +382,6 @@ impl Connection<'_> {
             written_blocks: 0,
             group,
             claimed,
-            ring,
             spilled: 0,
             starved: false,
         });
@@ -591,7 +588,7 @@ impl Connection<'_> {
         // file) needs one to read them back into for the hash: it waits
         // for room (`unstick` tries again).
         let p = &self.pieces[pos];
-        if p.ring
+        if p.ring()
             && p.reserved == 0
             && p.hashed_blocks < p.num_blocks
             && p.received[p.hashed_blocks as usize]
@@ -692,6 +689,25 @@ pub(super) fn take_room(budget: &AtomicU64, pieces: &[InFlight], len: u64) -> bo
             Err(now) => cur = now,
         }
     }
+}
+
+/// Takes room in the budget and a buffer for `pieces[at]`, of a worker
+/// fetching `pieces` (see `take_room`); false, taking nothing, if there
+/// is no room.
+pub(super) fn take_buffer(
+    shared: &Shared,
+    pieces: &mut [InFlight],
+    at: usize,
+    layout: &Layout,
+) -> bool {
+    let want = pieces[at].buffer_len(layout);
+    if !take_room(&shared.buffered, pieces, want as u64) {
+        return false;
+    }
+    let p = &mut pieces[at];
+    p.buf = shared.buffers.take(want);
+    p.reserved = want as u64;
+    true
 }
 
 /// The buffers a worker fetching `pieces` may hold whatever the budget:

@@ -141,6 +141,8 @@ const STREAM_GROUP: u32 = 16;
 /// last write, whatever the distance.
 const RING_WINDOW: u32 = 4;
 const RING_GROUP: u32 = 2;
+// A piece's window tells a ring from a large piece (`InFlight::ring`).
+const _: () = assert!(RING_WINDOW != STREAM_WINDOW);
 
 /// Whether piece `piece` is fetched through a window (see `STREAM_ABOVE`).
 pub fn streams_piece(layout: &Layout, piece: u32) -> bool {
@@ -402,10 +404,6 @@ struct InFlight {
     /// Whether this worker holds the piece's claim (`Storage::claim`):
     /// exactly the streamed pieces.
     claimed: bool,
-    /// A ring (a piece of ordinary size streamed because many peers share
-    /// the budget, see `RING_WINDOW`): its blocks are requested beyond
-    /// the window, and one that finds no slot or no room goes to the file.
-    ring: bool,
     /// A ring's blocks that came ahead of their slot, or before the ring
     /// had a buffer and the budget room for one (bit `b` for block `b`; a
     /// ring has at most 64 blocks): written straight to the file, read
@@ -580,6 +578,8 @@ mod protocol;
 mod trace;
 mod upload;
 
+use download::take_buffer;
+#[cfg(test)]
 use download::take_room;
 use trace::queue;
 

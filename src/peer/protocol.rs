@@ -108,15 +108,13 @@ impl Connection<'_> {
                             // disk reads finish out of order), so its slot is
                             // not free yet, or when the ring has no buffer
                             // and the budget no room for one.
-                            let spill = p.ring
-                                && (block >= p.written_blocks + p.window
-                                    || (p.reserved == 0
-                                        && !take_room(
-                                            &self.ctx.shared.buffered,
-                                            &self.pieces,
-                                            p.buffer_len(self.layout) as u64,
-                                        )));
-                            let p = &mut self.pieces[at];
+                            let ahead = p.ring() && block >= p.written_blocks + p.window;
+                            let unbuffered = p.ring() && p.reserved == 0;
+                            let shared = &self.ctx.shared;
+                            let spill = ahead
+                                || (unbuffered
+                                    && !take_buffer(shared, &mut self.pieces, at, self.layout));
+                            let p = &self.pieces[at];
                             if spill {
                                 if p.received[block as usize] {
                                     continue;
@@ -127,16 +125,9 @@ impl Connection<'_> {
                                 self.on_spilled(at, block, written)?;
                                 continue;
                             }
-                            if p.ring && p.reserved == 0 {
-                                // Room taken just above.
-                                let want = p.buffer_len(self.layout);
-                                p.buf = self.ctx.shared.buffers.take(want);
-                                p.reserved = want as u64;
-                            }
                             if p.reserved == 0 {
-                                let want = p.buffer_len(self.layout);
-                                let budget = &self.ctx.shared.buffered;
-                                if !take_room(budget, &self.pieces, want as u64) {
+                                let shared = &self.ctx.shared;
+                                if !take_buffer(shared, &mut self.pieces, at, self.layout) {
                                     // No room for another buffer: ask again
                                     // once the pieces filling now are done.
                                     trace!("{}: no buffer for piece {index} yet", self.addr);
@@ -146,10 +137,6 @@ impl Connection<'_> {
                                     self.report_down += len as u64;
                                     continue;
                                 }
-                                let buf = self.ctx.shared.buffers.take(want);
-                                let p = &mut self.pieces[at];
-                                p.buf = buf;
-                                p.reserved = want as u64;
                             }
                             let p = &mut self.pieces[at];
                             let b = block as usize;

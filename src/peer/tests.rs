@@ -23,7 +23,6 @@ fn in_flight(index: u32, reserved: u64) -> InFlight {
         written_blocks: 0,
         group: 0,
         claimed: false,
-        ring: false,
         spilled: 0,
         starved: false,
     }
@@ -771,10 +770,10 @@ fn requests_in(out: &[u8]) -> Vec<(u32, u32)> {
     asked
 }
 
-/// A block of piece `index` at `begin` from `data` (32 KiB pieces), as the
-/// peer sends it.
-fn block_message(data: &[u8], index: u32, begin: u32) -> Vec<u8> {
-    let at = (index * 32768 + begin) as usize;
+/// A block of piece `index` at `begin` from `data` (pieces of
+/// `piece_len`), as the peer sends it.
+fn block_in(data: &[u8], piece_len: u32, index: u32, begin: u32) -> Vec<u8> {
+    let at = (index * piece_len + begin) as usize;
     let mut out = Vec::new();
     Message::Piece {
         index,
@@ -783,6 +782,11 @@ fn block_message(data: &[u8], index: u32, begin: u32) -> Vec<u8> {
     }
     .encode_into(&mut out);
     out
+}
+
+/// A block of piece `index` at `begin` from `data` (32 KiB pieces).
+fn block_message(data: &[u8], index: u32, begin: u32) -> Vec<u8> {
+    block_in(data, 32768, index, begin)
 }
 
 #[test]
@@ -952,15 +956,7 @@ fn one_piece_of_sixteen_blocks(tag: &str, data: &[u8], peers: u64) -> Rig {
 }
 
 fn block_of(data: &[u8], begin: u32) -> Vec<u8> {
-    let mut out = Vec::new();
-    let at = begin as usize;
-    Message::Piece {
-        index: 0,
-        begin,
-        data: &data[at..at + 16384],
-    }
-    .encode_into(&mut out);
-    out
+    block_in(data, 262_144, 0, begin)
 }
 
 fn unchoked_with(conn: &mut Connection<'_>, pieces: Vec<u32>) {
@@ -1110,17 +1106,7 @@ fn a_ring_block_that_finds_no_room_goes_to_the_file_and_is_hashed_once_room_come
     conn.fill_pipeline().unwrap();
     let asked = requests_in(&std::mem::take(&mut conn.out));
     assert_eq!(asked.len(), 32, "both rings asked for whole");
-    let block = |index: u32, begin: u32| {
-        let at = (index * 262_144 + begin) as usize;
-        let mut out = Vec::new();
-        Message::Piece {
-            index,
-            begin,
-            data: &data[at..at + 16384],
-        }
-        .encode_into(&mut out);
-        out
-    };
+    let block = |index: u32, begin: u32| block_in(&data, 262_144, index, begin);
     // Piece 0's first block, then all of piece 1, then the rest of 0.
     feed(&mut conn, &block(0, 0)).unwrap();
     assert_eq!(conn.pieces[0].reserved, 4 * 16384);

@@ -26,45 +26,60 @@ const POLL: Duration = Duration::from_millis(10);
 /// its threads if a side never closes.
 const IDLE: Duration = Duration::from_secs(120);
 
-/// Accepts on a listener until `stop`, handing each connection to `serve`
-/// on its own thread.
-fn accept_loop(
-    listener: TcpListener,
+/// A thread accepting on a listener, handing each connection to a
+/// function on a thread of its own; it stops when dropped.
+struct Acceptor {
     stop: Arc<AtomicBool>,
-    serve: impl Fn(TcpStream) + Send + Clone + 'static,
-) -> thread::JoinHandle<()> {
-    listener
-        .set_nonblocking(true)
-        .expect("bench: nonblocking listener");
-    thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((s, _)) => {
-                    let _ = s.set_nonblocking(false);
-                    let serve = serve.clone();
-                    thread::spawn(move || serve(s));
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Acceptor {
+    fn start(listener: TcpListener, serve: impl Fn(TcpStream) + Send + Clone + 'static) -> Self {
+        listener
+            .set_nonblocking(true)
+            .expect("bench: nonblocking listener");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        let _ = s.set_nonblocking(false);
+                        let serve = serve.clone();
+                        thread::spawn(move || serve(s));
+                    }
+                    Err(_) => sleep(POLL),
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => sleep(POLL),
-                Err(_) => sleep(POLL),
             }
+        });
+        Acceptor {
+            stop,
+            thread: Some(thread),
         }
-    })
+    }
+}
+
+impl Drop for Acceptor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// A relay on 127.0.0.1 in front of one peer: every byte either way
 /// arrives `one_way` later than it was sent. Stops accepting when dropped.
 pub struct DelayRelay {
     pub addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
+    _acceptor: Acceptor,
 }
 
 impl DelayRelay {
     pub fn start(target: SocketAddr, one_way: Duration) -> DelayRelay {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bench: bind a relay");
         let addr = listener.local_addr().expect("bench: relay address");
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = accept_loop(listener, stop.clone(), move |client: TcpStream| {
+        let acceptor = Acceptor::start(listener, move |client: TcpStream| {
             let Ok(server) = TcpStream::connect_timeout(&target, Duration::from_secs(5)) else {
                 return;
             };
@@ -80,17 +95,7 @@ impl DelayRelay {
         });
         DelayRelay {
             addr,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for DelayRelay {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            _acceptor: acceptor,
         }
     }
 }
@@ -149,8 +154,7 @@ fn delayed_copy(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
 pub struct FixedTracker {
     /// `http://127.0.0.1:PORT/announce`
     pub url: String,
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
+    _acceptor: Acceptor,
 }
 
 impl FixedTracker {
@@ -177,8 +181,7 @@ impl FixedTracker {
         body.extend_from_slice(&compact);
         body.push(b'e');
         let body = Arc::new(body);
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = accept_loop(listener, stop.clone(), move |mut s: TcpStream| {
+        let acceptor = Acceptor::start(listener, move |mut s: TcpStream| {
             let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
             // Read the request head (bounded), then answer and close.
             let mut head = Vec::new();
@@ -201,17 +204,7 @@ impl FixedTracker {
         });
         FixedTracker {
             url,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for FixedTracker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            _acceptor: acceptor,
         }
     }
 }
